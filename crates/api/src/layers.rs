@@ -1,0 +1,110 @@
+//! The tower-http stack every request passes through, and the one rule that keeps every
+//! error an envelope, whichever layer produced it.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use kopilka_config::Settings;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::envelope;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps `routes` in the API's layers, outermost first: request id, tracing (the span
+/// carries the request id, method and path, never the query string, which may hold
+/// tokens), compression, the error envelope, panic catching, CORS from the configured
+/// allowlist, the request timeout and the body limit.
+pub fn with_layers(routes: Router, settings: &Settings) -> Router {
+    let server = &settings.server;
+    let outer = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "request",
+                    request_id,
+                    method = %request.method(),
+                    path = request.uri().path(),
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(CompressionLayer::new());
+    let inner = ServiceBuilder::new()
+        .layer(CatchPanicLayer::new())
+        .layer(cors(&server.cors_allowed_origins))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            server.request_timeout(),
+        ))
+        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes));
+    // Router::layer turns every body into axum's Body, so the envelope rule sees one type;
+    // it sits outside everything that can answer an error by itself.
+    routes
+        .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        .layer(inner)
+        .layer(axum::middleware::map_response(errors_as_envelopes))
+        .layer(outer)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .allow_credentials(true)
+        .expose_headers([REQUEST_ID])
+}
+
+/// Layers outside our handlers (routing's 405, the timeout's 408, the body limit's 413, a
+/// caught panic's 500) answer with empty or plain-text bodies; turn every such error into
+/// the envelope so a client needs one parser.
+async fn errors_as_envelopes(response: Response<Body>) -> axum::response::Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported media type"),
+        s if s.is_server_error() => ("internal_error", "internal error"),
+        _ => ("bad_request", "bad request"),
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!("a request failed without a handled error (panic or layer failure)");
+    }
+    let mut enveloped = envelope(status, code, message.to_owned());
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        enveloped.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    enveloped
+}

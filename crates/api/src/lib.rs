@@ -1,0 +1,80 @@
+//! Kopilka's HTTP API: the one [`router`], the one error envelope
+//! (`{"error":{"code","message"}}`, see [`AppError`]), the tower-http layers every request
+//! passes through, Prometheus metrics and the OpenAPI document at `/openapi.json`.
+//!
+//! Handlers are thin: extract, call one use-case function, map the result. Routes live
+//! beside their handlers (one module per area) and are merged here.
+
+mod error;
+mod extract;
+mod health;
+mod layers;
+mod metrics;
+mod openapi;
+mod serve;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use kopilka_config::Settings;
+use kopilka_store::PgPool;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use error::{AppError, ErrorBody, ErrorDetail};
+pub use extract::ApiJson;
+pub use layers::with_layers;
+pub use serve::serve;
+
+/// What every handler may reach: the pool and the settings. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The Postgres pool.
+    pub pool: PgPool,
+    /// The validated settings.
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// State over `pool` and `settings`.
+    #[must_use]
+    pub fn new(pool: PgPool, settings: Settings) -> Self {
+        Self {
+            pool,
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+/// The whole API: every route, the OpenAPI document, metrics, the 404 envelope and the
+/// layers.
+pub fn router(state: AppState) -> Router {
+    let settings = Arc::clone(&state.settings);
+    let (routes, document) = api_routes().split_for_parts();
+    let document = Arc::new(document);
+    let routes = routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = Arc::clone(&document);
+                async move { axum::Json(document) }
+            }),
+        )
+        .route("/metrics", get(metrics::render))
+        .route_layer(axum::middleware::from_fn(metrics::track))
+        .fallback(|| async { AppError::NotFound })
+        .with_state(state);
+    with_layers(routes, &settings)
+}
+
+/// The OpenAPI document of every documented route.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// Documented routes, each registered with its OpenAPI operation.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(health::routes())
+}

@@ -1,0 +1,43 @@
+use std::future::{Future, IntoFuture};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish for up to `grace` before returning.
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: finishing in-flight requests"
+            );
+            let _ = draining_tx.send(());
+        })
+        .into_future();
+    let grace_over = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = grace_over => {
+            tracing::warn!("grace period over: dropping the requests still in flight");
+            Ok(())
+        }
+    }
+}

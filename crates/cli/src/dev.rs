@@ -1,0 +1,93 @@
+//! `kopilka dev`: the embedded default. A private Postgres kept in a data folder (so data
+//! survives restarts), migrations applied, the API on 127.0.0.1:8080, one line saying what
+//! runs where. ctrl-c stops the API gracefully, then the database.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use kopilka_api::AppState;
+use kopilka_config::{Environment, Settings};
+use kopilka_store::PrivatePostgres;
+use secrecy::SecretString;
+
+use crate::{logging, output, shutdown};
+
+/// Options of `kopilka dev`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Listen here instead of server.addr (127.0.0.1:8080); port 0 picks a free port.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Keep the private Postgres in this folder (default: database.dev_data_dir,
+    /// `.kopilka/dev/pgdata`). Ignored when DATABASE_URL is set.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// The database `dev` creates in its private cluster.
+const DEV_DATABASE: &str = "kopilka";
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut figment =
+        kopilka_config::figment(Environment::Dev, &kopilka_config::config_dir_from_env());
+    if let Some(addr) = args.addr {
+        figment = figment.merge(("server.addr", addr.to_string()));
+    }
+    let mut settings = Settings::from_figment(&figment)?;
+    logging::init(&settings.log);
+
+    let (url, cluster, postgres_note) = match settings.database.url.clone() {
+        Some(url) => (url, None, "DATABASE_URL".to_owned()),
+        None => {
+            let data_dir = args
+                .data_dir
+                .unwrap_or_else(|| settings.database.dev_data_dir.clone());
+            let (url, cluster) = start_private_postgres(data_dir).await?;
+            let note = format!(
+                "postgres://postgres@127.0.0.1:{}/{DEV_DATABASE} (private cluster in {})",
+                cluster.port(),
+                cluster.data_dir().display()
+            );
+            (url, Some(cluster), note)
+        }
+    };
+
+    let pool = kopilka_store::connect(&settings.database, &url)?;
+    let report = kopilka_store::migrate(&pool)
+        .await
+        .context("applying migrations")?;
+    let listener = tokio::net::TcpListener::bind(settings.server.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
+    let addr = listener.local_addr()?;
+    if std::env::var_os("KOPILKA__PUBLIC_URL").is_none() {
+        settings.public_url = format!("http://{addr}").parse()?;
+    }
+    output::line(&format!(
+        "kopilka dev: API on http://{addr} · Postgres {postgres_note} · {} migration(s) applied now, {} known · ctrl-c stops both",
+        report.applied.len(),
+        report.known
+    ));
+
+    let grace = settings.server.shutdown_grace();
+    let app = kopilka_api::router(AppState::new(pool.clone(), settings));
+    kopilka_api::serve(listener, app, shutdown::signal_received(), grace).await?;
+    pool.close().await;
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn start_private_postgres(
+    data_dir: PathBuf,
+) -> anyhow::Result<(SecretString, PrivatePostgres)> {
+    let cluster =
+        tokio::task::spawn_blocking(move || PrivatePostgres::start_persistent(&data_dir)).await??;
+    kopilka_store::create_database(&cluster.url("postgres"), DEV_DATABASE, None)
+        .await
+        .context("creating the dev database")?;
+    Ok((cluster.url(DEV_DATABASE), cluster))
+}

@@ -1,0 +1,40 @@
+//! `kopilka serve`: the HTTP API.
+
+use anyhow::Context as _;
+use kopilka_api::AppState;
+
+use crate::{database, logging, shutdown};
+
+/// Options of `kopilka serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Apply pending migrations before serving.
+    #[arg(long)]
+    migrate: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let settings = kopilka_config::load()?;
+    logging::init(&settings.log);
+    let pool = database::pool(&settings)?;
+    if args.migrate {
+        let report = kopilka_store::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+        tracing::info!(
+            applied = report.applied.len(),
+            known = report.known,
+            "migrations"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(settings.server.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
+    let addr = listener.local_addr()?;
+    let grace = settings.server.shutdown_grace();
+    tracing::info!(%addr, env = %settings.env, "serving");
+    let app = kopilka_api::router(AppState::new(pool, settings));
+    kopilka_api::serve(listener, app, shutdown::signal_received(), grace).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

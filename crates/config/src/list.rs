@@ -1,0 +1,24 @@
+//! Lists that may come from a TOML array or from one comma-separated environment variable
+//! (`KOPILKA__SERVER__CORS_ALLOWED_ORIGINS=https://a.org,https://b.org`).
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Deserialises a list of strings from an array or a comma-separated string; blanks dropped.
+pub(crate) fn comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let items = match StringOrList::deserialize(d)? {
+        StringOrList::One(joined) => joined.split(',').map(str::to_owned).collect(),
+        StringOrList::Many(items) => items,
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect())
+}

@@ -1,0 +1,131 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+use url::Url;
+
+use crate::{ConfigError, Environment};
+
+/// Everything Kopilka reads at start-up. Build it with [`crate::load`] or
+/// [`Settings::from_figment`], both of which validate.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Settings {
+    /// Which defaults applied (`KOPILKA_ENV`).
+    pub env: Environment,
+    /// The public base URL; links in emails and redirects are built from it, never from
+    /// a request's Host header.
+    pub public_url: Url,
+    /// The HTTP server.
+    pub server: ServerSettings,
+    /// Postgres.
+    pub database: DatabaseSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// The HTTP server's address and limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ServerSettings {
+    /// Where `serve` listens (`KOPILKA__SERVER__ADDR`).
+    pub addr: SocketAddr,
+    /// Requests taking longer are answered 408.
+    pub request_timeout_secs: u64,
+    /// Largest request body in bytes.
+    pub body_limit_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// Browser origins allowed to call the API (CORS).
+    #[serde(deserialize_with = "crate::list::comma_separated", default)]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl ServerSettings {
+    /// [`Self::request_timeout_secs`] as a duration.
+    #[must_use]
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// [`Self::shutdown_grace_secs`] as a duration.
+    #[must_use]
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// Postgres: where it is and how many connections to hold.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`; unset means "start a private cluster" (dev and tests only).
+    #[serde(default, serialize_with = "masked")]
+    pub url: Option<SecretString>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    pub acquire_timeout_secs: u64,
+    /// Where `kopilka dev` keeps its private cluster.
+    pub dev_data_dir: PathBuf,
+}
+
+impl DatabaseSettings {
+    /// [`Self::acquire_timeout_secs`] as a duration.
+    #[must_use]
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.acquire_timeout_secs)
+    }
+}
+
+/// How logs are written (always to stderr, so stdout stays for command output).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogSettings {
+    /// The format.
+    pub format: LogFormat,
+    /// A `tracing` `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, pretty otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+impl Settings {
+    /// Extracts settings from a figment (see [`crate::figment`]) and validates them.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with one line saying what to fix.
+    pub fn from_figment(figment: &figment::Figment) -> Result<Self, ConfigError> {
+        let settings: Self = figment.extract()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The settings of `env` from the compiled-in defaults and `config_dir`, ignoring the
+    /// process environment; for tests and tools that build settings explicitly.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the files do not parse or validate.
+    pub fn for_env(env: Environment, config_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let files_only = crate::file_layers(env, config_dir)
+            .merge(figment::providers::Serialized::default("env", env));
+        Self::from_figment(&files_only)
+    }
+}
+
+fn masked<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(value) if !value.expose_secret().is_empty() => s.serialize_str("<redacted>"),
+        _ => s.serialize_none(),
+    }
+}

@@ -1,0 +1,245 @@
+//! Start-up validation: refuse nonsense with one line that says what to fix.
+
+use secrecy::ExposeSecret;
+use url::Url;
+
+use crate::{ConfigError, Settings};
+
+/// The largest request body we accept anywhere (Stripe's largest events stay well under).
+const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+impl Settings {
+    /// Checks values that parse but make no sense, or are unsafe outside a developer's
+    /// machine.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let local = self.env.is_local();
+        check_public_url(&self.public_url, local)?;
+
+        let server = &self.server;
+        if server.body_limit_bytes < 1024 || server.body_limit_bytes > MAX_BODY_LIMIT {
+            return invalid(format!(
+                "server.body_limit_bytes is {}; expected 1024..={MAX_BODY_LIMIT}",
+                server.body_limit_bytes
+            ));
+        }
+        if !(1..=600).contains(&server.request_timeout_secs) {
+            return invalid("server.request_timeout_secs must be between 1 and 600".into());
+        }
+        if server.shutdown_grace_secs > 600 {
+            return invalid("server.shutdown_grace_secs must be at most 600".into());
+        }
+        for origin in &server.cors_allowed_origins {
+            check_origin(origin, local)?;
+        }
+
+        let db = &self.database;
+        if db.max_connections == 0 {
+            return invalid("database.max_connections must be at least 1".into());
+        }
+        if db.min_connections > db.max_connections {
+            return invalid(format!(
+                "database.min_connections ({}) exceeds database.max_connections ({})",
+                db.min_connections, db.max_connections
+            ));
+        }
+        if db.acquire_timeout_secs == 0 {
+            return invalid("database.acquire_timeout_secs must be at least 1".into());
+        }
+        match &db.url {
+            Some(url)
+                if !url.expose_secret().starts_with("postgres://")
+                    && !url.expose_secret().starts_with("postgresql://") =>
+            {
+                invalid("DATABASE_URL must start with postgres:// or postgresql://".into())
+            }
+            None if !local => invalid(format!(
+                "DATABASE_URL is required when KOPILKA_ENV={} (only dev and test start a private Postgres)",
+                self.env
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn invalid(message: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid(message))
+}
+
+fn check_public_url(url: &Url, local: bool) -> Result<(), ConfigError> {
+    if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+        return invalid(format!(
+            "public_url {url} must be a plain base URL such as https://support.example.org"
+        ));
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if local => Ok(()),
+        "http" => invalid(format!(
+            "public_url {url} must be https outside dev and test (set KOPILKA__PUBLIC_URL)"
+        )),
+        other => invalid(format!("public_url has scheme {other}; expected https")),
+    }
+}
+
+fn check_origin(origin: &str, local: bool) -> Result<(), ConfigError> {
+    if origin == "*" {
+        return invalid(
+            "server.cors_allowed_origins may not be \"*\": list the newsroom's sites".into(),
+        );
+    }
+    let parsed = Url::parse(origin).map_err(|_| {
+        ConfigError::Invalid(format!(
+            "server.cors_allowed_origins: {origin:?} is not an origin"
+        ))
+    })?;
+    let bare = parsed.host_str().is_some()
+        && parsed.path() == "/"
+        && !origin.ends_with('/')
+        && parsed.query().is_none()
+        && parsed.username().is_empty();
+    if !bare {
+        return invalid(format!(
+            "server.cors_allowed_origins: {origin:?} must be scheme://host[:port] with no path"
+        ));
+    }
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if local => Ok(()),
+        _ => invalid(format!(
+            "server.cors_allowed_origins: {origin:?} must be https outside dev and test"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use figment::Jail;
+
+    use crate::{Environment, LogFormat, Settings, figment};
+
+    fn config_dir() -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"))
+    }
+
+    fn load(env: Environment) -> Result<Settings, crate::ConfigError> {
+        Settings::from_figment(&figment(env, &config_dir()))
+    }
+
+    #[test]
+    fn the_shipped_files_are_valid_for_dev_and_test() {
+        Jail::expect_with(|_| {
+            let dev = load(Environment::Dev).expect("dev settings");
+            assert_eq!(dev.server.addr.to_string(), "127.0.0.1:8080");
+            assert_eq!(dev.log.format, LogFormat::Pretty);
+            assert!(dev.database.url.is_none());
+            let test = load(Environment::Test).expect("test settings");
+            assert_eq!(test.server.addr.port(), 0);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_refuses_http_and_a_missing_database() {
+        Jail::expect_with(|jail| {
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("public_url") && err.contains("https"), "{err}");
+            assert!(!err.contains('\n'));
+
+            jail.set_env("KOPILKA__PUBLIC_URL", "https://support.example.org");
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("DATABASE_URL is required"), "{err}");
+
+            jail.set_env("DATABASE_URL", "postgres://kopilka:hunter2@db/kopilka");
+            let settings = load(Environment::Production).expect("valid production settings");
+            assert_eq!(settings.public_url.as_str(), "https://support.example.org/");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_environment_overrides_files() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KOPILKA__SERVER__ADDR", "0.0.0.0:9999");
+            jail.set_env("KOPILKA__DATABASE__MAX_CONNECTIONS", "42");
+            jail.set_env(
+                "KOPILKA__SERVER__CORS_ALLOWED_ORIGINS",
+                "https://news.example.org, https://www.news.example.org",
+            );
+            let settings = load(Environment::Dev).expect("settings");
+            assert_eq!(settings.server.addr.to_string(), "0.0.0.0:9999");
+            assert_eq!(settings.database.max_connections, 42);
+            assert_eq!(
+                settings.server.cors_allowed_origins,
+                ["https://news.example.org", "https://www.news.example.org"]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://kopilka:hunter2@db/kopilka");
+            let settings = load(Environment::Dev).expect("settings");
+            let debug = format!("{settings:?}");
+            let json = serde_json::to_string(&settings).expect("serialisable");
+            assert!(!debug.contains("hunter2"), "{debug}");
+            assert!(!json.contains("hunter2"), "{json}");
+            assert!(json.contains("<redacted>"), "{json}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_one_line() {
+        let cases = [
+            ("KOPILKA__DATABASE__MAX_CONNECTIONS", "0", "max_connections"),
+            (
+                "KOPILKA__DATABASE__MIN_CONNECTIONS",
+                "99",
+                "min_connections",
+            ),
+            (
+                "KOPILKA__SERVER__BODY_LIMIT_BYTES",
+                "10",
+                "body_limit_bytes",
+            ),
+            (
+                "KOPILKA__SERVER__CORS_ALLOWED_ORIGINS",
+                "*",
+                "cors_allowed_origins",
+            ),
+            (
+                "KOPILKA__SERVER__CORS_ALLOWED_ORIGINS",
+                "https://a.org/path",
+                "no path",
+            ),
+            ("KOPILKA__SERVER__ADDR", "not an address", "addr"),
+            ("KOPILKA__PUBLIC_URL", "ftp://example.org", "scheme"),
+            ("DATABASE_URL", "mysql://x", "postgres://"),
+        ];
+        for (key, value, expected) in cases {
+            Jail::expect_with(|jail| {
+                jail.set_env(key, value);
+                let err = load(Environment::Dev).unwrap_err().to_string();
+                assert!(err.contains(expected), "{key}={value}: {err}");
+                assert!(!err.contains('\n'), "{err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn an_unknown_environment_name_is_refused() {
+        let err = "staging".parse::<Environment>().unwrap_err().to_string();
+        assert!(
+            err.contains("KOPILKA_ENV") && err.contains("staging"),
+            "{err}"
+        );
+    }
+}

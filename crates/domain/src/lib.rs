@@ -1,0 +1,20 @@
+//! Kopilka's domain: the newtypes every other crate speaks in, parsed at the edge so that
+//! nothing deeper ever sees an unchecked amount, currency, interval or address.
+//!
+//! No I/O lives here. Amounts are integer minor units with an ISO 4217 currency
+//! ([`Money`]); the reader's address is PII and never prints ([`Email`]); ids are typed
+//! so a contribution id cannot be passed where a reader id is expected ([`id`]); time
+//! comes from an injected [`Clock`].
+
+mod clock;
+mod currency;
+mod email;
+pub mod id;
+mod interval;
+mod money;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use currency::{Currency, CurrencyError};
+pub use email::{Email, EmailError};
+pub use interval::{Interval, IntervalError};
+pub use money::{Money, MoneyError};

@@ -1,0 +1,84 @@
+//! The app in-process on port 0, on a database of its own.
+
+use std::net::SocketAddr;
+
+use kopilka_api::AppState;
+use kopilka_config::Settings;
+use secrecy::SecretString;
+use tokio::sync::oneshot;
+
+use crate::{ApiClient, TestDatabase, fresh_database, test_settings};
+
+/// A running app: the router served on a free port, with its own fresh database.
+pub struct TestApp {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// A client for it.
+    pub api: ApiClient,
+    /// The settings it runs with.
+    pub settings: Settings,
+    /// Its database (a fresh one, unless spawned with [`TestApp::spawn_on`]).
+    pub db: Option<TestDatabase>,
+    /// The app's own pool.
+    pub pool: sqlx::PgPool,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// The app with test settings on a fresh database.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// The app on a fresh database, after `configure` adjusted the test settings.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let db = fresh_database().await;
+        let mut app = Self::spawn_on(db.url.clone(), configure).await;
+        app.db = Some(db);
+        app
+    }
+
+    /// The app on the database at `url` (e.g. a cluster a test stops and starts itself).
+    ///
+    /// # Panics
+    /// When the app cannot start.
+    pub async fn spawn_on(url: SecretString, configure: impl FnOnce(&mut Settings)) -> Self {
+        crate::init_test_logging();
+        let mut settings = test_settings();
+        settings.database.url = Some(url.clone());
+        configure(&mut settings);
+        settings.validate().expect("test settings are valid");
+        let pool = kopilka_store::connect(&settings.database, &url).expect("a pool");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let address = listener.local_addr().expect("a local address");
+        let app = kopilka_api::router(AppState::new(pool.clone(), settings.clone()));
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let grace = settings.server.shutdown_grace();
+        tokio::spawn(async move {
+            let stop = async {
+                let _ = stop.await;
+            };
+            if let Err(err) = kopilka_api::serve(listener, app, stop, grace).await {
+                panic!("test server failed: {err}");
+            }
+        });
+        Self {
+            address,
+            api: ApiClient::new(format!("http://{address}")),
+            settings,
+            db: None,
+            pool,
+            shutdown: Some(shutdown),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

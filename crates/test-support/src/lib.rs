@@ -1,0 +1,73 @@
+//! The test harness: the app on port 0 with a fresh database, a typed client for the API,
+//! and Postgres for every test binary — `DATABASE_URL` when set, otherwise a private
+//! throwaway cluster started once per test binary, so `cargo test` on a fresh machine needs
+//! nothing but the PostgreSQL server binaries.
+//!
+//! ```ignore
+//! let app = TestApp::spawn().await;
+//! let response = app.api.get("/healthz").await;
+//! assert_eq!(response.status, 200);
+//! ```
+
+mod app;
+mod client;
+mod postgres;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kopilka_config::{Environment, Settings};
+
+pub use app::TestApp;
+pub use client::{ApiClient, ApiResponse};
+pub use postgres::{TestDatabase, fresh_database, server_url};
+
+/// The repository's `config/` folder.
+#[must_use]
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"))
+}
+
+/// The `test` environment's settings from the repository's files (the process environment
+/// is ignored, so a developer's `KOPILKA__…` variables cannot change a test).
+///
+/// # Panics
+/// When the shipped test configuration is invalid.
+#[must_use]
+pub fn test_settings() -> Settings {
+    Settings::for_env(Environment::Test, &config_dir()).expect("config/test.toml is valid")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+/// Tests wait for conditions, never for fixed sleeps.
+///
+/// # Panics
+/// When the condition does not hold in time.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Logs of the code under test, shown for failing tests when `TEST_LOG` is set.
+pub fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_default())
+            .with_test_writer()
+            .try_init();
+    }
+}

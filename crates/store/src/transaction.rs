@@ -7,7 +7,7 @@ use crate::StoreError;
 /// returns `Err` (or panics). Callers that need several steps to land together (a ledger
 /// row and the job that follows it) pass them here.
 ///
-/// ```ignore
+/// ```text
 /// let id = transaction(&pool, |conn| Box::pin(async move {
 ///     record_contribution(conn, &new).await?;
 ///     enqueue(conn, Job::Receipt(new.id)).await?;

@@ -3,7 +3,7 @@
 //! throwaway cluster started once per test binary, so `cargo test` on a fresh machine needs
 //! nothing but the PostgreSQL server binaries.
 //!
-//! ```ignore
+//! ```text
 //! let app = TestApp::spawn().await;
 //! let response = app.api.get("/healthz").await;
 //! assert_eq!(response.status, 200);
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use kopilka_config::{Environment, Settings};
 
 pub use app::TestApp;
-pub use client::{ApiClient, ApiResponse};
+pub use client::{ApiClient, ApiResponse, send};
 pub use postgres::{TestDatabase, fresh_database, server_url};
 
 /// The repository's `config/` folder.

@@ -1,1 +1,5 @@
-fn main() {}
+//! Black-box tests of the `kopilka` binary: what an operator types, what they see.
+
+mod cli;
+mod dev;
+mod serve;

@@ -28,6 +28,18 @@ pub fn kopilka_binary() -> &'static Path {
             .args(["build", "--quiet", "--package", "kopilka-cli", "--bin", "kopilka"])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Cargo gives this test its package's CARGO_PKG_* and friends; passed on, they would
+        // look like a changed environment and rebuild the binary on every run.
+        for (key, _) in std::env::vars_os() {
+            let per_crate = key.to_str().is_some_and(|k| {
+                ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR", "CARGO_RUSTC_"]
+                    .iter()
+                    .any(|prefix| k.starts_with(prefix))
+            });
+            if per_crate {
+                build.env_remove(&key);
+            }
+        }
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             build.arg("--release");
         }

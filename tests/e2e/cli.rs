@@ -7,10 +7,18 @@ async fn help_is_the_map_of_every_command() {
     let out = run(kopilka(&["--help"])).await;
     assert!(out.status.success());
     for command in ["serve", "worker", "migrate", "dev", "admin"] {
-        assert!(out.stdout.contains(command), "--help mentions {command}: {}", out.stdout);
+        assert!(
+            out.stdout.contains(command),
+            "--help mentions {command}: {}",
+            out.stdout
+        );
     }
     let admin = run(kopilka(&["admin", "--help"])).await;
-    assert!(admin.status.success() && admin.stdout.contains("config"), "{}", admin.stdout);
+    assert!(
+        admin.status.success() && admin.stdout.contains("config"),
+        "{}",
+        admin.stdout
+    );
 }
 
 #[tokio::test]
@@ -30,17 +38,28 @@ async fn migrate_twice_is_a_no_op_the_second_time() {
 
     let first = migrate().await;
     assert!(first.status.success(), "{}", first.stderr);
-    assert!(first.stdout.contains("applied") && first.stdout.contains("bootstrap"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("applied") && first.stdout.contains("bootstrap"),
+        "{}",
+        first.stdout
+    );
 
     let second = migrate().await;
     assert!(second.status.success(), "{}", second.stderr);
-    assert!(second.stdout.contains("nothing applied"), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("nothing applied"),
+        "{}",
+        second.stdout
+    );
 
     let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(usize::try_from(versions).unwrap(), kopilka_store::MIGRATOR.iter().count());
+    assert_eq!(
+        usize::try_from(versions).unwrap(),
+        kopilka_store::MIGRATOR.iter().count()
+    );
 }
 
 #[tokio::test]
@@ -50,7 +69,11 @@ async fn commands_needing_a_database_say_how_to_get_one() {
     production.env("KOPILKA__PUBLIC_URL", "https://support.example.org");
     let out = run(production).await;
     assert!(!out.status.success());
-    assert!(out.stderr.contains("DATABASE_URL is required"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("DATABASE_URL is required"),
+        "{}",
+        out.stderr
+    );
 
     let mut dev_env = kopilka(&["migrate"]);
     dev_env.env("KOPILKA_ENV", "dev");
@@ -70,7 +93,11 @@ async fn nonsense_configuration_is_refused_with_one_line() {
     assert!(!out.status.success());
     let lines: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line: {}", out.stderr);
-    assert!(lines[0].contains("public_url") && lines[0].contains("https"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("public_url") && lines[0].contains("https"),
+        "{}",
+        lines[0]
+    );
 
     let mut command = kopilka(&["serve"]);
     command.env("KOPILKA_ENV", "staging");
@@ -84,16 +111,28 @@ async fn admin_config_shows_every_layer_and_hides_secrets() {
     let mut command = kopilka(&["admin", "config", "--format", "json"]);
     command
         .env("KOPILKA_ENV", "production")
-        .env("DATABASE_URL", "postgres://kopilka:hunter2@db.internal/kopilka")
+        .env(
+            "DATABASE_URL",
+            "postgres://kopilka:hunter2@db.internal/kopilka",
+        )
         .env("KOPILKA__PUBLIC_URL", "https://support.example.org")
-        .env("KOPILKA__SERVER__CORS_ALLOWED_ORIGINS", "https://news.example.org,https://www.news.example.org");
+        .env(
+            "KOPILKA__SERVER__CORS_ALLOWED_ORIGINS",
+            "https://news.example.org,https://www.news.example.org",
+        );
     let out = run(command).await;
     assert!(out.status.success(), "{}", out.stderr);
     let config: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON document");
     assert_eq!(config["env"], "production");
     assert_eq!(config["public_url"], "https://support.example.org/");
-    assert_eq!(config["server"]["addr"], "0.0.0.0:8080", "from config/production.toml");
-    assert_eq!(config["server"]["cors_allowed_origins"][1], "https://www.news.example.org");
+    assert_eq!(
+        config["server"]["addr"], "0.0.0.0:8080",
+        "from config/production.toml"
+    );
+    assert_eq!(
+        config["server"]["cors_allowed_origins"][1],
+        "https://www.news.example.org"
+    );
     assert_eq!(config["database"]["url"], "<redacted>");
     assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
 
@@ -102,14 +141,28 @@ async fn admin_config_shows_every_layer_and_hides_secrets() {
     let out = run(csv).await;
     assert!(out.status.success(), "{}", out.stderr);
     assert!(out.stdout.starts_with("key,value\n"), "{}", out.stdout);
-    assert!(out.stdout.contains("server.addr,127.0.0.1:8080"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("server.addr,127.0.0.1:8080"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[tokio::test]
 async fn the_worker_says_what_it_would_do_instead_of_faking_work() {
-    let out = run(kopilka(&["worker", "--once", "--as-of", "2026-12-01T09:00:00Z"])).await;
+    let out = run(kopilka(&[
+        "worker",
+        "--once",
+        "--as-of",
+        "2026-12-01T09:00:00Z",
+    ]))
+    .await;
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.stdout.contains("2026-12-01T09:00:00Z") && out.stdout.contains("no job kinds"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("2026-12-01T09:00:00Z") && out.stdout.contains("no job kinds"),
+        "{}",
+        out.stdout
+    );
 
     let bad = run(kopilka(&["worker", "--once", "--as-of", "tomorrow"])).await;
     assert!(!bad.status.success());

@@ -47,9 +47,15 @@ async fn dev_runs_everything_and_keeps_its_data_across_restarts() {
 
     let mut dev = start();
     let line = dev.next_line(Duration::from_secs(90)).await;
-    assert!(line.contains("0 migration(s) applied now"), "migrations ran once: {line}");
+    assert!(
+        line.contains("0 migration(s) applied now"),
+        "migrations ran once: {line}"
+    );
     let (api_url, postgres_url) = addresses(&line);
-    assert_eq!(ApiClient::new(api_url).readyz().await.status, StatusCode::OK);
+    assert_eq!(
+        ApiClient::new(api_url).readyz().await.status,
+        StatusCode::OK
+    );
     let pool = PgPool::connect(&postgres_url).await.unwrap();
     let note: String = sqlx::query_scalar("SELECT note FROM survives")
         .fetch_one(&pool)

@@ -18,7 +18,11 @@ async fn serve_answers_health_and_stops_cleanly_on_sigterm() {
     let api = ApiClient::new(format!("http://127.0.0.1:{port}"));
 
     eventually("the server to listen", Duration::from_secs(30), || async {
-        let response = api.request(reqwest::Method::GET, "/healthz").send().await.ok()?;
+        let response = api
+            .request(reqwest::Method::GET, "/healthz")
+            .send()
+            .await
+            .ok()?;
         (response.status() == StatusCode::OK).then_some(())
     })
     .await;

@@ -20,21 +20,39 @@ pub fn kopilka_binary() -> &'static Path {
     BINARY.get_or_init(|| {
         // This test runs from <target>/<profile>/deps/<test>; the binary is <target>/<profile>/kopilka.
         let exe = std::env::current_exe().expect("the test's own path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("a target profile folder");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("a target profile folder");
         let target_dir = profile_dir.parent().expect("a target folder");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = std::process::Command::new(cargo);
         build
-            .args(["build", "--quiet", "--package", "kopilka-cli", "--bin", "kopilka"])
+            .args([
+                "build",
+                "--quiet",
+                "--package",
+                "kopilka-cli",
+                "--bin",
+                "kopilka",
+            ])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         // Cargo gives this test its package's CARGO_PKG_* and friends; passed on, they would
         // look like a changed environment and rebuild the binary on every run.
         for (key, _) in std::env::vars_os() {
             let per_crate = key.to_str().is_some_and(|k| {
-                ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR", "CARGO_RUSTC_"]
-                    .iter()
-                    .any(|prefix| k.starts_with(prefix))
+                [
+                    "CARGO_PKG_",
+                    "CARGO_MANIFEST_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                    "CARGO_PRIMARY_",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_",
+                ]
+                .iter()
+                .any(|prefix| k.starts_with(prefix))
             });
             if per_crate {
                 build.env_remove(&key);
@@ -64,7 +82,9 @@ pub fn kopilka(args: &[&str]) -> Command {
     let mut command = Command::new(kopilka_binary());
     command.args(args);
     for (key, _) in std::env::vars_os() {
-        let inherited = key.to_str().is_some_and(|k| k.starts_with("KOPILKA") || k == "DATABASE_URL" || k == "RUST_LOG");
+        let inherited = key
+            .to_str()
+            .is_some_and(|k| k.starts_with("KOPILKA") || k == "DATABASE_URL" || k == "RUST_LOG");
         if inherited {
             command.env_remove(&key);
         }
@@ -128,12 +148,18 @@ impl Running {
         let log = Arc::clone(&stderr);
         tokio::spawn(async move {
             while let Ok(Some(line)) = log_lines.next_line().await {
-                let mut log = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut log = log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        Self { child, stdout, stderr }
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     /// What the process logged on stderr so far.

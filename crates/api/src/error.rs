@@ -112,7 +112,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match &self {
             Self::Internal(source) => {
-                tracing::error!(error = %source, source = ?source, "internal error")
+                tracing::error!(error = %source, source = ?source, "internal error");
             }
             Self::Unavailable => tracing::warn!("database unavailable"),
             _ => {}

@@ -25,7 +25,10 @@ async fn health_and_readiness_answer_ok() {
 #[tokio::test]
 async fn an_unknown_route_is_a_404_envelope() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.api.get("/v1/nothing-here").await.error_code(404), "not_found");
+    assert_eq!(
+        app.api.get("/v1/nothing-here").await.error_code(404),
+        "not_found"
+    );
 }
 
 #[tokio::test]
@@ -106,16 +109,25 @@ async fn the_openapi_document_is_valid_and_covers_every_route() {
     let served = app.api.get("/openapi.json").await;
     assert_eq!(served.status, StatusCode::OK);
     let document: Value = served.json();
-    assert_eq!(document, serde_json::to_value(kopilka_api::openapi()).unwrap());
+    assert_eq!(
+        document,
+        serde_json::to_value(kopilka_api::openapi()).unwrap()
+    );
 
-    let spec = oas3::from_json(String::from_utf8(served.body).unwrap()).expect("a valid OpenAPI 3.1 document");
+    let spec = oas3::from_json(String::from_utf8(served.body).unwrap())
+        .expect("a valid OpenAPI 3.1 document");
     assert!(spec.openapi.starts_with("3.1"));
     let paths = spec.paths.expect("paths");
     for route in ["/healthz", "/readyz"] {
-        let item = paths.get(route).unwrap_or_else(|| panic!("{route} is documented"));
+        let item = paths
+            .get(route)
+            .unwrap_or_else(|| panic!("{route} is documented"));
         let operation = item.get.as_ref().expect("a GET operation");
         let responses = operation.responses.as_ref().expect("responses");
-        assert!(responses.keys().any(|code| code.starts_with('2')), "{route} documents success");
+        assert!(
+            responses.keys().any(|code| code.starts_with('2')),
+            "{route} documents success"
+        );
     }
     // Every $ref points at a schema that exists.
     let schemas = document["components"]["schemas"].as_object().unwrap();
@@ -144,7 +156,11 @@ async fn readiness_goes_503_while_postgres_is_down_and_recovers_by_itself() {
     let down = app.api.readyz().await;
     assert_eq!(down.error_code(503), "service_unavailable");
     assert!(down.headers.get("retry-after").is_some());
-    assert_eq!(app.api.healthz().await.status, StatusCode::OK, "liveness does not depend on Postgres");
+    assert_eq!(
+        app.api.healthz().await.status,
+        StatusCode::OK,
+        "liveness does not depend on Postgres"
+    );
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.start().unwrap();
@@ -157,7 +173,9 @@ async fn readiness_goes_503_while_postgres_is_down_and_recovers_by_itself() {
     })
     .await;
     drop(app);
-    tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
 }
 
 async fn panicking_handler() -> &'static str {
@@ -175,7 +193,10 @@ async fn probe_server(request_timeout_secs: u64) -> ApiClient {
     let mut settings = test_settings();
     settings.server.request_timeout_secs = request_timeout_secs;
     let routes = Router::new()
-        .route("/probe", post(|ApiJson(p): ApiJson<Pledge>| async move { ApiJson(p) }))
+        .route(
+            "/probe",
+            post(|ApiJson(p): ApiJson<Pledge>| async move { ApiJson(p) }),
+        )
         .route("/panic", get(panicking_handler))
         .route(
             "/slow",
@@ -199,24 +220,42 @@ async fn probe_server(request_timeout_secs: u64) -> ApiClient {
 #[tokio::test]
 async fn json_bodies_are_parsed_at_the_edge_with_envelope_errors() {
     let api = probe_server(10).await;
-    let ok = api.post_json("/probe", &json!({"amount_minor": 500, "currency": "JPY"})).await;
+    let ok = api
+        .post_json("/probe", &json!({"amount_minor": 500, "currency": "JPY"}))
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(ok.json(), json!({"amount_minor": 500, "currency": "jpy"}));
 
-    let malformed = api.post_raw("/probe", "application/json", b"{\"amount_minor\": 5".to_vec()).await;
+    let malformed = api
+        .post_raw(
+            "/probe",
+            "application/json",
+            b"{\"amount_minor\": 5".to_vec(),
+        )
+        .await;
     assert_eq!(malformed.error_code(400), "malformed_json");
-    let invalid_utf8 = api.post_raw("/probe", "application/json", vec![b'"', 0xff, 0xfe, b'"']).await;
+    let invalid_utf8 = api
+        .post_raw("/probe", "application/json", vec![b'"', 0xff, 0xfe, b'"'])
+        .await;
     assert_eq!(invalid_utf8.error_code(400), "malformed_json");
     // Deep nesting neither overflows the stack nor slips through.
     let deep = format!("{{\"x\": {}{}}}", "[".repeat(10_000), "]".repeat(10_000));
-    let deep = api.post_raw("/probe", "application/json", deep.into_bytes()).await;
+    let deep = api
+        .post_raw("/probe", "application/json", deep.into_bytes())
+        .await;
     assert_eq!(deep.error_code(422), "invalid_body");
 
-    let wrong_type = api.post_json("/probe", &json!({"amount_minor": "5", "currency": "usd"})).await;
+    let wrong_type = api
+        .post_json("/probe", &json!({"amount_minor": "5", "currency": "usd"}))
+        .await;
     assert_eq!(wrong_type.error_code(422), "invalid_body");
-    let unknown_currency = api.post_json("/probe", &json!({"amount_minor": 5, "currency": "zzz"})).await;
+    let unknown_currency = api
+        .post_json("/probe", &json!({"amount_minor": 5, "currency": "zzz"}))
+        .await;
     assert_eq!(unknown_currency.error_code(422), "invalid_body");
-    let float = api.post_json("/probe", &json!({"amount_minor": 5.5, "currency": "usd"})).await;
+    let float = api
+        .post_json("/probe", &json!({"amount_minor": 5.5, "currency": "usd"}))
+        .await;
     assert_eq!(float.error_code(422), "invalid_body");
 
     let not_json = api.post_raw("/probe", "text/plain", b"{}".to_vec()).await;
@@ -229,8 +268,13 @@ async fn a_panicking_handler_is_a_500_envelope_and_the_server_keeps_serving() {
     let response = api.get("/panic").await;
     assert_eq!(response.error_code(500), "internal_error");
     let body = String::from_utf8_lossy(&response.body);
-    assert!(!body.contains("a bug in a handler"), "internals are not sent: {body}");
-    let again = api.post_json("/probe", &json!({"amount_minor": 1, "currency": "usd"})).await;
+    assert!(
+        !body.contains("a bug in a handler"),
+        "internals are not sent: {body}"
+    );
+    let again = api
+        .post_json("/probe", &json!({"amount_minor": 1, "currency": "usd"}))
+        .await;
     assert_eq!(again.status, StatusCode::OK);
 }
 

@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
         Command::Worker(args) => worker::run(&args),
         Command::Migrate => migrate::run().await,
         Command::Dev(args) => dev::run(args).await,
-        Command::Admin(command) => admin::run(command),
+        Command::Admin(command) => admin::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,8 +11,14 @@ use sqlx::PgPool;
 
 async fn empty_database() -> PgPool {
     let name = format!("kt_{}_empty_{}", std::process::id(), rand_suffix());
-    assert!(create_database(&server_url("postgres"), &name, None).await.unwrap());
-    PgPool::connect(server_url(&name).expose_secret()).await.unwrap()
+    assert!(
+        create_database(&server_url("postgres"), &name, None)
+            .await
+            .unwrap()
+    );
+    PgPool::connect(server_url(&name).expose_secret())
+        .await
+        .unwrap()
 }
 
 fn rand_suffix() -> u128 {
@@ -47,7 +53,9 @@ async fn a_transaction_commits_on_ok_and_rolls_back_on_err() {
 
     transaction(&db.pool, |conn| {
         async move {
-            sqlx::query("INSERT INTO note VALUES ('kept')").execute(&mut *conn).await?;
+            sqlx::query("INSERT INTO note VALUES ('kept')")
+                .execute(&mut *conn)
+                .await?;
             Ok::<_, StoreError>(())
         }
         .boxed()
@@ -57,9 +65,13 @@ async fn a_transaction_commits_on_ok_and_rolls_back_on_err() {
 
     let failed: Result<(), StoreError> = transaction(&db.pool, |conn| {
         async move {
-            sqlx::query("INSERT INTO note VALUES ('lost')").execute(&mut *conn).await?;
+            sqlx::query("INSERT INTO note VALUES ('lost')")
+                .execute(&mut *conn)
+                .await?;
             // The second statement fails, so the first must not land either.
-            sqlx::query("INSERT INTO note VALUES (NULL)").execute(&mut *conn).await?;
+            sqlx::query("INSERT INTO note VALUES (NULL)")
+                .execute(&mut *conn)
+                .await?;
             Ok(())
         }
         .boxed()
@@ -87,10 +99,12 @@ async fn updated_at_follows_real_changes_only() {
     .await
     .unwrap();
     let updated_at = || async {
-        sqlx::query_scalar::<_, time::OffsetDateTime>("SELECT updated_at FROM plan_note WHERE id = 1")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, time::OffsetDateTime>(
+            "SELECT updated_at FROM plan_note WHERE id = 1",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
     };
     let initial = updated_at().await;
 
@@ -98,7 +112,11 @@ async fn updated_at_follows_real_changes_only() {
         .execute(&db.pool)
         .await
         .unwrap();
-    assert_eq!(updated_at().await, initial, "a no-op update keeps updated_at");
+    assert_eq!(
+        updated_at().await,
+        initial,
+        "a no-op update keeps updated_at"
+    );
 
     sqlx::query("UPDATE plan_note SET body = 'b' WHERE id = 1")
         .execute(&db.pool)
@@ -163,7 +181,9 @@ async fn a_private_cluster_stops_and_starts_on_the_same_port() {
     ping(&pool).await.unwrap();
 
     pool.close().await;
-    tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
     assert!(!data_dir.exists(), "a throwaway cluster removes its folder");
 }
 
@@ -171,8 +191,11 @@ async fn a_private_cluster_stops_and_starts_on_the_same_port() {
 async fn a_persistent_cluster_keeps_its_data() {
     let parent = tempfile::tempdir().unwrap();
     // The server may run as another user (as root: postgres), who must reach the folder.
-    std::fs::set_permissions(parent.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        parent.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let data_dir = parent.path().join("pgdata");
 
     let start = |dir: std::path::PathBuf| async move {
@@ -181,22 +204,37 @@ async fn a_persistent_cluster_keeps_its_data() {
             .unwrap()
     };
     let cluster = start(data_dir.clone()).await;
-    let pool = PgPool::connect(cluster.url("postgres").expose_secret()).await.unwrap();
+    let pool = PgPool::connect(cluster.url("postgres").expose_secret())
+        .await
+        .unwrap();
     sqlx::raw_sql("CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
         .execute(&pool)
         .await
         .unwrap();
     pool.close().await;
-    tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
-    assert!(data_dir.join("PG_VERSION").exists(), "a persistent cluster keeps its folder");
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+    assert!(
+        data_dir.join("PG_VERSION").exists(),
+        "a persistent cluster keeps its folder"
+    );
 
     let cluster = start(data_dir.clone()).await;
-    let pool = PgPool::connect(cluster.url("postgres").expose_secret()).await.unwrap();
-    let values: Vec<i32> = sqlx::query_scalar("SELECT v FROM kept").fetch_all(&pool).await.unwrap();
+    let pool = PgPool::connect(cluster.url("postgres").expose_secret())
+        .await
+        .unwrap();
+    let values: Vec<i32> = sqlx::query_scalar("SELECT v FROM kept")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert_eq!(values, [42]);
     pool.close().await;
-    tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || drop(cluster)))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || drop(cluster)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }

@@ -37,7 +37,6 @@ impl ApiClient {
     }
 
     /// A request builder for anything the typed methods do not cover.
-    #[must_use]
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base))
     }

@@ -15,8 +15,8 @@ pub enum Command {
     },
 }
 
-pub fn run(command: Command) -> anyhow::Result<()> {
+pub fn run(command: &Command) -> anyhow::Result<()> {
     match command {
-        Command::Config { format } => config::run(format),
+        Command::Config { format } => config::run(*format),
     }
 }

@@ -115,7 +115,10 @@ fn check_origin(origin: &str, local: bool) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail closures return figment::Error"
+)]
 mod tests {
     use std::path::PathBuf;
 

@@ -182,6 +182,52 @@ async fn panicking_handler() -> &'static str {
     panic!("a bug in a handler")
 }
 
+#[tokio::test]
+async fn large_answers_are_compressed_when_the_client_accepts_it() {
+    let app = TestApp::spawn().await;
+    let response = send(
+        app.api
+            .request(Method::GET, "/openapi.json")
+            .header("accept-encoding", "gzip"),
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.headers.get("content-encoding").unwrap(), "gzip");
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_when_shutdown_begins() {
+    let (began, mut has_begun) = tokio::sync::mpsc::channel::<()>(1);
+    let routes = Router::new().route(
+        "/work",
+        get(move || async move {
+            let _ = began.send(()).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            "finished"
+        }),
+    );
+    let app = with_layers(routes, &test_settings());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = ApiClient::new(format!("http://{}", listener.local_addr().unwrap()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kopilka_api::serve(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(10),
+    ));
+    let in_flight = tokio::spawn(async move { api.get("/work").await });
+    // Shut down only once the request is being handled.
+    has_begun.recv().await.unwrap();
+    stop.send(()).unwrap();
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.body, b"finished");
+    server.await.unwrap().unwrap();
+}
+
 /// A probe route under the API's own layers, for what no shipped route exercises yet
 /// (JSON bodies, panics, slow handlers). Later routes use the same extractor and stack.
 async fn probe_server(request_timeout_secs: u64) -> ApiClient {

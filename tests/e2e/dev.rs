@@ -65,3 +65,59 @@ async fn dev_runs_everything_and_keeps_its_data_across_restarts() {
     pool.close().await;
     assert!(dev.terminate(Duration::from_secs(60)).await.success());
 }
+
+#[tokio::test]
+async fn the_private_postgres_dies_with_a_killed_dev() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = kopilka(&["dev", "--addr", "127.0.0.1:0", "--data-dir"]);
+    command.arg(folder.path().join("pgdata"));
+    let mut dev = Running::start(command);
+    let line = dev.next_line(Duration::from_secs(90)).await;
+    let (_, postgres_url) = addresses(&line);
+    let port: u16 = postgres_url
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the Postgres URL");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    );
+
+    dev.kill().await;
+    kopilka_test_support::eventually(
+        "Postgres to stop after its owner was killed",
+        Duration::from_secs(30),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn without_postgres_binaries_dev_says_what_to_install() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut command = kopilka(&["dev", "--addr", "127.0.0.1:0", "--data-dir"]);
+    command
+        .arg(folder.path().join("pgdata"))
+        .env("KOPILKA_PG_BIN", folder.path());
+    let out = kopilka_tests::run(command).await;
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("apt-get install postgresql"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing claims to run: {}",
+        out.stdout
+    );
+}

@@ -182,6 +182,14 @@ impl Running {
         }
     }
 
+    /// Kills the process with SIGKILL (no chance to clean up) and waits for it.
+    ///
+    /// # Panics
+    /// When it cannot be killed.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL is delivered");
+    }
+
     /// Sends SIGTERM and waits for the exit.
     ///
     /// # Panics

@@ -116,6 +116,8 @@ async fn admin_config_shows_every_layer_and_hides_secrets() {
             "postgres://kopilka:hunter2@db.internal/kopilka",
         )
         .env("KOPILKA__PUBLIC_URL", "https://support.example.org")
+        .env("KOPILKA__STRIPE__SECRET_KEY", "sk_live_sesame")
+        .env("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_a,whsec_b")
         .env(
             "KOPILKA__SERVER__CORS_ALLOWED_ORIGINS",
             "https://news.example.org,https://www.news.example.org",
@@ -134,7 +136,11 @@ async fn admin_config_shows_every_layer_and_hides_secrets() {
         "https://www.news.example.org"
     );
     assert_eq!(config["database"]["url"], "<redacted>");
-    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+    assert_eq!(config["stripe"]["secret_key"], "<redacted>");
+    assert_eq!(config["stripe"]["webhook_secret"], serde_json::json!(["<redacted>", "<redacted>"]));
+    for secret in ["hunter2", "sesame", "whsec_a"] {
+        assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret), "{secret} leaked");
+    }
 
     let mut csv = kopilka(&["admin", "config", "--format", "csv"]);
     csv.env("KOPILKA_ENV", "dev");

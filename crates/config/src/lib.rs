@@ -16,7 +16,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use environment::Environment;
-pub use settings::{DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings};
+pub use settings::{
+    DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings, StripeSettings,
+};
 
 /// The compiled-in defaults: the repository's `config/default.toml`.
 const DEFAULTS: &str = include_str!("../../../config/default.toml");

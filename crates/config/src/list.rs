@@ -22,3 +22,13 @@ pub(crate) fn comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Str
         .filter(|item| !item.is_empty())
         .collect())
 }
+
+/// Like [`comma_separated`], for secrets: the values go straight into `SecretString`.
+pub(crate) fn comma_separated_secrets<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<secrecy::SecretString>, D::Error> {
+    Ok(comma_separated(d)?
+        .into_iter()
+        .map(secrecy::SecretString::from)
+        .collect())
+}

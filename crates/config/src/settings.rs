@@ -23,6 +23,30 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Stripe: keys, API base, webhook secrets.
+    pub stripe: StripeSettings,
+}
+
+/// Stripe: where the API is and how webhooks are verified.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StripeSettings {
+    /// `KOPILKA__STRIPE__SECRET_KEY` (`sk_test_…`, `sk_live_…` or a restricted `rk_…`).
+    /// Unset in dev: `kopilka dev` runs the simulator and uses its key.
+    #[serde(default, serialize_with = "masked")]
+    pub secret_key: Option<SecretString>,
+    /// `KOPILKA__STRIPE__API_BASE`: another Stripe-compatible base URL (the simulator).
+    #[serde(default)]
+    pub api_base: Option<Url>,
+    /// `KOPILKA__STRIPE__WEBHOOK_SECRET`: endpoint secrets (`whsec_…`), comma-separated;
+    /// several during rotation, any of them may sign.
+    #[serde(
+        default,
+        deserialize_with = "crate::list::comma_separated_secrets",
+        serialize_with = "masked_list"
+    )]
+    pub webhook_secret: Vec<SecretString>,
+    /// How far a webhook's signed timestamp may be from now, either way.
+    pub webhook_tolerance_secs: u32,
 }
 
 /// The HTTP server's address and limits.
@@ -121,6 +145,10 @@ impl Settings {
             .merge(figment::providers::Serialized::default("env", env));
         Self::from_figment(&files_only)
     }
+}
+
+fn masked_list<S: Serializer>(secrets: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(secrets.iter().map(|_| "<redacted>"))
 }
 
 fn masked<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {

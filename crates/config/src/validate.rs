@@ -60,8 +60,43 @@ impl Settings {
                 self.env
             )),
             _ => Ok(()),
+        }?;
+        check_stripe(&self.stripe, self.env)
+    }
+}
+
+fn check_stripe(stripe: &crate::StripeSettings, env: crate::Environment) -> Result<(), ConfigError> {
+    let local = env.is_local();
+    match &stripe.secret_key {
+        Some(key) => {
+            let key = key.expose_secret();
+            if !["sk_test_", "sk_live_", "rk_test_", "rk_live_"].iter().any(|p| key.starts_with(p)) {
+                return invalid("KOPILKA__STRIPE__SECRET_KEY must be a Stripe secret key (sk_test_…, sk_live_…, rk_…)".into());
+            }
+        }
+        None if !local => {
+            return invalid(format!("KOPILKA__STRIPE__SECRET_KEY is required when KOPILKA_ENV={env}"));
+        }
+        None => {}
+    }
+    if stripe.webhook_secret.iter().any(|s| !s.expose_secret().starts_with("whsec_")) {
+        return invalid("KOPILKA__STRIPE__WEBHOOK_SECRET: every secret must start with whsec_".into());
+    }
+    if stripe.webhook_secret.is_empty() && !local {
+        return invalid(format!(
+            "KOPILKA__STRIPE__WEBHOOK_SECRET is required when KOPILKA_ENV={env} (the endpoint's whsec_… secret)"
+        ));
+    }
+    if !(1..=3600).contains(&stripe.webhook_tolerance_secs) {
+        return invalid("stripe.webhook_tolerance_secs must be between 1 and 3600".into());
+    }
+    if let Some(base) = &stripe.api_base {
+        let plain_http_ok = local && base.scheme() == "http";
+        if base.host_str().is_none() || !(base.scheme() == "https" || plain_http_ok) {
+            return invalid(format!("KOPILKA__STRIPE__API_BASE {base} must be an https URL (http only in dev and test)"));
         }
     }
+    Ok(())
 }
 
 fn invalid(message: String) -> Result<(), ConfigError> {
@@ -159,7 +194,16 @@ mod tests {
             assert!(err.contains("DATABASE_URL is required"), "{err}");
 
             jail.set_env("DATABASE_URL", "postgres://kopilka:hunter2@db/kopilka");
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("KOPILKA__STRIPE__SECRET_KEY is required"), "{err}");
+
+            jail.set_env("KOPILKA__STRIPE__SECRET_KEY", "sk_live_abc");
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("KOPILKA__STRIPE__WEBHOOK_SECRET is required"), "{err}");
+
+            jail.set_env("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_old,whsec_new");
             let settings = load(Environment::Production).expect("valid production settings");
+            assert_eq!(settings.stripe.webhook_secret.len(), 2);
             assert_eq!(settings.public_url.as_str(), "https://support.example.org/");
             Ok(())
         });
@@ -189,11 +233,15 @@ mod tests {
     fn secrets_never_print() {
         Jail::expect_with(|jail| {
             jail.set_env("DATABASE_URL", "postgres://kopilka:hunter2@db/kopilka");
+            jail.set_env("KOPILKA__STRIPE__SECRET_KEY", "sk_test_sesame");
+            jail.set_env("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_opensesame");
             let settings = load(Environment::Dev).expect("settings");
             let debug = format!("{settings:?}");
             let json = serde_json::to_string(&settings).expect("serialisable");
-            assert!(!debug.contains("hunter2"), "{debug}");
-            assert!(!json.contains("hunter2"), "{json}");
+            for secret in ["hunter2", "sesame"] {
+                assert!(!debug.contains(secret), "{debug}");
+                assert!(!json.contains(secret), "{json}");
+            }
             assert!(json.contains("<redacted>"), "{json}");
             Ok(())
         });
@@ -226,6 +274,10 @@ mod tests {
             ("KOPILKA__SERVER__ADDR", "not an address", "addr"),
             ("KOPILKA__PUBLIC_URL", "ftp://example.org", "scheme"),
             ("DATABASE_URL", "mysql://x", "postgres://"),
+            ("KOPILKA__STRIPE__SECRET_KEY", "pk_test_123", "secret key"),
+            ("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_a,oops", "whsec_"),
+            ("KOPILKA__STRIPE__API_BASE", "ftp://sim", "https"),
+            ("KOPILKA__STRIPE__WEBHOOK_TOLERANCE_SECS", "0", "webhook_tolerance_secs"),
         ];
         for (key, value, expected) in cases {
             Jail::expect_with(|jail| {

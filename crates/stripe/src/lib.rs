@@ -1,0 +1,13 @@
+//! Kopilka's Stripe edge, the only crate that names async-stripe types.
+//!
+//! - [`webhook`]: signature verification written to Stripe's published scheme (every `v1`
+//!   against every configured secret, so rotation never rejects a valid event), and signing
+//!   for the simulator and tests.
+//! - [`event`]: the lenient event envelope: unknown event types and fields are kept, never
+//!   rejected; `data.object` stays raw JSON for the owning crate to read.
+
+pub mod event;
+pub mod webhook;
+
+pub use event::{Event, EventError};
+pub use webhook::{SignatureError, WebhookError, WebhookVerifier, sign};

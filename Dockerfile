@@ -4,7 +4,8 @@
 
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
-# sqlx's compile-time checked queries read the committed .sqlx/ metadata, not a database.
+# sqlx's compile-time checked queries (when a crate uses them) read the committed .sqlx/
+# metadata, never a database.
 ENV SQLX_OFFLINE=true \
     CARGO_TERM_COLOR=never
 COPY . .

@@ -6,15 +6,22 @@ use kopilka_tests::{Running, kopilka};
 use reqwest::StatusCode;
 use sqlx::PgPool;
 
-/// Reads `http://…` and `postgres://…` from dev's one line.
-fn addresses(line: &str) -> (String, String) {
+/// Reads `http://…` and `postgres://…` from dev's one line; the password, masked there, is
+/// in the data folder.
+fn addresses(line: &str, data_dir: &std::path::Path) -> (String, String) {
     let word = |prefix: &str| {
         line.split_whitespace()
             .find(|w| w.starts_with(prefix))
             .unwrap_or_else(|| panic!("no {prefix} in {line:?}"))
             .to_owned()
     };
-    (word("http://"), word("postgres://"))
+    let masked = word("postgres://");
+    assert!(
+        masked.contains(":***@"),
+        "the password is not printed: {line}"
+    );
+    let password = std::fs::read_to_string(data_dir.join("kopilka.password")).unwrap();
+    (word("http://"), masked.replace("***", password.trim()))
 }
 
 #[tokio::test]
@@ -32,7 +39,7 @@ async fn dev_runs_everything_and_keeps_its_data_across_restarts() {
     let mut dev = start();
     let line = dev.next_line(Duration::from_secs(90)).await;
     assert!(line.starts_with("kopilka dev: "), "{line}");
-    let (api_url, postgres_url) = addresses(&line);
+    let (api_url, postgres_url) = addresses(&line, &data_dir);
     let api = ApiClient::new(api_url);
     assert_eq!(api.healthz().await.status, StatusCode::OK);
     assert_eq!(api.readyz().await.status, StatusCode::OK);
@@ -51,7 +58,7 @@ async fn dev_runs_everything_and_keeps_its_data_across_restarts() {
         line.contains("0 migration(s) applied now"),
         "migrations ran once: {line}"
     );
-    let (api_url, postgres_url) = addresses(&line);
+    let (api_url, postgres_url) = addresses(&line, &data_dir);
     assert_eq!(
         ApiClient::new(api_url).readyz().await.status,
         StatusCode::OK
@@ -70,11 +77,12 @@ async fn dev_runs_everything_and_keeps_its_data_across_restarts() {
 async fn the_private_postgres_dies_with_a_killed_dev() {
     let folder = tempfile::tempdir().unwrap();
     std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data_dir = folder.path().join("pgdata");
     let mut command = kopilka(&["dev", "--addr", "127.0.0.1:0", "--data-dir"]);
-    command.arg(folder.path().join("pgdata"));
+    command.arg(&data_dir);
     let mut dev = Running::start(command);
     let line = dev.next_line(Duration::from_secs(90)).await;
-    let (_, postgres_url) = addresses(&line);
+    let (_, postgres_url) = addresses(&line, &data_dir);
     let port: u16 = postgres_url
         .rsplit(':')
         .next()

@@ -97,6 +97,18 @@ impl AppError {
     }
 }
 
+/// `outer: inner: innermost`, each error's Display.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        chain.push_str(": ");
+        chain.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    chain
+}
+
 /// The envelope for `status` with `code` and `message`.
 pub(crate) fn envelope(status: StatusCode, code: &str, message: String) -> Response {
     let body = ErrorBody {
@@ -111,8 +123,9 @@ pub(crate) fn envelope(status: StatusCode, code: &str, message: String) -> Respo
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match &self {
+            // Display only: Debug of a database error carries its DETAIL, which may hold PII.
             Self::Internal(source) => {
-                tracing::error!(error = %source, source = ?source, "internal error");
+                tracing::error!(error = %error_chain(source.as_ref()), "internal error");
             }
             Self::Unavailable => tracing::warn!("database unavailable"),
             _ => {}

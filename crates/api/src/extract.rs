@@ -5,9 +5,8 @@ use axum::http::StatusCode;
 use crate::AppError;
 
 /// `axum::Json` whose rejections are the API's envelope: malformed JSON (including invalid
-/// UTF-8 and excessive nesting) is 400 `malformed_json`, well-formed JSON of the wrong
-/// shape is 422 `invalid_body`, a missing JSON content type is 415 and a body over the
-/// limit is 413.
+/// UTF-8) is 400 `malformed_json`, well-formed JSON of the wrong shape is 422
+/// `invalid_body`, a missing JSON content type is 415 and a body over the limit is 413.
 #[derive(Debug, Clone, Copy, Default, FromRequest)]
 #[from_request(via(axum::Json), rejection(AppError))]
 pub struct ApiJson<T>(pub T);

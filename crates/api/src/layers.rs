@@ -47,8 +47,9 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
     let inner = ServiceBuilder::new()
         .layer(CatchPanicLayer::new())
         .layer(cors(&server.cors_allowed_origins))
+        // 503, not 408: a 408 invites clients to resend, which a POST must not do blindly.
         .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::SERVICE_UNAVAILABLE,
             server.request_timeout(),
         ))
         .layer(RequestBodyLimitLayer::new(server.body_limit_bytes));
@@ -78,7 +79,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         .expose_headers([REQUEST_ID])
 }
 
-/// Layers outside our handlers (routing's 405, the timeout's 408, the body limit's 413, a
+/// Layers outside our handlers (routing's 405, the timeout's 503, the body limit's 413, a
 /// caught panic's 500) answer with empty or plain-text bodies; turn every such error into
 /// the envelope so a client needs one parser.
 async fn errors_as_envelopes(response: Response<Body>) -> axum::response::Response {
@@ -94,6 +95,10 @@ async fn errors_as_envelopes(response: Response<Body>) -> axum::response::Respon
         StatusCode::NOT_FOUND => ("not_found", "not found"),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
         StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "service_unavailable",
+            "the service is temporarily unavailable",
+        ),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported media type"),
         s if s.is_server_error() => ("internal_error", "internal error"),
@@ -103,8 +108,11 @@ async fn errors_as_envelopes(response: Response<Body>) -> axum::response::Respon
         tracing::error!("a request failed without a handled error (panic or layer failure)");
     }
     let mut enveloped = envelope(status, code, message.to_owned());
-    if let Some(allow) = response.headers().get(header::ALLOW) {
-        enveloped.headers_mut().insert(header::ALLOW, allow.clone());
+    // Keep what the layers added (Allow, CORS, Vary, request id); only the body changes.
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            enveloped.headers_mut().append(name, value.clone());
+        }
     }
     enveloped
 }

@@ -86,6 +86,22 @@ async fn cors_answers_only_the_configured_origins() {
     );
     let refused = send(preflight("https://evil.example.com")).await;
     assert!(refused.headers.get("access-control-allow-origin").is_none());
+
+    // An error answered by a layer keeps its CORS headers, so the widget can read it.
+    let not_allowed = send(
+        app.api
+            .request(Method::POST, "/healthz")
+            .header("origin", "https://news.example.org"),
+    )
+    .await;
+    assert_eq!(not_allowed.error_code(405), "method_not_allowed");
+    assert_eq!(
+        not_allowed
+            .headers
+            .get("access-control-allow-origin")
+            .unwrap(),
+        "https://news.example.org"
+    );
 }
 
 #[tokio::test]
@@ -325,7 +341,10 @@ async fn a_panicking_handler_is_a_500_envelope_and_the_server_keeps_serving() {
 }
 
 #[tokio::test]
-async fn a_slow_request_times_out_with_a_408_envelope() {
+async fn a_slow_request_times_out_with_a_503_envelope() {
     let api = probe_server(1).await;
-    assert_eq!(api.get("/slow").await.error_code(408), "request_timeout");
+    assert_eq!(
+        api.get("/slow").await.error_code(503),
+        "service_unavailable"
+    );
 }

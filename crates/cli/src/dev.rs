@@ -45,9 +45,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| settings.database.dev_data_dir.clone());
             let (url, cluster) = start_private_postgres(data_dir).await?;
             let note = format!(
-                "postgres://postgres@127.0.0.1:{}/{DEV_DATABASE} (private cluster in {})",
-                cluster.port(),
-                cluster.data_dir().display()
+                "{} (private cluster in {}, password in its {})",
+                cluster.display_url(DEV_DATABASE),
+                cluster.data_dir().display(),
+                kopilka_store::private_postgres::PASSWORD_FILE,
             );
             (url, Some(cluster), note)
         }

@@ -54,7 +54,7 @@ pub struct StripeSettings {
 pub struct ServerSettings {
     /// Where `serve` listens (`KOPILKA__SERVER__ADDR`).
     pub addr: SocketAddr,
-    /// Requests taking longer are answered 408.
+    /// Requests taking longer are answered 503.
     pub request_timeout_secs: u64,
     /// Largest request body in bytes.
     pub body_limit_bytes: usize,

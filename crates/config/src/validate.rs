@@ -65,22 +65,36 @@ impl Settings {
     }
 }
 
-fn check_stripe(stripe: &crate::StripeSettings, env: crate::Environment) -> Result<(), ConfigError> {
+fn check_stripe(
+    stripe: &crate::StripeSettings,
+    env: crate::Environment,
+) -> Result<(), ConfigError> {
     let local = env.is_local();
     match &stripe.secret_key {
         Some(key) => {
             let key = key.expose_secret();
-            if !["sk_test_", "sk_live_", "rk_test_", "rk_live_"].iter().any(|p| key.starts_with(p)) {
+            if !["sk_test_", "sk_live_", "rk_test_", "rk_live_"]
+                .iter()
+                .any(|p| key.starts_with(p))
+            {
                 return invalid("KOPILKA__STRIPE__SECRET_KEY must be a Stripe secret key (sk_test_…, sk_live_…, rk_…)".into());
             }
         }
         None if !local => {
-            return invalid(format!("KOPILKA__STRIPE__SECRET_KEY is required when KOPILKA_ENV={env}"));
+            return invalid(format!(
+                "KOPILKA__STRIPE__SECRET_KEY is required when KOPILKA_ENV={env}"
+            ));
         }
         None => {}
     }
-    if stripe.webhook_secret.iter().any(|s| !s.expose_secret().starts_with("whsec_")) {
-        return invalid("KOPILKA__STRIPE__WEBHOOK_SECRET: every secret must start with whsec_".into());
+    if stripe
+        .webhook_secret
+        .iter()
+        .any(|s| !s.expose_secret().starts_with("whsec_"))
+    {
+        return invalid(
+            "KOPILKA__STRIPE__WEBHOOK_SECRET: every secret must start with whsec_".into(),
+        );
     }
     if stripe.webhook_secret.is_empty() && !local {
         return invalid(format!(
@@ -93,7 +107,9 @@ fn check_stripe(stripe: &crate::StripeSettings, env: crate::Environment) -> Resu
     if let Some(base) = &stripe.api_base {
         let plain_http_ok = local && base.scheme() == "http";
         if base.host_str().is_none() || !(base.scheme() == "https" || plain_http_ok) {
-            return invalid(format!("KOPILKA__STRIPE__API_BASE {base} must be an https URL (http only in dev and test)"));
+            return invalid(format!(
+                "KOPILKA__STRIPE__API_BASE {base} must be an https URL (http only in dev and test)"
+            ));
         }
     }
     Ok(())
@@ -195,11 +211,17 @@ mod tests {
 
             jail.set_env("DATABASE_URL", "postgres://kopilka:hunter2@db/kopilka");
             let err = load(Environment::Production).unwrap_err().to_string();
-            assert!(err.contains("KOPILKA__STRIPE__SECRET_KEY is required"), "{err}");
+            assert!(
+                err.contains("KOPILKA__STRIPE__SECRET_KEY is required"),
+                "{err}"
+            );
 
             jail.set_env("KOPILKA__STRIPE__SECRET_KEY", "sk_live_abc");
             let err = load(Environment::Production).unwrap_err().to_string();
-            assert!(err.contains("KOPILKA__STRIPE__WEBHOOK_SECRET is required"), "{err}");
+            assert!(
+                err.contains("KOPILKA__STRIPE__WEBHOOK_SECRET is required"),
+                "{err}"
+            );
 
             jail.set_env("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_old,whsec_new");
             let settings = load(Environment::Production).expect("valid production settings");
@@ -277,7 +299,11 @@ mod tests {
             ("KOPILKA__STRIPE__SECRET_KEY", "pk_test_123", "secret key"),
             ("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_a,oops", "whsec_"),
             ("KOPILKA__STRIPE__API_BASE", "ftp://sim", "https"),
-            ("KOPILKA__STRIPE__WEBHOOK_TOLERANCE_SECS", "0", "webhook_tolerance_secs"),
+            (
+                "KOPILKA__STRIPE__WEBHOOK_TOLERANCE_SECS",
+                "0",
+                "webhook_tolerance_secs",
+            ),
         ];
         for (key, value, expected) in cases {
             Jail::expect_with(|jail| {

@@ -6,7 +6,8 @@
 //! us: the thread that starts it lives until it exits, and the child asks the kernel for a
 //! signal when that thread goes (`PR_SET_PDEATHSIG`), so even a SIGKILLed test run leaves no
 //! server behind. Throwaway clusters live in the temp folder and are removed on drop, or by
-//! the next start when their owner died. As root, the binaries run as the `postgres` user,
+//! the next start when their owner died. The superuser has a random password, kept in the
+//! data folder, so other users of the machine cannot use the port. As root, the binaries run as the `postgres` user,
 //! because `initdb` refuses root.
 #![allow(
     unsafe_code,
@@ -24,7 +25,7 @@ use std::sync::{Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Why the private cluster could not start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,7 @@ pub struct PrivatePostgres {
     port: u16,
     throwaway: bool,
     run_as: Option<(u32, u32)>,
+    password: SecretString,
     server: Mutex<Option<Server>>,
 }
 
@@ -75,6 +77,8 @@ struct Server {
 /// The prefix of throwaway cluster folders in the temp folder: `kopilka-pg-<pid>-<n>`.
 const THROWAWAY_PREFIX: &str = "kopilka-pg-";
 const LOG_FILE: &str = "kopilka-postgres.log";
+/// The superuser's password, inside the data folder (mode 0600).
+pub const PASSWORD_FILE: &str = "kopilka.password";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl PrivatePostgres {
@@ -113,9 +117,13 @@ impl PrivatePostgres {
             port: 0,
             throwaway,
             run_as,
+            password: SecretString::default(),
             server: Mutex::new(None),
         };
         cluster.init_if_needed()?;
+        cluster.password = fs::read_to_string(cluster.data_dir.join(PASSWORD_FILE))
+            .map(|p| SecretString::from(p.trim().to_owned()))
+            .unwrap_or_default();
         // A port picked free can be taken before Postgres binds it; try a few. A cluster
         // that never starts is dropped, which removes a throwaway folder.
         let mut last_error = None;
@@ -141,14 +149,28 @@ impl PrivatePostgres {
         &self.data_dir
     }
 
-    /// The URL of `database` on this server, as the superuser `postgres` (trust auth on
-    /// loopback only).
+    /// The URL of `database` on this server, as the superuser `postgres` with its password.
     #[must_use]
     pub fn url(&self, database: &str) -> SecretString {
-        SecretString::from(format!(
-            "postgres://postgres@127.0.0.1:{}/{database}",
-            self.port
-        ))
+        SecretString::from(self.url_with(database, self.password.expose_secret()))
+    }
+
+    /// [`Self::url`] with the password masked, for saying where the database is.
+    #[must_use]
+    pub fn display_url(&self, database: &str) -> String {
+        self.url_with(database, "***")
+    }
+
+    fn url_with(&self, database: &str, password: &str) -> String {
+        if password.is_empty() {
+            // A cluster made before passwords were set (trust authentication).
+            format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        } else {
+            format!(
+                "postgres://postgres:{password}@127.0.0.1:{}/{database}",
+                self.port
+            )
+        }
     }
 
     /// Starts the server (again) on the same port and waits until it accepts connections.
@@ -241,7 +263,7 @@ impl PrivatePostgres {
                     log: tail,
                 });
             }
-            if self.is_ready() {
+            if self.is_ready(pid) {
                 break;
             }
             if Instant::now() > deadline {
@@ -271,39 +293,77 @@ impl PrivatePostgres {
         }
     }
 
+    /// Initialises the cluster unless `PG_VERSION` shows it exists. initdb writes into a
+    /// sibling folder that is renamed into place only when it succeeded, so an interrupted
+    /// first start never leaves a half-made cluster that looks finished. The superuser gets
+    /// a random password (saved in [`PASSWORD_FILE`], readable only by us), so other local
+    /// users cannot use the loopback port.
     fn init_if_needed(&self) -> Result<(), PrivatePostgresError> {
         if self.data_dir.join("PG_VERSION").exists() {
             return Ok(());
         }
-        fs::create_dir_all(&self.data_dir).map_err(step("create the data folder"))?;
-        fs::set_permissions(&self.data_dir, fs::Permissions::from_mode(0o700))
-            .map_err(step("set the data folder's permissions"))?;
+        let staging = self.data_dir.with_extension("initdb");
+        let _ = fs::remove_dir_all(&staging);
+        self.make_private_dir(&staging)?;
+        let password = random_password().map_err(step("generate a password"))?;
+        let password_file = staging.join(PASSWORD_FILE);
+        fs::write(&password_file, &password).map_err(step("write the password file"))?;
+        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600))
+            .map_err(step("protect the password file"))?;
         if let Some((uid, gid)) = self.run_as {
-            std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid))
-                .map_err(step("give the data folder to the postgres user"))?;
+            std::os::unix::fs::chown(&password_file, Some(uid), Some(gid))
+                .map_err(step("give the password file to the postgres user"))?;
         }
+        let pgdata = staging.join("pgdata");
         let mut command = Command::new(self.bin_dir.join("initdb"));
         command
             .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+            .arg(&pgdata)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .arg(format!("--pwfile={}", password_file.display()))
             .stdin(Stdio::null());
         if self.throwaway {
             command.arg("--no-sync");
         }
-        self.prepare(&mut command, libc::SIGKILL);
+        // SIGTERM lets initdb clean up after itself if we die mid-way.
+        self.prepare(&mut command, libc::SIGTERM);
         let output = command.output().map_err(step("run initdb"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
+        if !output.status.success() {
             let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
             text.push_str(&String::from_utf8_lossy(&output.stdout));
-            Err(PrivatePostgresError::Step {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(PrivatePostgresError::Step {
                 step: "initdb",
                 source: io::Error::other(output.status.to_string()),
                 log: format!(": {}", last_lines(&text, 8)),
-            })
+            });
         }
+        fs::rename(&password_file, pgdata.join(PASSWORD_FILE))
+            .map_err(step("keep the password"))?;
+        let _ = fs::remove_dir(&self.data_dir);
+        fs::rename(&pgdata, &self.data_dir).map_err(step("move the new cluster into place"))?;
+        let _ = fs::remove_dir_all(&staging);
+        Ok(())
+    }
+
+    /// Creates `dir` with mode 0700, owned by the user Postgres runs as.
+    fn make_private_dir(&self, dir: &Path) -> Result<(), PrivatePostgresError> {
+        fs::create_dir_all(dir).map_err(step("create the data folder"))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(step("set the data folder's permissions"))?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .map_err(step("give the data folder to the postgres user"))?;
+        }
+        Ok(())
     }
 
     /// Drops privileges (as root) and ties the child's life to the spawning thread.
@@ -325,11 +385,16 @@ impl PrivatePostgres {
         }
     }
 
-    /// Postgres writes `ready` into the last line of `postmaster.pid` once it accepts
-    /// connections.
-    fn is_ready(&self) -> bool {
-        fs::read_to_string(self.data_dir.join("postmaster.pid"))
-            .is_ok_and(|pid_file| pid_file.lines().nth(7).is_some_and(|s| s.trim() == "ready"))
+    /// Postgres writes its pid on the first line of `postmaster.pid` and `ready` on the
+    /// eighth once it accepts connections; a file left by an earlier server has another pid.
+    fn is_ready(&self, pid: i32) -> bool {
+        fs::read_to_string(self.data_dir.join("postmaster.pid")).is_ok_and(|pid_file| {
+            let mut lines = pid_file.lines();
+            lines
+                .next()
+                .is_some_and(|first| first.trim() == pid.to_string())
+                && lines.nth(6).is_some_and(|status| status.trim() == "ready")
+        })
     }
 }
 
@@ -343,7 +408,12 @@ impl Drop for PrivatePostgres {
 }
 
 fn stop_server(server: Server) {
-    // SAFETY: kill only sends a signal to the process we started.
+    if server.keeper.is_finished() {
+        // Already exited and reaped: its pid may belong to someone else by now.
+        let _ = server.keeper.join();
+        return;
+    }
+    // SAFETY: kill only sends a signal to the process we started, which is still running.
     unsafe { libc::kill(server.pid, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !server.keeper.is_finished() && Instant::now() < deadline {
@@ -411,6 +481,13 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, PrivatePostgresError> {
     // SAFETY: non-null pointer returned by getpwnam.
     let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
     Ok(Some((uid, gid)))
+}
+
+/// 32 hex characters from the kernel's random source.
+fn random_password() -> io::Result<String> {
+    let mut bytes = [0_u8; 16];
+    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn free_port() -> io::Result<u16> {

@@ -10,7 +10,12 @@ use secrecy::ExposeSecret;
 use sqlx::PgPool;
 
 async fn empty_database() -> PgPool {
-    let name = format!("kt_{}_empty_{}", std::process::id(), rand_suffix());
+    // Named like every test database (kt_<unix seconds>_…) so a shared server's sweep of
+    // stale ones leaves it alone.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let name = format!("kt_{}_empty_{}", now.as_secs(), now.as_nanos());
     assert!(
         create_database(&server_url("postgres"), &name, None)
             .await
@@ -19,13 +24,6 @@ async fn empty_database() -> PgPool {
     PgPool::connect(server_url(&name).expose_secret())
         .await
         .unwrap()
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 #[tokio::test]

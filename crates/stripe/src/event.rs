@@ -114,7 +114,10 @@ mod tests {
         assert_eq!(event.created, 1_234_567_890);
         assert!(!event.livemode);
         assert_eq!(event.api_version, None);
-        assert_eq!(event.object_id.as_deref(), Some("price_1PgafmB7WZ01zgkW6dKueIc5"));
+        assert_eq!(
+            event.object_id.as_deref(),
+            Some("price_1PgafmB7WZ01zgkW6dKueIc5")
+        );
         assert_eq!(event.object_kind.as_deref(), Some("plan"));
         assert!(event.previous_attributes.is_none());
     }
@@ -126,7 +129,10 @@ mod tests {
         assert_eq!(event.event_type, "brand_new.event");
         assert!(event.livemode);
         assert_eq!(event.api_version.as_deref(), Some("2099-01-01.future"));
-        assert_eq!(event.object.get(), r#"{"id":"x_1","object":"novelty","n": 1.50}"#);
+        assert_eq!(
+            event.object.get(),
+            r#"{"id":"x_1","object":"novelty","n": 1.50}"#
+        );
         assert_eq!(event.previous_attributes.unwrap().get(), r#"{"n":1}"#);
     }
 
@@ -142,7 +148,11 @@ mod tests {
             br#"{"id":"","type":"x","created":1,"data":{"object":{}}}"#,
             br#"{"id":"evt_1","type":"x","created":"yesterday","data":{"object":{}}}"#,
         ] {
-            assert!(Event::parse(body).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                Event::parse(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

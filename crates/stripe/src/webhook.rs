@@ -135,7 +135,12 @@ impl WebhookVerifier {
     ///
     /// # Errors
     /// The first [`SignatureError`] that applies: missing, malformed, no match, stale.
-    pub fn verify(&self, header: Option<&str>, body: &[u8], now: i64) -> Result<(), SignatureError> {
+    pub fn verify(
+        &self,
+        header: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), SignatureError> {
         let header = header.ok_or(SignatureError::MissingHeader)?;
         let parsed = parse_header(header)?;
         let matched = self.secrets.iter().any(|secret| {
@@ -160,7 +165,12 @@ impl WebhookVerifier {
     ///
     /// # Errors
     /// [`WebhookError`]: the signature, or a body that is not an event.
-    pub fn verify_event(&self, header: Option<&str>, body: &[u8], now: i64) -> Result<Event, WebhookError> {
+    pub fn verify_event(
+        &self,
+        header: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Event, WebhookError> {
         self.verify(header, body, now)?;
         Ok(Event::parse(body)?)
     }
@@ -185,7 +195,10 @@ mod tests {
 
     fn verifier(secrets: &[&str]) -> WebhookVerifier {
         WebhookVerifier::new(
-            secrets.iter().map(|s| SecretString::from((*s).to_owned())).collect(),
+            secrets
+                .iter()
+                .map(|s| SecretString::from((*s).to_owned()))
+                .collect(),
             WebhookVerifier::DEFAULT_TOLERANCE_SECS,
         )
     }
@@ -203,7 +216,10 @@ mod tests {
     #[test]
     fn a_valid_signature_verifies() {
         let header = sign("whsec_test", NOW, BODY);
-        assert_eq!(verifier(&["whsec_test"]).verify(Some(&header), BODY, NOW), Ok(()));
+        assert_eq!(
+            verifier(&["whsec_test"]).verify(Some(&header), BODY, NOW),
+            Ok(())
+        );
     }
 
     #[test]
@@ -246,7 +262,11 @@ mod tests {
             ("t=1764417600,v0=deadbeef", "no v1 signature"),
             ("t=1764417600,v1=zz", "no v1 signature"),
         ] {
-            assert_eq!(v.verify(Some(header), BODY, NOW), Err(SignatureError::Malformed(why)), "{header:?}");
+            assert_eq!(
+                v.verify(Some(header), BODY, NOW),
+                Err(SignatureError::Malformed(why)),
+                "{header:?}"
+            );
         }
     }
 
@@ -254,9 +274,15 @@ mod tests {
     fn timestamps_outside_the_tolerance_are_stale_both_ways() {
         let v = verifier(&["whsec_test"]);
         let old = sign("whsec_test", NOW - 301, BODY);
-        assert_eq!(v.verify(Some(&old), BODY, NOW), Err(SignatureError::Stale { skew_secs: 301 }));
+        assert_eq!(
+            v.verify(Some(&old), BODY, NOW),
+            Err(SignatureError::Stale { skew_secs: 301 })
+        );
         let future = sign("whsec_test", NOW + 301, BODY);
-        assert_eq!(v.verify(Some(&future), BODY, NOW), Err(SignatureError::Stale { skew_secs: -301 }));
+        assert_eq!(
+            v.verify(Some(&future), BODY, NOW),
+            Err(SignatureError::Stale { skew_secs: -301 })
+        );
         let edge = sign("whsec_test", NOW - 300, BODY);
         assert_eq!(v.verify(Some(&edge), BODY, NOW), Ok(()));
     }
@@ -291,8 +317,13 @@ mod tests {
     fn a_forged_event_is_never_parsed() {
         // Not even valid JSON: if it were parsed, the error would be an envelope error.
         let header = sign("whsec_forger", NOW, b"not json");
-        let err = verifier(&["whsec_test"]).verify_event(Some(&header), b"not json", NOW).unwrap_err();
-        assert!(matches!(err, WebhookError::Signature(SignatureError::NoMatch)), "{err:?}");
+        let err = verifier(&["whsec_test"])
+            .verify_event(Some(&header), b"not json", NOW)
+            .unwrap_err();
+        assert!(
+            matches!(err, WebhookError::Signature(SignatureError::NoMatch)),
+            "{err:?}"
+        );
     }
 
     proptest! {

@@ -1,0 +1,107 @@
+//! `/_sim/…`: what a test drives instead of clicking — the checkout buttons, the clock,
+//! delivery switches, a card that declines at renewal, and Stripe's own totals.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::StripeError;
+use crate::{Simulator, flows, page};
+
+pub fn routes(sim: Simulator) -> axum::Router {
+    axum::Router::new()
+        .route("/_sim/checkout/{id}/{action}", post(checkout))
+        .route("/_sim/clock/advance", post(advance))
+        .route("/_sim/clock", get(clock))
+        .route("/_sim/delivery", post(delivery))
+        .route("/_sim/subscriptions/{id}/card", post(card))
+        .route("/_sim/totals", get(totals))
+        .with_state(sim)
+}
+
+#[derive(Deserialize, Default)]
+struct PayBody {
+    email: Option<String>,
+}
+
+async fn checkout(State(sim): State<Simulator>, Path((id, action)): Path<(String, String)>, body: Option<Json<PayBody>>) -> Result<Response, StripeError> {
+    let outcome = page::parse_action(&action).ok_or_else(|| StripeError::invalid("action", "pay, decline or pay-then-dispute"))?;
+    let email = body.and_then(|Json(b)| b.email);
+    sim.act(|state| flows::pay(state, &id, outcome, email.as_deref()))?;
+    Ok(sim.object(&id)?.into_response())
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    seconds: i64,
+}
+
+async fn advance(State(sim): State<Simulator>, Json(body): Json<Advance>) -> Result<Json<serde_json::Value>, StripeError> {
+    if body.seconds < 0 {
+        return Err(StripeError::invalid("seconds", "The clock only moves forward."));
+    }
+    let now = sim.act(|state| {
+        flows::advance_clock(state, body.seconds);
+        Ok(state.now())
+    })?;
+    Ok(Json(json!({"now": now})))
+}
+
+async fn clock(State(sim): State<Simulator>) -> Json<serde_json::Value> {
+    Json(json!({"now": sim.with_state(crate::state::State::now)}))
+}
+
+#[derive(Deserialize)]
+struct DeliveryBody {
+    duplicates: Option<u32>,
+    shuffle: Option<bool>,
+    webhook_url: Option<String>,
+}
+
+async fn delivery(State(sim): State<Simulator>, Json(body): Json<DeliveryBody>) -> Json<serde_json::Value> {
+    let mode = sim.set_delivery(|mode| {
+        if let Some(duplicates) = body.duplicates {
+            mode.duplicates = duplicates.min(10);
+        }
+        if let Some(shuffle) = body.shuffle {
+            mode.shuffle = shuffle;
+        }
+        if let Some(url) = body.webhook_url {
+            mode.webhook_url = Some(url).filter(|u| !u.is_empty());
+        }
+    });
+    Json(json!({"duplicates": mode.duplicates, "shuffle": mode.shuffle, "webhook_url": mode.webhook_url}))
+}
+
+#[derive(Deserialize)]
+struct Card {
+    outcome: String,
+}
+
+/// `{"outcome":"decline"}` makes the subscription's next charges fail; `"succeed"` mends it.
+async fn card(State(sim): State<Simulator>, Path(id): Path<String>, Json(body): Json<Card>) -> Result<Json<serde_json::Value>, StripeError> {
+    let declining = match body.outcome.as_str() {
+        "decline" => true,
+        "succeed" => false,
+        _ => return Err(StripeError::invalid("outcome", "decline or succeed")),
+    };
+    sim.act(|state| {
+        if state.get(&id).is_none_or(|s| s["object"] != "subscription") {
+            return Err(StripeError::no_such("subscription", &id));
+        }
+        if declining {
+            state.declining.insert(id.clone());
+        } else {
+            state.declining.remove(&id);
+        }
+        Ok(())
+    })?;
+    Ok(Json(json!({"subscription": id, "outcome": body.outcome})))
+}
+
+async fn totals(State(sim): State<Simulator>) -> Json<serde_json::Value> {
+    Json(sim.with_state(|state| flows::totals(state)))
+}

@@ -1,0 +1,626 @@
+//! What Stripe does, step by step: checkout, payment, subscription renewal, cancellation,
+//! refunds and disputes, each emitting the events Stripe emits (shared/stripe/EVENTS.md).
+
+use serde_json::{Value, json};
+
+use crate::error::StripeError;
+use crate::objects::{self, Payment};
+use crate::state::{SessionPlan, State};
+
+/// What the reader does on the hosted checkout page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Pays with a card that works.
+    Pay,
+    /// Tries a card that is declined; the session stays open.
+    Decline,
+    /// Pays, then the card holder disputes the charge.
+    PayThenDispute,
+}
+
+const DAY: i64 = 86_400;
+
+/// The end of a period of `interval` starting at `start`: calendar months and years, as
+/// Stripe bills them (the 31st becomes the month's last day).
+pub fn period_end(start: i64, interval: &str) -> i64 {
+    let Ok(at) = time_from_unix(start) else { return start + 30 * DAY };
+    let months = if interval == "year" { 12 } else { 1 };
+    let mut month = u32::from(at.month() as u8) - 1 + months;
+    let year = at.year() + i32::try_from(month / 12).unwrap_or(0);
+    month %= 12;
+    let month = time::Month::try_from(u8::try_from(month + 1).unwrap_or(1)).unwrap_or(time::Month::January);
+    let day = at.day().min(time::util::days_in_month(month, year));
+    time::Date::from_calendar_date(year, month, day)
+        .map(|date| at.replace_date(date).unix_timestamp())
+        .unwrap_or(start + 30 * DAY)
+}
+
+fn time_from_unix(t: i64) -> Result<time::OffsetDateTime, time::error::ComponentRange> {
+    time::OffsetDateTime::from_unix_timestamp(t)
+}
+
+fn is_zero_decimal(currency: &str) -> bool {
+    currency
+        .parse::<kopilka_domain::Currency>()
+        .is_ok_and(|c| c.exponent() == 0)
+}
+
+/// Stripe's minimum charge, in minor units, for the common currencies (roughly $0.50).
+fn minimum_charge(currency: &str) -> i64 {
+    match currency {
+        "gbp" => 30,
+        "jpy" => 50,
+        "huf" => 17_500,
+        "bhd" | "kwd" | "omr" | "jod" => 200,
+        c if is_zero_decimal(c) => 100,
+        _ => 50,
+    }
+}
+
+fn string<'a>(params: &'a Value, key: &str) -> Option<&'a str> {
+    params.get(key).and_then(Value::as_str)
+}
+
+fn integer(params: &Value, path: &str, key: &str) -> Result<Option<i64>, StripeError> {
+    match params.get(key).and_then(Value::as_str) {
+        None => Ok(None),
+        Some(text) => text
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| StripeError::invalid(path, format!("Invalid integer: {text}"))),
+    }
+}
+
+/// `POST /v1/checkout/sessions` with `price_data` line items (the only kind Kopilka sends).
+pub fn create_checkout_session(state: &mut State, params: &Value, public_base: &str) -> Result<String, StripeError> {
+    let mode = string(params, "mode").ok_or_else(|| StripeError::missing("mode"))?;
+    if !matches!(mode, "payment" | "subscription") {
+        return Err(StripeError::invalid("mode", format!("Invalid mode: {mode}; the simulator supports payment and subscription")));
+    }
+    let items = params.get("line_items").and_then(Value::as_array).ok_or_else(|| StripeError::missing("line_items"))?;
+    let [item] = items.as_slice() else {
+        return Err(StripeError::invalid("line_items", "The simulator takes exactly one line item."));
+    };
+    let price_data = item.get("price_data").ok_or_else(|| StripeError::missing("line_items[0][price_data]"))?;
+    let currency = string(price_data, "currency").ok_or_else(|| StripeError::missing("line_items[0][price_data][currency]"))?.to_ascii_lowercase();
+    if currency.parse::<kopilka_domain::Currency>().is_err() {
+        return Err(StripeError::invalid("line_items[0][price_data][currency]", format!("Invalid currency: {currency}.")));
+    }
+    let unit_amount = integer(price_data, "line_items[0][price_data][unit_amount]", "unit_amount")?
+        .ok_or_else(|| StripeError::missing("line_items[0][price_data][unit_amount]"))?;
+    let quantity = integer(item, "line_items[0][quantity]", "quantity")?.unwrap_or(1);
+    let amount = unit_amount.checked_mul(quantity).filter(|a| *a >= 0).ok_or_else(|| StripeError::invalid("line_items[0][price_data][unit_amount]", "Invalid amount."))?;
+    if amount < minimum_charge(&currency) {
+        return Err(StripeError::coded("amount_too_small", Some("line_items[0][price_data][unit_amount]"), format!("The Checkout Session's total amount due must add up to at least {} {currency}.", minimum_charge(&currency))));
+    }
+    if amount > 99_999_999 {
+        return Err(StripeError::coded("amount_too_large", Some("line_items[0][price_data][unit_amount]"), "Amount must be no more than 99,999,999."));
+    }
+    let interval = price_data.get("recurring").and_then(|r| string(r, "interval")).map(str::to_owned);
+    match (mode, interval.as_deref()) {
+        ("payment", None) | ("subscription", Some("month" | "year")) => {}
+        ("payment", Some(_)) => return Err(StripeError::invalid("line_items[0][price_data][recurring]", "A recurring price cannot be used in payment mode.")),
+        _ => return Err(StripeError::invalid("line_items[0][price_data][recurring][interval]", "Subscription mode needs recurring[interval] month or year.")),
+    }
+    let product_name = price_data
+        .get("product_data")
+        .and_then(|p| string(p, "name"))
+        .unwrap_or("Contribution")
+        .to_owned();
+    let customer = string(params, "customer");
+    if let Some(customer) = customer {
+        if state.get(customer).is_none() {
+            return Err(StripeError::no_such("customer", customer));
+        }
+    }
+    let now = state.now();
+    let expires_at = integer(params, "expires_at", "expires_at")?.unwrap_or(now + DAY);
+    if !(now + 30 * 60 - 60..=now + DAY + 60).contains(&expires_at) {
+        return Err(StripeError::invalid("expires_at", "The expires_at timestamp must be between 30 minutes and 24 hours from now."));
+    }
+    let id = objects::new_id("cs_test_");
+    let url = format!("{public_base}/checkout/{id}");
+    let session = objects::checkout_session(&objects::SessionSpec {
+        id: &id,
+        url: &url,
+        mode,
+        amount_total: amount,
+        currency: &currency,
+        customer,
+        customer_email: string(params, "customer_email"),
+        client_reference_id: string(params, "client_reference_id"),
+        metadata: params.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        success_url: string(params, "success_url"),
+        cancel_url: string(params, "cancel_url"),
+        submit_type: string(params, "submit_type"),
+        expires_at,
+        now,
+    });
+    state.insert(session);
+    state.sessions.insert(
+        id.clone(),
+        SessionPlan {
+            amount,
+            currency,
+            interval,
+            product_name,
+            subscription_metadata: params
+                .get("subscription_data")
+                .and_then(|s| s.get("metadata"))
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        },
+    );
+    Ok(id)
+}
+
+/// The reader's action on the hosted page.
+pub fn pay(state: &mut State, session_id: &str, outcome: Outcome, email: Option<&str>) -> Result<(), StripeError> {
+    let session = state.get(session_id).ok_or_else(|| StripeError::no_such("checkout session", session_id))?;
+    if session["status"] != "open" {
+        return Err(StripeError::coded("checkout_session_not_open", None, format!("This Checkout Session is {}.", session["status"].as_str().unwrap_or("closed"))));
+    }
+    let plan = state.sessions.get(session_id).cloned().ok_or_else(|| StripeError::no_such("checkout session", session_id))?;
+    let email = email
+        .map(str::to_owned)
+        .or_else(|| session["customer_email"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "reader@example.org".to_owned());
+    let metadata = session["metadata"].clone();
+    let existing_customer = session["customer"].as_str().map(str::to_owned);
+    let now = state.now();
+    let recurring = plan.interval.is_some();
+
+    // Subscription mode always has a customer; payment mode only when one was passed.
+    let customer = match existing_customer {
+        Some(id) => Some(id),
+        None if recurring => {
+            let id = objects::new_id("cus_");
+            state.insert(objects::customer(&id, Some(&email), None, now));
+            state.emit("customer.created", &id, None, None);
+            Some(id)
+        }
+        None => None,
+    };
+
+    let payment = Payment {
+        amount: plan.amount,
+        currency: &plan.currency,
+        customer: customer.as_deref(),
+        description: if recurring { Some("Subscription creation") } else { None },
+        metadata: if recurring { json!({}) } else { metadata.clone() },
+        now,
+    };
+    if outcome == Outcome::Decline {
+        decline_charge(state, &payment, None);
+        return Ok(());
+    }
+
+    let (subscription, invoice) = match (&plan.interval, &customer) {
+        (Some(interval), Some(customer)) => {
+            let (subscription, invoice) = start_subscription(state, customer, &email, &plan, interval, now);
+            (Some(subscription), Some(invoice))
+        }
+        _ => (None, None),
+    };
+    let (payment_intent, charge) = succeed_charge(state, &payment, invoice.as_deref());
+    if let (Some(subscription), Some(invoice)) = (&subscription, &invoice) {
+        settle_invoice(state, invoice, &payment_intent, true);
+        activate_subscription(state, subscription, invoice);
+    }
+
+    let session = state.get_mut(session_id).expect("checked above");
+    objects::merge(
+        session,
+        json!({
+            "status": "complete", "payment_status": "paid", "customer": customer,
+            "payment_intent": if recurring { Value::Null } else { Value::from(payment_intent.clone()) },
+            "subscription": subscription, "invoice": invoice,
+            "customer_details": {"email": email, "name": null, "phone": null, "address": null, "tax_exempt": "none", "tax_ids": [], "business_name": null, "individual_name": null},
+        }),
+    );
+    state.emit("checkout.session.completed", session_id, None, None);
+    if outcome == Outcome::PayThenDispute {
+        open_dispute(state, &charge, &payment_intent);
+    }
+    Ok(())
+}
+
+/// A successful card payment: payment intent, charge, balance transaction, and their events.
+fn succeed_charge(state: &mut State, payment: &Payment<'_>, invoice: Option<&str>) -> (String, String) {
+    let pi = objects::new_id("pi_");
+    let ch = objects::new_id("ch_");
+    let txn = objects::new_id("txn_");
+    let fee = objects::card_fee(payment.amount, is_zero_decimal(payment.currency));
+    state.insert(objects::payment_intent(&pi, payment, "requires_payment_method", None));
+    state.emit("payment_intent.created", &pi, None, None);
+    state.insert(objects::balance_transaction(&txn, &ch, payment.amount, fee, payment.currency, "charge", "charge", payment.now));
+    state.insert(objects::charge(&ch, payment, &pi, Some(&txn), None));
+    state.emit("charge.succeeded", &ch, None, None);
+    let intent = state.get_mut(&pi).expect("just inserted");
+    objects::merge(intent, json!({"status": "succeeded", "amount_received": payment.amount, "latest_charge": ch}));
+    if let Some(invoice) = invoice {
+        intent["description"] = json!(format!("Invoice {invoice}"));
+    }
+    state.emit("payment_intent.succeeded", &pi, None, None);
+    (pi, ch)
+}
+
+/// A declined card: the payment intent stays unpaid, the charge fails.
+fn decline_charge(state: &mut State, payment: &Payment<'_>, invoice: Option<&str>) -> String {
+    let pi = objects::new_id("pi_");
+    let ch = objects::new_id("ch_");
+    state.insert(objects::payment_intent(&pi, payment, "requires_payment_method", None));
+    state.emit("payment_intent.created", &pi, None, None);
+    state.insert(objects::charge(&ch, payment, &pi, None, Some(("card_declined", "Your card was declined."))));
+    state.emit("charge.failed", &ch, None, None);
+    let intent = state.get_mut(&pi).expect("just inserted");
+    objects::merge(intent, json!({"latest_charge": ch, "last_payment_error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline", "message": "Your card was declined.", "charge": ch}}));
+    if let Some(invoice) = invoice {
+        intent["description"] = json!(format!("Invoice {invoice}"));
+    }
+    state.emit("payment_intent.payment_failed", &pi, None, None);
+    pi
+}
+
+/// The price, subscription (incomplete) and first invoice of a new plan.
+fn start_subscription(state: &mut State, customer: &str, email: &str, plan: &SessionPlan, interval: &str, now: i64) -> (String, String) {
+    let product = objects::new_id("prod_");
+    state.insert(objects::product(&product, &plan.product_name, now));
+    let price_id = objects::new_id("price_");
+    let price = objects::price(&price_id, &product, &plan.currency, plan.amount, Some(interval), now);
+    state.insert(price.clone());
+    let sub = objects::new_id("sub_");
+    let period = (now, period_end(now, interval));
+    let subscription = objects::subscription(&sub, customer, &price, period, "incomplete", plan.subscription_metadata.clone(), now);
+    let item = subscription["items"]["data"][0]["id"].as_str().unwrap_or_default().to_owned();
+    state.insert(subscription);
+    let invoice = new_invoice(state, &sub, &item, customer, email, &price, "subscription_create", period, now);
+    state.get_mut(&sub).expect("just inserted")["latest_invoice"] = json!(invoice);
+    state.emit("customer.subscription.created", &sub, None, None);
+    (sub, invoice)
+}
+
+#[allow(clippy::too_many_arguments, reason = "an invoice names all of these")]
+fn new_invoice(state: &mut State, sub: &str, item: &str, customer: &str, email: &str, price: &Value, reason: &str, period: (i64, i64), now: i64) -> String {
+    let id = objects::new_id("in_");
+    state.insert(objects::invoice(&objects::InvoiceSpec {
+        id: &id,
+        customer,
+        customer_email: Some(email),
+        subscription: sub,
+        subscription_item: item,
+        price,
+        billing_reason: reason,
+        period,
+        now,
+    }));
+    state.emit("invoice.created", &id, None, None);
+    state.emit("invoice.finalized", &id, None, None);
+    id
+}
+
+fn settle_invoice(state: &mut State, invoice: &str, payment_intent: &str, paid: bool) {
+    let now = state.now();
+    if let Some(object) = state.get_mut(invoice) {
+        objects::invoice_settled(object, payment_intent, paid, now);
+    }
+    if paid {
+        state.emit("invoice.paid", invoice, None, None);
+        state.emit("invoice.payment_succeeded", invoice, None, None);
+    } else {
+        state.emit("invoice.payment_failed", invoice, None, None);
+    }
+}
+
+fn set_subscription(state: &mut State, sub: &str, patch: Value, previous: Value, event: &str, request_id: Option<&str>) {
+    if let Some(object) = state.get_mut(sub) {
+        objects::merge(object, patch);
+    }
+    state.emit(event, sub, Some(previous), request_id);
+}
+
+fn activate_subscription(state: &mut State, sub: &str, invoice: &str) {
+    let previous = json!({"status": "incomplete"});
+    set_subscription(state, sub, json!({"status": "active", "latest_invoice": invoice}), previous, "customer.subscription.updated", None);
+}
+
+fn open_dispute(state: &mut State, charge: &str, payment_intent: &str) {
+    let now = state.now();
+    let (amount, currency) = {
+        let ch = &state.get(charge).expect("a charge");
+        (ch["amount"].as_i64().unwrap_or(0), ch["currency"].as_str().unwrap_or("usd").to_owned())
+    };
+    let txn = objects::new_id("txn_");
+    let dp = objects::new_id("dp_");
+    let withdrawal = objects::balance_transaction(&txn, &dp, -amount, 1500, &currency, "adjustment", "dispute", now);
+    state.insert(withdrawal.clone());
+    state.insert(objects::dispute(&dp, charge, Some(payment_intent), amount, &currency, vec![withdrawal], now));
+    if let Some(ch) = state.get_mut(charge) {
+        ch["disputed"] = json!(true);
+    }
+    state.emit("charge.dispute.created", &dp, None, None);
+    state.emit("charge.dispute.funds_withdrawn", &dp, None, None);
+}
+
+/// `POST /v1/disputes/{id}/close`: accepting the loss.
+pub fn close_dispute(state: &mut State, id: &str, request_id: &str) -> Result<(), StripeError> {
+    let dispute = state.get_mut(id).filter(|o| o["object"] == "dispute").ok_or_else(|| StripeError::no_such("dispute", id))?;
+    if matches!(dispute["status"].as_str(), Some("won" | "lost" | "warning_closed")) {
+        return Err(StripeError::coded("charge_dispute_closed", None, "This dispute is already closed."));
+    }
+    dispute["status"] = json!("lost");
+    state.emit("charge.dispute.closed", id, Some(json!({"status": "needs_response"})), Some(request_id));
+    Ok(())
+}
+
+/// `POST /v1/checkout/sessions/{id}/expire`, and the clock's expiry of open sessions.
+pub fn expire_session(state: &mut State, id: &str, request_id: Option<&str>) -> Result<(), StripeError> {
+    let session = state.get_mut(id).filter(|o| o["object"] == "checkout.session").ok_or_else(|| StripeError::no_such("checkout session", id))?;
+    if session["status"] != "open" {
+        return Err(StripeError::coded("checkout_session_not_open", None, "Only open Checkout Sessions can be expired."));
+    }
+    session["status"] = json!("expired");
+    session["url"] = Value::Null;
+    state.emit("checkout.session.expired", id, None, request_id);
+    Ok(())
+}
+
+/// `POST /v1/refunds` against a `charge` or `payment_intent`; `amount` defaults to what
+/// is left. Each refund is its own object; the charge's `amount_refunded` is cumulative.
+pub fn create_refund(state: &mut State, params: &Value, request_id: &str) -> Result<String, StripeError> {
+    let charge_id = match (string(params, "charge"), string(params, "payment_intent")) {
+        (Some(charge), _) => charge.to_owned(),
+        (None, Some(pi)) => state
+            .get(pi)
+            .and_then(|p| p["latest_charge"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| StripeError::no_such("payment_intent", pi))?,
+        (None, None) => return Err(StripeError::missing("charge")),
+    };
+    let charge = state.get(&charge_id).filter(|o| o["object"] == "charge").ok_or_else(|| StripeError::no_such("charge", &charge_id))?;
+    if charge["paid"] != true {
+        return Err(StripeError::coded("charge_not_refundable", Some("charge"), "This charge cannot be refunded."));
+    }
+    let captured = charge["amount_captured"].as_i64().unwrap_or(0);
+    let refunded = charge["amount_refunded"].as_i64().unwrap_or(0);
+    let remaining = captured - refunded;
+    let amount = integer(params, "amount", "amount")?.unwrap_or(remaining);
+    if amount <= 0 {
+        return Err(StripeError::invalid("amount", "Refund amount must be positive."));
+    }
+    if amount > remaining {
+        return Err(StripeError::coded("charge_already_refunded", Some("amount"), format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining}).")));
+    }
+    let currency = charge["currency"].as_str().unwrap_or("usd").to_owned();
+    let pi = charge["payment_intent"].as_str().map(str::to_owned);
+    let now = state.now();
+    let txn = objects::new_id("txn_");
+    let re = objects::new_id("re_");
+    state.insert(objects::balance_transaction(&txn, &re, -amount, 0, &currency, "refund", "refund", now));
+    let metadata = params.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    state.insert(objects::refund(&re, &charge_id, pi.as_deref(), amount, &currency, string(params, "reason"), &txn, metadata, now));
+    let total = refunded + amount;
+    if let Some(ch) = state.get_mut(&charge_id) {
+        objects::merge(ch, json!({"amount_refunded": total, "refunded": total == captured}));
+    }
+    state.emit("refund.created", &re, None, Some(request_id));
+    state.emit("charge.refunded", &charge_id, Some(json!({"amount_refunded": refunded, "refunded": false})), Some(request_id));
+    Ok(re)
+}
+
+/// `POST /v1/customers`.
+pub fn create_customer(state: &mut State, params: &Value, request_id: &str) -> String {
+    let id = objects::new_id("cus_");
+    let now = state.now();
+    let mut customer = objects::customer(&id, string(params, "email"), string(params, "name"), now);
+    if let Some(metadata) = params.get("metadata") {
+        customer["metadata"] = metadata.clone();
+    }
+    state.insert(customer);
+    state.emit("customer.created", &id, None, Some(request_id));
+    id
+}
+
+fn first_item(subscription: &Value) -> (String, Value) {
+    let item = &subscription["items"]["data"][0];
+    (item["id"].as_str().unwrap_or_default().to_owned(), item["price"].clone())
+}
+
+/// `POST /v1/subscriptions/{id}`: a new amount or interval for the one item (through
+/// `items[0][price_data]`), or `cancel_at_period_end`. An amount change applies from the
+/// next renewal (`proration_behavior=none`); an interval change starts a new period now and
+/// invoices it at once, as Stripe does.
+pub fn update_subscription(state: &mut State, id: &str, params: &Value, request_id: &str) -> Result<(), StripeError> {
+    let subscription = state.get(id).filter(|o| o["object"] == "subscription").ok_or_else(|| StripeError::no_such("subscription", id))?.clone();
+    if matches!(subscription["status"].as_str(), Some("canceled" | "incomplete_expired")) {
+        return Err(StripeError::coded("resource_missing", None, "A canceled subscription can only update its cancellation_details and metadata."));
+    }
+    let mut previous = json!({});
+    let mut patch = json!({});
+    if let Some(flag) = string(params, "cancel_at_period_end") {
+        let cancel = flag == "true";
+        previous["cancel_at_period_end"] = subscription["cancel_at_period_end"].clone();
+        previous["canceled_at"] = subscription["canceled_at"].clone();
+        patch["cancel_at_period_end"] = json!(cancel);
+        patch["canceled_at"] = if cancel { json!(state.now()) } else { Value::Null };
+        patch["cancellation_details"] = json!({"reason": if cancel { Some("cancellation_requested") } else { None }});
+    }
+    if let Some(metadata) = params.get("metadata") {
+        previous["metadata"] = subscription["metadata"].clone();
+        patch["metadata"] = metadata.clone();
+    }
+    let mut new_period = None;
+    if let Some(item) = params.get("items").and_then(|i| i.get(0)) {
+        let price_data = item.get("price_data").ok_or_else(|| StripeError::missing("items[0][price_data]"))?;
+        let (item_id, old_price) = first_item(&subscription);
+        let currency = string(price_data, "currency").unwrap_or(old_price["currency"].as_str().unwrap_or("usd")).to_owned();
+        let amount = integer(price_data, "items[0][price_data][unit_amount]", "unit_amount")?.ok_or_else(|| StripeError::missing("items[0][price_data][unit_amount]"))?;
+        if amount < minimum_charge(&currency) {
+            return Err(StripeError::coded("amount_too_small", Some("items[0][price_data][unit_amount]"), "Amount is below the minimum charge."));
+        }
+        let interval = price_data.get("recurring").and_then(|r| string(r, "interval")).unwrap_or(old_price["recurring"]["interval"].as_str().unwrap_or("month")).to_owned();
+        if !matches!(interval.as_str(), "month" | "year") {
+            return Err(StripeError::invalid("items[0][price_data][recurring][interval]", "Interval must be month or year."));
+        }
+        let product = string(price_data, "product").unwrap_or(old_price["product"].as_str().unwrap_or_default()).to_owned();
+        let now = state.now();
+        let price_id = objects::new_id("price_");
+        let price = objects::price(&price_id, &product, &currency, amount, Some(&interval), now);
+        state.insert(price.clone());
+        let mut items = subscription["items"].clone();
+        previous["items"] = items.clone();
+        items["data"][0]["price"] = price;
+        if Some(interval.as_str()) != old_price["recurring"]["interval"].as_str() {
+            let period = (now, period_end(now, &interval));
+            items["data"][0]["current_period_start"] = json!(period.0);
+            items["data"][0]["current_period_end"] = json!(period.1);
+            previous["billing_cycle_anchor"] = subscription["billing_cycle_anchor"].clone();
+            patch["billing_cycle_anchor"] = json!(now);
+            new_period = Some(period);
+        }
+        patch["items"] = items;
+        let _ = item_id;
+    }
+    if patch.as_object().is_some_and(serde_json::Map::is_empty) {
+        return Ok(());
+    }
+    set_subscription(state, id, patch, previous, "customer.subscription.updated", Some(request_id));
+    if let Some(period) = new_period {
+        charge_period(state, id, "subscription_update", period);
+    }
+    Ok(())
+}
+
+/// `DELETE /v1/subscriptions/{id}`: cancels now.
+pub fn cancel_subscription(state: &mut State, id: &str, request_id: Option<&str>, reason: &str) -> Result<(), StripeError> {
+    let subscription = state.get(id).filter(|o| o["object"] == "subscription").ok_or_else(|| StripeError::no_such("subscription", id))?;
+    if subscription["status"] == "canceled" {
+        return Err(StripeError::coded("resource_missing", None, format!("No such subscription: '{id}' (it is canceled)")));
+    }
+    let previous = json!({"status": subscription["status"]});
+    let now = state.now();
+    let patch = json!({"status": "canceled", "ended_at": now, "canceled_at": subscription["canceled_at"].as_i64().unwrap_or(now),
+        "cancellation_details": {"reason": reason}});
+    set_subscription(state, id, patch, previous, "customer.subscription.deleted", request_id);
+    Ok(())
+}
+
+/// Invoices and charges one period of a subscription (renewal or interval switch).
+fn charge_period(state: &mut State, sub: &str, reason: &str, period: (i64, i64)) {
+    let Some(subscription) = state.get(sub).cloned() else { return };
+    let (item, price) = first_item(&subscription);
+    let customer = subscription["customer"].as_str().unwrap_or_default().to_owned();
+    let email = state.get(&customer).and_then(|c| c["email"].as_str()).unwrap_or("reader@example.org").to_owned();
+    let now = state.now();
+    let invoice = new_invoice(state, sub, &item, &customer, &email, &price, reason, period, now);
+    if let Some(object) = state.get_mut(sub) {
+        object["latest_invoice"] = json!(invoice);
+    }
+    let amount = price["unit_amount"].as_i64().unwrap_or(0);
+    let currency = price["currency"].as_str().unwrap_or("usd").to_owned();
+    let payment = Payment { amount, currency: &currency, customer: Some(&customer), description: Some("Subscription update"), metadata: json!({}), now };
+    if state.declining.contains(sub) {
+        let pi = decline_charge(state, &payment, Some(&invoice));
+        settle_invoice(state, &invoice, &pi, false);
+        if subscription["status"] == "active" {
+            set_subscription(state, sub, json!({"status": "past_due"}), json!({"status": "active"}), "customer.subscription.updated", None);
+        }
+    } else {
+        let (pi, _) = succeed_charge(state, &payment, Some(&invoice));
+        settle_invoice(state, &invoice, &pi, true);
+        if subscription["status"] == "past_due" {
+            set_subscription(state, sub, json!({"status": "active"}), json!({"status": "past_due"}), "customer.subscription.updated", None);
+        }
+    }
+}
+
+/// Moves the clock by `seconds` and does what falls due, in time order: open checkout
+/// sessions expire; subscriptions renew (new period, invoice, charge) or, when set to
+/// cancel at period end, end.
+pub fn advance_clock(state: &mut State, seconds: i64) {
+    state.clock_offset += seconds;
+    let now = state.now();
+    let expired: Vec<String> = state
+        .newest_first("checkout.session")
+        .filter(|s| s["status"] == "open" && s["expires_at"].as_i64().is_some_and(|t| t <= now))
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect();
+    for id in expired {
+        let _ = expire_session(state, &id, None);
+    }
+    // Renew period by period so a jump of a year bills each month.
+    for _ in 0..400 {
+        let due: Option<(String, i64)> = state
+            .newest_first("subscription")
+            .filter(|s| matches!(s["status"].as_str(), Some("active" | "past_due")))
+            .filter_map(|s| {
+                let end = s["items"]["data"][0]["current_period_end"].as_i64()?;
+                (end <= now).then(|| (s["id"].as_str().unwrap_or_default().to_owned(), end))
+            })
+            .min_by_key(|(_, end)| *end);
+        let Some((sub, end)) = due else { break };
+        renew(state, &sub, end);
+    }
+}
+
+fn renew(state: &mut State, sub: &str, period_start: i64) {
+    let Some(subscription) = state.get(sub).cloned() else { return };
+    if subscription["cancel_at_period_end"] == true {
+        let _ = cancel_subscription(state, sub, None, "cancellation_requested");
+        return;
+    }
+    let (_, price) = first_item(&subscription);
+    let interval = price["recurring"]["interval"].as_str().unwrap_or("month").to_owned();
+    let period = (period_start, period_end(period_start, &interval));
+    let mut items = subscription["items"].clone();
+    let previous = json!({"items": items.clone(), "latest_invoice": subscription["latest_invoice"]});
+    items["data"][0]["current_period_start"] = json!(period.0);
+    items["data"][0]["current_period_end"] = json!(period.1);
+    set_subscription(state, sub, json!({"items": items}), previous, "customer.subscription.updated", None);
+    charge_period(state, sub, "subscription_cycle", period);
+}
+
+/// What Stripe would count per currency: gross = succeeded charges, refunded = refunds,
+/// net = gross − refunded − disputes lost, payments = succeeded charges.
+pub fn totals(state: &State) -> Value {
+    use std::collections::BTreeMap;
+    #[derive(Default)]
+    struct Sum {
+        gross: i64,
+        refunded: i64,
+        lost: i64,
+        payments: i64,
+    }
+    let mut sums: BTreeMap<String, Sum> = BTreeMap::new();
+    let currency = |o: &Value| o["currency"].as_str().unwrap_or_default().to_owned();
+    for charge in state.newest_first("charge").filter(|c| c["status"] == "succeeded") {
+        let sum = sums.entry(currency(charge)).or_default();
+        sum.gross += charge["amount"].as_i64().unwrap_or(0);
+        sum.payments += 1;
+    }
+    for refund in state.newest_first("refund").filter(|r| r["status"] == "succeeded") {
+        sums.entry(currency(refund)).or_default().refunded += refund["amount"].as_i64().unwrap_or(0);
+    }
+    for dispute in state.newest_first("dispute").filter(|d| d["status"] == "lost") {
+        sums.entry(currency(dispute)).or_default().lost += dispute["amount"].as_i64().unwrap_or(0);
+    }
+    let totals: Vec<Value> = sums
+        .into_iter()
+        .map(|(currency, s)| json!({"currency": currency, "gross_minor": s.gross, "refunded_minor": s.refunded,
+            "net_minor": s.gross - s.refunded - s.lost, "payments": s.payments}))
+        .collect();
+    json!({"totals": totals})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::period_end;
+
+    #[test]
+    fn periods_follow_the_calendar() {
+        // 2026-01-31 12:00 UTC → 2026-02-28 12:00 UTC; a year later for annual plans.
+        let jan31 = 1_769_860_800;
+        assert_eq!(period_end(jan31, "month"), 1_772_280_000);
+        assert_eq!(period_end(jan31, "year"), 1_801_396_800);
+    }
+}

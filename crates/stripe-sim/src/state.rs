@@ -1,0 +1,91 @@
+//! The simulator's memory: every object by id, creation order per kind, the event outbox,
+//! idempotency records and the clock.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::objects;
+
+/// What a checkout session sells; Stripe keeps it as line items, which the session object
+/// does not show unless expanded.
+#[derive(Debug, Clone)]
+pub struct SessionPlan {
+    pub amount: i64,
+    pub currency: String,
+    pub interval: Option<String>,
+    pub product_name: String,
+    pub subscription_metadata: Value,
+}
+
+/// A stored answer to an idempotent request.
+#[derive(Debug, Clone)]
+pub enum Idempotent {
+    /// The first request with this key is still running.
+    InFlight { fingerprint: String },
+    /// Its answer, replayed for the same request.
+    Done { fingerprint: String, status: u16, body: Vec<u8> },
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    objects: HashMap<String, Value>,
+    order: HashMap<String, Vec<String>>,
+    pub sessions: HashMap<String, SessionPlan>,
+    /// Subscriptions whose card declines at the next charge.
+    pub declining: HashSet<String>,
+    pub idempotency: HashMap<String, Idempotent>,
+    /// Seconds added to the machine's clock by `/_sim/clock/advance`.
+    pub clock_offset: i64,
+    /// Events emitted and not yet handed to delivery.
+    pub outbox: Vec<String>,
+}
+
+impl State {
+    /// The simulator's now (unix seconds): the machine's clock plus every advance.
+    pub fn now(&self) -> i64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        real + self.clock_offset
+    }
+
+    /// Stores a new object; its `object` field names its kind.
+    pub fn insert(&mut self, object: Value) -> String {
+        let id = object["id"].as_str().unwrap_or_default().to_owned();
+        let kind = object["object"].as_str().unwrap_or_default().to_owned();
+        self.order.entry(kind).or_default().push(id.clone());
+        self.objects.insert(id.clone(), object);
+        id
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Value> {
+        self.objects.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Value> {
+        self.objects.get_mut(id)
+    }
+
+    /// Objects of `kind`, newest first (Stripe's list order).
+    pub fn newest_first(&self, kind: &str) -> impl Iterator<Item = &Value> {
+        self.order
+            .get(kind)
+            .into_iter()
+            .flat_map(|ids| ids.iter().rev())
+            .filter_map(|id| self.objects.get(id))
+    }
+
+    /// Emits `event_type` about the object `object_id` as it is now (the event's data is
+    /// frozen at emission), to be delivered.
+    pub fn emit(&mut self, event_type: &str, object_id: &str, previous: Option<Value>, request_id: Option<&str>) {
+        let Some(snapshot) = self.objects.get(object_id).cloned() else {
+            return;
+        };
+        let id = objects::new_id("evt_");
+        let event = objects::event(&id, event_type, snapshot, previous, request_id, self.now());
+        self.insert(event);
+        self.outbox.push(id);
+    }
+}

@@ -469,6 +469,7 @@ pub fn update_subscription(state: &mut State, id: &str, params: &Value, request_
         state.insert(price.clone());
         let mut items = subscription["items"].clone();
         previous["items"] = items.clone();
+        items["data"][0]["plan"] = objects::plan_of(&price);
         items["data"][0]["price"] = price;
         if Some(interval.as_str()) != old_price["recurring"]["interval"].as_str() {
             let period = (now, period_end(now, &interval));

@@ -87,6 +87,17 @@ pub fn price(id: &str, product: &str, currency: &str, unit_amount: i64, interval
     )
 }
 
+/// The legacy `plan` Stripe still renders beside a recurring price.
+pub fn plan_of(price: &Value) -> Value {
+    json!({
+        "id": price["id"], "object": "plan", "active": true, "amount": price["unit_amount"],
+        "amount_decimal": price["unit_amount_decimal"], "billing_scheme": "per_unit", "created": price["created"],
+        "currency": price["currency"], "interval": price["recurring"]["interval"], "interval_count": 1,
+        "livemode": false, "metadata": {}, "meter": null, "nickname": null, "product": price["product"],
+        "tiers_mode": null, "transform_usage": null, "trial_period_days": null, "usage_type": "licensed",
+    })
+}
+
 /// What a new checkout session needs.
 pub struct SessionSpec<'a> {
     pub id: &'a str,
@@ -242,11 +253,12 @@ pub fn subscription(id: &str, customer: &str, price: &Value, period: (i64, i64),
     merge(
         &mut item,
         json!({
-            "id": new_id("si_"), "created": now, "subscription": id, "plan": null,
+            "id": new_id("si_"), "created": now, "subscription": id,
             "current_period_start": period.0, "current_period_end": period.1, "billing_thresholds": null,
         }),
     );
     item["price"] = price.clone();
+    item["plan"] = plan_of(price);
     merge(
         &mut base,
         json!({

@@ -55,7 +55,10 @@ pub fn routes(sim: Simulator) -> axum::Router {
 /// `Authorization: Bearer <the simulator's secret key>`, as Stripe requires.
 async fn authenticate(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
     let expected = format!("Bearer {}", sim.secret_key());
-    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if given != Some(expected.as_str()) {
         return StripeError::unauthorized().into_response();
     }
@@ -78,12 +81,24 @@ async fn idempotency(State(sim): State<Simulator>, request: Request, next: Next)
     let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
         return StripeError::invalid("body", "Request body too large.").into_response();
     };
-    let fingerprint = format!("{} {}\n{}", parts.method, parts.uri.path(), String::from_utf8_lossy(&body));
+    let fingerprint = format!(
+        "{} {}\n{}",
+        parts.method,
+        parts.uri.path(),
+        String::from_utf8_lossy(&body)
+    );
     match sim.idempotency_begin(&key, &fingerprint) {
         Ok(Some((status, stored))) => {
-            let mut response = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), stored).into_response();
+            let mut response = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                stored,
+            )
+                .into_response();
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
             return response;
         }
@@ -92,7 +107,9 @@ async fn idempotency(State(sim): State<Simulator>, request: Request, next: Next)
     }
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
     sim.idempotency_finish(&key, &fingerprint, parts.status.as_u16(), &body);
     Response::from_parts(parts, Body::from(body))
 }
@@ -101,7 +118,9 @@ fn request_id() -> String {
     objects::new_id("req_")
 }
 
-fn retrieve(kind: &'static str) -> impl Fn(State<Simulator>, Path<String>) -> std::future::Ready<Answer> + Clone {
+fn retrieve(
+    kind: &'static str,
+) -> impl Fn(State<Simulator>, Path<String>) -> std::future::Ready<Answer> + Clone {
     move |State(sim): State<Simulator>, Path(id): Path<String>| {
         std::future::ready(sim.with_state(|state| {
             state
@@ -133,7 +152,11 @@ async fn expire_checkout_session(State(sim): State<Simulator>, Path(id): Path<St
     sim.object(&id)
 }
 
-async fn update_subscription(State(sim): State<Simulator>, Path(id): Path<String>, body: Bytes) -> Answer {
+async fn update_subscription(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
     let params = form::decode(&body);
     sim.act(|state| flows::update_subscription(state, &id, &params, &request_id()))?;
     sim.object(&id)
@@ -141,7 +164,9 @@ async fn update_subscription(State(sim): State<Simulator>, Path(id): Path<String
 
 async fn cancel_subscription(State(sim): State<Simulator>, Path(id): Path<String>) -> Answer {
     let request = request_id();
-    sim.act(|state| flows::cancel_subscription(state, &id, Some(&request), "cancellation_requested"))?;
+    sim.act(|state| {
+        flows::cancel_subscription(state, &id, Some(&request), "cancellation_requested")
+    })?;
     sim.object(&id)
 }
 
@@ -158,7 +183,10 @@ async fn close_dispute(State(sim): State<Simulator>, Path(id): Path<String>) -> 
 
 /// Reads a filter's value from the query: `customer=cus_…`.
 fn matches(query: &Value, key: &str, object: &Value, field: &str) -> bool {
-    query.get(key).and_then(Value::as_str).is_none_or(|wanted| object[field].as_str() == Some(wanted))
+    query
+        .get(key)
+        .and_then(Value::as_str)
+        .is_none_or(|wanted| object[field].as_str() == Some(wanted))
 }
 
 /// `created=N` or `created[gt|gte|lt|lte]=N`.
@@ -168,23 +196,37 @@ fn created_matches(query: &Value, object: &Value) -> bool {
         None => true,
         Some(Value::String(exact)) => exact.parse::<i64>().is_ok_and(|t| t == created),
         Some(range) => ["gt", "gte", "lt", "lte"].iter().all(|op| {
-            range.get(*op).and_then(Value::as_str).and_then(|t| t.parse::<i64>().ok()).is_none_or(|t| match *op {
-                "gt" => created > t,
-                "gte" => created >= t,
-                "lt" => created < t,
-                _ => created <= t,
-            })
+            range
+                .get(*op)
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<i64>().ok())
+                .is_none_or(|t| match *op {
+                    "gt" => created > t,
+                    "gte" => created >= t,
+                    "lt" => created < t,
+                    _ => created <= t,
+                })
         }),
     }
 }
 
 /// A page of `kind`, newest first, with Stripe's `limit`, `starting_after` and
 /// `ending_before`.
-fn page(sim: &Simulator, kind: &str, url: &str, raw_query: Option<String>, filter: impl Fn(&Value, &Value) -> bool) -> Answer {
+fn page(
+    sim: &Simulator,
+    kind: &str,
+    url: &str,
+    raw_query: Option<String>,
+    filter: impl Fn(&Value, &Value) -> bool,
+) -> Answer {
     let query = form::decode(raw_query.unwrap_or_default().as_bytes());
     let limit = match query.get("limit").and_then(Value::as_str) {
         None => 10,
-        Some(text) => text.parse::<usize>().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| StripeError::invalid("limit", "limit must be between 1 and 100."))?,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| StripeError::invalid("limit", "limit must be between 1 and 100."))?,
     };
     sim.with_state(|state| {
         let all: Vec<&Value> = state
@@ -194,18 +236,32 @@ fn page(sim: &Simulator, kind: &str, url: &str, raw_query: Option<String>, filte
         let position = |param: &str| -> Result<Option<usize>, StripeError> {
             match query.get(param).and_then(Value::as_str) {
                 None => Ok(None),
-                Some(id) => all.iter().position(|o| o["id"] == id).map(Some).ok_or_else(|| StripeError::no_such(kind, id)),
+                Some(id) => all
+                    .iter()
+                    .position(|o| o["id"] == id)
+                    .map(Some)
+                    .ok_or_else(|| StripeError::no_such(kind, id)),
             }
         };
-        let (data, has_more): (Vec<Value>, bool) = if let Some(after) = position("starting_after")? {
+        let (data, has_more): (Vec<Value>, bool) = if let Some(after) = position("starting_after")?
+        {
             let rest = &all[after + 1..];
-            (rest.iter().take(limit).map(|o| (*o).clone()).collect(), rest.len() > limit)
+            (
+                rest.iter().take(limit).map(|o| (*o).clone()).collect(),
+                rest.len() > limit,
+            )
         } else if let Some(before) = position("ending_before")? {
             let head = &all[..before];
             let start = head.len().saturating_sub(limit);
-            (head[start..].iter().map(|o| (*o).clone()).collect(), start > 0)
+            (
+                head[start..].iter().map(|o| (*o).clone()).collect(),
+                start > 0,
+            )
         } else {
-            (all.iter().take(limit).map(|o| (*o).clone()).collect(), all.len() > limit)
+            (
+                all.iter().take(limit).map(|o| (*o).clone()).collect(),
+                all.len() > limit,
+            )
         };
         Ok(Json(objects::list(url, data, has_more)))
     })
@@ -219,30 +275,79 @@ macro_rules! lister {
     };
 }
 
-lister!(list_customers, "customer", "/v1/customers", |q, o| matches(q, "email", o, "email"));
-lister!(list_checkout_sessions, "checkout.session", "/v1/checkout/sessions", |q, o| matches(q, "customer", o, "customer")
-    && matches(q, "subscription", o, "subscription")
-    && matches(q, "payment_intent", o, "payment_intent")
-    && matches(q, "status", o, "status"));
-lister!(list_subscriptions, "subscription", "/v1/subscriptions", |q, o| matches(q, "customer", o, "customer")
-    && (q.get("status").and_then(Value::as_str).is_some_and(|s| s == "all" || o["status"] == s)
-        || (q.get("status").is_none() && o["status"] != "canceled")));
-lister!(list_invoices, "invoice", "/v1/invoices", |q, o| matches(q, "customer", o, "customer")
+lister!(list_customers, "customer", "/v1/customers", |q, o| matches(
+    q, "email", o, "email"
+));
+lister!(
+    list_checkout_sessions,
+    "checkout.session",
+    "/v1/checkout/sessions",
+    |q, o| matches(q, "customer", o, "customer")
+        && matches(q, "subscription", o, "subscription")
+        && matches(q, "payment_intent", o, "payment_intent")
+        && matches(q, "status", o, "status")
+);
+lister!(
+    list_subscriptions,
+    "subscription",
+    "/v1/subscriptions",
+    |q, o| matches(q, "customer", o, "customer")
+        && (q
+            .get("status")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s == "all" || o["status"] == s)
+            || (q.get("status").is_none() && o["status"] != "canceled"))
+);
+lister!(list_invoices, "invoice", "/v1/invoices", |q, o| matches(
+    q, "customer", o, "customer"
+)
     && matches(q, "status", o, "status")
-    && q.get("subscription").and_then(Value::as_str).is_none_or(|s| o["parent"]["subscription_details"]["subscription"] == s));
-lister!(list_payment_intents, "payment_intent", "/v1/payment_intents", |q, o| matches(q, "customer", o, "customer"));
-lister!(list_charges, "charge", "/v1/charges", |q, o| matches(q, "customer", o, "customer")
+    && q.get("subscription").and_then(Value::as_str).is_none_or(
+        |s| o["parent"]["subscription_details"]["subscription"] == s
+    ));
+lister!(
+    list_payment_intents,
+    "payment_intent",
+    "/v1/payment_intents",
+    |q, o| matches(q, "customer", o, "customer")
+);
+lister!(list_charges, "charge", "/v1/charges", |q, o| matches(
+    q, "customer", o, "customer"
+) && matches(
+    q,
+    "payment_intent",
+    o,
+    "payment_intent"
+));
+lister!(list_refunds, "refund", "/v1/refunds", |q, o| matches(
+    q, "charge", o, "charge"
+) && matches(
+    q,
+    "payment_intent",
+    o,
+    "payment_intent"
+));
+lister!(list_disputes, "dispute", "/v1/disputes", |q, o| matches(
+    q, "charge", o, "charge"
+)
     && matches(q, "payment_intent", o, "payment_intent"));
-lister!(list_refunds, "refund", "/v1/refunds", |q, o| matches(q, "charge", o, "charge")
-    && matches(q, "payment_intent", o, "payment_intent"));
-lister!(list_disputes, "dispute", "/v1/disputes", |q, o| matches(q, "charge", o, "charge")
-    && matches(q, "payment_intent", o, "payment_intent"));
-lister!(list_balance_transactions, "balance_transaction", "/v1/balance_transactions", |q, o| matches(q, "type", o, "type")
-    && matches(q, "source", o, "source")
-    && matches(q, "currency", o, "currency")
-    && q.get("payout").and_then(Value::as_str).is_none_or(|p| o["payout"] == p));
-lister!(list_payouts, "payout", "/v1/payouts", |q, o| matches(q, "status", o, "status"));
-lister!(list_events, "event", "/v1/events", |q, o| event_type_matches(q, o));
+lister!(
+    list_balance_transactions,
+    "balance_transaction",
+    "/v1/balance_transactions",
+    |q, o| matches(q, "type", o, "type")
+        && matches(q, "source", o, "source")
+        && matches(q, "currency", o, "currency")
+        && q.get("payout")
+            .and_then(Value::as_str)
+            .is_none_or(|p| o["payout"] == p)
+);
+lister!(list_payouts, "payout", "/v1/payouts", |q, o| matches(
+    q, "status", o, "status"
+));
+lister!(list_events, "event", "/v1/events", |q, o| {
+    event_type_matches(q, o)
+});
 
 /// `type` (with `*` wildcards) or `types[]`.
 fn event_type_matches(query: &Value, event: &Value) -> bool {
@@ -251,11 +356,13 @@ fn event_type_matches(query: &Value, event: &Value) -> bool {
         Some(prefix) => kind.starts_with(prefix),
         None => kind == pattern,
     };
-    let single = query.get("type").and_then(Value::as_str).is_none_or(wildcard);
+    let single = query
+        .get("type")
+        .and_then(Value::as_str)
+        .is_none_or(wildcard);
     let several = query
         .get("types")
         .and_then(Value::as_array)
         .is_none_or(|types| types.iter().filter_map(Value::as_str).any(wildcard));
     single && several
 }
-

@@ -27,8 +27,13 @@ struct PayBody {
     email: Option<String>,
 }
 
-async fn checkout(State(sim): State<Simulator>, Path((id, action)): Path<(String, String)>, body: Option<Json<PayBody>>) -> Result<Response, StripeError> {
-    let outcome = page::parse_action(&action).ok_or_else(|| StripeError::invalid("action", "pay, decline or pay-then-dispute"))?;
+async fn checkout(
+    State(sim): State<Simulator>,
+    Path((id, action)): Path<(String, String)>,
+    body: Option<Json<PayBody>>,
+) -> Result<Response, StripeError> {
+    let outcome = page::parse_action(&action)
+        .ok_or_else(|| StripeError::invalid("action", "pay, decline or pay-then-dispute"))?;
     let email = body.and_then(|Json(b)| b.email);
     sim.act(|state| flows::pay(state, &id, outcome, email.as_deref()))?;
     Ok(sim.object(&id)?.into_response())
@@ -39,9 +44,15 @@ struct Advance {
     seconds: i64,
 }
 
-async fn advance(State(sim): State<Simulator>, Json(body): Json<Advance>) -> Result<Json<serde_json::Value>, StripeError> {
+async fn advance(
+    State(sim): State<Simulator>,
+    Json(body): Json<Advance>,
+) -> Result<Json<serde_json::Value>, StripeError> {
     if body.seconds < 0 {
-        return Err(StripeError::invalid("seconds", "The clock only moves forward."));
+        return Err(StripeError::invalid(
+            "seconds",
+            "The clock only moves forward.",
+        ));
     }
     let now = sim.act(|state| {
         flows::advance_clock(state, body.seconds);
@@ -61,7 +72,10 @@ struct DeliveryBody {
     webhook_url: Option<String>,
 }
 
-async fn delivery(State(sim): State<Simulator>, Json(body): Json<DeliveryBody>) -> Json<serde_json::Value> {
+async fn delivery(
+    State(sim): State<Simulator>,
+    Json(body): Json<DeliveryBody>,
+) -> Json<serde_json::Value> {
     let mode = sim.set_delivery(|mode| {
         if let Some(duplicates) = body.duplicates {
             mode.duplicates = duplicates.min(10);
@@ -73,7 +87,9 @@ async fn delivery(State(sim): State<Simulator>, Json(body): Json<DeliveryBody>) 
             mode.webhook_url = Some(url).filter(|u| !u.is_empty());
         }
     });
-    Json(json!({"duplicates": mode.duplicates, "shuffle": mode.shuffle, "webhook_url": mode.webhook_url}))
+    Json(
+        json!({"duplicates": mode.duplicates, "shuffle": mode.shuffle, "webhook_url": mode.webhook_url}),
+    )
 }
 
 #[derive(Deserialize)]
@@ -82,7 +98,11 @@ struct Card {
 }
 
 /// `{"outcome":"decline"}` makes the subscription's next charges fail; `"succeed"` mends it.
-async fn card(State(sim): State<Simulator>, Path(id): Path<String>, Json(body): Json<Card>) -> Result<Json<serde_json::Value>, StripeError> {
+async fn card(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+    Json(body): Json<Card>,
+) -> Result<Json<serde_json::Value>, StripeError> {
     let declining = match body.outcome.as_str() {
         "decline" => true,
         "succeed" => false,
@@ -103,5 +123,5 @@ async fn card(State(sim): State<Simulator>, Path(id): Path<String>, Json(body): 
 }
 
 async fn totals(State(sim): State<Simulator>) -> Json<serde_json::Value> {
-    Json(sim.with_state(|state| flows::totals(state)))
+    Json(sim.with_state(flows::totals))
 }

@@ -59,7 +59,10 @@ pub fn start(secret: String) -> mpsc::UnboundedSender<Delivery> {
                 .post(&delivery.url)
                 .header("content-type", "application/json; charset=utf-8")
                 .header("stripe-signature", signature)
-                .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+                .header(
+                    "user-agent",
+                    "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+                )
                 .body(delivery.body.clone())
                 .send()
                 .await;
@@ -71,16 +74,24 @@ pub fn start(secret: String) -> mpsc::UnboundedSender<Delivery> {
                 .ok()
                 .and_then(|e| e["id"].as_str().map(str::to_owned))
                 .unwrap_or_default();
-            let status = sent.map(|r| r.status().as_u16().to_string()).unwrap_or_else(|e| e.to_string());
+            let status = sent.map_or_else(|e| e.to_string(), |r| r.status().as_u16().to_string());
             if delivery.attempt + 1 >= MAX_ATTEMPTS {
                 tracing::warn!(event_id, status, "webhook delivery given up");
                 continue;
             }
-            tracing::debug!(event_id, status, attempt = delivery.attempt, "webhook delivery failed; will retry");
+            tracing::debug!(
+                event_id,
+                status,
+                attempt = delivery.attempt,
+                "webhook delivery failed; will retry"
+            );
             let retry = retry.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(backoff(delivery.attempt)).await;
-                let _ = retry.send(Delivery { attempt: delivery.attempt + 1, ..delivery });
+                let _ = retry.send(Delivery {
+                    attempt: delivery.attempt + 1,
+                    ..delivery
+                });
             });
         }
     });

@@ -23,16 +23,19 @@ const DAY: i64 = 86_400;
 /// The end of a period of `interval` starting at `start`: calendar months and years, as
 /// Stripe bills them (the 31st becomes the month's last day).
 pub fn period_end(start: i64, interval: &str) -> i64 {
-    let Ok(at) = time_from_unix(start) else { return start + 30 * DAY };
+    let Ok(at) = time_from_unix(start) else {
+        return start + 30 * DAY;
+    };
     let months = if interval == "year" { 12 } else { 1 };
     let mut month = u32::from(at.month() as u8) - 1 + months;
     let year = at.year() + i32::try_from(month / 12).unwrap_or(0);
     month %= 12;
-    let month = time::Month::try_from(u8::try_from(month + 1).unwrap_or(1)).unwrap_or(time::Month::January);
+    let month =
+        time::Month::try_from(u8::try_from(month + 1).unwrap_or(1)).unwrap_or(time::Month::January);
     let day = at.day().min(time::util::days_in_month(month, year));
-    time::Date::from_calendar_date(year, month, day)
-        .map(|date| at.replace_date(date).unix_timestamp())
-        .unwrap_or(start + 30 * DAY)
+    time::Date::from_calendar_date(year, month, day).map_or(start + 30 * DAY, |date| {
+        at.replace_date(date).unix_timestamp()
+    })
 }
 
 fn time_from_unix(t: i64) -> Result<time::OffsetDateTime, time::error::ComponentRange> {
@@ -72,35 +75,88 @@ fn integer(params: &Value, path: &str, key: &str) -> Result<Option<i64>, StripeE
 }
 
 /// `POST /v1/checkout/sessions` with `price_data` line items (the only kind Kopilka sends).
-pub fn create_checkout_session(state: &mut State, params: &Value, public_base: &str) -> Result<String, StripeError> {
+pub fn create_checkout_session(
+    state: &mut State,
+    params: &Value,
+    public_base: &str,
+) -> Result<String, StripeError> {
     let mode = string(params, "mode").ok_or_else(|| StripeError::missing("mode"))?;
     if !matches!(mode, "payment" | "subscription") {
-        return Err(StripeError::invalid("mode", format!("Invalid mode: {mode}; the simulator supports payment and subscription")));
+        return Err(StripeError::invalid(
+            "mode",
+            format!("Invalid mode: {mode}; the simulator supports payment and subscription"),
+        ));
     }
-    let items = params.get("line_items").and_then(Value::as_array).ok_or_else(|| StripeError::missing("line_items"))?;
+    let items = params
+        .get("line_items")
+        .and_then(Value::as_array)
+        .ok_or_else(|| StripeError::missing("line_items"))?;
     let [item] = items.as_slice() else {
-        return Err(StripeError::invalid("line_items", "The simulator takes exactly one line item."));
+        return Err(StripeError::invalid(
+            "line_items",
+            "The simulator takes exactly one line item.",
+        ));
     };
-    let price_data = item.get("price_data").ok_or_else(|| StripeError::missing("line_items[0][price_data]"))?;
-    let currency = string(price_data, "currency").ok_or_else(|| StripeError::missing("line_items[0][price_data][currency]"))?.to_ascii_lowercase();
+    let price_data = item
+        .get("price_data")
+        .ok_or_else(|| StripeError::missing("line_items[0][price_data]"))?;
+    let currency = string(price_data, "currency")
+        .ok_or_else(|| StripeError::missing("line_items[0][price_data][currency]"))?
+        .to_ascii_lowercase();
     if currency.parse::<kopilka_domain::Currency>().is_err() {
-        return Err(StripeError::invalid("line_items[0][price_data][currency]", format!("Invalid currency: {currency}.")));
+        return Err(StripeError::invalid(
+            "line_items[0][price_data][currency]",
+            format!("Invalid currency: {currency}."),
+        ));
     }
-    let unit_amount = integer(price_data, "line_items[0][price_data][unit_amount]", "unit_amount")?
-        .ok_or_else(|| StripeError::missing("line_items[0][price_data][unit_amount]"))?;
+    let unit_amount = integer(
+        price_data,
+        "line_items[0][price_data][unit_amount]",
+        "unit_amount",
+    )?
+    .ok_or_else(|| StripeError::missing("line_items[0][price_data][unit_amount]"))?;
     let quantity = integer(item, "line_items[0][quantity]", "quantity")?.unwrap_or(1);
-    let amount = unit_amount.checked_mul(quantity).filter(|a| *a >= 0).ok_or_else(|| StripeError::invalid("line_items[0][price_data][unit_amount]", "Invalid amount."))?;
+    let amount = unit_amount
+        .checked_mul(quantity)
+        .filter(|a| *a >= 0)
+        .ok_or_else(|| {
+            StripeError::invalid("line_items[0][price_data][unit_amount]", "Invalid amount.")
+        })?;
     if amount < minimum_charge(&currency) {
-        return Err(StripeError::coded("amount_too_small", Some("line_items[0][price_data][unit_amount]"), format!("The Checkout Session's total amount due must add up to at least {} {currency}.", minimum_charge(&currency))));
+        return Err(StripeError::coded(
+            "amount_too_small",
+            Some("line_items[0][price_data][unit_amount]"),
+            format!(
+                "The Checkout Session's total amount due must add up to at least {} {currency}.",
+                minimum_charge(&currency)
+            ),
+        ));
     }
     if amount > 99_999_999 {
-        return Err(StripeError::coded("amount_too_large", Some("line_items[0][price_data][unit_amount]"), "Amount must be no more than 99,999,999."));
+        return Err(StripeError::coded(
+            "amount_too_large",
+            Some("line_items[0][price_data][unit_amount]"),
+            "Amount must be no more than 99,999,999.",
+        ));
     }
-    let interval = price_data.get("recurring").and_then(|r| string(r, "interval")).map(str::to_owned);
+    let interval = price_data
+        .get("recurring")
+        .and_then(|r| string(r, "interval"))
+        .map(str::to_owned);
     match (mode, interval.as_deref()) {
         ("payment", None) | ("subscription", Some("month" | "year")) => {}
-        ("payment", Some(_)) => return Err(StripeError::invalid("line_items[0][price_data][recurring]", "A recurring price cannot be used in payment mode.")),
-        _ => return Err(StripeError::invalid("line_items[0][price_data][recurring][interval]", "Subscription mode needs recurring[interval] month or year.")),
+        ("payment", Some(_)) => {
+            return Err(StripeError::invalid(
+                "line_items[0][price_data][recurring]",
+                "A recurring price cannot be used in payment mode.",
+            ));
+        }
+        _ => {
+            return Err(StripeError::invalid(
+                "line_items[0][price_data][recurring][interval]",
+                "Subscription mode needs recurring[interval] month or year.",
+            ));
+        }
     }
     let product_name = price_data
         .get("product_data")
@@ -108,15 +164,18 @@ pub fn create_checkout_session(state: &mut State, params: &Value, public_base: &
         .unwrap_or("Contribution")
         .to_owned();
     let customer = string(params, "customer");
-    if let Some(customer) = customer {
-        if state.get(customer).is_none() {
-            return Err(StripeError::no_such("customer", customer));
-        }
+    if let Some(customer) = customer
+        && state.get(customer).is_none()
+    {
+        return Err(StripeError::no_such("customer", customer));
     }
     let now = state.now();
     let expires_at = integer(params, "expires_at", "expires_at")?.unwrap_or(now + DAY);
     if !(now + 30 * 60 - 60..=now + DAY + 60).contains(&expires_at) {
-        return Err(StripeError::invalid("expires_at", "The expires_at timestamp must be between 30 minutes and 24 hours from now."));
+        return Err(StripeError::invalid(
+            "expires_at",
+            "The expires_at timestamp must be between 30 minutes and 24 hours from now.",
+        ));
     }
     let id = objects::new_id("cs_test_");
     let url = format!("{public_base}/checkout/{id}");
@@ -155,12 +214,30 @@ pub fn create_checkout_session(state: &mut State, params: &Value, public_base: &
 }
 
 /// The reader's action on the hosted page.
-pub fn pay(state: &mut State, session_id: &str, outcome: Outcome, email: Option<&str>) -> Result<(), StripeError> {
-    let session = state.get(session_id).ok_or_else(|| StripeError::no_such("checkout session", session_id))?;
+pub fn pay(
+    state: &mut State,
+    session_id: &str,
+    outcome: Outcome,
+    email: Option<&str>,
+) -> Result<(), StripeError> {
+    let session = state
+        .get(session_id)
+        .ok_or_else(|| StripeError::no_such("checkout session", session_id))?;
     if session["status"] != "open" {
-        return Err(StripeError::coded("checkout_session_not_open", None, format!("This Checkout Session is {}.", session["status"].as_str().unwrap_or("closed"))));
+        return Err(StripeError::coded(
+            "checkout_session_not_open",
+            None,
+            format!(
+                "This Checkout Session is {}.",
+                session["status"].as_str().unwrap_or("closed")
+            ),
+        ));
     }
-    let plan = state.sessions.get(session_id).cloned().ok_or_else(|| StripeError::no_such("checkout session", session_id))?;
+    let plan = state
+        .sessions
+        .get(session_id)
+        .cloned()
+        .ok_or_else(|| StripeError::no_such("checkout session", session_id))?;
     let email = email
         .map(str::to_owned)
         .or_else(|| session["customer_email"].as_str().map(str::to_owned))
@@ -186,8 +263,16 @@ pub fn pay(state: &mut State, session_id: &str, outcome: Outcome, email: Option<
         amount: plan.amount,
         currency: &plan.currency,
         customer: customer.as_deref(),
-        description: if recurring { Some("Subscription creation") } else { None },
-        metadata: if recurring { json!({}) } else { metadata.clone() },
+        description: if recurring {
+            Some("Subscription creation")
+        } else {
+            None
+        },
+        metadata: if recurring {
+            json!({})
+        } else {
+            metadata.clone()
+        },
         now,
     };
     if outcome == Outcome::Decline {
@@ -197,7 +282,8 @@ pub fn pay(state: &mut State, session_id: &str, outcome: Outcome, email: Option<
 
     let (subscription, invoice) = match (&plan.interval, &customer) {
         (Some(interval), Some(customer)) => {
-            let (subscription, invoice) = start_subscription(state, customer, &email, &plan, interval, now);
+            let (subscription, invoice) =
+                start_subscription(state, customer, &email, &plan, interval, now);
             (Some(subscription), Some(invoice))
         }
         _ => (None, None),
@@ -226,18 +312,39 @@ pub fn pay(state: &mut State, session_id: &str, outcome: Outcome, email: Option<
 }
 
 /// A successful card payment: payment intent, charge, balance transaction, and their events.
-fn succeed_charge(state: &mut State, payment: &Payment<'_>, invoice: Option<&str>) -> (String, String) {
+fn succeed_charge(
+    state: &mut State,
+    payment: &Payment<'_>,
+    invoice: Option<&str>,
+) -> (String, String) {
     let pi = objects::new_id("pi_");
     let ch = objects::new_id("ch_");
     let txn = objects::new_id("txn_");
     let fee = objects::card_fee(payment.amount, is_zero_decimal(payment.currency));
-    state.insert(objects::payment_intent(&pi, payment, "requires_payment_method", None));
+    state.insert(objects::payment_intent(
+        &pi,
+        payment,
+        "requires_payment_method",
+        None,
+    ));
     state.emit("payment_intent.created", &pi, None, None);
-    state.insert(objects::balance_transaction(&txn, &ch, payment.amount, fee, payment.currency, "charge", "charge", payment.now));
+    state.insert(objects::balance_transaction(
+        &txn,
+        &ch,
+        payment.amount,
+        fee,
+        payment.currency,
+        "charge",
+        "charge",
+        payment.now,
+    ));
     state.insert(objects::charge(&ch, payment, &pi, Some(&txn), None));
     state.emit("charge.succeeded", &ch, None, None);
     let intent = state.get_mut(&pi).expect("just inserted");
-    objects::merge(intent, json!({"status": "succeeded", "amount_received": payment.amount, "latest_charge": ch}));
+    objects::merge(
+        intent,
+        json!({"status": "succeeded", "amount_received": payment.amount, "latest_charge": ch}),
+    );
     if let Some(invoice) = invoice {
         intent["description"] = json!(format!("Invoice {invoice}"));
     }
@@ -249,12 +356,26 @@ fn succeed_charge(state: &mut State, payment: &Payment<'_>, invoice: Option<&str
 fn decline_charge(state: &mut State, payment: &Payment<'_>, invoice: Option<&str>) -> String {
     let pi = objects::new_id("pi_");
     let ch = objects::new_id("ch_");
-    state.insert(objects::payment_intent(&pi, payment, "requires_payment_method", None));
+    state.insert(objects::payment_intent(
+        &pi,
+        payment,
+        "requires_payment_method",
+        None,
+    ));
     state.emit("payment_intent.created", &pi, None, None);
-    state.insert(objects::charge(&ch, payment, &pi, None, Some(("card_declined", "Your card was declined."))));
+    state.insert(objects::charge(
+        &ch,
+        payment,
+        &pi,
+        None,
+        Some(("card_declined", "Your card was declined.")),
+    ));
     state.emit("charge.failed", &ch, None, None);
     let intent = state.get_mut(&pi).expect("just inserted");
-    objects::merge(intent, json!({"latest_charge": ch, "last_payment_error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline", "message": "Your card was declined.", "charge": ch}}));
+    objects::merge(
+        intent,
+        json!({"latest_charge": ch, "last_payment_error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline", "message": "Your card was declined.", "charge": ch}}),
+    );
     if let Some(invoice) = invoice {
         intent["description"] = json!(format!("Invoice {invoice}"));
     }
@@ -263,25 +384,70 @@ fn decline_charge(state: &mut State, payment: &Payment<'_>, invoice: Option<&str
 }
 
 /// The price, subscription (incomplete) and first invoice of a new plan.
-fn start_subscription(state: &mut State, customer: &str, email: &str, plan: &SessionPlan, interval: &str, now: i64) -> (String, String) {
+fn start_subscription(
+    state: &mut State,
+    customer: &str,
+    email: &str,
+    plan: &SessionPlan,
+    interval: &str,
+    now: i64,
+) -> (String, String) {
     let product = objects::new_id("prod_");
     state.insert(objects::product(&product, &plan.product_name, now));
     let price_id = objects::new_id("price_");
-    let price = objects::price(&price_id, &product, &plan.currency, plan.amount, Some(interval), now);
+    let price = objects::price(
+        &price_id,
+        &product,
+        &plan.currency,
+        plan.amount,
+        Some(interval),
+        now,
+    );
     state.insert(price.clone());
     let sub = objects::new_id("sub_");
     let period = (now, period_end(now, interval));
-    let subscription = objects::subscription(&sub, customer, &price, period, "incomplete", plan.subscription_metadata.clone(), now);
-    let item = subscription["items"]["data"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let subscription = objects::subscription(
+        &sub,
+        customer,
+        &price,
+        period,
+        "incomplete",
+        plan.subscription_metadata.clone(),
+        now,
+    );
+    let item = subscription["items"]["data"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     state.insert(subscription);
-    let invoice = new_invoice(state, &sub, &item, customer, email, &price, "subscription_create", period, now);
+    let invoice = new_invoice(
+        state,
+        &sub,
+        &item,
+        customer,
+        email,
+        &price,
+        "subscription_create",
+        period,
+        now,
+    );
     state.get_mut(&sub).expect("just inserted")["latest_invoice"] = json!(invoice);
     state.emit("customer.subscription.created", &sub, None, None);
     (sub, invoice)
 }
 
 #[allow(clippy::too_many_arguments, reason = "an invoice names all of these")]
-fn new_invoice(state: &mut State, sub: &str, item: &str, customer: &str, email: &str, price: &Value, reason: &str, period: (i64, i64), now: i64) -> String {
+fn new_invoice(
+    state: &mut State,
+    sub: &str,
+    item: &str,
+    customer: &str,
+    email: &str,
+    price: &Value,
+    reason: &str,
+    period: (i64, i64),
+    now: i64,
+) -> String {
     let id = objects::new_id("in_");
     state.insert(objects::invoice(&objects::InvoiceSpec {
         id: &id,
@@ -312,7 +478,14 @@ fn settle_invoice(state: &mut State, invoice: &str, payment_intent: &str, paid: 
     }
 }
 
-fn set_subscription(state: &mut State, sub: &str, patch: Value, previous: Value, event: &str, request_id: Option<&str>) {
+fn set_subscription(
+    state: &mut State,
+    sub: &str,
+    patch: Value,
+    previous: Value,
+    event: &str,
+    request_id: Option<&str>,
+) {
     if let Some(object) = state.get_mut(sub) {
         objects::merge(object, patch);
     }
@@ -321,20 +494,47 @@ fn set_subscription(state: &mut State, sub: &str, patch: Value, previous: Value,
 
 fn activate_subscription(state: &mut State, sub: &str, invoice: &str) {
     let previous = json!({"status": "incomplete"});
-    set_subscription(state, sub, json!({"status": "active", "latest_invoice": invoice}), previous, "customer.subscription.updated", None);
+    set_subscription(
+        state,
+        sub,
+        json!({"status": "active", "latest_invoice": invoice}),
+        previous,
+        "customer.subscription.updated",
+        None,
+    );
 }
 
 fn open_dispute(state: &mut State, charge: &str, payment_intent: &str) {
     let now = state.now();
     let (amount, currency) = {
         let ch = &state.get(charge).expect("a charge");
-        (ch["amount"].as_i64().unwrap_or(0), ch["currency"].as_str().unwrap_or("usd").to_owned())
+        (
+            ch["amount"].as_i64().unwrap_or(0),
+            ch["currency"].as_str().unwrap_or("usd").to_owned(),
+        )
     };
     let txn = objects::new_id("txn_");
     let dp = objects::new_id("dp_");
-    let withdrawal = objects::balance_transaction(&txn, &dp, -amount, 1500, &currency, "adjustment", "dispute", now);
+    let withdrawal = objects::balance_transaction(
+        &txn,
+        &dp,
+        -amount,
+        1500,
+        &currency,
+        "adjustment",
+        "dispute",
+        now,
+    );
     state.insert(withdrawal.clone());
-    state.insert(objects::dispute(&dp, charge, Some(payment_intent), amount, &currency, vec![withdrawal], now));
+    state.insert(objects::dispute(
+        &dp,
+        charge,
+        Some(payment_intent),
+        amount,
+        &currency,
+        vec![withdrawal],
+        now,
+    ));
     if let Some(ch) = state.get_mut(charge) {
         ch["disputed"] = json!(true);
     }
@@ -344,20 +544,46 @@ fn open_dispute(state: &mut State, charge: &str, payment_intent: &str) {
 
 /// `POST /v1/disputes/{id}/close`: accepting the loss.
 pub fn close_dispute(state: &mut State, id: &str, request_id: &str) -> Result<(), StripeError> {
-    let dispute = state.get_mut(id).filter(|o| o["object"] == "dispute").ok_or_else(|| StripeError::no_such("dispute", id))?;
-    if matches!(dispute["status"].as_str(), Some("won" | "lost" | "warning_closed")) {
-        return Err(StripeError::coded("charge_dispute_closed", None, "This dispute is already closed."));
+    let dispute = state
+        .get_mut(id)
+        .filter(|o| o["object"] == "dispute")
+        .ok_or_else(|| StripeError::no_such("dispute", id))?;
+    if matches!(
+        dispute["status"].as_str(),
+        Some("won" | "lost" | "warning_closed")
+    ) {
+        return Err(StripeError::coded(
+            "charge_dispute_closed",
+            None,
+            "This dispute is already closed.",
+        ));
     }
     dispute["status"] = json!("lost");
-    state.emit("charge.dispute.closed", id, Some(json!({"status": "needs_response"})), Some(request_id));
+    state.emit(
+        "charge.dispute.closed",
+        id,
+        Some(json!({"status": "needs_response"})),
+        Some(request_id),
+    );
     Ok(())
 }
 
 /// `POST /v1/checkout/sessions/{id}/expire`, and the clock's expiry of open sessions.
-pub fn expire_session(state: &mut State, id: &str, request_id: Option<&str>) -> Result<(), StripeError> {
-    let session = state.get_mut(id).filter(|o| o["object"] == "checkout.session").ok_or_else(|| StripeError::no_such("checkout session", id))?;
+pub fn expire_session(
+    state: &mut State,
+    id: &str,
+    request_id: Option<&str>,
+) -> Result<(), StripeError> {
+    let session = state
+        .get_mut(id)
+        .filter(|o| o["object"] == "checkout.session")
+        .ok_or_else(|| StripeError::no_such("checkout session", id))?;
     if session["status"] != "open" {
-        return Err(StripeError::coded("checkout_session_not_open", None, "Only open Checkout Sessions can be expired."));
+        return Err(StripeError::coded(
+            "checkout_session_not_open",
+            None,
+            "Only open Checkout Sessions can be expired.",
+        ));
     }
     session["status"] = json!("expired");
     session["url"] = Value::Null;
@@ -367,7 +593,11 @@ pub fn expire_session(state: &mut State, id: &str, request_id: Option<&str>) -> 
 
 /// `POST /v1/refunds` against a `charge` or `payment_intent`; `amount` defaults to what
 /// is left. Each refund is its own object; the charge's `amount_refunded` is cumulative.
-pub fn create_refund(state: &mut State, params: &Value, request_id: &str) -> Result<String, StripeError> {
+pub fn create_refund(
+    state: &mut State,
+    params: &Value,
+    request_id: &str,
+) -> Result<String, StripeError> {
     let charge_id = match (string(params, "charge"), string(params, "payment_intent")) {
         (Some(charge), _) => charge.to_owned(),
         (None, Some(pi)) => state
@@ -377,34 +607,70 @@ pub fn create_refund(state: &mut State, params: &Value, request_id: &str) -> Res
             .ok_or_else(|| StripeError::no_such("payment_intent", pi))?,
         (None, None) => return Err(StripeError::missing("charge")),
     };
-    let charge = state.get(&charge_id).filter(|o| o["object"] == "charge").ok_or_else(|| StripeError::no_such("charge", &charge_id))?;
+    let charge = state
+        .get(&charge_id)
+        .filter(|o| o["object"] == "charge")
+        .ok_or_else(|| StripeError::no_such("charge", &charge_id))?;
     if charge["paid"] != true {
-        return Err(StripeError::coded("charge_not_refundable", Some("charge"), "This charge cannot be refunded."));
+        return Err(StripeError::coded(
+            "charge_not_refundable",
+            Some("charge"),
+            "This charge cannot be refunded.",
+        ));
     }
     let captured = charge["amount_captured"].as_i64().unwrap_or(0);
     let refunded = charge["amount_refunded"].as_i64().unwrap_or(0);
     let remaining = captured - refunded;
     let amount = integer(params, "amount", "amount")?.unwrap_or(remaining);
     if amount <= 0 {
-        return Err(StripeError::invalid("amount", "Refund amount must be positive."));
+        return Err(StripeError::invalid(
+            "amount",
+            "Refund amount must be positive.",
+        ));
     }
     if amount > remaining {
-        return Err(StripeError::coded("charge_already_refunded", Some("amount"), format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining}).")));
+        return Err(StripeError::coded(
+            "charge_already_refunded",
+            Some("amount"),
+            format!(
+                "Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})."
+            ),
+        ));
     }
     let currency = charge["currency"].as_str().unwrap_or("usd").to_owned();
     let pi = charge["payment_intent"].as_str().map(str::to_owned);
     let now = state.now();
     let txn = objects::new_id("txn_");
     let re = objects::new_id("re_");
-    state.insert(objects::balance_transaction(&txn, &re, -amount, 0, &currency, "refund", "refund", now));
+    state.insert(objects::balance_transaction(
+        &txn, &re, -amount, 0, &currency, "refund", "refund", now,
+    ));
     let metadata = params.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    state.insert(objects::refund(&re, &charge_id, pi.as_deref(), amount, &currency, string(params, "reason"), &txn, metadata, now));
+    state.insert(objects::refund(
+        &re,
+        &charge_id,
+        pi.as_deref(),
+        amount,
+        &currency,
+        string(params, "reason"),
+        &txn,
+        metadata,
+        now,
+    ));
     let total = refunded + amount;
     if let Some(ch) = state.get_mut(&charge_id) {
-        objects::merge(ch, json!({"amount_refunded": total, "refunded": total == captured}));
+        objects::merge(
+            ch,
+            json!({"amount_refunded": total, "refunded": total == captured}),
+        );
     }
     state.emit("refund.created", &re, None, Some(request_id));
-    state.emit("charge.refunded", &charge_id, Some(json!({"amount_refunded": refunded, "refunded": false})), Some(request_id));
+    state.emit(
+        "charge.refunded",
+        &charge_id,
+        Some(json!({"amount_refunded": refunded, "refunded": false})),
+        Some(request_id),
+    );
     Ok(re)
 }
 
@@ -423,17 +689,36 @@ pub fn create_customer(state: &mut State, params: &Value, request_id: &str) -> S
 
 fn first_item(subscription: &Value) -> (String, Value) {
     let item = &subscription["items"]["data"][0];
-    (item["id"].as_str().unwrap_or_default().to_owned(), item["price"].clone())
+    (
+        item["id"].as_str().unwrap_or_default().to_owned(),
+        item["price"].clone(),
+    )
 }
 
 /// `POST /v1/subscriptions/{id}`: a new amount or interval for the one item (through
 /// `items[0][price_data]`), or `cancel_at_period_end`. An amount change applies from the
 /// next renewal (`proration_behavior=none`); an interval change starts a new period now and
 /// invoices it at once, as Stripe does.
-pub fn update_subscription(state: &mut State, id: &str, params: &Value, request_id: &str) -> Result<(), StripeError> {
-    let subscription = state.get(id).filter(|o| o["object"] == "subscription").ok_or_else(|| StripeError::no_such("subscription", id))?.clone();
-    if matches!(subscription["status"].as_str(), Some("canceled" | "incomplete_expired")) {
-        return Err(StripeError::coded("resource_missing", None, "A canceled subscription can only update its cancellation_details and metadata."));
+pub fn update_subscription(
+    state: &mut State,
+    id: &str,
+    params: &Value,
+    request_id: &str,
+) -> Result<(), StripeError> {
+    let subscription = state
+        .get(id)
+        .filter(|o| o["object"] == "subscription")
+        .ok_or_else(|| StripeError::no_such("subscription", id))?
+        .clone();
+    if matches!(
+        subscription["status"].as_str(),
+        Some("canceled" | "incomplete_expired")
+    ) {
+        return Err(StripeError::coded(
+            "resource_missing",
+            None,
+            "A canceled subscription can only update its cancellation_details and metadata.",
+        ));
     }
     let mut previous = json!({});
     let mut patch = json!({});
@@ -442,8 +727,13 @@ pub fn update_subscription(state: &mut State, id: &str, params: &Value, request_
         previous["cancel_at_period_end"] = subscription["cancel_at_period_end"].clone();
         previous["canceled_at"] = subscription["canceled_at"].clone();
         patch["cancel_at_period_end"] = json!(cancel);
-        patch["canceled_at"] = if cancel { json!(state.now()) } else { Value::Null };
-        patch["cancellation_details"] = json!({"reason": if cancel { Some("cancellation_requested") } else { None }});
+        patch["canceled_at"] = if cancel {
+            json!(state.now())
+        } else {
+            Value::Null
+        };
+        patch["cancellation_details"] =
+            json!({"reason": if cancel { Some("cancellation_requested") } else { None }});
     }
     if let Some(metadata) = params.get("metadata") {
         previous["metadata"] = subscription["metadata"].clone();
@@ -451,18 +741,44 @@ pub fn update_subscription(state: &mut State, id: &str, params: &Value, request_
     }
     let mut new_period = None;
     if let Some(item) = params.get("items").and_then(|i| i.get(0)) {
-        let price_data = item.get("price_data").ok_or_else(|| StripeError::missing("items[0][price_data]"))?;
+        let price_data = item
+            .get("price_data")
+            .ok_or_else(|| StripeError::missing("items[0][price_data]"))?;
         let (item_id, old_price) = first_item(&subscription);
-        let currency = string(price_data, "currency").unwrap_or(old_price["currency"].as_str().unwrap_or("usd")).to_owned();
-        let amount = integer(price_data, "items[0][price_data][unit_amount]", "unit_amount")?.ok_or_else(|| StripeError::missing("items[0][price_data][unit_amount]"))?;
+        let currency = string(price_data, "currency")
+            .unwrap_or(old_price["currency"].as_str().unwrap_or("usd"))
+            .to_owned();
+        let amount = integer(
+            price_data,
+            "items[0][price_data][unit_amount]",
+            "unit_amount",
+        )?
+        .ok_or_else(|| StripeError::missing("items[0][price_data][unit_amount]"))?;
         if amount < minimum_charge(&currency) {
-            return Err(StripeError::coded("amount_too_small", Some("items[0][price_data][unit_amount]"), "Amount is below the minimum charge."));
+            return Err(StripeError::coded(
+                "amount_too_small",
+                Some("items[0][price_data][unit_amount]"),
+                "Amount is below the minimum charge.",
+            ));
         }
-        let interval = price_data.get("recurring").and_then(|r| string(r, "interval")).unwrap_or(old_price["recurring"]["interval"].as_str().unwrap_or("month")).to_owned();
+        let interval = price_data
+            .get("recurring")
+            .and_then(|r| string(r, "interval"))
+            .unwrap_or(
+                old_price["recurring"]["interval"]
+                    .as_str()
+                    .unwrap_or("month"),
+            )
+            .to_owned();
         if !matches!(interval.as_str(), "month" | "year") {
-            return Err(StripeError::invalid("items[0][price_data][recurring][interval]", "Interval must be month or year."));
+            return Err(StripeError::invalid(
+                "items[0][price_data][recurring][interval]",
+                "Interval must be month or year.",
+            ));
         }
-        let product = string(price_data, "product").unwrap_or(old_price["product"].as_str().unwrap_or_default()).to_owned();
+        let product = string(price_data, "product")
+            .unwrap_or(old_price["product"].as_str().unwrap_or_default())
+            .to_owned();
         let now = state.now();
         let price_id = objects::new_id("price_");
         let price = objects::price(&price_id, &product, &currency, amount, Some(&interval), now);
@@ -485,7 +801,14 @@ pub fn update_subscription(state: &mut State, id: &str, params: &Value, request_
     if patch.as_object().is_some_and(serde_json::Map::is_empty) {
         return Ok(());
     }
-    set_subscription(state, id, patch, previous, "customer.subscription.updated", Some(request_id));
+    set_subscription(
+        state,
+        id,
+        patch,
+        previous,
+        "customer.subscription.updated",
+        Some(request_id),
+    );
     if let Some(period) = new_period {
         charge_period(state, id, "subscription_update", period);
     }
@@ -493,44 +816,95 @@ pub fn update_subscription(state: &mut State, id: &str, params: &Value, request_
 }
 
 /// `DELETE /v1/subscriptions/{id}`: cancels now.
-pub fn cancel_subscription(state: &mut State, id: &str, request_id: Option<&str>, reason: &str) -> Result<(), StripeError> {
-    let subscription = state.get(id).filter(|o| o["object"] == "subscription").ok_or_else(|| StripeError::no_such("subscription", id))?;
+pub fn cancel_subscription(
+    state: &mut State,
+    id: &str,
+    request_id: Option<&str>,
+    reason: &str,
+) -> Result<(), StripeError> {
+    let subscription = state
+        .get(id)
+        .filter(|o| o["object"] == "subscription")
+        .ok_or_else(|| StripeError::no_such("subscription", id))?;
     if subscription["status"] == "canceled" {
-        return Err(StripeError::coded("resource_missing", None, format!("No such subscription: '{id}' (it is canceled)")));
+        return Err(StripeError::coded(
+            "resource_missing",
+            None,
+            format!("No such subscription: '{id}' (it is canceled)"),
+        ));
     }
     let previous = json!({"status": subscription["status"]});
     let now = state.now();
     let patch = json!({"status": "canceled", "ended_at": now, "canceled_at": subscription["canceled_at"].as_i64().unwrap_or(now),
         "cancellation_details": {"reason": reason}});
-    set_subscription(state, id, patch, previous, "customer.subscription.deleted", request_id);
+    set_subscription(
+        state,
+        id,
+        patch,
+        previous,
+        "customer.subscription.deleted",
+        request_id,
+    );
     Ok(())
 }
 
 /// Invoices and charges one period of a subscription (renewal or interval switch).
 fn charge_period(state: &mut State, sub: &str, reason: &str, period: (i64, i64)) {
-    let Some(subscription) = state.get(sub).cloned() else { return };
+    let Some(subscription) = state.get(sub).cloned() else {
+        return;
+    };
     let (item, price) = first_item(&subscription);
-    let customer = subscription["customer"].as_str().unwrap_or_default().to_owned();
-    let email = state.get(&customer).and_then(|c| c["email"].as_str()).unwrap_or("reader@example.org").to_owned();
+    let customer = subscription["customer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let email = state
+        .get(&customer)
+        .and_then(|c| c["email"].as_str())
+        .unwrap_or("reader@example.org")
+        .to_owned();
     let now = state.now();
-    let invoice = new_invoice(state, sub, &item, &customer, &email, &price, reason, period, now);
+    let invoice = new_invoice(
+        state, sub, &item, &customer, &email, &price, reason, period, now,
+    );
     if let Some(object) = state.get_mut(sub) {
         object["latest_invoice"] = json!(invoice);
     }
     let amount = price["unit_amount"].as_i64().unwrap_or(0);
     let currency = price["currency"].as_str().unwrap_or("usd").to_owned();
-    let payment = Payment { amount, currency: &currency, customer: Some(&customer), description: Some("Subscription update"), metadata: json!({}), now };
+    let payment = Payment {
+        amount,
+        currency: &currency,
+        customer: Some(&customer),
+        description: Some("Subscription update"),
+        metadata: json!({}),
+        now,
+    };
     if state.declining.contains(sub) {
         let pi = decline_charge(state, &payment, Some(&invoice));
         settle_invoice(state, &invoice, &pi, false);
         if subscription["status"] == "active" {
-            set_subscription(state, sub, json!({"status": "past_due"}), json!({"status": "active"}), "customer.subscription.updated", None);
+            set_subscription(
+                state,
+                sub,
+                json!({"status": "past_due"}),
+                json!({"status": "active"}),
+                "customer.subscription.updated",
+                None,
+            );
         }
     } else {
         let (pi, _) = succeed_charge(state, &payment, Some(&invoice));
         settle_invoice(state, &invoice, &pi, true);
         if subscription["status"] == "past_due" {
-            set_subscription(state, sub, json!({"status": "active"}), json!({"status": "past_due"}), "customer.subscription.updated", None);
+            set_subscription(
+                state,
+                sub,
+                json!({"status": "active"}),
+                json!({"status": "past_due"}),
+                "customer.subscription.updated",
+                None,
+            );
         }
     }
 }
@@ -565,19 +939,32 @@ pub fn advance_clock(state: &mut State, seconds: i64) {
 }
 
 fn renew(state: &mut State, sub: &str, period_start: i64) {
-    let Some(subscription) = state.get(sub).cloned() else { return };
+    let Some(subscription) = state.get(sub).cloned() else {
+        return;
+    };
     if subscription["cancel_at_period_end"] == true {
         let _ = cancel_subscription(state, sub, None, "cancellation_requested");
         return;
     }
     let (_, price) = first_item(&subscription);
-    let interval = price["recurring"]["interval"].as_str().unwrap_or("month").to_owned();
+    let interval = price["recurring"]["interval"]
+        .as_str()
+        .unwrap_or("month")
+        .to_owned();
     let period = (period_start, period_end(period_start, &interval));
     let mut items = subscription["items"].clone();
-    let previous = json!({"items": items.clone(), "latest_invoice": subscription["latest_invoice"]});
+    let previous =
+        json!({"items": items.clone(), "latest_invoice": subscription["latest_invoice"]});
     items["data"][0]["current_period_start"] = json!(period.0);
     items["data"][0]["current_period_end"] = json!(period.1);
-    set_subscription(state, sub, json!({"items": items}), previous, "customer.subscription.updated", None);
+    set_subscription(
+        state,
+        sub,
+        json!({"items": items}),
+        previous,
+        "customer.subscription.updated",
+        None,
+    );
     charge_period(state, sub, "subscription_cycle", period);
 }
 
@@ -594,21 +981,33 @@ pub fn totals(state: &State) -> Value {
     }
     let mut sums: BTreeMap<String, Sum> = BTreeMap::new();
     let currency = |o: &Value| o["currency"].as_str().unwrap_or_default().to_owned();
-    for charge in state.newest_first("charge").filter(|c| c["status"] == "succeeded") {
+    for charge in state
+        .newest_first("charge")
+        .filter(|c| c["status"] == "succeeded")
+    {
         let sum = sums.entry(currency(charge)).or_default();
         sum.gross += charge["amount"].as_i64().unwrap_or(0);
         sum.payments += 1;
     }
-    for refund in state.newest_first("refund").filter(|r| r["status"] == "succeeded") {
-        sums.entry(currency(refund)).or_default().refunded += refund["amount"].as_i64().unwrap_or(0);
+    for refund in state
+        .newest_first("refund")
+        .filter(|r| r["status"] == "succeeded")
+    {
+        sums.entry(currency(refund)).or_default().refunded +=
+            refund["amount"].as_i64().unwrap_or(0);
     }
-    for dispute in state.newest_first("dispute").filter(|d| d["status"] == "lost") {
+    for dispute in state
+        .newest_first("dispute")
+        .filter(|d| d["status"] == "lost")
+    {
         sums.entry(currency(dispute)).or_default().lost += dispute["amount"].as_i64().unwrap_or(0);
     }
     let totals: Vec<Value> = sums
         .into_iter()
-        .map(|(currency, s)| json!({"currency": currency, "gross_minor": s.gross, "refunded_minor": s.refunded,
-            "net_minor": s.gross - s.refunded - s.lost, "payments": s.payments}))
+        .map(|(currency, s)| {
+            json!({"currency": currency, "gross_minor": s.gross, "refunded_minor": s.refunded,
+            "net_minor": s.gross - s.refunded - s.lost, "payments": s.payments})
+        })
         .collect();
     json!({"totals": totals})
 }

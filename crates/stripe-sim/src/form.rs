@@ -35,7 +35,11 @@ fn insert(node: &mut Value, path: &[String], leaf: Value) {
     }
     let Value::Object(map) = node else { return };
     // An empty segment appends: `expand[]=a&expand[]=b`.
-    let key = if first.is_empty() { map.len().to_string() } else { first.clone() };
+    let key = if first.is_empty() {
+        map.len().to_string()
+    } else {
+        first.clone()
+    };
     if rest.is_empty() {
         map.insert(key, leaf);
     } else {
@@ -56,7 +60,11 @@ fn arrays_from_indices(value: Value) -> Value {
                 items.sort_by_key(|(i, _)| *i);
                 Value::Array(items.into_iter().map(|(_, v)| v).collect())
             } else {
-                Value::Object(map.into_iter().map(|(k, v)| (k, arrays_from_indices(v))).collect())
+                Value::Object(
+                    map.into_iter()
+                        .map(|(k, v)| (k, arrays_from_indices(v)))
+                        .collect(),
+                )
             }
         }
         other => other,

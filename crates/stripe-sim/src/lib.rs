@@ -107,7 +107,6 @@ impl Simulator {
     }
 
     /// Every route: `/v1/…`, the hosted checkout page and `/_sim/…`.
-    #[must_use]
     pub fn router(&self) -> axum::Router {
         api::routes(self.clone())
             .merge(page::routes(self.clone()))
@@ -119,7 +118,10 @@ impl Simulator {
     }
 
     /// Runs a flow under the lock, then hands the events it emitted to delivery.
-    fn act<T>(&self, flow: impl FnOnce(&mut state::State) -> Result<T, StripeError>) -> Result<T, StripeError> {
+    fn act<T>(
+        &self,
+        flow: impl FnOnce(&mut state::State) -> Result<T, StripeError>,
+    ) -> Result<T, StripeError> {
         let (result, events) = {
             let mut state = lock(&self.inner.state);
             let result = flow(&mut state);
@@ -163,22 +165,39 @@ impl Simulator {
             .ok_or_else(|| StripeError::no_such("object", id))
     }
 
-    fn idempotency_begin(&self, key: &str, fingerprint: &str) -> Result<Option<(u16, Vec<u8>)>, StripeError> {
+    fn idempotency_begin(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<(u16, Vec<u8>)>, StripeError> {
         use axum::http::StatusCode;
         use state::Idempotent;
         let mut state = lock(&self.inner.state);
         match state.idempotency.get(key) {
-            Some(Idempotent::Done { fingerprint: first, status, body }) if first == fingerprint => Ok(Some((*status, body.clone()))),
-            Some(Idempotent::InFlight { fingerprint: first }) if first == fingerprint => Err(StripeError::idempotency(
-                StatusCode::CONFLICT,
-                "There is currently another in-progress request using this Idempotent Key. Try again later.",
-            )),
+            Some(Idempotent::Done {
+                fingerprint: first,
+                status,
+                body,
+            }) if first == fingerprint => Ok(Some((*status, body.clone()))),
+            Some(Idempotent::InFlight { fingerprint: first }) if first == fingerprint => {
+                Err(StripeError::idempotency(
+                    StatusCode::CONFLICT,
+                    "There is currently another in-progress request using this Idempotent Key. Try again later.",
+                ))
+            }
             Some(_) => Err(StripeError::idempotency(
                 StatusCode::BAD_REQUEST,
-                format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."),
+                format!(
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
+                ),
             )),
             None => {
-                state.idempotency.insert(key.to_owned(), Idempotent::InFlight { fingerprint: fingerprint.to_owned() });
+                state.idempotency.insert(
+                    key.to_owned(),
+                    Idempotent::InFlight {
+                        fingerprint: fingerprint.to_owned(),
+                    },
+                );
                 Ok(None)
             }
         }
@@ -192,7 +211,11 @@ impl Simulator {
         } else {
             state.idempotency.insert(
                 key.to_owned(),
-                state::Idempotent::Done { fingerprint: fingerprint.to_owned(), status, body: body.to_vec() },
+                state::Idempotent::Done {
+                    fingerprint: fingerprint.to_owned(),
+                    status,
+                    body: body.to_vec(),
+                },
             );
         }
     }

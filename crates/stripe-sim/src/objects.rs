@@ -2,18 +2,27 @@
 //! and given the fields a flow decides. Placeholder values of the examples that would
 //! mislead a receiver (a discount on every customer, a past cancellation on every
 //! subscription) are cleared.
+#![allow(
+    clippy::needless_pass_by_value,
+    clippy::too_many_arguments,
+    reason = "builders take the fields of Stripe's objects as they are, by value"
+)]
 
 use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
 
 static TEMPLATES: LazyLock<Map<String, Value>> = LazyLock::new(|| {
-    serde_json::from_str(include_str!("../fixtures/objects.json")).expect("fixtures/objects.json is JSON")
+    serde_json::from_str(include_str!("../fixtures/objects.json"))
+        .expect("fixtures/objects.json is JSON")
 });
 
 /// A fresh copy of Stripe's example `kind` (e.g. `checkout.session`).
 fn template(kind: &str) -> Value {
-    TEMPLATES.get(kind).cloned().unwrap_or_else(|| panic!("no template for {kind}"))
+    TEMPLATES
+        .get(kind)
+        .cloned()
+        .unwrap_or_else(|| panic!("no template for {kind}"))
 }
 
 /// Deep-merges `patch` into `target`: objects merge key by key, anything else replaces.
@@ -22,7 +31,9 @@ pub fn merge(target: &mut Value, patch: Value) {
         (Value::Object(target), Value::Object(patch)) => {
             for (key, value) in patch {
                 match target.get_mut(&key) {
-                    Some(existing) if existing.is_object() && value.is_object() => merge(existing, value),
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        merge(existing, value);
+                    }
                     _ => {
                         target.insert(key, value);
                     }
@@ -72,7 +83,14 @@ pub fn product(id: &str, name: &str, now: i64) -> Value {
 }
 
 /// A price; `interval` `None` for a one-time price.
-pub fn price(id: &str, product: &str, currency: &str, unit_amount: i64, interval: Option<&str>, now: i64) -> Value {
+pub fn price(
+    id: &str,
+    product: &str,
+    currency: &str,
+    unit_amount: i64,
+    interval: Option<&str>,
+    now: i64,
+) -> Value {
     let recurring = interval.map(|interval| {
         json!({"interval": interval, "interval_count": 1, "meter": null, "usage_type": "licensed", "trial_period_days": null})
     });
@@ -149,8 +167,17 @@ pub struct Payment<'a> {
     pub now: i64,
 }
 
-pub fn payment_intent(id: &str, payment: &Payment<'_>, status: &str, latest_charge: Option<&str>) -> Value {
-    let received = if status == "succeeded" { payment.amount } else { 0 };
+pub fn payment_intent(
+    id: &str,
+    payment: &Payment<'_>,
+    status: &str,
+    latest_charge: Option<&str>,
+) -> Value {
+    let received = if status == "succeeded" {
+        payment.amount
+    } else {
+        0
+    };
     from_template(
         "payment_intent",
         json!({
@@ -206,7 +233,16 @@ pub fn card_fee(amount: i64, zero_decimal: bool) -> i64 {
     }
 }
 
-pub fn balance_transaction(id: &str, source: &str, amount: i64, fee: i64, currency: &str, kind: &str, category: &str, now: i64) -> Value {
+pub fn balance_transaction(
+    id: &str,
+    source: &str,
+    amount: i64,
+    fee: i64,
+    currency: &str,
+    kind: &str,
+    category: &str,
+    now: i64,
+) -> Value {
     let fee_details = if fee == 0 {
         json!([])
     } else {
@@ -222,7 +258,17 @@ pub fn balance_transaction(id: &str, source: &str, amount: i64, fee: i64, curren
     )
 }
 
-pub fn refund(id: &str, charge: &str, payment_intent: Option<&str>, amount: i64, currency: &str, reason: Option<&str>, balance_transaction: &str, metadata: Value, now: i64) -> Value {
+pub fn refund(
+    id: &str,
+    charge: &str,
+    payment_intent: Option<&str>,
+    amount: i64,
+    currency: &str,
+    reason: Option<&str>,
+    balance_transaction: &str,
+    metadata: Value,
+    now: i64,
+) -> Value {
     from_template(
         "refund",
         json!({
@@ -233,7 +279,15 @@ pub fn refund(id: &str, charge: &str, payment_intent: Option<&str>, amount: i64,
     )
 }
 
-pub fn dispute(id: &str, charge: &str, payment_intent: Option<&str>, amount: i64, currency: &str, balance_transactions: Vec<Value>, now: i64) -> Value {
+pub fn dispute(
+    id: &str,
+    charge: &str,
+    payment_intent: Option<&str>,
+    amount: i64,
+    currency: &str,
+    balance_transactions: Vec<Value>,
+    now: i64,
+) -> Value {
     from_template(
         "dispute",
         json!({
@@ -247,7 +301,15 @@ pub fn dispute(id: &str, charge: &str, payment_intent: Option<&str>, amount: i64
 }
 
 /// A subscription with one item of `price`, in its current period.
-pub fn subscription(id: &str, customer: &str, price: &Value, period: (i64, i64), status: &str, metadata: Value, now: i64) -> Value {
+pub fn subscription(
+    id: &str,
+    customer: &str,
+    price: &Value,
+    period: (i64, i64),
+    status: &str,
+    metadata: Value,
+    now: i64,
+) -> Value {
     let mut base = template("subscription");
     let mut item = base["items"]["data"][0].take();
     merge(
@@ -341,7 +403,14 @@ pub fn invoice_settled(invoice: &mut Value, payment_intent: &str, paid: bool, no
     merge(invoice, patch);
 }
 
-pub fn event(id: &str, kind: &str, object: Value, previous_attributes: Option<Value>, request_id: Option<&str>, now: i64) -> Value {
+pub fn event(
+    id: &str,
+    kind: &str,
+    object: Value,
+    previous_attributes: Option<Value>,
+    request_id: Option<&str>,
+    now: i64,
+) -> Value {
     let mut data = json!({"object": object});
     if let Some(previous) = previous_attributes {
         data["previous_attributes"] = previous;

@@ -18,18 +18,29 @@ pub fn routes(sim: Simulator) -> axum::Router {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn render(sim: &Simulator, id: &str, notice: Option<&str>) -> Response {
-    let Some((session, plan)) = sim.with_state(|state| Some((state.get(id)?.clone(), state.sessions.get(id)?.clone()))) else {
-        return (StatusCode::NOT_FOUND, Html("<h1>No such checkout session</h1>")).into_response();
+    let Some((session, plan)) =
+        sim.with_state(|state| Some((state.get(id)?.clone(), state.sessions.get(id)?.clone())))
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>No such checkout session</h1>"),
+        )
+            .into_response();
     };
     let amount = plan
         .currency
         .parse::<kopilka_domain::Currency>()
-        .map(|c| kopilka_domain::Money::new(plan.amount, c).to_string())
-        .unwrap_or_else(|_| format!("{} {}", plan.amount, plan.currency));
+        .map_or_else(
+            |_| format!("{} {}", plan.amount, plan.currency),
+            |c| kopilka_domain::Money::new(plan.amount, c).to_string(),
+        );
     let every = match plan.interval.as_deref() {
         Some("month") => " every month",
         Some("year") => " every year",
@@ -42,12 +53,18 @@ fn render(sim: &Simulator, id: &str, notice: Option<&str>) -> Response {
 <button name="go" value="pay">Pay</button></form>
 <form method="post" action="/checkout/{id}/decline"><button>Decline card</button></form>
 <form method="post" action="/checkout/{id}/pay-then-dispute"><button>Pay, then dispute</button></form>"#,
-            email = escape(session["customer_email"].as_str().unwrap_or("reader@example.org")),
+            email = escape(
+                session["customer_email"]
+                    .as_str()
+                    .unwrap_or("reader@example.org")
+            ),
         )
     } else {
         format!("<p>This checkout session is {}.</p>", escape(status))
     };
-    let notice = notice.map(|n| format!(r#"<p role="alert">{}</p>"#, escape(n))).unwrap_or_default();
+    let notice = notice
+        .map(|n| format!(r#"<p role="alert">{}</p>"#, escape(n)))
+        .unwrap_or_default();
     Html(format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Stripe simulator checkout</title></head>
 <body><main><h1>{product}</h1><p data-amount>{amount}{every}</p>{notice}{buttons}
@@ -61,19 +78,35 @@ async fn show(State(sim): State<Simulator>, Path(id): Path<String>) -> Response 
     render(&sim, &id, None)
 }
 
-async fn act(State(sim): State<Simulator>, Path((id, action)): Path<(String, String)>, body: axum::body::Bytes) -> Response {
+async fn act(
+    State(sim): State<Simulator>,
+    Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
     let Some(outcome) = parse_action(&action) else {
         return (StatusCode::NOT_FOUND, Html("<h1>No such action</h1>")).into_response();
     };
     let form = crate::form::decode(&body);
-    let email = form.get("email").and_then(|e| e.as_str()).filter(|e| !e.is_empty()).map(str::to_owned);
+    let email = form
+        .get("email")
+        .and_then(|e| e.as_str())
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned);
     if let Err(err) = sim.act(|state| flows::pay(state, &id, outcome, email.as_deref())) {
-        return (StatusCode::CONFLICT, Html(format!("<p>{}</p>", escape(&format!("{err:?}"))))).into_response();
+        return (
+            StatusCode::CONFLICT,
+            Html(format!("<p>{}</p>", escape(&format!("{err:?}")))),
+        )
+            .into_response();
     }
     if outcome == Outcome::Decline {
         return render(&sim, &id, Some("Your card was declined."));
     }
-    let success = sim.with_state(|state| state.get(&id).and_then(|s| s["success_url"].as_str().map(str::to_owned)));
+    let success = sim.with_state(|state| {
+        state
+            .get(&id)
+            .and_then(|s| s["success_url"].as_str().map(str::to_owned))
+    });
     match success {
         Some(url) => Redirect::to(&url.replace("{CHECKOUT_SESSION_ID}", &id)).into_response(),
         None => ([(header::CONTENT_TYPE, "text/html")], "<p>Paid.</p>").into_response(),

@@ -25,7 +25,11 @@ pub enum Idempotent {
     /// The first request with this key is still running.
     InFlight { fingerprint: String },
     /// Its answer, replayed for the same request.
-    Done { fingerprint: String, status: u16, body: Vec<u8> },
+    Done {
+        fingerprint: String,
+        status: u16,
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -79,7 +83,13 @@ impl State {
 
     /// Emits `event_type` about the object `object_id` as it is now (the event's data is
     /// frozen at emission), to be delivered.
-    pub fn emit(&mut self, event_type: &str, object_id: &str, previous: Option<Value>, request_id: Option<&str>) {
+    pub fn emit(
+        &mut self,
+        event_type: &str,
+        object_id: &str,
+        previous: Option<Value>,
+        request_id: Option<&str>,
+    ) {
         let Some(snapshot) = self.objects.get(object_id).cloned() else {
             return;
         };

@@ -13,8 +13,13 @@ struct Sim {
 
 impl Sim {
     async fn start() -> Self {
-        let spawned = spawn("127.0.0.1:0".parse().unwrap(), SimOptions::default()).await.unwrap();
-        Self { spawned, http: reqwest::Client::new() }
+        let spawned = spawn("127.0.0.1:0".parse().unwrap(), SimOptions::default())
+            .await
+            .unwrap();
+        Self {
+            spawned,
+            http: reqwest::Client::new(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -43,7 +48,13 @@ impl Sim {
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
-        let response = self.http.post(self.url(path)).json(&body).send().await.unwrap();
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(response.status().is_success(), "{path}");
         response.json().await.unwrap()
     }
@@ -51,8 +62,12 @@ impl Sim {
 
 /// Deserializes `body` into `T` as async-stripe does, and returns it with its JSON.
 fn stripe<T: miniserde::Deserialize + Debug>(body: &str) -> (T, Value) {
-    let typed = miniserde::json::from_str::<T>(body)
-        .unwrap_or_else(|_| panic!("does not deserialize into {}: {body}", std::any::type_name::<T>()));
+    let typed = miniserde::json::from_str::<T>(body).unwrap_or_else(|_| {
+        panic!(
+            "does not deserialize into {}: {body}",
+            std::any::type_name::<T>()
+        )
+    });
     (typed, serde_json::from_str(body).unwrap())
 }
 
@@ -64,7 +79,14 @@ fn id(json: &Value) -> String {
 async fn a_one_off_payment_refund_and_dispute_conform() {
     let sim = Sim::start().await;
     let (_, customer) = stripe::<stripe_shared::Customer>(
-        &sim.post("/v1/customers", &[("email", "reader@example.org"), ("metadata[reader_id]", "r1")]).await,
+        &sim.post(
+            "/v1/customers",
+            &[
+                ("email", "reader@example.org"),
+                ("metadata[reader_id]", "r1"),
+            ],
+        )
+        .await,
     );
     assert_eq!(customer["metadata"]["reader_id"], "r1");
 
@@ -75,7 +97,10 @@ async fn a_one_off_payment_refund_and_dispute_conform() {
                 ("mode", "payment"),
                 ("line_items[0][price_data][currency]", "usd"),
                 ("line_items[0][price_data][unit_amount]", "2500"),
-                ("line_items[0][price_data][product_data][name]", "Contribution"),
+                (
+                    "line_items[0][price_data][product_data][name]",
+                    "Contribution",
+                ),
                 ("line_items[0][quantity]", "1"),
                 ("success_url", "https://news.example.org/thanks"),
                 ("client_reference_id", "contribution-1"),
@@ -87,26 +112,59 @@ async fn a_one_off_payment_refund_and_dispute_conform() {
     let (_, session) = stripe::<stripe_shared::CheckoutSession>(&body);
     assert_eq!(session["status"], "open");
     assert_eq!(session["amount_total"], 2500);
-    assert!(session["url"].as_str().unwrap().contains("/checkout/cs_test_"));
+    assert!(
+        session["url"]
+            .as_str()
+            .unwrap()
+            .contains("/checkout/cs_test_")
+    );
 
-    sim.control(&format!("/_sim/checkout/{}/pay", id(&session)), json!({"email": "donor@example.org"})).await;
-    let (_, session) = stripe::<stripe_shared::CheckoutSession>(&sim.get(&format!("/v1/checkout/sessions/{}", id(&session))).await);
-    assert_eq!((session["status"].as_str(), session["payment_status"].as_str()), (Some("complete"), Some("paid")));
+    sim.control(
+        &format!("/_sim/checkout/{}/pay", id(&session)),
+        json!({"email": "donor@example.org"}),
+    )
+    .await;
+    let (_, session) = stripe::<stripe_shared::CheckoutSession>(
+        &sim.get(&format!("/v1/checkout/sessions/{}", id(&session)))
+            .await,
+    );
+    assert_eq!(
+        (
+            session["status"].as_str(),
+            session["payment_status"].as_str()
+        ),
+        (Some("complete"), Some("paid"))
+    );
     assert_eq!(session["customer_details"]["email"], "donor@example.org");
 
     let pi = session["payment_intent"].as_str().unwrap();
-    let (_, intent) = stripe::<stripe_shared::PaymentIntent>(&sim.get(&format!("/v1/payment_intents/{pi}")).await);
+    let (_, intent) = stripe::<stripe_shared::PaymentIntent>(
+        &sim.get(&format!("/v1/payment_intents/{pi}")).await,
+    );
     assert_eq!(intent["status"], "succeeded");
     let charge_id = intent["latest_charge"].as_str().unwrap();
-    let (_, charge) = stripe::<stripe_shared::Charge>(&sim.get(&format!("/v1/charges/{charge_id}")).await);
+    let (_, charge) =
+        stripe::<stripe_shared::Charge>(&sim.get(&format!("/v1/charges/{charge_id}")).await);
     let txn = charge["balance_transaction"].as_str().unwrap();
-    let (_, bt) = stripe::<stripe_shared::BalanceTransaction>(&sim.get(&format!("/v1/balance_transactions/{txn}")).await);
+    let (_, bt) = stripe::<stripe_shared::BalanceTransaction>(
+        &sim.get(&format!("/v1/balance_transactions/{txn}")).await,
+    );
     assert_eq!(bt["net"], 2500 - (2500 * 29 / 1000 + 30));
 
-    let (_, refund) = stripe::<stripe_shared::Refund>(&sim.post("/v1/refunds", &[("charge", charge_id), ("amount", "1000")]).await);
+    let (_, refund) = stripe::<stripe_shared::Refund>(
+        &sim.post("/v1/refunds", &[("charge", charge_id), ("amount", "1000")])
+            .await,
+    );
     assert_eq!(refund["amount"], 1000);
-    let (_, charge) = stripe::<stripe_shared::Charge>(&sim.get(&format!("/v1/charges/{charge_id}")).await);
-    assert_eq!((charge["amount_refunded"].as_i64(), charge["refunded"].as_bool()), (Some(1000), Some(false)));
+    let (_, charge) =
+        stripe::<stripe_shared::Charge>(&sim.get(&format!("/v1/charges/{charge_id}")).await);
+    assert_eq!(
+        (
+            charge["amount_refunded"].as_i64(),
+            charge["refunded"].as_bool()
+        ),
+        (Some(1000), Some(false))
+    );
 
     // Pay, then dispute; closing the dispute loses it.
     let second = sim
@@ -122,14 +180,30 @@ async fn a_one_off_payment_refund_and_dispute_conform() {
         )
         .await;
     let (_, second) = stripe::<stripe_shared::CheckoutSession>(&second);
-    sim.control(&format!("/_sim/checkout/{}/pay-then-dispute", id(&second)), json!({})).await;
-    let (disputes, _) = stripe::<stripe_types::List<stripe_shared::Dispute>>(&sim.get("/v1/disputes").await);
+    sim.control(
+        &format!("/_sim/checkout/{}/pay-then-dispute", id(&second)),
+        json!({}),
+    )
+    .await;
+    let (disputes, _) =
+        stripe::<stripe_types::List<stripe_shared::Dispute>>(&sim.get("/v1/disputes").await);
     assert_eq!(disputes.data.len(), 1);
     let dispute_id = disputes.data[0].id.to_string();
-    let (_, closed) = stripe::<stripe_shared::Dispute>(&sim.post(&format!("/v1/disputes/{dispute_id}/close"), &[]).await);
+    let (_, closed) = stripe::<stripe_shared::Dispute>(
+        &sim.post(&format!("/v1/disputes/{dispute_id}/close"), &[])
+            .await,
+    );
     assert_eq!(closed["status"], "lost");
 
-    let totals = sim.http.get(sim.url("/_sim/totals")).send().await.unwrap().json::<Value>().await.unwrap();
+    let totals = sim
+        .http
+        .get(sim.url("/_sim/totals"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
     assert_eq!(
         totals,
         json!({"totals": [
@@ -138,10 +212,23 @@ async fn a_one_off_payment_refund_and_dispute_conform() {
         ]})
     );
 
-    let (events, _) = stripe::<stripe_types::List<stripe_shared::Event>>(&sim.get("/v1/events?limit=100").await);
+    let (events, _) =
+        stripe::<stripe_types::List<stripe_shared::Event>>(&sim.get("/v1/events?limit=100").await);
     let types: Vec<String> = events.data.iter().map(|e| e.type_.to_string()).collect();
-    for expected in ["checkout.session.completed", "payment_intent.succeeded", "charge.succeeded", "refund.created", "charge.refunded", "charge.dispute.created", "charge.dispute.closed", "customer.created"] {
-        assert!(types.iter().any(|t| t == expected), "{expected} in {types:?}");
+    for expected in [
+        "checkout.session.completed",
+        "payment_intent.succeeded",
+        "charge.succeeded",
+        "refund.created",
+        "charge.refunded",
+        "charge.dispute.created",
+        "charge.dispute.closed",
+        "customer.created",
+    ] {
+        assert!(
+            types.iter().any(|t| t == expected),
+            "{expected} in {types:?}"
+        );
     }
 }
 
@@ -158,7 +245,10 @@ async fn monthly_and_annual_plans_conform_and_renew_on_the_clock() {
                     ("line_items[0][price_data][currency]", "eur"),
                     ("line_items[0][price_data][unit_amount]", amount),
                     ("line_items[0][price_data][recurring][interval]", interval),
-                    ("line_items[0][price_data][product_data][name]", "Membership"),
+                    (
+                        "line_items[0][price_data][product_data][name]",
+                        "Membership",
+                    ),
                     ("line_items[0][quantity]", "1"),
                     ("success_url", "https://news.example.org/thanks"),
                     ("subscription_data[metadata][contribution_id]", "c-1"),
@@ -166,35 +256,75 @@ async fn monthly_and_annual_plans_conform_and_renew_on_the_clock() {
             )
             .await;
         let (_, session) = stripe::<stripe_shared::CheckoutSession>(&body);
-        sim.control(&format!("/_sim/checkout/{}/pay", id(&session)), json!({})).await;
-        let (_, session) = stripe::<stripe_shared::CheckoutSession>(&sim.get(&format!("/v1/checkout/sessions/{}", id(&session))).await);
+        sim.control(&format!("/_sim/checkout/{}/pay", id(&session)), json!({}))
+            .await;
+        let (_, session) = stripe::<stripe_shared::CheckoutSession>(
+            &sim.get(&format!("/v1/checkout/sessions/{}", id(&session)))
+                .await,
+        );
         let sub = session["subscription"].as_str().unwrap().to_owned();
-        let (_, subscription) = stripe::<stripe_shared::Subscription>(&sim.get(&format!("/v1/subscriptions/{sub}")).await);
+        let (_, subscription) = stripe::<stripe_shared::Subscription>(
+            &sim.get(&format!("/v1/subscriptions/{sub}")).await,
+        );
         assert_eq!(subscription["status"], "active");
         assert_eq!(subscription["metadata"]["contribution_id"], "c-1");
-        assert_eq!(subscription["items"]["data"][0]["price"]["recurring"]["interval"], interval);
+        assert_eq!(
+            subscription["items"]["data"][0]["price"]["recurring"]["interval"],
+            interval
+        );
         let invoice = subscription["latest_invoice"].as_str().unwrap();
-        let (_, invoice) = stripe::<stripe_shared::Invoice>(&sim.get(&format!("/v1/invoices/{invoice}")).await);
-        assert_eq!((invoice["status"].as_str(), invoice["billing_reason"].as_str()), (Some("paid"), Some("subscription_create")));
-        assert_eq!(invoice["parent"]["subscription_details"]["subscription"], sub.as_str());
-        let price = subscription["items"]["data"][0]["price"]["id"].as_str().unwrap();
+        let (_, invoice) =
+            stripe::<stripe_shared::Invoice>(&sim.get(&format!("/v1/invoices/{invoice}")).await);
+        assert_eq!(
+            (
+                invoice["status"].as_str(),
+                invoice["billing_reason"].as_str()
+            ),
+            (Some("paid"), Some("subscription_create"))
+        );
+        assert_eq!(
+            invoice["parent"]["subscription_details"]["subscription"],
+            sub.as_str()
+        );
+        let price = subscription["items"]["data"][0]["price"]["id"]
+            .as_str()
+            .unwrap();
         let _ = stripe::<stripe_shared::Price>(&sim.get(&format!("/v1/prices/{price}")).await);
         subscriptions.push(sub);
     }
 
     // 13 months and a day: the monthly plan renews 13 times, the annual once.
-    sim.control("/_sim/clock/advance", json!({"seconds": 396 * 86_400})).await;
+    sim.control("/_sim/clock/advance", json!({"seconds": 396 * 86_400}))
+        .await;
     for (sub, renewals) in subscriptions.iter().zip([13, 1]) {
-        let (invoices, _) = stripe::<stripe_types::List<stripe_shared::Invoice>>(&sim.get(&format!("/v1/invoices?subscription={sub}&limit=100")).await);
-        let cycles = invoices.data.iter().filter(|i| i.billing_reason.as_ref().is_some_and(|r| r.as_str() == "subscription_cycle")).count();
+        let (invoices, _) = stripe::<stripe_types::List<stripe_shared::Invoice>>(
+            &sim.get(&format!("/v1/invoices?subscription={sub}&limit=100"))
+                .await,
+        );
+        let cycles = invoices
+            .data
+            .iter()
+            .filter(|i| {
+                i.billing_reason
+                    .as_ref()
+                    .is_some_and(|r| r.as_str() == "subscription_cycle")
+            })
+            .count();
         assert_eq!(cycles, renewals, "{sub}");
     }
 
     // A card set to decline makes the next renewal fail and the plan past_due.
     let monthly = &subscriptions[0];
-    sim.control(&format!("/_sim/subscriptions/{monthly}/card"), json!({"outcome": "decline"})).await;
-    sim.control("/_sim/clock/advance", json!({"seconds": 32 * 86_400})).await;
-    let (_, subscription) = stripe::<stripe_shared::Subscription>(&sim.get(&format!("/v1/subscriptions/{monthly}")).await);
+    sim.control(
+        &format!("/_sim/subscriptions/{monthly}/card"),
+        json!({"outcome": "decline"}),
+    )
+    .await;
+    sim.control("/_sim/clock/advance", json!({"seconds": 32 * 86_400}))
+        .await;
+    let (_, subscription) = stripe::<stripe_shared::Subscription>(
+        &sim.get(&format!("/v1/subscriptions/{monthly}")).await,
+    );
     assert_eq!(subscription["status"], "past_due");
 
     // Change the amount, then cancel.
@@ -204,7 +334,12 @@ async fn monthly_and_annual_plans_conform_and_renew_on_the_clock() {
             &[
                 ("items[0][price_data][currency]", "eur"),
                 ("items[0][price_data][unit_amount]", "900"),
-                ("items[0][price_data][product]", subscription["items"]["data"][0]["price"]["product"].as_str().unwrap()),
+                (
+                    "items[0][price_data][product]",
+                    subscription["items"]["data"][0]["price"]["product"]
+                        .as_str()
+                        .unwrap(),
+                ),
                 ("items[0][price_data][recurring][interval]", "month"),
                 ("proration_behavior", "none"),
             ],
@@ -212,29 +347,64 @@ async fn monthly_and_annual_plans_conform_and_renew_on_the_clock() {
         .await;
     let (_, updated) = stripe::<stripe_shared::Subscription>(&body);
     assert_eq!(updated["items"]["data"][0]["price"]["unit_amount"], 900);
-    let (status, body) = sim.send(sim.http.delete(sim.url(&format!("/v1/subscriptions/{monthly}")))).await;
+    let (status, body) = sim
+        .send(
+            sim.http
+                .delete(sim.url(&format!("/v1/subscriptions/{monthly}"))),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let (_, canceled) = stripe::<stripe_shared::Subscription>(&body);
     assert_eq!(canceled["status"], "canceled");
 
-    let (events, _) = stripe::<stripe_types::List<stripe_shared::Event>>(&sim.get("/v1/events?type=invoice.*&limit=100").await);
-    assert!(events.data.iter().all(|e| e.type_.to_string().starts_with("invoice.")));
-    let paid = events.data.iter().filter(|e| e.type_.to_string() == "invoice.paid").count();
-    assert_eq!(paid, 2 + 13 + 1, "two first invoices and fourteen renewals were paid");
-    let failed = events.data.iter().filter(|e| e.type_.to_string() == "invoice.payment_failed").count();
+    let (events, _) = stripe::<stripe_types::List<stripe_shared::Event>>(
+        &sim.get("/v1/events?type=invoice.*&limit=100").await,
+    );
+    assert!(
+        events
+            .data
+            .iter()
+            .all(|e| e.type_.to_string().starts_with("invoice."))
+    );
+    let paid = events
+        .data
+        .iter()
+        .filter(|e| e.type_.to_string() == "invoice.paid")
+        .count();
+    assert_eq!(
+        paid,
+        2 + 13 + 1,
+        "two first invoices and fourteen renewals were paid"
+    );
+    let failed = events
+        .data
+        .iter()
+        .filter(|e| e.type_.to_string() == "invoice.payment_failed")
+        .count();
     assert_eq!(failed, 1);
 }
 
 #[tokio::test]
 async fn errors_idempotency_and_pagination_follow_stripe() {
     let sim = Sim::start().await;
-    let (status, body) = sim.send(sim.http.get(sim.url("/v1/customers/cus_nope"))).await;
+    let (status, body) = sim
+        .send(sim.http.get(sim.url("/v1/customers/cus_nope")))
+        .await;
     assert_eq!(status, 404);
     let error: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["code"], "resource_missing");
-    assert!(miniserde::json::from_str::<stripe_shared::ApiErrors>(&error["error"].to_string()).is_ok(), "{body}");
+    assert!(
+        miniserde::json::from_str::<stripe_shared::ApiErrors>(&error["error"].to_string()).is_ok(),
+        "{body}"
+    );
 
-    let unauthorized = sim.http.get(sim.url("/v1/customers")).bearer_auth("sk_test_wrong").send().await.unwrap();
+    let unauthorized = sim
+        .http
+        .get(sim.url("/v1/customers"))
+        .bearer_auth("sk_test_wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauthorized.status(), 401);
 
     let (status, body) = sim
@@ -257,18 +427,31 @@ async fn errors_idempotency_and_pagination_follow_stripe() {
     let (first_status, first) = sim.send(create("a@example.org")).await;
     let (again_status, again) = sim.send(create("a@example.org")).await;
     assert_eq!((first_status, again_status), (200, 200));
-    assert_eq!(first, again, "the same key and body replays the first answer");
+    assert_eq!(
+        first, again,
+        "the same key and body replays the first answer"
+    );
     let (other_status, other) = sim.send(create("b@example.org")).await;
     assert_eq!(other_status, 400);
     assert!(other.contains("idempotency_error"), "{other}");
 
     for n in 0..5 {
-        sim.post("/v1/customers", &[("email", &format!("p{n}@example.org"))]).await;
+        sim.post("/v1/customers", &[("email", &format!("p{n}@example.org"))])
+            .await;
     }
-    let (page1, _) = stripe::<stripe_types::List<stripe_shared::Customer>>(&sim.get("/v1/customers?limit=4").await);
+    let (page1, _) = stripe::<stripe_types::List<stripe_shared::Customer>>(
+        &sim.get("/v1/customers?limit=4").await,
+    );
     assert!(page1.has_more);
     let last = page1.data.last().unwrap().id.to_string();
-    let (page2, _) = stripe::<stripe_types::List<stripe_shared::Customer>>(&sim.get(&format!("/v1/customers?limit=4&starting_after={last}")).await);
+    let (page2, _) = stripe::<stripe_types::List<stripe_shared::Customer>>(
+        &sim.get(&format!("/v1/customers?limit=4&starting_after={last}"))
+            .await,
+    );
     assert!(!page2.has_more);
-    assert_eq!(page1.data.len() + page2.data.len(), 6, "six customers in all, none twice");
+    assert_eq!(
+        page1.data.len() + page2.data.len(),
+        6,
+        "six customers in all, none twice"
+    );
 }

@@ -12,14 +12,21 @@ use kopilka_stripe_sim::{SimOptions, spawn};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+/// A delivery as received: the `Stripe-Signature` header and the raw body.
+type Received = (Option<String>, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Receiver {
-    received: Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>,
+    received: Arc<Mutex<Vec<Received>>>,
     /// How many of the first deliveries to refuse with a 500.
     refuse_first: Arc<Mutex<usize>>,
 }
 
-async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+async fn receive(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
     {
         let mut refuse = receiver.refuse_first.lock().unwrap();
         if *refuse > 0 {
@@ -27,29 +34,42 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: axu
             return StatusCode::INTERNAL_SERVER_ERROR;
         }
     }
-    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    receiver.received.lock().unwrap().push((signature, body.to_vec()));
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    receiver
+        .received
+        .lock()
+        .unwrap()
+        .push((signature, body.to_vec()));
     StatusCode::OK
 }
 
 async fn listen(receiver: Receiver) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route("/hook", post(receive)).with_state(receiver);
+    let app = axum::Router::new()
+        .route("/hook", post(receive))
+        .with_state(receiver);
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/hook")
 }
 
 impl Receiver {
     /// Event types received so far, waiting until `count` arrived.
-    async fn wait_for(&self, count: usize) -> Vec<(Option<String>, Vec<u8>)> {
+    async fn wait_for(&self, count: usize) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let received = self.received.lock().unwrap().clone();
             if received.len() >= count {
                 return received;
             }
-            assert!(Instant::now() < deadline, "only {} of {count} deliveries arrived", received.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} deliveries arrived",
+                received.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -73,15 +93,25 @@ async fn paid_checkout(sim: &kopilka_stripe_sim::Spawned) -> String {
         .await
         .unwrap();
     let id = session["id"].as_str().unwrap().to_owned();
-    let paid = http.post(format!("http://{}/_sim/checkout/{id}/pay", sim.addr)).json(&json!({})).send().await.unwrap();
+    let paid = http
+        .post(format!("http://{}/_sim/checkout/{id}/pay", sim.addr))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert!(paid.status().is_success());
     id
 }
 
-fn types(received: &[(Option<String>, Vec<u8>)]) -> Vec<String> {
+fn types(received: &[Received]) -> Vec<String> {
     received
         .iter()
-        .map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap()["type"].as_str().unwrap().to_owned())
+        .map(|(_, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -92,26 +122,50 @@ const ONE_OFF_EVENTS: usize = 4;
 async fn a_paid_checkout_arrives_signed_and_verifies() {
     let receiver = Receiver::default();
     let url = listen(receiver.clone()).await;
-    let options = SimOptions { webhook_url: Some(url), ..SimOptions::default() };
-    let sim = spawn("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    let options = SimOptions {
+        webhook_url: Some(url),
+        ..SimOptions::default()
+    };
+    let sim = spawn("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
     let session = paid_checkout(&sim).await;
 
     let received = receiver.wait_for(ONE_OFF_EVENTS).await;
-    let verifier = WebhookVerifier::new(vec![SecretString::from(sim.simulator.webhook_secret().to_owned())], 300);
+    let verifier = WebhookVerifier::new(
+        vec![SecretString::from(
+            sim.simulator.webhook_secret().to_owned(),
+        )],
+        300,
+    );
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (signature, body) in &received {
-        let event = verifier.verify_event(signature.as_deref(), body, now).expect("a valid signature");
+        let event = verifier
+            .verify_event(signature.as_deref(), body, now)
+            .expect("a valid signature");
         assert!(event.id.starts_with("evt_"));
     }
     let kinds = types(&received);
-    assert_eq!(kinds, ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded", "checkout.session.completed"]);
+    assert_eq!(
+        kinds,
+        [
+            "payment_intent.created",
+            "charge.succeeded",
+            "payment_intent.succeeded",
+            "checkout.session.completed"
+        ]
+    );
     let completed: Value = serde_json::from_slice(&received[3].1).unwrap();
     assert_eq!(completed["data"]["object"]["id"], session.as_str());
     assert_eq!(completed["data"]["object"]["payment_status"], "paid");
 
     // A wrong secret does not verify the same deliveries.
     let wrong = WebhookVerifier::new(vec![SecretString::from("whsec_wrong".to_owned())], 300);
-    assert!(wrong.verify(received[0].0.as_deref(), &received[0].1, now).is_err());
+    assert!(
+        wrong
+            .verify(received[0].0.as_deref(), &received[0].1, now)
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -119,20 +173,34 @@ async fn refused_deliveries_are_retried_until_accepted() {
     let receiver = Receiver::default();
     *receiver.refuse_first.lock().unwrap() = 3;
     let url = listen(receiver.clone()).await;
-    let sim = spawn("127.0.0.1:0".parse().unwrap(), SimOptions { webhook_url: Some(url), ..SimOptions::default() }).await.unwrap();
+    let sim = spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        SimOptions {
+            webhook_url: Some(url),
+            ..SimOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     paid_checkout(&sim).await;
     let received = receiver.wait_for(ONE_OFF_EVENTS).await;
     let mut kinds = types(&received);
     kinds.sort();
     kinds.dedup();
-    assert_eq!(kinds.len(), ONE_OFF_EVENTS, "every event arrived despite three refusals");
+    assert_eq!(
+        kinds.len(),
+        ONE_OFF_EVENTS,
+        "every event arrived despite three refusals"
+    );
 }
 
 #[tokio::test]
 async fn duplicates_and_shuffling_are_switchable() {
     let receiver = Receiver::default();
     let url = listen(receiver.clone()).await;
-    let sim = spawn("127.0.0.1:0".parse().unwrap(), SimOptions::default()).await.unwrap();
+    let sim = spawn("127.0.0.1:0".parse().unwrap(), SimOptions::default())
+        .await
+        .unwrap();
     let switched: Value = reqwest::Client::new()
         .post(format!("http://{}/_sim/delivery", sim.addr))
         .json(&json!({"duplicates": 2, "shuffle": true, "webhook_url": url}))
@@ -147,9 +215,18 @@ async fn duplicates_and_shuffling_are_switchable() {
     let received = receiver.wait_for(ONE_OFF_EVENTS * 3).await;
     let mut ids: Vec<String> = received
         .iter()
-        .map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap()["id"].as_str().unwrap().to_owned())
+        .map(|(_, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     ids.sort();
     let copies: Vec<usize> = ids.chunk_by(|a, b| a == b).map(<[String]>::len).collect();
-    assert_eq!(copies, vec![3; ONE_OFF_EVENTS], "each event three times, same id");
+    assert_eq!(
+        copies,
+        vec![3; ONE_OFF_EVENTS],
+        "each event three times, same id"
+    );
 }

@@ -44,6 +44,20 @@ async fn dev_runs_everything_and_keeps_its_data_across_restarts() {
     assert_eq!(api.healthz().await.status, StatusCode::OK);
     assert_eq!(api.readyz().await.status, StatusCode::OK);
 
+    // No Stripe key is set, so dev runs the simulator and says where.
+    let simulator = line
+        .split("Stripe simulator on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no simulator in {line:?}"));
+    let customers = reqwest::Client::new()
+        .get(format!("{simulator}/v1/customers"))
+        .bearer_auth("sk_test_kopilka_simulator")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(customers.status(), StatusCode::OK);
+
     let pool = PgPool::connect(&postgres_url).await.unwrap();
     sqlx::raw_sql("CREATE TABLE survives (note text); INSERT INTO survives VALUES ('still here')")
         .execute(&pool)

@@ -3,3 +3,4 @@
 mod cli;
 mod dev;
 mod serve;
+mod stripe_sim;

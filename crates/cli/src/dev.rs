@@ -65,8 +65,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if std::env::var_os("KOPILKA__PUBLIC_URL").is_none() {
         settings.public_url = format!("http://{addr}").parse()?;
     }
+    let stripe_note = if settings.stripe.secret_key.is_some() {
+        "Stripe at KOPILKA__STRIPE__API_BASE or api.stripe.com".to_owned()
+    } else {
+        let sim = start_simulator(&mut settings).await?;
+        format!(
+            "Stripe simulator on {} (webhooks signed to {})",
+            sim.simulator.base_url(),
+            sim_webhook_url(&settings)
+        )
+    };
     output::line(&format!(
-        "kopilka dev: API on http://{addr} · Postgres {postgres_note} · {} migration(s) applied now, {} known · ctrl-c stops both",
+        "kopilka dev: API on http://{addr} · Postgres {postgres_note} · {stripe_note} · {} migration(s) applied now, {} known · ctrl-c stops all",
         report.applied.len(),
         report.known
     ));
@@ -80,6 +90,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn sim_webhook_url(settings: &Settings) -> String {
+    format!(
+        "{}/v1/webhooks/stripe",
+        settings.public_url.as_str().trim_end_matches('/')
+    )
+}
+
+/// With no Stripe key configured, dev runs the simulator and points Kopilka at it.
+async fn start_simulator(settings: &mut Settings) -> anyhow::Result<kopilka_stripe_sim::Spawned> {
+    let options = kopilka_stripe_sim::SimOptions {
+        webhook_url: Some(sim_webhook_url(settings)),
+        ..kopilka_stripe_sim::SimOptions::default()
+    };
+    let sim = kopilka_stripe_sim::spawn("127.0.0.1:0".parse()?, options.clone())
+        .await
+        .context("starting the Stripe simulator")?;
+    settings.stripe.secret_key = Some(SecretString::from(options.secret_key));
+    settings.stripe.webhook_secret = vec![SecretString::from(options.webhook_secret)];
+    settings.stripe.api_base = Some(sim.simulator.base_url().parse()?);
+    Ok(sim)
 }
 
 async fn start_private_postgres(

@@ -8,6 +8,7 @@ mod migrate;
 mod output;
 mod serve;
 mod shutdown;
+mod stripe_sim;
 mod worker;
 
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     /// Everything on this machine: a private Postgres kept in a data folder, migrations
     /// applied, the API on 127.0.0.1:8080.
     Dev(dev::Args),
+    /// A Stripe-compatible simulator (what `kopilka dev` runs when no Stripe key is set).
+    StripeSim(stripe_sim::Args),
     /// Administration: configuration, reports, reconciliation.
     #[command(subcommand)]
     Admin(admin::Command),
@@ -49,6 +52,7 @@ async fn main() -> ExitCode {
         Command::Worker(args) => worker::run(&args),
         Command::Migrate => migrate::run().await,
         Command::Dev(args) => dev::run(args).await,
+        Command::StripeSim(args) => stripe_sim::run(args).await,
         Command::Admin(command) => admin::run(&command),
     };
     match result {

@@ -223,6 +223,21 @@ mod tests {
     }
 
     #[test]
+    fn stripes_delivery_format_with_a_test_mode_v0_passes() {
+        // Test-mode deliveries carry a v0 beside v1; only v1 counts.
+        let header = sign("whsec_test", NOW, BODY);
+        let with_v0 =
+            format!("{header},v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39");
+        let verifier = verifier(&["whsec_test"]);
+        let event = verifier.verify_event(Some(&with_v0), BODY, NOW).unwrap();
+        assert_eq!(
+            (event.id.as_str(), event.event_type.as_str()),
+            ("evt_1", "charge.succeeded")
+        );
+        assert_eq!(event.object_id.as_deref(), Some("ch_1"));
+    }
+
+    #[test]
     fn the_wrong_secret_does_not_match() {
         let header = sign("whsec_other", NOW, BODY);
         assert_eq!(

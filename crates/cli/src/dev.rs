@@ -58,6 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let report = kopilka_store::migrate(&pool)
         .await
         .context("applying migrations")?;
+    let shutdown = shutdown::signal_received();
     let listener = tokio::net::TcpListener::bind(settings.server.addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
@@ -83,7 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let grace = settings.server.shutdown_grace();
     let app = kopilka_api::router(AppState::new(pool.clone(), settings));
-    kopilka_api::serve(listener, app, shutdown::signal_received(), grace).await?;
+    kopilka_api::serve(listener, app, shutdown, grace).await?;
     pool.close().await;
     if let Some(cluster) = cluster {
         tokio::task::spawn_blocking(move || drop(cluster)).await?;

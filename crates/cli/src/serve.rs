@@ -27,6 +27,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "migrations"
         );
     }
+    let shutdown = shutdown::signal_received();
     let listener = tokio::net::TcpListener::bind(settings.server.addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
@@ -34,7 +35,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let grace = settings.server.shutdown_grace();
     tracing::info!(%addr, env = %settings.env, "serving");
     let app = kopilka_api::router(AppState::new(pool, settings));
-    kopilka_api::serve(listener, app, shutdown::signal_received(), grace).await?;
+    kopilka_api::serve(listener, app, shutdown, grace).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -53,6 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         webhook_secret: args.webhook_secret,
         webhook_url: args.webhook_url,
     };
+    let shutdown = shutdown::signal_received();
     let sim = kopilka_stripe_sim::spawn(args.addr, options.clone())
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -67,6 +68,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .as_deref()
             .unwrap_or("nowhere (set --webhook-url or POST /_sim/delivery)"),
     ));
-    shutdown::signal_received().await;
+    shutdown.await;
     Ok(())
 }

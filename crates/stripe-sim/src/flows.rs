@@ -936,6 +936,65 @@ pub fn advance_clock(state: &mut State, seconds: i64) {
         let Some((sub, end)) = due else { break };
         renew(state, &sub, end);
     }
+    pay_out(state);
+}
+
+/// Stripe's automatic payouts: balance transactions whose funds became available are paid
+/// out, one payout per currency, each linked to what it contains (`?payout=po_…`).
+fn pay_out(state: &mut State) {
+    use std::collections::BTreeMap;
+    let now = state.now();
+    let mut by_currency: BTreeMap<String, (i64, Vec<String>)> = BTreeMap::new();
+    for bt in state.newest_first("balance_transaction") {
+        let due = bt["status"] == "pending"
+            && bt["available_on"].as_i64().is_some_and(|t| t <= now)
+            && bt["type"] != "payout";
+        if due {
+            let entry = by_currency
+                .entry(bt["currency"].as_str().unwrap_or_default().to_owned())
+                .or_default();
+            entry.0 += bt["net"].as_i64().unwrap_or(0);
+            entry
+                .1
+                .push(bt["id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    for (currency, (net, included)) in by_currency {
+        for id in &included {
+            if let Some(bt) = state.get_mut(id) {
+                bt["status"] = json!("available");
+            }
+        }
+        if net <= 0 {
+            continue;
+        }
+        let payout = objects::new_id("po_");
+        let txn = objects::new_id("txn_");
+        let mut payout_bt = objects::balance_transaction(
+            &txn, &payout, -net, 0, &currency, "payout", "payout", now,
+        );
+        payout_bt["status"] = json!("available");
+        payout_bt["available_on"] = json!(now);
+        state.insert(payout_bt);
+        state.insert(objects::payout(&payout, net, &currency, &txn, now));
+        state.emit("payout.created", &payout, None, None);
+        for id in included.into_iter().chain(std::iter::once(txn)) {
+            state.payout_of.insert(id, payout.clone());
+        }
+        if let Some(object) = state.get_mut(&payout) {
+            objects::merge(
+                object,
+                json!({"status": "paid", "reconciliation_status": "completed"}),
+            );
+        }
+        state.emit(
+            "payout.paid",
+            &payout,
+            Some(json!({"status": "pending"})),
+            None,
+        );
+        state.emit("payout.reconciliation_completed", &payout, None, None);
+    }
 }
 
 fn renew(state: &mut State, sub: &str, period_start: i64) {

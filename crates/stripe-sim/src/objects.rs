@@ -258,6 +258,18 @@ pub fn balance_transaction(
     )
 }
 
+pub fn payout(id: &str, amount: i64, currency: &str, balance_transaction: &str, now: i64) -> Value {
+    from_template(
+        "payout",
+        json!({
+            "id": id, "created": now, "arrival_date": now + 86_400, "amount": amount, "currency": currency,
+            "automatic": true, "balance_transaction": balance_transaction, "status": "pending",
+            "reconciliation_status": "not_applicable", "destination": null, "trace_id": null,
+            "description": "STRIPE PAYOUT", "source_type": "card",
+        }),
+    )
+}
+
 pub fn refund(
     id: &str,
     charge: &str,

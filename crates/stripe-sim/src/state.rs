@@ -44,6 +44,8 @@ pub struct State {
     pub clock_offset: i64,
     /// Events emitted and not yet handed to delivery.
     pub outbox: Vec<String>,
+    /// Which automatic payout paid out each balance transaction (`?payout=po_…`).
+    pub payout_of: HashMap<String, String>,
 }
 
 impl State {

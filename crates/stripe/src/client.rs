@@ -272,6 +272,18 @@ impl StripeClient {
         Ok(Self { inner })
     }
 
+    /// The client the settings describe; `None` when no secret key is configured.
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] when the key or URL cannot be used.
+    pub fn from_settings(settings: &kopilka_config::StripeSettings) -> Result<Option<Self>> {
+        settings
+            .secret_key
+            .as_ref()
+            .map(|key| Self::new(key, settings.api_base.as_ref()))
+            .transpose()
+    }
+
     /// Creates the hosted checkout for a contribution (idempotent on its id).
     ///
     /// # Errors

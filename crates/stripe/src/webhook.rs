@@ -133,7 +133,10 @@ impl WebhookVerifier {
     /// The verifier the settings describe (`KOPILKA__STRIPE__WEBHOOK_SECRET`, tolerance).
     #[must_use]
     pub fn from_settings(settings: &kopilka_config::StripeSettings) -> Self {
-        Self::new(settings.webhook_secret.clone(), i64::from(settings.webhook_tolerance_secs))
+        Self::new(
+            settings.webhook_secret.clone(),
+            i64::from(settings.webhook_tolerance_secs),
+        )
     }
 
     /// Checks `header` (the `Stripe-Signature` value, if any) against the raw `body` at

@@ -7,6 +7,7 @@
 
 mod environment;
 mod list;
+mod offer;
 mod settings;
 mod validate;
 
@@ -16,6 +17,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use environment::Environment;
+pub use offer::{
+    CurrencyOffer, GoalSettings, IntervalOffer, OfferSettings, STRIPE_MAXIMUM, stripe_minimum,
+};
 pub use settings::{
     DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings, StripeSettings,
 };

@@ -25,6 +25,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Stripe: keys, API base, webhook secrets.
     pub stripe: StripeSettings,
+    /// The banner's offer and the funding goal.
+    pub offer: crate::OfferSettings,
 }
 
 /// Stripe: where the API is and how webhooks are verified.

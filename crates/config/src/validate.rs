@@ -61,7 +61,18 @@ impl Settings {
             )),
             _ => Ok(()),
         }?;
-        check_stripe(&self.stripe, self.env)
+        check_stripe(&self.stripe, self.env)?;
+        self.offer.validate()?;
+        for origin in &self.offer.return_origins {
+            check_origin(origin, local).map_err(|e| {
+                ConfigError::Invalid(
+                    e.to_string()
+                        .replace("server.cors_allowed_origins", "offer.return_origins")
+                        .replace("configuration: ", ""),
+                )
+            })?;
+        }
+        Ok(())
     }
 }
 

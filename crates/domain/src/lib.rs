@@ -12,9 +12,11 @@ mod email;
 pub mod id;
 mod interval;
 mod money;
+mod rate;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use currency::{Currency, CurrencyError};
 pub use email::{Email, EmailError};
 pub use interval::{Interval, IntervalError};
 pub use money::{Money, MoneyError};
+pub use rate::{Rate, RateError};

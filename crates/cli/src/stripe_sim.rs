@@ -57,12 +57,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let sim = kopilka_stripe_sim::spawn(args.addr, options.clone())
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
+    // The built-in keys are public knowledge and safe to show; keys given by the developer
+    // are not printed.
+    let defaults = SimOptions::default();
+    let shown = |value: &str, default: &str, name: &str| {
+        if value == default {
+            value.to_owned()
+        } else {
+            format!("<your {name}>")
+        }
+    };
     output::line(&format!(
         "kopilka stripe-sim: Stripe API on http://{} · KOPILKA__STRIPE__API_BASE=http://{} KOPILKA__STRIPE__SECRET_KEY={} KOPILKA__STRIPE__WEBHOOK_SECRET={} · webhooks to {} · ctrl-c stops",
         sim.addr,
         sim.addr,
-        options.secret_key,
-        options.webhook_secret,
+        shown(&options.secret_key, &defaults.secret_key, "--secret-key"),
+        shown(
+            &options.webhook_secret,
+            &defaults.webhook_secret,
+            "--webhook-secret"
+        ),
         options
             .webhook_url
             .as_deref()

@@ -151,19 +151,14 @@ impl OfferSettings {
 pub fn stripe_minimum(currency: Currency) -> i64 {
     match currency.iso_code() {
         "GBP" => 30,
-        "HKD" => 400,
-        "JPY" => 50,
-        "MXN" => 1000,
+        "BGN" => 100,
+        "PLN" | "RON" | "AED" => 200,
         "NOK" | "SEK" | "DKK" => 300,
+        "HKD" => 400,
+        "MXN" | "THB" => 1000,
         "CZK" => 1500,
         "HUF" => 17_500,
-        "PLN" => 200,
-        "RON" => 200,
-        "BGN" => 100,
-        "AED" => 200,
-        "THB" => 1000,
-        "CHF" | "EUR" | "USD" | "CAD" | "AUD" | "NZD" | "SGD" => 50,
-        _ if currency.exponent() == 0 => 100,
+        // USD, EUR, CHF, CAD, AUD, NZD, SGD, JPY and the rest: about $0.50.
         _ => 50,
     }
 }

@@ -81,11 +81,12 @@ async fn idempotency(State(sim): State<Simulator>, request: Request, next: Next)
     let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
         return StripeError::invalid("body", "Request body too large.").into_response();
     };
+    // The same parameters in any order are the same request.
     let fingerprint = format!(
-        "{} {}\n{}",
+        "{} {} {}",
         parts.method,
         parts.uri.path(),
-        String::from_utf8_lossy(&body)
+        form::decode(&body)
     );
     match sim.idempotency_begin(&key, &fingerprint) {
         Ok(Some((status, stored))) => {
@@ -105,13 +106,35 @@ async fn idempotency(State(sim): State<Simulator>, request: Request, next: Next)
         Ok(None) => {}
         Err(err) => return err.into_response(),
     }
+    // If the request is abandoned (client gone, panic), the key must not stay in flight.
+    let mut guard = InFlight {
+        sim: sim.clone(),
+        key: key.clone(),
+        done: false,
+    };
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, 16 << 20)
         .await
         .unwrap_or_default();
     sim.idempotency_finish(&key, &fingerprint, parts.status.as_u16(), &body);
+    guard.done = true;
     Response::from_parts(parts, Body::from(body))
+}
+
+/// Forgets an in-flight idempotency key unless its request finished.
+struct InFlight {
+    sim: Simulator,
+    key: String,
+    done: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.done {
+            self.sim.idempotency_forget(&self.key);
+        }
+    }
 }
 
 fn request_id() -> String {

@@ -24,13 +24,16 @@ pub struct Delivery {
     pub url: String,
     pub body: Vec<u8>,
     pub attempt: u32,
+    /// How many identical copies to send at once (more than one to test deduplication).
+    pub copies: u32,
 }
 
-/// How many times a delivery is tried before it is given up (Stripe: for three days).
-const MAX_ATTEMPTS: u32 = 12;
+/// How many times a delivery is tried before it is given up. Stripe keeps trying for three
+/// days; here backoff doubles from 250 ms to a minute, so about two hours.
+const MAX_ATTEMPTS: u32 = 128;
 
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(250_u64.saturating_mul(1 << attempt.min(8)))
+    Duration::from_millis(250_u64.saturating_mul(1 << attempt.min(8)).min(60_000))
 }
 
 /// Shuffles `items` in place (Fisher–Yates) from the kernel's randomness via UUIDs.
@@ -55,17 +58,26 @@ pub fn start(secret: String) -> mpsc::UnboundedSender<Delivery> {
         while let Some(delivery) = rx.recv().await {
             let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
             let signature = kopilka_stripe::sign(&secret, timestamp, &delivery.body);
-            let sent = client
-                .post(&delivery.url)
-                .header("content-type", "application/json; charset=utf-8")
-                .header("stripe-signature", signature)
-                .header(
-                    "user-agent",
-                    "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-                )
-                .body(delivery.body.clone())
-                .send()
-                .await;
+            let send = || {
+                client
+                    .post(&delivery.url)
+                    .header("content-type", "application/json; charset=utf-8")
+                    .header("stripe-signature", signature.clone())
+                    .header(
+                        "user-agent",
+                        "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+                    )
+                    .body(delivery.body.clone())
+                    .send()
+            };
+            // Copies go out together, so a receiver's deduplication meets real concurrency;
+            // the delivery counts as done once the first is accepted.
+            let mut copies = tokio::task::JoinSet::new();
+            for _ in 1..delivery.copies {
+                copies.spawn(send());
+            }
+            let sent = send().await;
+            while copies.join_next().await.is_some() {}
             let delivered = sent.as_ref().is_ok_and(|r| r.status().is_success());
             if delivered {
                 continue;
@@ -90,6 +102,7 @@ pub fn start(secret: String) -> mpsc::UnboundedSender<Delivery> {
                 tokio::time::sleep(backoff(delivery.attempt)).await;
                 let _ = retry.send(Delivery {
                     attempt: delivery.attempt + 1,
+                    copies: 1,
                     ..delivery
                 });
             });

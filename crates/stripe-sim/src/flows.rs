@@ -38,6 +38,28 @@ pub fn period_end(start: i64, interval: &str) -> i64 {
     })
 }
 
+/// The first period end after `after` on the calendar of `anchor`: the 31st stays the 31st
+/// (or the month's last day), never drifting to the 28th.
+pub fn next_period_end(anchor: i64, after: i64, interval: &str) -> i64 {
+    let Ok(at) = time_from_unix(anchor) else {
+        return after + 30 * DAY;
+    };
+    let step = if interval == "year" { 12 } else { 1 };
+    for k in 1..=2400_u32 {
+        let months = u32::from(at.month() as u8) - 1 + k * step;
+        let year = at.year() + i32::try_from(months / 12).unwrap_or(0);
+        let month = time::Month::try_from(u8::try_from(months % 12 + 1).unwrap_or(1))
+            .unwrap_or(time::Month::January);
+        let day = at.day().min(time::util::days_in_month(month, year));
+        let end = time::Date::from_calendar_date(year, month, day)
+            .map_or(after + 30 * DAY, |d| at.replace_date(d).unix_timestamp());
+        if end > after {
+            return end;
+        }
+    }
+    after + 30 * DAY
+}
+
 fn time_from_unix(t: i64) -> Result<time::OffsetDateTime, time::error::ComponentRange> {
     time::OffsetDateTime::from_unix_timestamp(t)
 }
@@ -208,6 +230,11 @@ pub fn create_checkout_session(
                 .and_then(|s| s.get("metadata"))
                 .cloned()
                 .unwrap_or_else(|| json!({})),
+            payment_metadata: params
+                .get("payment_intent_data")
+                .and_then(|p| p.get("metadata"))
+                .cloned()
+                .unwrap_or_else(|| json!({})),
         },
     );
     Ok(id)
@@ -242,10 +269,22 @@ pub fn pay(
         .map(str::to_owned)
         .or_else(|| session["customer_email"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "reader@example.org".to_owned());
-    let metadata = session["metadata"].clone();
     let existing_customer = session["customer"].as_str().map(str::to_owned);
     let now = state.now();
     let recurring = plan.interval.is_some();
+
+    if outcome == Outcome::Decline {
+        let payment = Payment {
+            amount: plan.amount,
+            currency: &plan.currency,
+            customer: existing_customer.as_deref(),
+            description: None,
+            metadata: plan.payment_metadata.clone(),
+            now,
+        };
+        decline_charge(state, &payment, None);
+        return Ok(());
+    }
 
     // Subscription mode always has a customer; payment mode only when one was passed.
     let customer = match existing_customer {
@@ -271,14 +310,10 @@ pub fn pay(
         metadata: if recurring {
             json!({})
         } else {
-            metadata.clone()
+            plan.payment_metadata.clone()
         },
         now,
     };
-    if outcome == Outcome::Decline {
-        decline_charge(state, &payment, None);
-        return Ok(());
-    }
 
     let (subscription, invoice) = match (&plan.interval, &customer) {
         (Some(interval), Some(customer)) => {
@@ -449,6 +484,14 @@ fn new_invoice(
     now: i64,
 ) -> String {
     let id = objects::new_id("in_");
+    let sequence = state
+        .newest_first("invoice")
+        .filter(|i| i["customer"] == customer)
+        .count()
+        + 1;
+    let subscription_metadata = state
+        .get(sub)
+        .map_or_else(|| json!({}), |s| s["metadata"].clone());
     state.insert(objects::invoice(&objects::InvoiceSpec {
         id: &id,
         customer,
@@ -458,10 +501,29 @@ fn new_invoice(
         price,
         billing_reason: reason,
         period,
+        sequence,
+        subscription_metadata: &subscription_metadata,
         now,
     }));
+    // Stripe creates the invoice as a draft and finalizes it (at once for the first
+    // invoice, about an hour later for renewals).
+    let open = state.get(&id).cloned().unwrap_or_default();
+    if let Some(invoice) = state.get_mut(&id) {
+        objects::merge(
+            invoice,
+            json!({"status": "draft", "number": null, "status_transitions": {"finalized_at": null}}),
+        );
+    }
     state.emit("invoice.created", &id, None, None);
-    state.emit("invoice.finalized", &id, None, None);
+    if let Some(invoice) = state.get_mut(&id) {
+        *invoice = open;
+    }
+    state.emit(
+        "invoice.finalized",
+        &id,
+        Some(json!({"status": "draft"})),
+        None,
+    );
     id
 }
 
@@ -913,14 +975,16 @@ fn charge_period(state: &mut State, sub: &str, reason: &str, period: (i64, i64))
 /// sessions expire; subscriptions renew (new period, invoice, charge) or, when set to
 /// cancel at period end, end.
 pub fn advance_clock(state: &mut State, seconds: i64) {
-    state.clock_offset += seconds;
-    let now = state.now();
-    let expired: Vec<String> = state
+    let start = state.now();
+    let now = start.saturating_add(seconds);
+    let mut expired: Vec<(String, i64)> = state
         .newest_first("checkout.session")
         .filter(|s| s["status"] == "open" && s["expires_at"].as_i64().is_some_and(|t| t <= now))
-        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .filter_map(|s| Some((s["id"].as_str()?.to_owned(), s["expires_at"].as_i64()?)))
         .collect();
-    for id in expired {
+    expired.sort_by_key(|(_, at)| *at);
+    for (id, at) in expired {
+        state.set_now(at);
         let _ = expire_session(state, &id, None);
     }
     // Renew period by period so a jump of a year bills each month.
@@ -934,8 +998,11 @@ pub fn advance_clock(state: &mut State, seconds: i64) {
             })
             .min_by_key(|(_, end)| *end);
         let Some((sub, end)) = due else { break };
+        // Each renewal happens, and is stamped, at its period's end.
+        state.set_now(end);
         renew(state, &sub, end);
     }
+    state.set_now(now);
     pay_out(state);
 }
 
@@ -960,13 +1027,14 @@ fn pay_out(state: &mut State) {
         }
     }
     for (currency, (net, included)) in by_currency {
+        if net <= 0 {
+            // A negative balance waits (pending) until later income covers it.
+            continue;
+        }
         for id in &included {
             if let Some(bt) = state.get_mut(id) {
                 bt["status"] = json!("available");
             }
-        }
-        if net <= 0 {
-            continue;
         }
         let payout = objects::new_id("po_");
         let txn = objects::new_id("txn_");
@@ -1010,7 +1078,13 @@ fn renew(state: &mut State, sub: &str, period_start: i64) {
         .as_str()
         .unwrap_or("month")
         .to_owned();
-    let period = (period_start, period_end(period_start, &interval));
+    let anchor = subscription["billing_cycle_anchor"]
+        .as_i64()
+        .unwrap_or(period_start);
+    let period = (
+        period_start,
+        next_period_end(anchor, period_start, &interval),
+    );
     let mut items = subscription["items"].clone();
     let previous =
         json!({"items": items.clone(), "latest_invoice": subscription["latest_invoice"]});
@@ -1074,6 +1148,15 @@ pub fn totals(state: &State) -> Value {
 #[cfg(test)]
 mod tests {
     use super::period_end;
+
+    #[test]
+    fn renewals_keep_the_anchor_day() {
+        // Anchored on 2026-01-31 12:00: Feb 28, then Mar 31 (not Mar 28).
+        let jan31 = 1_769_860_800;
+        let feb28 = super::next_period_end(jan31, jan31, "month");
+        assert_eq!(feb28, 1_772_280_000);
+        assert_eq!(super::next_period_end(jan31, feb28, "month"), 1_774_958_400);
+    }
 
     #[test]
     fn periods_follow_the_calendar() {

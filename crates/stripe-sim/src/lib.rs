@@ -143,13 +143,12 @@ impl Simulator {
         }
         for event in events {
             let body = serde_json::to_vec(&event).unwrap_or_default();
-            for _ in 0..=mode.duplicates {
-                let _ = self.inner.deliveries.send(delivery::Delivery {
-                    url: url.clone(),
-                    body: body.clone(),
-                    attempt: 0,
-                });
-            }
+            let _ = self.inner.deliveries.send(delivery::Delivery {
+                url: url.clone(),
+                body,
+                attempt: 0,
+                copies: mode.duplicates + 1,
+            });
         }
     }
 
@@ -203,10 +202,14 @@ impl Simulator {
         }
     }
 
+    fn idempotency_forget(&self, key: &str) {
+        lock(&self.inner.state).idempotency.remove(key);
+    }
+
     fn idempotency_finish(&self, key: &str, fingerprint: &str, status: u16, body: &[u8]) {
         let mut state = lock(&self.inner.state);
-        if status >= 500 {
-            // Stripe does not keep answers to requests that failed on its side.
+        if status >= 400 {
+            // Stripe keeps no result for requests refused by validation or failed on its side.
             state.idempotency.remove(key);
         } else {
             state.idempotency.insert(

@@ -358,6 +358,10 @@ pub struct InvoiceSpec<'a> {
     pub price: &'a Value,
     pub billing_reason: &'a str,
     pub period: (i64, i64),
+    /// The customer's invoice number (1, 2, …).
+    pub sequence: usize,
+    /// The subscription's metadata, as Stripe copies it to the invoice.
+    pub subscription_metadata: &'a Value,
     pub now: i64,
 }
 
@@ -388,11 +392,11 @@ pub fn invoice(spec: &InvoiceSpec<'_>) -> Value {
             "period_start": spec.period.0, "period_end": spec.period.1,
             "lines": {"object": "list", "data": [line], "has_more": false, "url": format!("/v1/invoices/{}/lines", spec.id)},
             "parent": {"type": "subscription_details", "quote_details": null,
-                "subscription_details": {"metadata": {}, "subscription": spec.subscription}},
+                "subscription_details": {"metadata": spec.subscription_metadata, "subscription": spec.subscription}},
             "due_date": null, "from_invoice": null, "last_finalization_error": null, "latest_revision": null,
             "webhooks_delivered_at": spec.now, "next_payment_attempt": null, "effective_at": spec.now,
             "status_transitions": {"finalized_at": spec.now, "marked_uncollectible_at": null, "paid_at": null, "voided_at": null},
-            "number": format!("{}-0001", &spec.customer[4..12].to_uppercase()),
+            "number": format!("{}-{:04}", &spec.customer[4..12].to_uppercase(), spec.sequence),
         }),
     )
 }

@@ -17,6 +17,8 @@ pub struct SessionPlan {
     pub interval: Option<String>,
     pub product_name: String,
     pub subscription_metadata: Value,
+    /// `payment_intent_data[metadata]`: what the payment intent and its charge carry.
+    pub payment_metadata: Value,
 }
 
 /// A stored answer to an idempotent request.
@@ -48,13 +50,23 @@ pub struct State {
     pub payout_of: HashMap<String, String>,
 }
 
+fn real_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl State {
     /// The simulator's now (unix seconds): the machine's clock plus every advance.
     pub fn now(&self) -> i64 {
-        let real = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        real + self.clock_offset
+        real_now().saturating_add(self.clock_offset)
+    }
+
+    /// Sets the clock to `at` (only forward), so what happens next is stamped `at`.
+    pub fn set_now(&mut self, at: i64) {
+        if at > self.now() {
+            self.clock_offset = at - real_now();
+        }
     }
 
     /// Stores a new object; its `object` field names its kind.

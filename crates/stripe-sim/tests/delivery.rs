@@ -230,3 +230,74 @@ async fn duplicates_and_shuffling_are_switchable() {
         "each event three times, same id"
     );
 }
+
+#[tokio::test]
+async fn shuffled_bursts_arrive_out_of_emission_order() {
+    let receiver = Receiver::default();
+    let url = listen(receiver.clone()).await;
+    let sim = spawn("127.0.0.1:0".parse().unwrap(), SimOptions::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    http.post(format!("http://{}/_sim/delivery", sim.addr))
+        .json(&json!({"shuffle": true, "webhook_url": url}))
+        .send()
+        .await
+        .unwrap();
+    // A subscription checkout emits a long burst (a dozen events), so a shuffle that kept
+    // emission order would be a one-in-hundreds-of-millions accident.
+    let session: Value = http
+        .post(format!("http://{}/v1/checkout/sessions", sim.addr))
+        .bearer_auth(sim.simulator.secret_key())
+        .form(&[
+            ("mode", "subscription"),
+            ("line_items[0][price_data][currency]", "usd"),
+            ("line_items[0][price_data][unit_amount]", "500"),
+            ("line_items[0][price_data][recurring][interval]", "month"),
+            ("success_url", "https://news.example.org/thanks"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = session["id"].as_str().unwrap();
+    http.post(format!("http://{}/_sim/checkout/{id}/pay", sim.addr))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let events: Value = http
+        .get(format!("http://{}/v1/events?limit=100", sim.addr))
+        .bearer_auth(sim.simulator.secret_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut emitted: Vec<String> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    emitted.reverse(); // lists are newest first
+    assert!(emitted.len() >= 10, "{emitted:?}");
+    let received = receiver.wait_for(emitted.len()).await;
+    let arrived: Vec<String> = received
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let (mut got, mut want) = (arrived.clone(), emitted.clone());
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every event arrives once");
+    assert_ne!(arrived, emitted, "the burst was shuffled");
+}

@@ -69,13 +69,18 @@ impl ClientError {
 impl From<stripe::StripeError> for ClientError {
     fn from(err: stripe::StripeError) -> Self {
         match err {
-            stripe::StripeError::Stripe(api, status) if status < 500 => Self::Refused {
-                status,
-                kind: api.type_.as_str().to_owned(),
-                code: api.code.as_ref().map(|c| c.as_str().to_owned()),
-                message: api.message.clone().unwrap_or_default(),
-                param: api.param.clone(),
-            },
+            // 409 (a request with this key still running) and 429 (rate limit) pass; retry.
+            stripe::StripeError::Stripe(api, status)
+                if status < 500 && status != 409 && status != 429 =>
+            {
+                Self::Refused {
+                    status,
+                    kind: api.type_.as_str().to_owned(),
+                    code: api.code.as_ref().map(|c| c.as_str().to_owned()),
+                    message: api.message.clone().unwrap_or_default(),
+                    param: api.param.clone(),
+                }
+            }
             stripe::StripeError::Stripe(api, status) => Self::Unavailable(format!(
                 "{status}: {}",
                 api.message.clone().unwrap_or_default()
@@ -321,7 +326,13 @@ impl StripeClient {
             .client_reference_id(new.contribution_id)
             .metadata(metadata.clone());
         if new.interval == Interval::Once {
-            request = request.submit_type(stripe_shared::CheckoutSessionSubmitType::Donate);
+            // The session's metadata stays on the session; the payment intent (and so its
+            // charge, refunds and disputes) gets its own copy only through payment_intent_data.
+            let mut intent = cs::CreateCheckoutSessionPaymentIntentData::new();
+            intent.metadata = Some(metadata.clone());
+            request = request
+                .submit_type(stripe_shared::CheckoutSessionSubmitType::Donate)
+                .payment_intent_data(intent);
         } else {
             let mut data = cs::CreateCheckoutSessionSubscriptionData::new();
             data.metadata = Some(metadata);

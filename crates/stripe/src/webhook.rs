@@ -21,6 +21,9 @@ pub enum SignatureError {
     /// No `Stripe-Signature` header.
     #[error("missing Stripe-Signature header")]
     MissingHeader,
+    /// No webhook secret is configured, so nothing can verify (KOPILKA__STRIPE__WEBHOOK_SECRET).
+    #[error("no webhook secret is configured")]
+    NoSecret,
     /// The header is not `t=…,v1=…`.
     #[error("malformed Stripe-Signature header: {0}")]
     Malformed(&'static str),
@@ -63,18 +66,21 @@ impl std::fmt::Debug for WebhookVerifier {
     }
 }
 
-/// The parsed header: the timestamp and every `v1` signature that is well-formed hex.
+/// The parsed header: the timestamp (as sent: the MAC covers these exact digits) and every
+/// `v1` signature that is well-formed hex.
 #[derive(Debug)]
-struct SignatureHeader {
+struct SignatureHeader<'a> {
+    timestamp_text: &'a str,
     timestamp: i64,
     signatures: Vec<[u8; 32]>,
 }
 
-fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
+fn parse_header(header: &str) -> Result<SignatureHeader<'_>, SignatureError> {
     let mut timestamp = None;
     let mut signatures = Vec::new();
-    for item in header.split(',') {
-        let Some((key, value)) = item.trim().split_once('=') else {
+    // Empty items (a trailing comma) are skipped, as Stripe's libraries do.
+    for item in header.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((key, value)) = item.split_once('=') else {
             return Err(SignatureError::Malformed("expected key=value pairs"));
         };
         match key {
@@ -82,10 +88,13 @@ fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
                 if timestamp.is_some() {
                     return Err(SignatureError::Malformed("more than one t"));
                 }
+                let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
                 let parsed = value
                     .parse::<i64>()
-                    .map_err(|_| SignatureError::Malformed("t is not a unix timestamp"))?;
-                timestamp = Some(parsed);
+                    .ok()
+                    .filter(|_| digits)
+                    .ok_or(SignatureError::Malformed("t is not a unix timestamp"))?;
+                timestamp = Some((value, parsed));
             }
             "v1" => {
                 let mut signature = [0_u8; 32];
@@ -97,20 +106,21 @@ fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
             _ => {}
         }
     }
-    let timestamp = timestamp.ok_or(SignatureError::Malformed("no t"))?;
+    let (timestamp_text, timestamp) = timestamp.ok_or(SignatureError::Malformed("no t"))?;
     if signatures.is_empty() {
         return Err(SignatureError::Malformed("no v1 signature"));
     }
     Ok(SignatureHeader {
+        timestamp_text,
         timestamp,
         signatures,
     })
 }
 
-fn mac(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
+fn mac(secret: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length, so this cannot fail.
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
-    mac.update(timestamp.to_string().as_bytes());
+    mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
     mac
@@ -150,10 +160,13 @@ impl WebhookVerifier {
         body: &[u8],
         now: i64,
     ) -> Result<(), SignatureError> {
+        if self.secrets.is_empty() {
+            return Err(SignatureError::NoSecret);
+        }
         let header = header.ok_or(SignatureError::MissingHeader)?;
         let parsed = parse_header(header)?;
         let matched = self.secrets.iter().any(|secret| {
-            let expected = mac(secret.expose_secret(), parsed.timestamp, body);
+            let expected = mac(secret.expose_secret(), parsed.timestamp_text, body);
             parsed
                 .signatures
                 .iter()
@@ -189,7 +202,9 @@ impl WebhookVerifier {
 /// `secret`; for the simulator's deliveries and for tests.
 #[must_use]
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let signature = mac(secret, timestamp, body).finalize().into_bytes();
+    let signature = mac(secret, &timestamp.to_string(), body)
+        .finalize()
+        .into_bytes();
     format!("t={timestamp},v1={}", hex::encode(signature))
 }
 
@@ -266,6 +281,19 @@ mod tests {
     }
 
     #[test]
+    fn empty_items_are_skipped_and_no_secret_is_its_own_error() {
+        let header = format!("{},", sign("whsec_test", NOW, BODY));
+        assert_eq!(
+            verifier(&["whsec_test"]).verify(Some(&header), BODY, NOW),
+            Ok(())
+        );
+        assert_eq!(
+            verifier(&[]).verify(Some(&header), BODY, NOW),
+            Err(SignatureError::NoSecret)
+        );
+    }
+
+    #[test]
     fn a_missing_header_is_its_own_error() {
         assert_eq!(
             verifier(&["whsec_test"]).verify(None, BODY, NOW),
@@ -277,7 +305,7 @@ mod tests {
     fn malformed_headers_are_named() {
         let v = verifier(&["whsec_test"]);
         for (header, why) in [
-            ("", "expected key=value pairs"),
+            ("", "no t"),
             ("garbage", "expected key=value pairs"),
             ("v1=abc", "no t"),
             ("t=abc,v1=00", "t is not a unix timestamp"),
@@ -285,6 +313,8 @@ mod tests {
             ("t=1764417600", "no v1 signature"),
             ("t=1764417600,v0=deadbeef", "no v1 signature"),
             ("t=1764417600,v1=zz", "no v1 signature"),
+            ("t=+1764417600,v1=00", "t is not a unix timestamp"),
+            ("t=-1,v1=00", "t is not a unix timestamp"),
         ] {
             assert_eq!(
                 v.verify(Some(header), BODY, NOW),

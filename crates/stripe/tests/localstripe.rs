@@ -18,8 +18,17 @@ use secrecy::SecretString;
 
 const LOCALSTRIPE: &str = "localstripe==1.15.10";
 
-/// The localstripe executable, installed into `<target>/tmp/localstripe-venv` if missing.
+/// The localstripe executable: `KOPILKA_LOCALSTRIPE` (the test script installs it), else
+/// installed here into `<target>/tmp/localstripe-venv` on first use.
 fn localstripe() -> PathBuf {
+    if let Some(installed) = std::env::var_os("KOPILKA_LOCALSTRIPE").map(PathBuf::from) {
+        assert!(
+            installed.is_file(),
+            "KOPILKA_LOCALSTRIPE={} is not a file",
+            installed.display()
+        );
+        return installed;
+    }
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("localstripe-venv");
     let binary = venv.join("bin/localstripe");
     if !binary.is_file() {

@@ -31,6 +31,24 @@ pub enum AppError {
         /// What to fix.
         message: String,
     },
+    /// The request conflicts with an earlier one (idempotency).
+    #[error("{message}")]
+    Conflict {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// A service we depend on (Stripe) refused or failed; 502, or 503 when `retry` is true.
+    #[error("{message}")]
+    Upstream {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What happened, for the widget.
+        message: String,
+        /// Whether retrying (with the same Idempotency-Key) may succeed.
+        retry: bool,
+    },
     /// The body is larger than the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -70,9 +88,13 @@ impl AppError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Upstream { retry: false, .. } => StatusCode::BAD_GATEWAY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Upstream { retry: true, .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,7 +105,10 @@ impl AppError {
         match self {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::BadRequest { code, .. } | Self::Unprocessable { code, .. } => code,
+            Self::BadRequest { code, .. }
+            | Self::Unprocessable { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Upstream { code, .. } => code,
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable => "service_unavailable",
@@ -131,13 +156,53 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let mut response = envelope(self.status(), self.code(), self.to_string());
-        if matches!(self, Self::Unavailable) {
+        if matches!(self, Self::Unavailable | Self::Upstream { retry: true, .. }) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("5"),
             );
         }
         response
+    }
+}
+
+impl From<kopilka_contributions::ContributionError> for AppError {
+    fn from(err: kopilka_contributions::ContributionError) -> Self {
+        use kopilka_contributions::ContributionError as E;
+        match err {
+            E::Refused(refusal) => Self::Unprocessable {
+                code: refusal.code,
+                message: refusal.message,
+            },
+            E::KeyReused => Self::Conflict {
+                code: "idempotency_key_reused",
+                message: err.to_string(),
+            },
+            E::InProgress => Self::Conflict {
+                code: "request_in_progress",
+                message: err.to_string(),
+            },
+            E::StripeUnavailable(_) => Self::Upstream {
+                code: "payment_provider_unavailable",
+                message: "the payment provider is unavailable; retry with the same Idempotency-Key"
+                    .into(),
+                retry: true,
+            },
+            E::StripeRefused(source) => {
+                tracing::error!(error = %source, "Stripe refused a request");
+                Self::Upstream {
+                    code: "payment_provider_error",
+                    message: "the payment provider refused the request".into(),
+                    retry: false,
+                }
+            }
+            E::NoStripe => Self::Upstream {
+                code: "payment_provider_not_configured",
+                message: "payments are not configured".into(),
+                retry: false,
+            },
+            E::Store(store) => store.into(),
+        }
     }
 }
 

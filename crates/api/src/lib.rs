@@ -5,11 +5,13 @@
 //! Handlers are thin: extract, call one use-case function, map the result. Routes live
 //! beside their handlers (one module per area) and are merged here.
 
+mod checkout;
 mod error;
 mod extract;
 mod health;
 mod layers;
 mod metrics;
+mod offer;
 mod openapi;
 mod serve;
 
@@ -27,23 +29,39 @@ pub use extract::ApiJson;
 pub use layers::with_layers;
 pub use serve::serve;
 
-/// What every handler may reach: the pool and the settings. Cheap to clone.
+/// What every handler may reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     /// The Postgres pool.
     pub pool: PgPool,
     /// The validated settings.
     pub settings: Arc<Settings>,
+    /// Stripe, when a key is configured.
+    pub stripe: Option<kopilka_stripe::StripeClient>,
+    /// The funding goal's latest figure (read by the offer, never computed per request).
+    pub goal: kopilka_recurring::GoalCache,
 }
 
 impl AppState {
-    /// State over `pool` and `settings`.
+    /// State over `pool` and `settings`, with the Stripe client the settings describe.
     #[must_use]
     pub fn new(pool: PgPool, settings: Settings) -> Self {
+        let stripe = kopilka_stripe::StripeClient::from_settings(&settings.stripe)
+            .inspect_err(|err| tracing::error!(error = %err, "Stripe client not built"))
+            .ok()
+            .flatten();
         Self {
             pool,
             settings: Arc::new(settings),
+            stripe,
+            goal: kopilka_recurring::GoalCache::default(),
         }
+    }
+
+    /// Starts what runs beside the requests: the goal's refresher.
+    pub fn start_background(&self) -> tokio::task::JoinHandle<()> {
+        self.goal
+            .spawn_refresher(self.pool.clone(), self.settings.offer.clone())
     }
 }
 
@@ -76,5 +94,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Documented routes, each registered with its OpenAPI operation.
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(health::routes())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(offer::routes())
+        .merge(checkout::routes())
 }

@@ -10,6 +10,9 @@ use crate::{ErrorBody, ErrorDetail};
         license(name = "AGPL-3.0-only")
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    tags((name = "health", description = "Liveness and readiness"))
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "contributions", description = "The offer and the checkout")
+    )
 )]
 pub(crate) struct ApiDoc;

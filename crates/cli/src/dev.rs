@@ -83,7 +83,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ));
 
     let grace = settings.server.shutdown_grace();
-    let app = kopilka_api::router(AppState::new(pool.clone(), settings));
+    let state = AppState::new(pool.clone(), settings);
+    state.start_background();
+    let app = kopilka_api::router(state);
     kopilka_api::serve(listener, app, shutdown, grace).await?;
     pool.close().await;
     if let Some(cluster) = cluster {

@@ -34,7 +34,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let grace = settings.server.shutdown_grace();
     tracing::info!(%addr, env = %settings.env, "serving");
-    let app = kopilka_api::router(AppState::new(pool, settings));
+    let state = AppState::new(pool, settings);
+    state.start_background();
+    let app = kopilka_api::router(state);
     kopilka_api::serve(listener, app, shutdown, grace).await?;
     tracing::info!("stopped");
     Ok(())

@@ -13,6 +13,7 @@ pub mod id;
 mod interval;
 mod money;
 mod rate;
+mod status;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use currency::{Currency, CurrencyError};
@@ -20,3 +21,4 @@ pub use email::{Email, EmailError};
 pub use interval::{Interval, IntervalError};
 pub use money::{Money, MoneyError};
 pub use rate::{Rate, RateError};
+pub use status::{ContributionStatus, StatusError};

@@ -21,6 +21,10 @@ pub struct TestApp {
     pub db: Option<TestDatabase>,
     /// The app's own pool.
     pub pool: sqlx::PgPool,
+    /// The app's state (the goal cache, the Stripe client).
+    pub state: AppState,
+    /// The Stripe simulator the app talks to.
+    pub stripe: kopilka_stripe_sim::Spawned,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -44,8 +48,20 @@ impl TestApp {
     /// When the app cannot start.
     pub async fn spawn_on(url: SecretString, configure: impl FnOnce(&mut Settings)) -> Self {
         crate::init_test_logging();
+        let stripe = kopilka_stripe_sim::spawn(
+            "127.0.0.1:0".parse().expect("an address"),
+            kopilka_stripe_sim::SimOptions::default(),
+        )
+        .await
+        .expect("the Stripe simulator starts");
         let mut settings = test_settings();
         settings.database.url = Some(url.clone());
+        settings.stripe.secret_key =
+            Some(SecretString::from(stripe.simulator.secret_key().to_owned()));
+        settings.stripe.webhook_secret = vec![SecretString::from(
+            stripe.simulator.webhook_secret().to_owned(),
+        )];
+        settings.stripe.api_base = Some(stripe.simulator.base_url().parse().expect("a URL"));
         configure(&mut settings);
         settings.validate().expect("test settings are valid");
         let pool = kopilka_store::connect(&settings.database, &url).expect("a pool");
@@ -53,7 +69,9 @@ impl TestApp {
             .await
             .expect("a free port");
         let address = listener.local_addr().expect("a local address");
-        let app = kopilka_api::router(AppState::new(pool.clone(), settings.clone()));
+        let state = AppState::new(pool.clone(), settings.clone());
+        state.start_background();
+        let app = kopilka_api::router(state.clone());
         let (shutdown, stop) = oneshot::channel::<()>();
         let grace = settings.server.shutdown_grace();
         tokio::spawn(async move {
@@ -70,6 +88,8 @@ impl TestApp {
             settings,
             db: None,
             pool,
+            state,
+            stripe,
             shutdown: Some(shutdown),
         }
     }

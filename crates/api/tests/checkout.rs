@@ -1,0 +1,295 @@
+//! `GET /v1/offer` and `POST /v1/checkout` against a real Postgres and the Stripe simulator.
+
+use std::time::Duration;
+
+use kopilka_store::PrivatePostgres;
+use kopilka_test_support::{TestApp, eventually, send};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn sim_session(app: &TestApp, id: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!(
+            "{}/v1/checkout/sessions/{id}",
+            app.stripe.simulator.base_url()
+        ))
+        .bearer_auth(app.stripe.simulator.secret_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn checkout(
+    app: &TestApp,
+    body: Value,
+    key: Option<&str>,
+) -> kopilka_test_support::ApiResponse {
+    let mut request = app.api.request(Method::POST, "/v1/checkout").json(&body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    send(request).await
+}
+
+async fn contributions(app: &TestApp) -> Vec<(uuid::Uuid, String, String, Option<String>)> {
+    sqlx::query_as("SELECT id, interval, status, stripe_checkout_session_id FROM contributions ORDER BY created_at")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_offer_follows_currency_and_country() {
+    let app = TestApp::spawn().await;
+    let default = app.api.get("/v1/offer").await;
+    assert_eq!(default.status, StatusCode::OK);
+    let offer = default.json();
+    assert_eq!(offer["currency"], "usd");
+    assert_eq!(offer["default_interval"], "month");
+    assert_eq!(
+        offer["intervals"]["month"]["minimum_minor"], 200,
+        "support us monthly from just $2"
+    );
+    assert_eq!(offer["goal"]["target_minor"], 1_000_000);
+    assert_eq!(offer["goal"]["currency"], "usd");
+
+    assert_eq!(
+        app.api.get("/v1/offer?country=DE").await.json()["currency"],
+        "eur"
+    );
+    assert_eq!(
+        app.api.get("/v1/offer?country=de").await.json()["currency"],
+        "eur"
+    );
+    assert_eq!(
+        app.api.get("/v1/offer?country=BR").await.json()["currency"],
+        "usd",
+        "unmapped countries get the default"
+    );
+    let yen = app
+        .api
+        .get("/v1/offer?currency=JPY&country=DE")
+        .await
+        .json();
+    assert_eq!(
+        yen["currency"], "jpy",
+        "an explicit currency wins over the country"
+    );
+    assert_eq!(
+        yen["intervals"]["once"]["presets"],
+        json!([1000, 3000, 5000])
+    );
+
+    assert_eq!(
+        app.api.get("/v1/offer?currency=xyz").await.error_code(422),
+        "unknown_currency"
+    );
+    assert_eq!(
+        app.api.get("/v1/offer?currency=chf").await.error_code(422),
+        "currency_not_offered"
+    );
+}
+
+#[tokio::test]
+async fn the_offer_answers_from_memory_while_postgres_is_down() {
+    let cluster = tokio::task::spawn_blocking(PrivatePostgres::start_throwaway)
+        .await
+        .unwrap()
+        .unwrap();
+    let app = TestApp::spawn_on(cluster.url("postgres"), |_| {}).await;
+    kopilka_store::migrate(&app.pool).await.unwrap();
+    app.state.goal.nudge();
+    let figure = eventually(
+        "the goal to be computed",
+        Duration::from_secs(20),
+        || async { app.api.get("/v1/offer").await.json()["goal"]["current_minor"].as_i64() },
+    )
+    .await;
+    assert_eq!(figure, 0);
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop();
+        cluster
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        app.api.readyz().await.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Postgres is really down"
+    );
+    for _ in 0..20 {
+        let offer = app.api.get("/v1/offer?country=GB").await;
+        assert_eq!(offer.status, StatusCode::OK);
+        assert_eq!(
+            offer.json()["goal"]["current_minor"],
+            0,
+            "the cached figure"
+        );
+    }
+    drop(app);
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn checkouts_start_once_monthly_and_annual_in_usd_and_yen() {
+    let app = TestApp::spawn().await;
+    for (interval, amount, currency, mode) in [
+        ("once", 2500, "usd", "payment"),
+        ("month", 500, "usd", "subscription"),
+        ("year", 5000, "usd", "subscription"),
+        ("once", 3000, "jpy", "payment"),
+        ("month", 500, "JPY", "subscription"),
+    ] {
+        let response = checkout(&app, json!({"interval": interval, "amount_minor": amount, "currency": currency, "email": "reader@example.org"}), None).await;
+        assert_eq!(
+            response.status,
+            StatusCode::CREATED,
+            "{interval} {currency}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let body = response.json();
+        let contribution = body["contribution_id"].as_str().unwrap().to_owned();
+        let url = body["checkout_url"].as_str().unwrap();
+        let session_id = url.rsplit('/').next().unwrap();
+        let session = sim_session(&app, session_id).await;
+        assert_eq!(session["mode"], mode);
+        assert_eq!(session["amount_total"], amount);
+        assert_eq!(session["currency"], currency.to_lowercase());
+        assert_eq!(session["client_reference_id"], contribution.as_str());
+        assert_eq!(
+            session["metadata"]["contribution_id"],
+            contribution.as_str()
+        );
+        assert_eq!(session["customer_email"], "reader@example.org");
+        assert!(
+            session["success_url"]
+                .as_str()
+                .unwrap()
+                .contains(&contribution)
+        );
+    }
+    let rows = contributions(&app).await;
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .all(|(_, _, status, session)| status == "pending" && session.is_some())
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_retries_safe_and_refuses_another_body() {
+    let app = TestApp::spawn().await;
+    let body = json!({"interval": "month", "amount_minor": 700, "currency": "eur"});
+    let first = checkout(&app, body.clone(), Some("widget-7f3a")).await;
+    let again = checkout(&app, body.clone(), Some("widget-7f3a")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(first.json(), again.json(), "the same answer");
+    assert_eq!(
+        contributions(&app).await.len(),
+        1,
+        "nothing new was created"
+    );
+
+    let other = checkout(
+        &app,
+        json!({"interval": "month", "amount_minor": 900, "currency": "eur"}),
+        Some("widget-7f3a"),
+    )
+    .await;
+    assert_eq!(other.error_code(409), "idempotency_key_reused");
+    assert_eq!(contributions(&app).await.len(), 1);
+
+    let bad_key = checkout(&app, body, Some("has spaces")).await;
+    assert_eq!(bad_key.error_code(400), "invalid_idempotency_key");
+}
+
+#[tokio::test]
+async fn refused_checkouts_say_why_and_create_nothing() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.offer.return_origins = vec!["https://news.example.org".into()];
+    })
+    .await;
+    for (body, code) in [
+        (
+            json!({"interval": "month", "amount_minor": 199, "currency": "usd"}),
+            "amount_below_minimum",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 1_000_001, "currency": "usd"}),
+            "amount_above_maximum",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 0, "currency": "usd"}),
+            "amount_below_minimum",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": -500, "currency": "usd"}),
+            "amount_below_minimum",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 500, "currency": "zzz"}),
+            "unknown_currency",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 500, "currency": "chf"}),
+            "currency_not_offered",
+        ),
+        (
+            json!({"interval": "weekly", "amount_minor": 500, "currency": "usd"}),
+            "invalid_interval",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 500, "currency": "usd", "email": "not-an-address"}),
+            "invalid_email",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 500, "currency": "usd", "return_url": "https://evil.example.com/x"}),
+            "return_url_not_allowed",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 500, "currency": "usd", "return_url": "javascript:alert(1)"}),
+            "return_url_not_allowed",
+        ),
+    ] {
+        let response = checkout(&app, body.clone(), None).await;
+        assert_eq!(response.error_code(422), code, "{body}");
+    }
+    let typed_wrong = checkout(
+        &app,
+        json!({"interval": "once", "amount_minor": 12.5, "currency": "usd"}),
+        None,
+    )
+    .await;
+    assert_eq!(typed_wrong.error_code(422), "invalid_body");
+    let huge = checkout(&app, json!({"interval": "once", "amount_minor": 9_223_372_036_854_775_807_i64, "currency": "usd"}), None).await;
+    assert_eq!(huge.error_code(422), "amount_above_maximum");
+    assert!(contributions(&app).await.is_empty(), "nothing was created");
+
+    let allowed = checkout(&app, json!({"interval": "once", "amount_minor": 500, "currency": "usd", "return_url": "https://news.example.org/story/42"}), None).await;
+    assert_eq!(allowed.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn stripe_unavailable_is_a_503_and_a_retry_with_the_key_reuses_the_contribution() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.stripe.api_base = Some("http://127.0.0.1:9".parse().unwrap());
+    })
+    .await;
+    let body = json!({"interval": "once", "amount_minor": 1500, "currency": "usd"});
+    let first = checkout(&app, body.clone(), Some("retry-me")).await;
+    assert_eq!(first.error_code(503), "payment_provider_unavailable");
+    assert!(first.headers.get("retry-after").is_some());
+    let second = checkout(&app, body, Some("retry-me")).await;
+    assert_eq!(second.error_code(503), "payment_provider_unavailable");
+    let rows = contributions(&app).await;
+    assert_eq!(rows.len(), 1, "the retry reused the pending contribution");
+    assert_eq!(rows[0].2, "pending");
+    assert!(rows[0].3.is_none(), "no session was created");
+}

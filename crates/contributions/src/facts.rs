@@ -1,0 +1,356 @@
+//! Facts from Stripe, applied to contributions. The webhook issue turns events into these;
+//! each function is idempotent and safe against a stale fact arriving after a newer one.
+
+use kopilka_domain::id::ContributionId;
+use kopilka_domain::{ContributionStatus, Money};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use crate::ContributionError;
+use crate::ledger::{self, EntryKind, NewEntry};
+
+/// What applying a fact did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The fact changed something.
+    Changed,
+    /// Already applied, or older than what is known: nothing changed.
+    Unchanged,
+    /// It names a contribution Kopilka does not have (e.g. a session made elsewhere).
+    Unknown,
+}
+
+fn at(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// `checkout.session.completed` (and `checkout.session.async_payment_succeeded`).
+#[derive(Debug, Clone)]
+pub struct CheckoutCompleted {
+    /// `cs_…`.
+    pub session_id: String,
+    /// Our id, from `client_reference_id`.
+    pub contribution_id: ContributionId,
+    /// `payment_status == "paid"`; a completed but unpaid session (delayed methods) waits.
+    pub paid: bool,
+    /// `cus_…`.
+    pub customer: Option<String>,
+    /// `pi_…` (payment mode).
+    pub payment_intent: Option<String>,
+    /// `sub_…` (subscription mode).
+    pub subscription: Option<String>,
+    /// `amount_total` in the session's currency.
+    pub amount: Option<Money>,
+    /// The event's `created`.
+    pub occurred_at: i64,
+}
+
+/// Reads a contribution's status and watermark, locking its row for the transaction.
+async fn status_for_update(
+    conn: &mut PgConnection,
+    id: ContributionId,
+) -> Result<Option<(ContributionStatus, i64)>, ContributionError> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT status, stripe_watermark FROM contributions WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.and_then(|(status, watermark)| Some((status.parse().ok()?, watermark))))
+}
+
+/// Moves a contribution to `next` if that is a step forward and the fact is not older than
+/// the newest fact already applied (a dispute's "created" arriving after its "closed: won"
+/// must not reopen it).
+async fn move_to(
+    conn: &mut PgConnection,
+    id: ContributionId,
+    next: ContributionStatus,
+    occurred_at: i64,
+) -> Result<Applied, ContributionError> {
+    let Some((current, watermark)) = status_for_update(conn, id).await? else {
+        return Ok(Applied::Unknown);
+    };
+    if !current.may_become(next) || occurred_at < watermark {
+        return Ok(Applied::Unchanged);
+    }
+    sqlx::query(
+        "UPDATE contributions SET status = $2, stripe_watermark = greatest(stripe_watermark, $3),
+             paid_at = CASE WHEN $2 = 'paid' THEN coalesce(paid_at, to_timestamp($3)) ELSE paid_at END
+         WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(next.as_str())
+    .bind(occurred_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Applied::Changed)
+}
+
+/// A checkout completed: the contribution learns its Stripe ids and, when paid, becomes
+/// paid; a one-off payment enters the ledger (a plan's first payment enters with its
+/// invoice, through the recurring crate).
+///
+/// # Errors
+/// Storage errors.
+pub async fn checkout_completed(
+    conn: &mut PgConnection,
+    fact: &CheckoutCompleted,
+) -> Result<Applied, ContributionError> {
+    let linked = sqlx::query(
+        "UPDATE contributions SET
+             stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
+             stripe_customer_id = coalesce(stripe_customer_id, $3),
+             stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $4),
+             stripe_subscription_id = coalesce(stripe_subscription_id, $5)
+         WHERE id = $1",
+    )
+    .bind(fact.contribution_id.as_uuid())
+    .bind(&fact.session_id)
+    .bind(&fact.customer)
+    .bind(&fact.payment_intent)
+    .bind(&fact.subscription)
+    .execute(&mut *conn)
+    .await?;
+    if linked.rows_affected() == 0 {
+        return Ok(Applied::Unknown);
+    }
+    if !fact.paid {
+        return Ok(Applied::Unchanged);
+    }
+    let mut changed = move_to(
+        conn,
+        fact.contribution_id,
+        ContributionStatus::Paid,
+        fact.occurred_at,
+    )
+    .await?
+        == Applied::Changed;
+    if let (Some(pi), Some(amount), None) = (&fact.payment_intent, fact.amount, &fact.subscription)
+    {
+        changed |= ledger::record(
+            conn,
+            &NewEntry {
+                kind: EntryKind::Payment,
+                stripe_id: pi,
+                payment_intent_id: Some(pi),
+                contribution_id: Some(fact.contribution_id),
+                plan_id: None,
+                amount,
+                occurred_at: at(fact.occurred_at),
+            },
+        )
+        .await?;
+    }
+    Ok(if changed {
+        Applied::Changed
+    } else {
+        Applied::Unchanged
+    })
+}
+
+/// A payment for the contribution landed (a plan's first invoice was paid).
+///
+/// # Errors
+/// Storage errors.
+pub async fn payment_landed(
+    conn: &mut PgConnection,
+    contribution_id: ContributionId,
+    occurred_at: i64,
+) -> Result<Applied, ContributionError> {
+    move_to(conn, contribution_id, ContributionStatus::Paid, occurred_at).await
+}
+
+/// `checkout.session.expired`: an unpaid contribution becomes abandoned.
+///
+/// # Errors
+/// Storage errors.
+pub async fn checkout_expired(
+    conn: &mut PgConnection,
+    contribution_id: ContributionId,
+    occurred_at: i64,
+) -> Result<Applied, ContributionError> {
+    move_to(
+        conn,
+        contribution_id,
+        ContributionStatus::Abandoned,
+        occurred_at,
+    )
+    .await
+}
+
+/// `payment_intent.payment_failed` for a checkout: the reader's card was declined.
+///
+/// # Errors
+/// Storage errors.
+pub async fn payment_failed(
+    conn: &mut PgConnection,
+    contribution_id: ContributionId,
+    occurred_at: i64,
+) -> Result<Applied, ContributionError> {
+    move_to(
+        conn,
+        contribution_id,
+        ContributionStatus::Failed,
+        occurred_at,
+    )
+    .await
+}
+
+/// One refund of a payment (`charge.refunded` carries the refunds; each is applied once).
+#[derive(Debug, Clone)]
+pub struct RefundFact {
+    /// `re_…`.
+    pub refund_id: String,
+    /// The refunded payment.
+    pub payment_intent: String,
+    /// How much was refunded (positive).
+    pub amount: Money,
+    /// The refund's `created`.
+    pub occurred_at: i64,
+}
+
+async fn contribution_of_payment(
+    conn: &mut PgConnection,
+    payment_intent: &str,
+) -> Result<Option<ContributionId>, ContributionError> {
+    let id: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT contribution_id FROM ledger_entries WHERE stripe_id = $1 AND kind = 'payment'
+         UNION ALL SELECT id FROM contributions WHERE stripe_payment_intent_id = $1 LIMIT 1",
+    )
+    .bind(payment_intent)
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
+    Ok(id.map(ContributionId::from_uuid))
+}
+
+/// A refund enters the ledger (negative); a contribution whose payment is refunded in full
+/// becomes refunded.
+///
+/// # Errors
+/// Storage errors.
+pub async fn refund_recorded(
+    conn: &mut PgConnection,
+    fact: &RefundFact,
+) -> Result<Applied, ContributionError> {
+    let contribution = contribution_of_payment(conn, &fact.payment_intent).await?;
+    let negative = Money::new(-fact.amount.minor().abs(), fact.amount.currency());
+    let new = ledger::record(
+        conn,
+        &NewEntry {
+            kind: EntryKind::Refund,
+            stripe_id: &fact.refund_id,
+            payment_intent_id: Some(&fact.payment_intent),
+            contribution_id: contribution,
+            plan_id: None,
+            amount: negative,
+            occurred_at: at(fact.occurred_at),
+        },
+    )
+    .await?;
+    if let Some(contribution) = contribution
+        && ledger::remaining_of_payment(conn, &fact.payment_intent).await? <= 0
+        && own_payment(conn, contribution, &fact.payment_intent).await?
+    {
+        move_to(
+            conn,
+            contribution,
+            ContributionStatus::Refunded,
+            fact.occurred_at,
+        )
+        .await?;
+    }
+    Ok(if new {
+        Applied::Changed
+    } else {
+        Applied::Unchanged
+    })
+}
+
+/// Whether `payment_intent` is the contribution's own first payment (not a plan renewal).
+async fn own_payment(
+    conn: &mut PgConnection,
+    contribution: ContributionId,
+    payment_intent: &str,
+) -> Result<bool, ContributionError> {
+    let own: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $2 AND contribution_id = $1 AND plan_id IS NULL)",
+    )
+    .bind(contribution.as_uuid())
+    .bind(payment_intent)
+    .fetch_one(conn)
+    .await?;
+    Ok(own)
+}
+
+/// A dispute's lifecycle, as far as money goes.
+#[derive(Debug, Clone)]
+pub struct DisputeFact {
+    /// `dp_…`.
+    pub dispute_id: String,
+    /// The disputed payment.
+    pub payment_intent: String,
+    /// The disputed amount (positive).
+    pub amount: Money,
+    /// `None` while open; `Some(true)` when won, `Some(false)` when lost.
+    pub won: Option<bool>,
+    /// The event's `created`.
+    pub occurred_at: i64,
+}
+
+/// `charge.dispute.created` / `.closed`: the funds leave the ledger when the dispute opens
+/// and come back if it is won; the contribution is disputed, then paid again if won.
+///
+/// # Errors
+/// Storage errors.
+pub async fn dispute_changed(
+    conn: &mut PgConnection,
+    fact: &DisputeFact,
+) -> Result<Applied, ContributionError> {
+    let contribution = contribution_of_payment(conn, &fact.payment_intent).await?;
+    let amount = fact.amount.minor().abs();
+    let entry = |kind, stripe_id, minor| NewEntry {
+        kind,
+        stripe_id,
+        payment_intent_id: Some(&fact.payment_intent),
+        contribution_id: contribution,
+        plan_id: None,
+        amount: Money::new(minor, fact.amount.currency()),
+        occurred_at: at(fact.occurred_at),
+    };
+    // The withdrawal is recorded whichever event arrives first.
+    let mut changed =
+        ledger::record(conn, &entry(EntryKind::Dispute, &fact.dispute_id, -amount)).await?;
+    if fact.won == Some(true) {
+        let reinstated = format!("{}:won", fact.dispute_id);
+        changed |= ledger::record(
+            conn,
+            &entry(EntryKind::DisputeReversal, &reinstated, amount),
+        )
+        .await?;
+    }
+    if let Some(contribution) = contribution {
+        move_to(
+            conn,
+            contribution,
+            ContributionStatus::Disputed,
+            fact.occurred_at,
+        )
+        .await?;
+        if fact.won == Some(true) {
+            move_to(
+                conn,
+                contribution,
+                ContributionStatus::Paid,
+                fact.occurred_at,
+            )
+            .await?;
+        }
+    }
+    Ok(if changed {
+        Applied::Changed
+    } else {
+        Applied::Unchanged
+    })
+}

@@ -1,0 +1,29 @@
+use kopilka_contributions::ContributionError;
+use kopilka_store::StoreError;
+use kopilka_stripe::ClientError;
+
+/// What can go wrong with a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum RecurringError {
+    /// No such plan.
+    #[error("no such plan")]
+    NotFound,
+    /// The change makes no sense for this plan (e.g. resuming a canceled plan).
+    #[error("{0}")]
+    Refused(String),
+    /// Stripe refused or could not be reached.
+    #[error(transparent)]
+    Stripe(#[from] ClientError),
+    /// The contributions side.
+    #[error(transparent)]
+    Contribution(#[from] ContributionError),
+    /// Postgres.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RecurringError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(err.into())
+    }
+}

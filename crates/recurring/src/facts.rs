@@ -1,0 +1,174 @@
+//! Facts from Stripe about plans. Idempotent and order-proof: a subscription state older
+//! than the one stored never overwrites it; each paid invoice is one ledger row.
+
+use kopilka_contributions::facts::Applied;
+use kopilka_contributions::ledger::{self, EntryKind, NewEntry};
+use kopilka_domain::id::ContributionId;
+use kopilka_domain::{Interval, Money};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use crate::RecurringError;
+
+/// A subscription's state (`customer.subscription.created/updated/deleted`, or Stripe's
+/// answer to a change).
+#[derive(Debug, Clone)]
+pub struct SubscriptionFact {
+    /// `sub_…`.
+    pub subscription_id: String,
+    /// `cus_…`.
+    pub customer: Option<String>,
+    /// From the subscription's metadata (set at checkout); needed to create the plan.
+    pub contribution_id: Option<ContributionId>,
+    /// Stripe's status.
+    pub status: String,
+    /// Per interval.
+    pub amount: Money,
+    /// Monthly or annual.
+    pub interval: Interval,
+    /// The end of the current period (unix seconds).
+    pub current_period_end: i64,
+    /// Whether it ends then.
+    pub cancel_at_period_end: bool,
+    /// When Stripe reported this state (the event's `created`).
+    pub occurred_at: i64,
+}
+
+/// Stores a subscription state unless a newer one is already stored. Within the same second
+/// (Stripe's resolution), `incomplete` never replaces a later state, and nothing replaces an
+/// ended one.
+///
+/// # Errors
+/// Storage errors.
+pub async fn subscription_changed(
+    conn: &mut PgConnection,
+    fact: &SubscriptionFact,
+) -> Result<Applied, RecurringError> {
+    if fact.interval == Interval::Once {
+        return Ok(Applied::Unknown);
+    }
+    let end = OffsetDateTime::from_unix_timestamp(fact.current_period_end).ok();
+    let contribution = match fact.contribution_id {
+        Some(id) => Some(id.as_uuid()),
+        None => {
+            sqlx::query_scalar(
+                "SELECT contribution_id FROM recurring_plans WHERE stripe_subscription_id = $1",
+            )
+            .bind(&fact.subscription_id)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
+    let Some(contribution) = contribution else {
+        return Ok(Applied::Unknown);
+    };
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM contributions WHERE id = $1)")
+            .bind(contribution)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        return Ok(Applied::Unknown);
+    }
+    let written = sqlx::query(
+        "INSERT INTO recurring_plans AS p
+             (id, contribution_id, stripe_subscription_id, stripe_customer_id, status, interval, amount_minor,
+              currency, current_period_end, cancel_at_period_end, stripe_watermark)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (stripe_subscription_id) DO UPDATE SET
+             stripe_customer_id = coalesce(p.stripe_customer_id, EXCLUDED.stripe_customer_id),
+             status = EXCLUDED.status, interval = EXCLUDED.interval, amount_minor = EXCLUDED.amount_minor,
+             currency = EXCLUDED.currency, current_period_end = EXCLUDED.current_period_end,
+             cancel_at_period_end = EXCLUDED.cancel_at_period_end, stripe_watermark = EXCLUDED.stripe_watermark
+         WHERE p.stripe_watermark < EXCLUDED.stripe_watermark
+            OR (p.stripe_watermark = EXCLUDED.stripe_watermark
+                AND p.status NOT IN ('canceled', 'incomplete_expired')
+                AND EXCLUDED.status <> 'incomplete'
+                AND (p.status, p.amount_minor, p.interval, p.current_period_end, p.cancel_at_period_end)
+                    IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.amount_minor, EXCLUDED.interval,
+                                      EXCLUDED.current_period_end, EXCLUDED.cancel_at_period_end))",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(contribution)
+    .bind(&fact.subscription_id)
+    .bind(&fact.customer)
+    .bind(&fact.status)
+    .bind(fact.interval.as_str())
+    .bind(fact.amount.minor())
+    .bind(fact.amount.currency().stripe_code())
+    .bind(end)
+    .bind(fact.cancel_at_period_end)
+    .bind(fact.occurred_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(if written.rows_affected() == 1 {
+        Applied::Changed
+    } else {
+        Applied::Unchanged
+    })
+}
+
+/// `invoice.paid` for a subscription.
+#[derive(Debug, Clone)]
+pub struct InvoicePaid {
+    /// `in_…`.
+    pub invoice_id: String,
+    /// `parent.subscription_details.subscription`.
+    pub subscription_id: String,
+    /// `payments.data[].payment.payment_intent`, when present.
+    pub payment_intent: Option<String>,
+    /// `amount_paid`.
+    pub amount: Money,
+    /// When it was paid (the event's `created`).
+    pub occurred_at: i64,
+}
+
+/// A paid invoice is one ledger row tied to its plan (keyed by its payment intent, or the
+/// invoice when none is given); the plan's first payment also marks its contribution paid.
+/// `Unknown` when the plan is not known yet (the invoice arrived before the subscription):
+/// the caller retries later.
+///
+/// # Errors
+/// Storage errors.
+pub async fn invoice_paid(
+    conn: &mut PgConnection,
+    fact: &InvoicePaid,
+) -> Result<Applied, RecurringError> {
+    let plan: Option<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "SELECT id, contribution_id FROM recurring_plans WHERE stripe_subscription_id = $1",
+    )
+    .bind(&fact.subscription_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((plan, contribution)) = plan else {
+        return Ok(Applied::Unknown);
+    };
+    let contribution = ContributionId::from_uuid(contribution);
+    let key = fact.payment_intent.as_deref().unwrap_or(&fact.invoice_id);
+    let new = ledger::record(
+        conn,
+        &NewEntry {
+            kind: EntryKind::Payment,
+            stripe_id: key,
+            payment_intent_id: Some(key),
+            contribution_id: Some(contribution),
+            plan_id: Some(plan),
+            amount: fact.amount,
+            occurred_at: OffsetDateTime::from_unix_timestamp(fact.occurred_at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        },
+    )
+    .await?;
+    kopilka_contributions::facts::payment_landed(conn, contribution, fact.occurred_at).await?;
+    Ok(if new {
+        Applied::Changed
+    } else {
+        Applied::Unchanged
+    })
+}
+
+/// Whether `status` counts as a live plan (for the goal and supporter status).
+#[must_use]
+pub fn is_live(status: &str) -> bool {
+    matches!(status, "active" | "past_due" | "trialing")
+}

@@ -1,0 +1,225 @@
+//! "This costs us $10,000 a month: help us fill the gap." The figure is live monthly
+//! recurring revenue (annual plans count a twelfth) plus one-off gifts this calendar month
+//! (UTC), in the goal's currency; other currencies count only through the configured rates.
+//! It is computed off the request path and kept in a [`GoalCache`] that the offer endpoint
+//! reads without touching Postgres.
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use kopilka_config::OfferSettings;
+use kopilka_domain::{Currency, Money};
+use kopilka_store::PgPool;
+use serde::Serialize;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use crate::RecurringError;
+
+/// The goal's progress at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GoalFigure {
+    /// The goal's currency.
+    pub currency: Currency,
+    /// The monthly target.
+    pub target_minor: i64,
+    /// Monthly recurring revenue plus this month's one-off gifts.
+    pub current_minor: i64,
+    /// When it was computed (unix seconds).
+    pub computed_at: i64,
+}
+
+/// The first instant of `now`'s calendar month (UTC) and of the next one.
+#[must_use]
+pub fn month_bounds(now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+    let now = now.to_offset(time::UtcOffset::UTC);
+    let start = now
+        .replace_day(1)
+        .unwrap_or(now)
+        .replace_time(time::Time::MIDNIGHT);
+    let (year, month) = if now.month() == time::Month::December {
+        (now.year() + 1, time::Month::January)
+    } else {
+        (now.year(), now.month().next())
+    };
+    let next = time::Date::from_calendar_date(year, month, 1)
+        .map_or(start, |date| start.replace_date(date));
+    (start, next)
+}
+
+/// Computes the figure at `now`.
+///
+/// # Errors
+/// Storage errors, or an overflow (never with real amounts).
+pub async fn compute(
+    conn: &mut PgConnection,
+    offer: &OfferSettings,
+    now: OffsetDateTime,
+) -> Result<GoalFigure, RecurringError> {
+    let goal = offer.goal.currency;
+    // Annualised per currency (monthly × 12 + annual), divided by 12 once at the end, so
+    // twelve annual plans of 1 200 make exactly 1 200 a month.
+    let recurring: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT currency, sum(CASE interval WHEN 'month' THEN amount_minor * 12 ELSE amount_minor END)::bigint
+         FROM recurring_plans WHERE status IN ('active', 'past_due', 'trialing') GROUP BY currency",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let (start, end) = month_bounds(now);
+    let one_off: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT l.currency, sum(l.amount_minor)::bigint
+         FROM ledger_entries l JOIN contributions c ON c.id = l.contribution_id
+         WHERE c.interval = 'once' AND l.plan_id IS NULL AND l.kind <> 'fee'
+           AND l.occurred_at >= $1 AND l.occurred_at < $2
+         GROUP BY l.currency",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let in_goal = |rows: Vec<(String, i64)>| -> Result<i64, RecurringError> {
+        let mut total = Money::zero(goal);
+        for (currency, minor) in rows {
+            let Ok(currency) = currency.parse::<Currency>() else {
+                continue;
+            };
+            let amount = Money::new(minor, currency);
+            let converted = if currency == goal {
+                amount
+            } else {
+                match offer.rates.get(&currency) {
+                    Some(rate) => amount
+                        .convert(goal, *rate)
+                        .map_err(|e| RecurringError::Refused(e.to_string()))?,
+                    // Validation requires a rate for every offered currency; anything else
+                    // (a currency since removed from the offer) is left out, and said so.
+                    None => {
+                        tracing::warn!(%currency, "no rate: left out of the goal");
+                        continue;
+                    }
+                }
+            };
+            total = total
+                .checked_add(converted)
+                .map_err(|e| RecurringError::Refused(e.to_string()))?;
+        }
+        Ok(total.minor())
+    };
+    let monthly = in_goal(recurring)? / 12;
+    let gifts = in_goal(one_off)?;
+    Ok(GoalFigure {
+        currency: goal,
+        target_minor: offer.goal.target_minor,
+        current_minor: monthly + gifts,
+        computed_at: now.unix_timestamp(),
+    })
+}
+
+/// The latest figure, shared by the refresher (writes) and the offer endpoint (reads).
+#[derive(Clone, Default)]
+pub struct GoalCache {
+    figure: Arc<RwLock<Option<GoalFigure>>>,
+    nudge: Arc<Notify>,
+}
+
+impl std::fmt::Debug for GoalCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GoalCache")
+            .field("figure", &self.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GoalCache {
+    /// The last computed figure; `None` until the first computation succeeded.
+    #[must_use]
+    pub fn get(&self) -> Option<GoalFigure> {
+        self.figure
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Asks the refresher to recompute now (a payment landed).
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Recomputes the figure from `pool` at `now`.
+    ///
+    /// # Errors
+    /// Storage errors; the previous figure stays.
+    pub async fn refresh(
+        &self,
+        pool: &PgPool,
+        offer: &OfferSettings,
+        now: OffsetDateTime,
+    ) -> Result<(), RecurringError> {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(kopilka_store::StoreError::from)?;
+        let figure = compute(&mut conn, offer, now).await?;
+        *self.figure.write().unwrap_or_else(PoisonError::into_inner) = Some(figure);
+        Ok(())
+    }
+
+    /// Refreshes every `offer.goal.refresh_secs` and whenever nudged, until the runtime
+    /// stops. Failures are logged and retried on the next tick.
+    pub fn spawn_refresher(
+        &self,
+        pool: PgPool,
+        offer: OfferSettings,
+    ) -> tokio::task::JoinHandle<()> {
+        let cache = self.clone();
+        let every = Duration::from_secs(offer.goal.refresh_secs);
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = cache
+                    .refresh(&pool, &offer, OffsetDateTime::now_utc())
+                    .await
+                {
+                    tracing::warn!(error = %err, "goal not refreshed");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = cache.nudge.notified() => {}
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::month_bounds;
+
+    #[test]
+    fn months_start_at_midnight_utc_on_the_first() {
+        assert_eq!(
+            month_bounds(datetime!(2026-11-29 14:05 UTC)),
+            (
+                datetime!(2026-11-01 0:00 UTC),
+                datetime!(2026-12-01 0:00 UTC)
+            )
+        );
+        assert_eq!(
+            month_bounds(datetime!(2026-12-31 23:59:59 UTC)),
+            (
+                datetime!(2026-12-01 0:00 UTC),
+                datetime!(2027-01-01 0:00 UTC)
+            )
+        );
+        assert_eq!(
+            month_bounds(datetime!(2027-01-01 0:00 UTC)),
+            (
+                datetime!(2027-01-01 0:00 UTC),
+                datetime!(2027-02-01 0:00 UTC)
+            )
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Monthly and annual plans, mirroring Stripe subscriptions: the facts that create and move
+//! them (subscription changed, invoice paid — each renewal a ledger row), the reader's
+//! self-service changes through Stripe's subscription update (never cancel-and-recreate),
+//! supporter status, and the monthly funding goal. Owns `recurring_plans`.
+
+mod error;
+pub mod facts;
+pub mod goal;
+mod plan;
+mod selfservice;
+mod supporter;
+
+pub use error::RecurringError;
+pub use goal::{GoalCache, GoalFigure};
+pub use plan::{Plan, plan_by_id, plan_by_subscription};
+pub use selfservice::{PlanChange, change_plan};
+pub use supporter::{SupporterStatus, supporter_status};

@@ -1,0 +1,98 @@
+//! A reader's changes to their plan, through Stripe's subscription update (never
+//! cancel-and-recreate, which double-charges): a new amount, monthly ↔ annual, cancel now
+//! or at the period's end, resume. Stripe's answer is stored at once as a subscription
+//! fact; the webhook events that follow find it already applied.
+
+use kopilka_domain::Money;
+use kopilka_store::PgPool;
+use kopilka_stripe::StripeClient;
+
+use crate::RecurringError;
+use crate::facts::{self, SubscriptionFact};
+use crate::plan::{Plan, plan_by_id};
+
+/// What the reader asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanChange {
+    /// A new amount and/or interval (month or year), in the plan's currency.
+    Amount {
+        /// The new amount.
+        amount: Money,
+        /// The new interval.
+        interval: kopilka_domain::Interval,
+    },
+    /// End at the period's end.
+    CancelAtPeriodEnd,
+    /// Take back a cancellation at period end.
+    Resume,
+    /// End now.
+    CancelNow,
+}
+
+/// Applies `change` to plan `plan_id` through Stripe and stores Stripe's answer. `change_id`
+/// names this change (the idempotency key: a retry does not change twice).
+///
+/// # Errors
+/// [`RecurringError`]: unknown plan, a change that makes no sense, Stripe, storage.
+pub async fn change_plan(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    plan_id: uuid::Uuid,
+    change: PlanChange,
+    change_id: &str,
+) -> Result<Plan, RecurringError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(kopilka_store::StoreError::from)?;
+    let plan = plan_by_id(&mut conn, plan_id)
+        .await?
+        .ok_or(RecurringError::NotFound)?;
+    drop(conn);
+    if matches!(plan.status.as_str(), "canceled" | "incomplete_expired") {
+        return Err(RecurringError::Refused("this plan has ended".into()));
+    }
+    let sub = &plan.stripe_subscription_id;
+    let answer = match change {
+        PlanChange::Amount { amount, interval } => {
+            if amount.currency() != plan.amount.currency() {
+                return Err(RecurringError::Refused(format!(
+                    "the plan is in {}",
+                    plan.amount.currency()
+                )));
+            }
+            let current = stripe.retrieve_subscription(sub).await?;
+            stripe
+                .change_subscription(&current, change_id, amount, interval)
+                .await?
+        }
+        PlanChange::CancelAtPeriodEnd => stripe.cancel_at_period_end(sub, change_id, true).await?,
+        PlanChange::Resume => stripe.cancel_at_period_end(sub, change_id, false).await?,
+        PlanChange::CancelNow => stripe.cancel_subscription_now(sub).await?,
+    };
+    let (Some(amount), Some(interval)) = (answer.amount, answer.interval) else {
+        return Err(RecurringError::Stripe(
+            kopilka_stripe::ClientError::Unexpected("a subscription without an amount".into()),
+        ));
+    };
+    let fact = SubscriptionFact {
+        subscription_id: answer.id.clone(),
+        customer: Some(answer.customer.clone()),
+        contribution_id: Some(plan.contribution_id),
+        status: answer.status.clone(),
+        amount,
+        interval,
+        current_period_end: answer.current_period_end,
+        cancel_at_period_end: answer.cancel_at_period_end,
+        occurred_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(kopilka_store::StoreError::from)?;
+    facts::subscription_changed(&mut conn, &fact).await?;
+    tracing::info!(plan_id = %plan.id, change = ?std::mem::discriminant(&change), "plan changed");
+    plan_by_id(&mut conn, plan_id)
+        .await?
+        .ok_or(RecurringError::NotFound)
+}

@@ -80,10 +80,24 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/metrics", get(metrics::render))
+        .merge(demo_page(&settings))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(|| async { AppError::NotFound })
         .with_state(state);
     with_layers(routes, &settings)
+}
+
+/// `GET /`: a plain demo page of the banner (offer, intervals, presets, checkout), served
+/// only under `kopilka dev`; the widget issue replaces it.
+fn demo_page(settings: &Settings) -> Router<AppState> {
+    if settings.env == kopilka_config::Environment::Dev {
+        Router::new().route(
+            "/",
+            get(|| async { axum::response::Html(include_str!("demo/index.html")) }),
+        )
+    } else {
+        Router::new()
+    }
 }
 
 /// The OpenAPI document of every documented route.

@@ -348,3 +348,17 @@ async fn a_slow_request_times_out_with_a_503_envelope() {
         "service_unavailable"
     );
 }
+
+#[tokio::test]
+async fn the_demo_page_is_served_only_under_dev() {
+    let dev = TestApp::spawn_with(|settings| settings.env = kopilka_config::Environment::Dev).await;
+    let page = dev.api.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(
+        html.contains("Support us") && html.contains("/v1/checkout") && html.contains("/v1/offer")
+    );
+
+    let test = TestApp::spawn().await;
+    assert_eq!(test.api.get("/").await.error_code(404), "not_found");
+}

@@ -732,3 +732,55 @@ async fn supporters_are_live_plans_or_recent_gifts() {
             .supporter
     );
 }
+
+#[tokio::test]
+async fn an_expired_checkout_is_abandoned_unless_it_was_paid() {
+    let app = TestApp::spawn().await;
+    let sim = Sim::new(&app);
+    let input = CheckoutInput {
+        interval: "once".into(),
+        amount_minor: 900,
+        currency: "usd".into(),
+        email: None,
+        return_url: None,
+    };
+    let (_, started) = start_checkout(
+        &app.pool,
+        app.state.stripe.as_ref(),
+        &app.settings,
+        &input,
+        None,
+    )
+    .await
+    .unwrap();
+    let contribution: ContributionId = started["contribution_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A day passes: the simulator expires the session, as Stripe does after 24 hours.
+    sim.control("/_sim/clock/advance", json!({"seconds": 86_401}))
+        .await;
+    let session_id = started["checkout_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let session = sim
+        .get(&format!("/v1/checkout/sessions/{session_id}"))
+        .await;
+    assert_eq!(session["status"], "expired");
+    let mut conn = app.pool.acquire().await.unwrap();
+    assert_eq!(
+        contribution_facts::checkout_expired(
+            &mut conn,
+            contribution,
+            session["expires_at"].as_i64().unwrap()
+        )
+        .await
+        .unwrap(),
+        Applied::Changed
+    );
+    assert_eq!(status_of(&app, contribution).await, "abandoned");
+}

@@ -161,17 +161,16 @@ async fn admin_config_shows_every_layer_and_hides_secrets() {
 }
 
 #[tokio::test]
-async fn the_worker_says_what_it_would_do_instead_of_faking_work() {
-    let out = run(kopilka(&[
-        "worker",
-        "--once",
-        "--as-of",
-        "2026-12-01T09:00:00Z",
-    ]))
-    .await;
+async fn the_worker_runs_what_is_due_once_and_says_so() {
+    let db = fresh_database().await;
+    let mut command = kopilka(&["worker", "--once", "--as-of", "2026-12-01T09:00:00Z"]);
+    command
+        .env("KOPILKA_ENV", "test")
+        .env("DATABASE_URL", db.url.expose_secret());
+    let out = run(command).await;
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
-        out.stdout.contains("2026-12-01T09:00:00Z") && out.stdout.contains("no job kinds"),
+        out.stdout.contains("2026-12-01T09:00:00Z") && out.stdout.contains("0 done"),
         "{}",
         out.stdout
     );

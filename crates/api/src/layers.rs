@@ -52,7 +52,9 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             server.request_timeout(),
         ))
-        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes));
+        // The outer limit is the largest any route takes (webhooks); each route's extractor
+        // holds its own (DefaultBodyLimit), so ordinary JSON stays at body_limit_bytes.
+        .layer(RequestBodyLimitLayer::new(server.webhook_body_limit_bytes));
     // Router::layer turns every body into axum's Body, so the envelope rule sees one type;
     // it sits outside everything that can answer an error by itself.
     routes

@@ -14,6 +14,7 @@ mod metrics;
 mod offer;
 mod openapi;
 mod serve;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -69,7 +70,8 @@ impl AppState {
 /// layers.
 pub fn router(state: AppState) -> Router {
     let settings = Arc::clone(&state.settings);
-    let (routes, document) = api_routes().split_for_parts();
+    let (routes, document) =
+        api_routes_with(settings.server.webhook_body_limit_bytes).split_for_parts();
     let document = Arc::new(document);
     let routes = routes
         .route(
@@ -108,8 +110,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Documented routes, each registered with its OpenAPI operation.
 fn api_routes() -> OpenApiRouter<AppState> {
+    api_routes_with(1024 * 1024)
+}
+
+fn api_routes_with(webhook_limit: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::routes())
         .merge(offer::routes())
         .merge(checkout::routes())
+        .merge(webhooks::routes(webhook_limit))
 }

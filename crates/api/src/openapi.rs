@@ -12,7 +12,8 @@ use crate::{ErrorBody, ErrorDetail};
     components(schemas(ErrorBody, ErrorDetail)),
     tags(
         (name = "health", description = "Liveness and readiness"),
-        (name = "contributions", description = "The offer and the checkout")
+        (name = "contributions", description = "The offer and the checkout"),
+        (name = "webhooks", description = "Stripe's event deliveries")
     )
 )]
 pub(crate) struct ApiDoc;

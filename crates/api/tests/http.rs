@@ -44,11 +44,21 @@ async fn a_wrong_method_is_a_405_envelope_with_allow() {
 async fn an_oversized_body_is_a_413_envelope_and_the_server_keeps_serving() {
     let app = TestApp::spawn().await;
     let limit = app.settings.server.body_limit_bytes;
-    let response = app
+    let json_route = app
         .api
-        .post_raw("/v1/anything", "application/json", vec![b' '; limit + 1])
+        .post_raw("/v1/checkout", "application/json", vec![b' '; limit + 1])
         .await;
-    assert_eq!(response.error_code(413), "payload_too_large");
+    assert_eq!(json_route.error_code(413), "payload_too_large");
+    // Past the largest limit (webhooks'), every route refuses before reading the body.
+    let anywhere = app
+        .api
+        .post_raw(
+            "/v1/anything",
+            "application/json",
+            vec![b' '; app.settings.server.webhook_body_limit_bytes + 1],
+        )
+        .await;
+    assert_eq!(anywhere.error_code(413), "payload_too_large");
     assert_eq!(app.api.healthz().await.status, StatusCode::OK);
 }
 

@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run the HTTP API (needs DATABASE_URL; apply migrations first with `kopilka migrate`).
     Serve(serve::Args),
-    /// Run background jobs: webhook processing, reminders, receipts.
+    /// Run background jobs: applying Stripe events (reminders and receipts later).
     Worker(worker::Args),
     /// Apply pending database migrations (a no-op when the schema is current).
     Migrate,
@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Worker(args) => worker::run(&args),
+        Command::Worker(args) => worker::run(&args).await,
         Command::Migrate => migrate::run().await,
         Command::Dev(args) => dev::run(args).await,
         Command::StripeSim(args) => stripe_sim::run(args).await,

@@ -36,8 +36,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(%addr, env = %settings.env, "serving");
     let state = AppState::new(pool, settings);
     state.start_background();
+    let worker = state
+        .settings
+        .worker
+        .in_serve
+        .then(|| crate::worker::in_process(&state.pool, &state.settings.worker));
     let app = kopilka_api::router(state);
     kopilka_api::serve(listener, app, shutdown, grace).await?;
+    if let Some(worker) = worker {
+        worker.stop().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

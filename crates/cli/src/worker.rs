@@ -1,10 +1,12 @@
-//! `kopilka worker`: runs background jobs. No job kind exists yet: the queue and its jobs
-//! come with the webhook-reconciliation issue, so this says so instead of pretending.
+//! `kopilka worker`: runs background jobs (applying Stripe events today; emails later).
+//! `--once` runs every job due (as of `--as-of`, default now) and exits.
+
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::output;
+use crate::{database, logging, output, shutdown};
 
 /// Options of `kopilka worker`.
 #[derive(Debug, clap::Args)]
@@ -22,18 +24,56 @@ fn parse_rfc3339(text: &str) -> Result<OffsetDateTime, String> {
         .map_err(|e| format!("expected RFC 3339 (2026-11-29T12:00:00Z): {e}"))
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    let when = match args.as_of {
-        Some(at) => at.format(&Rfc3339)?,
-        None => "now".to_owned(),
-    };
-    let mode = if args.once {
-        "run the jobs due"
-    } else {
-        "run jobs as they fall due"
-    };
-    output::line(&format!(
-        "kopilka worker: would {mode} (as of {when}), but no job kinds exist yet; nothing to do"
-    ));
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let settings = kopilka_config::load()?;
+    logging::init(&settings.log);
+    let pool = database::pool(&settings)?;
+    if args.once {
+        let now = args.as_of.unwrap_or_else(OffsetDateTime::now_utc);
+        let summary = kopilka_jobs::run_due(&pool, now).await?;
+        output::line(&format!(
+            "kopilka worker: {} done, {} to retry, {} failed (as of {})",
+            summary.done,
+            summary.retrying,
+            summary.failed,
+            now.format(&Rfc3339)?
+        ));
+        return Ok(());
+    }
+    let shutdown = shutdown::signal_received();
+    tracing::info!("worker running");
+    kopilka_jobs::run_forever(
+        pool,
+        Duration::from_secs(settings.worker.poll_secs),
+        shutdown,
+    )
+    .await;
     Ok(())
+}
+
+/// A worker loop running inside `serve` or `dev`.
+pub struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the job loop in this process.
+pub fn in_process(
+    pool: &kopilka_store::PgPool,
+    settings: &kopilka_config::WorkerSettings,
+) -> InProcess {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let poll = Duration::from_secs(settings.poll_secs);
+    let handle = tokio::spawn(kopilka_jobs::run_forever(pool.clone(), poll, async {
+        let _ = stopped.await;
+    }));
+    InProcess { stop, handle }
+}
+
+impl InProcess {
+    /// Lets the running job finish, then stops the loop (releasing its connections).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.handle.await;
+    }
 }

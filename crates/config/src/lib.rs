@@ -22,6 +22,7 @@ pub use offer::{
 };
 pub use settings::{
     DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings, StripeSettings,
+    WorkerSettings,
 };
 
 /// The compiled-in defaults: the repository's `config/default.toml`.

@@ -27,6 +27,17 @@ pub struct Settings {
     pub stripe: StripeSettings,
     /// The banner's offer and the funding goal.
     pub offer: crate::OfferSettings,
+    /// Background jobs.
+    pub worker: WorkerSettings,
+}
+
+/// `[worker]`: background jobs (webhook processing, emails).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WorkerSettings {
+    /// Whether `kopilka serve` also runs the job loop (`kopilka dev` always does).
+    pub in_serve: bool,
+    /// How often an idle worker looks for due jobs (it is also woken by NOTIFY).
+    pub poll_secs: u64,
 }
 
 /// Stripe: where the API is and how webhooks are verified.
@@ -60,6 +71,8 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// Largest request body in bytes.
     pub body_limit_bytes: usize,
+    /// Largest Stripe webhook body in bytes (events can exceed 64 KiB).
+    pub webhook_body_limit_bytes: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
     /// Browser origins allowed to call the API (CORS).

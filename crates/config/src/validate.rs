@@ -25,6 +25,16 @@ impl Settings {
                 server.body_limit_bytes
             ));
         }
+        if server.webhook_body_limit_bytes < server.body_limit_bytes
+            || server.webhook_body_limit_bytes > MAX_BODY_LIMIT
+        {
+            return invalid(format!(
+                "server.webhook_body_limit_bytes must be between body_limit_bytes and {MAX_BODY_LIMIT}"
+            ));
+        }
+        if self.worker.poll_secs == 0 {
+            return invalid("worker.poll_secs must be at least 1".into());
+        }
         if !(1..=600).contains(&server.request_timeout_secs) {
             return invalid("server.request_timeout_secs must be between 1 and 600".into());
         }

@@ -149,6 +149,48 @@ pub async fn checkout_completed(
     })
 }
 
+/// A one-off payment succeeded (`payment_intent.succeeded` with the contribution in its
+/// metadata): the ledger row and the paid status, whichever event brings them first.
+///
+/// # Errors
+/// Storage errors.
+pub async fn one_off_paid(
+    conn: &mut PgConnection,
+    contribution_id: ContributionId,
+    payment_intent: &str,
+    amount: Money,
+    occurred_at: i64,
+) -> Result<Applied, ContributionError> {
+    let interval: Option<String> =
+        sqlx::query_scalar("SELECT interval FROM contributions WHERE id = $1")
+            .bind(contribution_id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if interval.as_deref() != Some("once") {
+        return Ok(Applied::Unknown);
+    }
+    let new = ledger::record(
+        conn,
+        &NewEntry {
+            kind: EntryKind::Payment,
+            stripe_id: payment_intent,
+            payment_intent_id: Some(payment_intent),
+            contribution_id: Some(contribution_id),
+            plan_id: None,
+            amount,
+            occurred_at: at(occurred_at),
+        },
+    )
+    .await?;
+    let moved = move_to(conn, contribution_id, ContributionStatus::Paid, occurred_at).await?
+        == Applied::Changed;
+    Ok(if new || moved {
+        Applied::Changed
+    } else {
+        Applied::Unchanged
+    })
+}
+
 /// A payment for the contribution landed (a plan's first invoice was paid).
 ///
 /// # Errors
@@ -210,6 +252,21 @@ pub struct RefundFact {
     pub occurred_at: i64,
 }
 
+/// Whether the payment is in the ledger: a refund or dispute of a payment not recorded yet
+/// waits for it (the caller retries), so the ledger never holds a refund of nothing.
+async fn payment_known(
+    conn: &mut PgConnection,
+    payment_intent: &str,
+) -> Result<bool, ContributionError> {
+    let known: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $1 AND kind = 'payment')",
+    )
+    .bind(payment_intent)
+    .fetch_one(conn)
+    .await?;
+    Ok(known)
+}
+
 async fn contribution_of_payment(
     conn: &mut PgConnection,
     payment_intent: &str,
@@ -234,6 +291,9 @@ pub async fn refund_recorded(
     conn: &mut PgConnection,
     fact: &RefundFact,
 ) -> Result<Applied, ContributionError> {
+    if !payment_known(conn, &fact.payment_intent).await? {
+        return Ok(Applied::Unknown);
+    }
     let contribution = contribution_of_payment(conn, &fact.payment_intent).await?;
     let negative = Money::new(-fact.amount.minor().abs(), fact.amount.currency());
     let new = ledger::record(
@@ -308,6 +368,9 @@ pub async fn dispute_changed(
     conn: &mut PgConnection,
     fact: &DisputeFact,
 ) -> Result<Applied, ContributionError> {
+    if !payment_known(conn, &fact.payment_intent).await? {
+        return Ok(Applied::Unknown);
+    }
     let contribution = contribution_of_payment(conn, &fact.payment_intent).await?;
     let amount = fact.amount.minor().abs();
     let entry = |kind, stripe_id, minor| NewEntry {

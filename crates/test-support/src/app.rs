@@ -71,6 +71,11 @@ impl TestApp {
         let address = listener.local_addr().expect("a local address");
         let state = AppState::new(pool.clone(), settings.clone());
         state.start_background();
+        tokio::spawn(kopilka_jobs::run_forever(
+            pool.clone(),
+            std::time::Duration::from_millis(200),
+            std::future::pending(),
+        ));
         let app = kopilka_api::router(state.clone());
         let (shutdown, stop) = oneshot::channel::<()>();
         let grace = settings.server.shutdown_grace();

@@ -1,0 +1,300 @@
+//! `POST /v1/webhooks/stripe` and the worker that applies events: hand-signed events, and the
+//! simulator delivering (duplicated, shuffled) to the app.
+
+use std::time::Duration;
+
+use kopilka_test_support::{TestApp, eventually, send};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn signed(app: &TestApp, body: &str, at: i64) -> reqwest::RequestBuilder {
+    let signature =
+        kopilka_stripe::sign(app.stripe.simulator.webhook_secret(), at, body.as_bytes());
+    app.api
+        .request(Method::POST, "/v1/webhooks/stripe")
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body.to_owned())
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn event(id: &str, kind: &str, object: &Value) -> String {
+    json!({"id": id, "object": "event", "type": kind, "created": now(), "livemode": false,
+           "api_version": "2026-09-30.endive", "data": {"object": object}})
+    .to_string()
+}
+
+async fn stored(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM stripe_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_event_is_stored_once_and_forgeries_are_refused() {
+    let app = TestApp::spawn().await;
+    let body = event(
+        "evt_test_1",
+        "brand.new_type",
+        &json!({"id": "x_1", "object": "novelty"}),
+    );
+    let first = send(signed(&app, &body, now())).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.json(), json!({"received": true, "duplicate": false}));
+    let again = send(signed(&app, &body, now())).await;
+    assert_eq!(again.json(), json!({"received": true, "duplicate": true}));
+    assert_eq!(stored(&app).await, 1);
+
+    let forged = body.replace("x_1", "x_2");
+    let cases = [
+        (
+            app.api
+                .request(Method::POST, "/v1/webhooks/stripe")
+                .body(forged.clone()),
+            "signature_missing",
+        ),
+        (
+            signed(&app, &body, now()).body(forged.clone()),
+            "signature_mismatch",
+        ),
+        (signed(&app, &forged, now() - 301), "signature_stale"),
+        (signed(&app, &forged, now() + 301), "signature_stale"),
+        (
+            app.api
+                .request(Method::POST, "/v1/webhooks/stripe")
+                .header("stripe-signature", "nonsense")
+                .body(forged.clone()),
+            "signature_malformed",
+        ),
+    ];
+    for (request, code) in cases {
+        assert_eq!(send(request).await.error_code(400), code);
+    }
+    assert_eq!(stored(&app).await, 1, "nothing forged was stored");
+    let ignored = eventually(
+        "the unknown type to be marked ignored",
+        Duration::from_secs(20),
+        || async {
+            let status: String =
+                sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = 'evt_test_1'")
+                    .fetch_one(&app.pool)
+                    .await
+                    .unwrap();
+            (status == "ignored").then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(ignored, "ignored");
+}
+
+#[tokio::test]
+async fn five_identical_deliveries_at_once_store_one_event() {
+    let app = TestApp::spawn().await;
+    let body = event(
+        "evt_concurrent",
+        "customer.created",
+        &json!({"id": "cus_1", "object": "customer"}),
+    );
+    let deliveries = (0..5).map(|_| send(signed(&app, &body, now())));
+    let answers = futures_join(deliveries).await;
+    assert!(answers.iter().all(|a| a.status == StatusCode::OK));
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|a| a.json()["duplicate"] == false)
+            .count(),
+        1
+    );
+    assert_eq!(stored(&app).await, 1);
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+}
+
+/// Runs the deliveries concurrently.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    futures_util::future::join_all(futures).await
+}
+
+#[tokio::test]
+async fn events_larger_than_the_json_limit_are_accepted_here() {
+    let app = TestApp::spawn().await;
+    let padding = "x".repeat(200 * 1024);
+    let body = event(
+        "evt_large",
+        "invoice.finalized",
+        &json!({"id": "in_1", "object": "invoice", "description": padding}),
+    );
+    assert!(body.len() > app.settings.server.body_limit_bytes);
+    assert_eq!(
+        send(signed(&app, &body, now())).await.status,
+        StatusCode::OK
+    );
+    let too_large = app
+        .api
+        .post_raw(
+            "/v1/checkout",
+            "application/json",
+            vec![b' '; app.settings.server.body_limit_bytes + 1],
+        )
+        .await;
+    assert_eq!(
+        too_large.error_code(413),
+        "payload_too_large",
+        "other routes keep the small limit"
+    );
+}
+
+/// Points the simulator's deliveries at the app, with duplicates and shuffling.
+async fn deliver_to_app(app: &TestApp, duplicates: u32, shuffle: bool) {
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/_sim/delivery", app.stripe.simulator.base_url()))
+        .json(&json!({"webhook_url": format!("http://{}/v1/webhooks/stripe", app.address), "duplicates": duplicates, "shuffle": shuffle}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
+
+async fn sim_post(app: &TestApp, path: &str, body: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}{path}", app.stripe.simulator.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn start(app: &TestApp, interval: &str, amount: i64, currency: &str) -> (String, String) {
+    let response = app
+        .api
+        .post_json(
+            "/v1/checkout",
+            &json!({"interval": interval, "amount_minor": amount, "currency": currency}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::CREATED);
+    let body = response.json();
+    let session = body["checkout_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    (
+        body["contribution_id"].as_str().unwrap().to_owned(),
+        session,
+    )
+}
+
+async fn ledger_sum(app: &TestApp) -> (i64, i64) {
+    sqlx::query_as("SELECT count(*) FILTER (WHERE kind = 'payment'), coalesce(sum(amount_minor), 0)::bigint FROM ledger_entries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn pending_events(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_simulators_deliveries_duplicated_and_shuffled_end_in_the_right_ledger() {
+    let app = TestApp::spawn().await;
+    deliver_to_app(&app, 2, true).await;
+    let (once, once_session) = start(&app, "once", 2500, "usd").await;
+    let (monthly, monthly_session) = start(&app, "month", 500, "usd").await;
+    sim_post(
+        &app,
+        &format!("/_sim/checkout/{once_session}/pay"),
+        json!({}),
+    )
+    .await;
+    sim_post(
+        &app,
+        &format!("/_sim/checkout/{monthly_session}/pay"),
+        json!({}),
+    )
+    .await;
+
+    eventually(
+        "both payments in the ledger",
+        Duration::from_secs(30),
+        || async {
+            (ledger_sum(&app).await == (2, 3000) && pending_events(&app).await == 0).then_some(())
+        },
+    )
+    .await;
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT id::text, status FROM contributions ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        statuses.iter().all(|(_, s)| s == "paid"),
+        "{statuses:?} ({once}, {monthly})"
+    );
+    let plan: (String, i64) = sqlx::query_as("SELECT status, amount_minor FROM recurring_plans")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(plan, ("active".to_owned(), 500));
+
+    // A month passes: one renewal, one more ledger row.
+    sim_post(&app, "/_sim/clock/advance", json!({"seconds": 32 * 86_400})).await;
+    eventually(
+        "the renewal in the ledger",
+        Duration::from_secs(30),
+        || async {
+            (ledger_sum(&app).await == (3, 3500) && pending_events(&app).await == 0).then_some(())
+        },
+    )
+    .await;
+
+    // The ledger agrees with Stripe's own totals to the cent.
+    let totals: Value = reqwest::get(format!("{}/_sim/totals", app.stripe.simulator.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(totals["totals"][0]["gross_minor"], 3500);
+    assert_eq!(totals["totals"][0]["payments"], 3);
+    let duplicates: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let emitted: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/events?limit=100",
+            app.stripe.simulator.base_url()
+        ))
+        .bearer_auth(app.stripe.simulator.secret_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        usize::try_from(duplicates).unwrap(),
+        emitted["data"].as_array().unwrap().len(),
+        "each event stored once despite three copies"
+    );
+}

@@ -1,0 +1,221 @@
+//! The Postgres job queue. Jobs are enqueued inside the caller's transaction (so a job
+//! exists exactly when what caused it was committed), claimed with `FOR UPDATE SKIP LOCKED`
+//! (several workers on several machines never run one job at once), retried with
+//! exponential backoff up to a maximum, then left `failed` with the last error (the dead
+//! letter). `enqueue` sends `NOTIFY kopilka_jobs` so an idle worker wakes at once. The queue
+//! knows no job kind; the `jobs` crate does.
+
+use std::time::Duration;
+
+use kopilka_domain::id::JobId;
+use kopilka_store::{PgPool, StoreError};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+/// The channel `enqueue` notifies and workers listen on.
+pub const CHANNEL: &str = "kopilka_jobs";
+
+/// What can go wrong with the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Postgres.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for QueueError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(err.into())
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// Which handler runs it.
+    pub kind: &'a str,
+    /// Ids, never PII.
+    pub payload: serde_json::Value,
+    /// At most one live job per key (e.g. `event:evt_…`).
+    pub dedup_key: Option<String>,
+    /// When it becomes due.
+    pub run_at: Option<OffsetDateTime>,
+    /// Attempts before it is left `failed`.
+    pub max_attempts: i32,
+}
+
+impl<'a> NewJob<'a> {
+    /// A job of `kind` with `payload`, due now, ten attempts.
+    #[must_use]
+    pub fn new(kind: &'a str, payload: serde_json::Value) -> Self {
+        Self {
+            kind,
+            payload,
+            dedup_key: None,
+            run_at: None,
+            max_attempts: 10,
+        }
+    }
+
+    /// At most one job with this key.
+    #[must_use]
+    pub fn dedup(mut self, key: impl Into<String>) -> Self {
+        self.dedup_key = Some(key.into());
+        self
+    }
+}
+
+/// Enqueues `job` in the caller's transaction (`conn`); a job with an existing dedup key is
+/// not enqueued again. Returns the job's id when it was new.
+///
+/// # Errors
+/// Storage errors.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    job: &NewJob<'_>,
+) -> Result<Option<JobId>, QueueError> {
+    let id = JobId::new();
+    let inserted = sqlx::query(
+        "INSERT INTO jobs (id, kind, payload, dedup_key, run_at, max_attempts)
+         VALUES ($1, $2, $3, $4, coalesce($5, now()), $6) ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .bind(id.as_uuid())
+    .bind(job.kind)
+    .bind(&job.payload)
+    .bind(&job.dedup_key)
+    .bind(job.run_at)
+    .bind(job.max_attempts)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(None);
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(job.kind)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(id))
+}
+
+/// A claimed job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Its id.
+    pub id: JobId,
+    /// Its kind.
+    pub kind: String,
+    /// Its payload.
+    pub payload: serde_json::Value,
+    /// This is attempt number `attempt` (1 for the first).
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+}
+
+/// How long a claim holds before another worker may take the job over (a worker that died
+/// mid-job).
+pub const LEASE: Duration = Duration::from_secs(300);
+
+/// Claims one job due at `now` (queued, or running with an expired lease), or `None`.
+///
+/// # Errors
+/// Storage errors.
+pub async fn claim(pool: &PgPool, now: OffsetDateTime) -> Result<Option<Job>, QueueError> {
+    let lease_end = now + LEASE;
+    let row: Option<(uuid::Uuid, String, serde_json::Value, i32, i32)> = sqlx::query_as(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_until = $2
+         WHERE id = (
+             SELECT id FROM jobs
+             WHERE run_at <= $1 AND (status = 'queued' OR (status = 'running' AND locked_until < $1))
+             ORDER BY run_at, id
+             FOR UPDATE SKIP LOCKED
+             LIMIT 1)
+         RETURNING id, kind, payload, attempts, max_attempts",
+    )
+    .bind(now)
+    .bind(lease_end)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(id, kind, payload, attempt, max_attempts)| Job {
+        id: JobId::from_uuid(id),
+        kind,
+        payload,
+        attempt,
+        max_attempts,
+    }))
+}
+
+/// Marks a job done.
+///
+/// # Errors
+/// Storage errors.
+pub async fn complete(pool: &PgPool, job: &Job) -> Result<(), QueueError> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'done', locked_until = NULL, last_error = NULL WHERE id = $1",
+    )
+    .bind(job.id.as_uuid())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The delay before attempt `attempt + 1`: 2^attempt seconds, capped at an hour.
+#[must_use]
+pub fn backoff(attempt: i32) -> Duration {
+    let exponent = u32::try_from(attempt.clamp(0, 12)).unwrap_or(12);
+    Duration::from_secs(2_u64.pow(exponent)).min(Duration::from_secs(3600))
+}
+
+/// Records a failed attempt: retried after [`backoff`], or left `failed` (with `error`) once
+/// its attempts are used up. Returns whether it will be retried.
+///
+/// # Errors
+/// Storage errors.
+pub async fn fail(
+    pool: &PgPool,
+    job: &Job,
+    error: &str,
+    now: OffsetDateTime,
+) -> Result<bool, QueueError> {
+    let retry = job.attempt < job.max_attempts;
+    let next = now + backoff(job.attempt);
+    sqlx::query(
+        "UPDATE jobs SET status = CASE WHEN $2 THEN 'queued' ELSE 'failed' END,
+             run_at = CASE WHEN $2 THEN $3 ELSE run_at END, locked_until = NULL, last_error = $4
+         WHERE id = $1",
+    )
+    .bind(job.id.as_uuid())
+    .bind(retry)
+    .bind(next)
+    .bind(error.chars().take(2000).collect::<String>())
+    .execute(pool)
+    .await?;
+    Ok(retry)
+}
+
+/// Puts failed jobs of `kind` (all kinds when `None`) back in the queue, due now, with fresh
+/// attempts; returns how many.
+///
+/// # Errors
+/// Storage errors.
+pub async fn retry_failed(pool: &PgPool, kind: Option<&str>) -> Result<u64, QueueError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = now(), last_error = NULL
+         WHERE status = 'failed' AND ($1::text IS NULL OR kind = $1)",
+    )
+    .bind(kind)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(super::backoff(1).as_secs(), 2);
+        assert_eq!(super::backoff(3).as_secs(), 8);
+        assert_eq!(super::backoff(30).as_secs(), 3600);
+    }
+}

@@ -1,0 +1,294 @@
+//! Applying one stored event: its type picks the owning crate's fact, read from
+//! `data.object` alone (no Stripe call). Facts are idempotent and order-proof, so applying
+//! twice, or out of order, ends in the same state.
+
+use kopilka_contributions::facts::{self as contribution, Applied};
+use kopilka_domain::Money;
+use kopilka_domain::id::ContributionId;
+use kopilka_recurring::facts::{self as recurring, InvoicePaid, SubscriptionFact};
+use kopilka_store::PgPool;
+use serde_json::Value;
+
+use crate::ReconciliationError;
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied (or found already applied).
+    Processed,
+    /// A type Kopilka does not act on, or an object that is not Kopilka's.
+    Ignored,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+fn text<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object.get(key).and_then(Value::as_str)
+}
+
+fn malformed(what: &str) -> ReconciliationError {
+    ReconciliationError::Malformed(what.to_owned())
+}
+
+fn money(minor: Option<i64>, currency: Option<&str>) -> Result<Money, ReconciliationError> {
+    let currency = currency
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| malformed("currency"))?;
+    Ok(Money::new(
+        minor.ok_or_else(|| malformed("amount"))?,
+        currency,
+    ))
+}
+
+fn contribution_in(value: Option<&str>) -> Option<ContributionId> {
+    value.and_then(|v| v.parse().ok())
+}
+
+/// Applies stored event `event_id` and records the outcome on it.
+///
+/// # Errors
+/// [`ReconciliationError::NotYet`] when it must wait for another event (the job retries);
+/// malformed objects and storage errors.
+pub async fn apply_event(pool: &PgPool, event_id: &str) -> Result<Outcome, ReconciliationError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, i64, Value)> =
+        sqlx::query_as("SELECT type, created, payload FROM stripe_events WHERE id = $1 FOR UPDATE")
+            .bind(event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (kind, created, payload) =
+        row.ok_or_else(|| ReconciliationError::UnknownEvent(event_id.to_owned()))?;
+    let object = &payload["data"]["object"];
+    let result = route(&mut tx, &kind, created, object).await;
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            drop(tx);
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(kopilka_store::StoreError::from)?;
+            let status = if matches!(err, ReconciliationError::NotYet(_)) {
+                "pending"
+            } else {
+                "failed"
+            };
+            sqlx::query("UPDATE stripe_events SET attempts = attempts + 1, last_error = $2, status = $3 WHERE id = $1")
+                .bind(event_id)
+                .bind(err.to_string())
+                .bind(status)
+                .execute(&mut *conn)
+                .await?;
+            return Err(err);
+        }
+    };
+    sqlx::query("UPDATE stripe_events SET status = $2, attempts = attempts + 1, last_error = NULL, processed_at = now() WHERE id = $1")
+        .bind(event_id)
+        .bind(outcome.as_str())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+    tracing::info!(event_id, event_type = %kind, outcome = outcome.as_str(), "event applied");
+    Ok(outcome)
+}
+
+async fn route(
+    conn: &mut sqlx::PgConnection,
+    kind: &str,
+    created: i64,
+    object: &Value,
+) -> Result<Outcome, ReconciliationError> {
+    let applied = match kind {
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            let Some(contribution_id) = contribution_in(text(object, "client_reference_id")) else {
+                return Ok(Outcome::Ignored);
+            };
+            let fact = contribution::CheckoutCompleted {
+                session_id: text(object, "id")
+                    .ok_or_else(|| malformed("id"))?
+                    .to_owned(),
+                contribution_id,
+                paid: text(object, "payment_status") == Some("paid"),
+                customer: text(object, "customer").map(str::to_owned),
+                payment_intent: text(object, "payment_intent").map(str::to_owned),
+                subscription: text(object, "subscription").map(str::to_owned),
+                amount: money(object["amount_total"].as_i64(), text(object, "currency")).ok(),
+                occurred_at: created,
+            };
+            contribution::checkout_completed(conn, &fact).await?
+        }
+        "checkout.session.expired" | "checkout.session.async_payment_failed" => {
+            let Some(contribution_id) = contribution_in(text(object, "client_reference_id")) else {
+                return Ok(Outcome::Ignored);
+            };
+            if kind.ends_with("expired") {
+                contribution::checkout_expired(conn, contribution_id, created).await?
+            } else {
+                contribution::payment_failed(conn, contribution_id, created).await?
+            }
+        }
+        "payment_intent.succeeded" | "payment_intent.payment_failed" => {
+            let Some(contribution_id) = contribution_in(
+                object["metadata"]
+                    .get("contribution_id")
+                    .and_then(Value::as_str),
+            ) else {
+                return Ok(Outcome::Ignored);
+            };
+            if kind.ends_with("succeeded") {
+                let pi = text(object, "id").ok_or_else(|| malformed("id"))?;
+                let amount = money(object["amount_received"].as_i64(), text(object, "currency"))?;
+                contribution::one_off_paid(conn, contribution_id, pi, amount, created).await?
+            } else {
+                contribution::payment_failed(conn, contribution_id, created).await?
+            }
+        }
+        "refund.created" | "refund.updated" | "charge.refund.updated" => {
+            if text(object, "status") != Some("succeeded") {
+                return Ok(Outcome::Processed);
+            }
+            refund(conn, object).await?
+        }
+        "charge.refunded" => {
+            // Refunds are applied from their own objects (refund.created), never from the
+            // charge's cumulative amount; an expanded list is applied the same way.
+            let refunds = object["refunds"]["data"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut applied = Applied::Unchanged;
+            for item in refunds
+                .iter()
+                .filter(|r| text(r, "status") == Some("succeeded"))
+            {
+                if refund(conn, item).await? == Applied::Changed {
+                    applied = Applied::Changed;
+                }
+            }
+            applied
+        }
+        "charge.dispute.created"
+        | "charge.dispute.closed"
+        | "charge.dispute.funds_withdrawn"
+        | "charge.dispute.funds_reinstated"
+        | "charge.dispute.updated" => {
+            let Some(pi) = text(object, "payment_intent") else {
+                return Ok(Outcome::Ignored);
+            };
+            let won = match text(object, "status") {
+                Some("won") => Some(true),
+                Some("lost") => Some(false),
+                _ => None,
+            };
+            let fact = contribution::DisputeFact {
+                dispute_id: text(object, "id")
+                    .ok_or_else(|| malformed("id"))?
+                    .to_owned(),
+                payment_intent: pi.to_owned(),
+                amount: money(object["amount"].as_i64(), text(object, "currency"))?,
+                won,
+                occurred_at: created,
+            };
+            contribution::dispute_changed(conn, &fact).await?
+        }
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted" => {
+            let item = &object["items"]["data"][0];
+            let price = &item["price"];
+            let Some(interval) = price["recurring"]["interval"]
+                .as_str()
+                .and_then(|i| i.parse().ok())
+            else {
+                return Err(malformed("items.data[0].price.recurring.interval"));
+            };
+            let contribution_id = contribution_in(
+                object["metadata"]
+                    .get("contribution_id")
+                    .and_then(Value::as_str),
+            );
+            let fact = SubscriptionFact {
+                subscription_id: text(object, "id")
+                    .ok_or_else(|| malformed("id"))?
+                    .to_owned(),
+                customer: text(object, "customer").map(str::to_owned),
+                contribution_id,
+                status: text(object, "status")
+                    .ok_or_else(|| malformed("status"))?
+                    .to_owned(),
+                amount: money(price["unit_amount"].as_i64(), text(price, "currency"))?,
+                interval,
+                current_period_end: item["current_period_end"]
+                    .as_i64()
+                    .ok_or_else(|| malformed("current_period_end"))?,
+                cancel_at_period_end: object["cancel_at_period_end"].as_bool().unwrap_or(false),
+                occurred_at: created,
+            };
+            let applied = recurring::subscription_changed(conn, &fact).await?;
+            if applied == Applied::Unknown && contribution_id.is_none() {
+                // Not started through Kopilka.
+                return Ok(Outcome::Ignored);
+            }
+            applied
+        }
+        "invoice.paid" | "invoice.payment_succeeded" => {
+            let Some(sub) = object["parent"]["subscription_details"]["subscription"].as_str()
+            else {
+                return Ok(Outcome::Ignored);
+            };
+            let payment_intent = object["payments"]["data"]
+                .as_array()
+                .and_then(|payments| {
+                    payments
+                        .iter()
+                        .find_map(|p| p["payment"]["payment_intent"].as_str())
+                })
+                .map(str::to_owned);
+            let fact = InvoicePaid {
+                invoice_id: text(object, "id")
+                    .ok_or_else(|| malformed("id"))?
+                    .to_owned(),
+                subscription_id: sub.to_owned(),
+                payment_intent,
+                amount: money(object["amount_paid"].as_i64(), text(object, "currency"))?,
+                occurred_at: created,
+            };
+            recurring::invoice_paid(conn, &fact).await?
+        }
+        // The plan's status arrives with customer.subscription.updated; dunning emails
+        // (the email issue) read these.
+        "invoice.payment_failed" | "invoice.payment_action_required" => Applied::Unchanged,
+        _ => return Ok(Outcome::Ignored),
+    };
+    match applied {
+        Applied::Unknown => Err(ReconciliationError::NotYet(format!(
+            "{kind} names an object not known yet"
+        ))),
+        Applied::Changed | Applied::Unchanged => Ok(Outcome::Processed),
+    }
+}
+
+async fn refund(
+    conn: &mut sqlx::PgConnection,
+    object: &Value,
+) -> Result<Applied, ReconciliationError> {
+    let Some(pi) = text(object, "payment_intent") else {
+        return Ok(Applied::Unchanged);
+    };
+    let fact = contribution::RefundFact {
+        refund_id: text(object, "id")
+            .ok_or_else(|| malformed("id"))?
+            .to_owned(),
+        payment_intent: pi.to_owned(),
+        amount: money(object["amount"].as_i64(), text(object, "currency"))?,
+        occurred_at: object["created"].as_i64().unwrap_or(0),
+    };
+    Ok(contribution::refund_recorded(conn, &fact).await?)
+}

@@ -1,0 +1,14 @@
+//! Stripe webhook reconciliation: the inbox (every verified event stored once, with its
+//! processing job, in one transaction, before it is acknowledged) and the application of
+//! each event to the owning crate's facts — idempotent, order-proof, and with no Stripe call.
+//! Owns `stripe_events`.
+
+mod apply;
+mod error;
+pub mod inbox;
+
+pub use apply::{Outcome, apply_event};
+pub use error::ReconciliationError;
+
+/// The job kind that applies one stored event; its payload is `{"event_id": "evt_…"}`.
+pub const APPLY_EVENT: &str = "stripe_event";

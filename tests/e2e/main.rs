@@ -1,5 +1,6 @@
 //! Black-box tests of the `kopilka` binary: what an operator types, what they see.
 
+mod admin;
 mod cli;
 mod dev;
 mod serve;

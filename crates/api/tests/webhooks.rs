@@ -298,3 +298,177 @@ async fn the_simulators_deliveries_duplicated_and_shuffled_end_in_the_right_ledg
         "each event stored once despite three copies"
     );
 }
+
+/// Runs the worker as if `days` days passed, one day at a time.
+async fn work_through(app: &TestApp, days: i64) {
+    let start = time::OffsetDateTime::now_utc();
+    for day in 0..=days {
+        kopilka_jobs::run_due(&app.pool, start + time::Duration::days(day))
+            .await
+            .unwrap();
+    }
+}
+
+async fn event_status(app: &TestApp, id: &str) -> String {
+    sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_waiting_for_its_object_is_retried_then_dead_lettered_and_replayed_after_the_fix()
+{
+    let app = TestApp::spawn().await;
+    // A refund of a payment the ledger does not have yet.
+    let refund = event(
+        "evt_refund_early",
+        "refund.created",
+        &json!({"id": "re_early", "object": "refund", "amount": 500, "currency": "usd", "status": "succeeded",
+                "payment_intent": "pi_later", "created": now()}),
+    );
+    assert_eq!(
+        send(signed(&app, &refund, now())).await.status,
+        StatusCode::OK
+    );
+    work_through(&app, 2).await;
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(attempts >= 3, "retried while waiting ({attempts} attempts)");
+    assert_eq!(event_status(&app, "evt_refund_early").await, "pending");
+    work_through(&app, 20).await;
+    assert_eq!(
+        event_status(&app, "evt_refund_early").await,
+        "failed",
+        "the dead letter, after the attempts ran out"
+    );
+
+    // The fix: the payment it refunds arrives (a one-off checkout completed).
+    let contribution = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO contributions (id, interval, amount_minor, currency) VALUES ($1, 'once', 500, 'usd')")
+        .bind(contribution)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let completed = event(
+        "evt_paid",
+        "checkout.session.completed",
+        &json!({"id": "cs_1", "object": "checkout.session", "client_reference_id": contribution.to_string(),
+                "payment_status": "paid", "payment_intent": "pi_later", "amount_total": 500, "currency": "usd"}),
+    );
+    assert_eq!(
+        send(signed(&app, &completed, now())).await.status,
+        StatusCode::OK
+    );
+    eventually("the payment applied", Duration::from_secs(20), || async {
+        (event_status(&app, "evt_paid").await == "processed").then_some(())
+    })
+    .await;
+
+    assert_eq!(
+        kopilka_reconciliation::apply_event(&app.pool, "evt_refund_early")
+            .await
+            .unwrap(),
+        kopilka_reconciliation::Outcome::Processed
+    );
+    assert_eq!(event_status(&app, "evt_refund_early").await, "processed");
+    let status: String = sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1")
+        .bind(contribution)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "refunded");
+    assert_eq!(ledger_sum(&app).await, (1, 0));
+}
+
+#[tokio::test]
+async fn a_subscriptions_events_in_any_order_end_in_the_same_state() {
+    // The events of one plan: the checkout, the subscription created (incomplete) and
+    // updated (active), the first invoice paid, then cancelled at period end.
+    let contribution = uuid::Uuid::now_v7();
+    let base = now() - 1000;
+    let sub = |status: &str, cancel: bool| {
+        json!({"id": "sub_1", "object": "subscription", "customer": "cus_1", "status": status,
+               "cancel_at_period_end": cancel, "metadata": {"contribution_id": contribution.to_string()},
+               "items": {"data": [{"current_period_end": base + 30 * 86_400,
+                   "price": {"unit_amount": 700, "currency": "eur", "recurring": {"interval": "month"}}}]}})
+    };
+    let events: Vec<(String, i64, &str, Value)> = vec![
+        (
+            "evt_a".into(),
+            base,
+            "checkout.session.completed",
+            json!({"id": "cs_1", "object": "checkout.session", "client_reference_id": contribution.to_string(), "payment_status": "paid", "subscription": "sub_1", "customer": "cus_1", "amount_total": 700, "currency": "eur"}),
+        ),
+        (
+            "evt_b".into(),
+            base,
+            "customer.subscription.created",
+            sub("incomplete", false),
+        ),
+        (
+            "evt_c".into(),
+            base,
+            "customer.subscription.updated",
+            sub("active", false),
+        ),
+        (
+            "evt_d".into(),
+            base + 1,
+            "invoice.paid",
+            json!({"id": "in_1", "object": "invoice", "amount_paid": 700, "currency": "eur", "parent": {"subscription_details": {"subscription": "sub_1"}}, "payments": {"data": [{"payment": {"payment_intent": "pi_1"}}]}}),
+        ),
+        (
+            "evt_e".into(),
+            base + 50,
+            "customer.subscription.updated",
+            sub("active", true),
+        ),
+    ];
+    let orders: [[usize; 5]; 4] = [
+        [0, 1, 2, 3, 4],
+        [4, 3, 2, 1, 0],
+        [3, 2, 4, 0, 1],
+        [2, 4, 1, 3, 0],
+    ];
+    let mut finals = Vec::new();
+    for order in orders {
+        let app = TestApp::spawn().await;
+        sqlx::query("INSERT INTO contributions (id, interval, amount_minor, currency) VALUES ($1, 'month', 700, 'eur')")
+            .bind(contribution)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        for index in order {
+            let (id, created, kind, object) = &events[index];
+            let body = json!({"id": id, "object": "event", "type": kind, "created": created, "livemode": false, "data": {"object": object}}).to_string();
+            assert_eq!(
+                send(signed(&app, &body, now())).await.status,
+                StatusCode::OK
+            );
+        }
+        work_through(&app, 3).await;
+        let plan: (String, bool, i64) = sqlx::query_as(
+            "SELECT status, cancel_at_period_end, amount_minor FROM recurring_plans",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let contribution_status: String = sqlx::query_scalar("SELECT status FROM contributions")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        finals.push((plan, contribution_status, ledger_sum(&app).await));
+    }
+    let expected = (
+        ("active".to_owned(), true, 700),
+        "paid".to_owned(),
+        (1, 700),
+    );
+    for (order, state) in orders.iter().zip(&finals) {
+        assert_eq!(state, &expected, "order {order:?}");
+    }
+}

@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate::run().await,
         Command::Dev(args) => dev::run(args).await,
         Command::StripeSim(args) => stripe_sim::run(args).await,
-        Command::Admin(command) => admin::run(&command),
+        Command::Admin(command) => admin::run(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,13 @@ pub async fn run_due(pool: &PgPool, now: OffsetDateTime) -> Result<RunSummary, Q
                     summary.retrying += 1;
                 } else {
                     summary.failed += 1;
+                    if let (APPLY_EVENT, Some(event_id)) =
+                        (job.kind.as_str(), job.payload["event_id"].as_str())
+                        && let Err(err) =
+                            kopilka_reconciliation::inbox::mark_failed(pool, event_id, &error).await
+                    {
+                        tracing::warn!(event_id, error = %err, "could not mark the event failed");
+                    }
                 }
             }
         }

@@ -43,3 +43,60 @@ pub async fn receive(
     tracing::info!(event_id = %event.id, event_type = %event.event_type, "event stored");
     Ok(true)
 }
+
+/// A stored event, as `admin events list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// `evt_…`.
+    pub id: String,
+    /// Its type.
+    pub event_type: String,
+    /// `pending`, `processed`, `ignored` or `failed`.
+    pub status: String,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// Stored events, oldest first, optionally only those with `status`.
+///
+/// # Errors
+/// Storage errors.
+pub async fn list(
+    pool: &PgPool,
+    status: Option<&str>,
+) -> Result<Vec<StoredEvent>, ReconciliationError> {
+    let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, type, status, last_error FROM stripe_events
+         WHERE $1::text IS NULL OR status = $1 ORDER BY created, received_at",
+    )
+    .bind(status)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, event_type, status, last_error)| StoredEvent {
+            id,
+            event_type,
+            status,
+            last_error,
+        })
+        .collect())
+}
+
+/// Marks an event `failed` with `error`: its job gave up (the dead letter), and
+/// `admin events replay --failed` takes it from here.
+///
+/// # Errors
+/// Storage errors.
+pub async fn mark_failed(
+    pool: &PgPool,
+    event_id: &str,
+    error: &str,
+) -> Result<(), ReconciliationError> {
+    sqlx::query("UPDATE stripe_events SET status = 'failed', last_error = $2 WHERE id = $1 AND status <> 'processed'")
+        .bind(event_id)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -12,6 +12,6 @@ mod supporter;
 
 pub use error::RecurringError;
 pub use goal::{GoalCache, GoalFigure};
-pub use plan::{Plan, plan_by_id, plan_by_subscription};
+pub use plan::{Plan, list_plans, plan_by_id, plan_by_subscription};
 pub use selfservice::{PlanChange, change_plan};
 pub use supporter::{SupporterStatus, supporter_status};

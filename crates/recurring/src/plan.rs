@@ -92,3 +92,14 @@ pub async fn plan_by_subscription(
         .await?;
     Ok(row.and_then(from_row))
 }
+
+/// Every plan, newest first (for `admin recurring list`).
+///
+/// # Errors
+/// Storage errors.
+pub async fn list_plans(conn: &mut PgConnection) -> Result<Vec<Plan>, RecurringError> {
+    let rows: Vec<PlanRow> = sqlx::query_as(select_plan!("true ORDER BY created_at DESC, id DESC"))
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().filter_map(from_row).collect())
+}

@@ -1,6 +1,12 @@
-//! `kopilka admin …`: one file per command.
+//! `kopilka admin …`: one file per command. Every command takes `--format table|json|csv`;
+//! json is one document on stdout.
 
 mod config;
+mod events_list;
+mod events_replay;
+mod recurring_list;
+mod report_goal;
+mod report_totals;
 
 use crate::output::Format;
 
@@ -13,10 +19,74 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Reports from the ledger and plans.
+    #[command(subcommand)]
+    Report(Report),
+    /// Recurring plans.
+    #[command(subcommand)]
+    Recurring(Recurring),
+    /// Stored Stripe events.
+    #[command(subcommand)]
+    Events(Events),
 }
 
-pub fn run(command: &Command) -> anyhow::Result<()> {
+/// `admin report …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Report {
+    /// Gross, refunded, net and count of payments per currency, from the ledger.
+    Totals(report_totals::Args),
+    /// The monthly funding goal's progress, computed now.
+    Goal(report_goal::Args),
+}
+
+/// `admin recurring …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Recurring {
+    /// Every plan.
+    List(recurring_list::Args),
+}
+
+/// `admin events …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Events {
+    /// Stored events, optionally by status.
+    List(events_list::Args),
+    /// Apply stored events again (one by id, or every failed one).
+    Replay(events_replay::Args),
+}
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Config { format } => config::run(*format),
+        Command::Config { format } => config::run(format),
+        Command::Report(Report::Totals(args)) => report_totals::run(&args).await,
+        Command::Report(Report::Goal(args)) => report_goal::run(&args).await,
+        Command::Recurring(Recurring::List(args)) => recurring_list::run(&args).await,
+        Command::Events(Events::List(args)) => events_list::run(&args).await,
+        Command::Events(Events::Replay(args)) => events_replay::run(&args).await,
     }
+}
+
+/// Settings, logs and the pool, as every database-backed admin command needs.
+async fn connect() -> anyhow::Result<(kopilka_config::Settings, kopilka_store::PgPool)> {
+    let settings = kopilka_config::load()?;
+    crate::logging::init(&settings.log);
+    let pool = crate::database::pool(&settings)?;
+    kopilka_store::ping(&pool).await?;
+    Ok((settings, pool))
+}
+
+/// A day (`2026-11-01`, midnight UTC) or an instant (RFC 3339).
+pub fn parse_when(text: &str) -> Result<time::OffsetDateTime, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(at) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(at);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format)
+        .map(|date| date.midnight().assume_utc())
+        .map_err(|_| {
+            format!(
+                "expected a day (2026-11-01) or an instant (2026-11-01T00:00:00Z), got {text:?}"
+            )
+        })
 }

@@ -1,0 +1,55 @@
+//! `kopilka admin events replay (--id EVT | --failed)`: apply stored events again, now.
+//! Application is idempotent, so replaying an applied event changes nothing.
+
+use crate::output::{self, Format};
+
+/// Options.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "failed"])))]
+pub struct Args {
+    /// One event.
+    #[arg(long)]
+    id: Option<String>,
+    /// Every failed event.
+    #[arg(long)]
+    failed: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let (_, pool) = super::connect().await?;
+    let ids: Vec<String> = match &args.id {
+        Some(id) => vec![id.clone()],
+        None => kopilka_reconciliation::inbox::list(&pool, Some("failed"))
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .collect(),
+    };
+    let mut results = Vec::new();
+    for id in &ids {
+        let outcome = match kopilka_reconciliation::apply_event(&pool, id).await {
+            Ok(outcome) => format!("{outcome:?}").to_lowercase(),
+            Err(err) => format!("error: {err}"),
+        };
+        results.push((id.clone(), outcome));
+    }
+    let failures = results
+        .iter()
+        .filter(|(_, o)| o.starts_with("error"))
+        .count();
+    if args.format == Format::Json {
+        let replayed: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(id, o)| serde_json::json!({"id": id, "outcome": o}))
+            .collect();
+        output::line(&serde_json::json!({"replayed": replayed, "failed": failures}).to_string());
+    } else {
+        let rows: Vec<Vec<String>> = results.into_iter().map(|(id, o)| vec![id, o]).collect();
+        output::rows(args.format, &["id", "outcome"], &rows);
+    }
+    anyhow::ensure!(failures == 0, "{failures} event(s) still failing");
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! `kopilka admin report goal`: the funding goal's progress, computed now.
+
+use crate::output::{self, Format};
+
+/// Options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let (settings, pool) = super::connect().await?;
+    let mut conn = pool.acquire().await?;
+    let figure = kopilka_recurring::goal::compute(
+        &mut conn,
+        &settings.offer,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await?;
+    let currency = figure.currency.stripe_code();
+    if args.format == Format::Json {
+        output::line(&serde_json::json!({"currency": currency, "target_minor": figure.target_minor, "current_minor": figure.current_minor}).to_string());
+        return Ok(());
+    }
+    output::rows(
+        args.format,
+        &["currency", "target_minor", "current_minor"],
+        &[vec![
+            currency,
+            figure.target_minor.to_string(),
+            figure.current_minor.to_string(),
+        ]],
+    );
+    Ok(())
+}

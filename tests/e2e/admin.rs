@@ -1,0 +1,145 @@
+use std::time::Duration;
+
+use kopilka_test_support::{TestApp, eventually, fresh_database};
+use kopilka_tests::{kopilka, run};
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+async fn admin(url: &str, args: &[&str]) -> String {
+    let mut command = kopilka(&[&["admin"], args].concat());
+    command.env("KOPILKA_ENV", "test").env("DATABASE_URL", url);
+    let out = run(command).await;
+    assert!(out.status.success(), "admin {args:?}: {}", out.stderr);
+    out.stdout
+}
+
+#[tokio::test]
+async fn admin_reports_agree_with_stripe_after_real_deliveries() {
+    let db = fresh_database().await;
+    let url = db.url.expose_secret().to_owned();
+    let app = TestApp::spawn_on(db.url.clone(), |_| {}).await;
+    let sim = app.stripe.simulator.base_url();
+    let http = reqwest::Client::new();
+    http.post(format!("{sim}/_sim/delivery"))
+        .json(&json!({"webhook_url": format!("http://{}/v1/webhooks/stripe", app.address), "duplicates": 1}))
+        .send()
+        .await
+        .unwrap();
+    for (interval, amount) in [("once", 2500), ("month", 500)] {
+        let started = app
+            .api
+            .post_json(
+                "/v1/checkout",
+                &json!({"interval": interval, "amount_minor": amount, "currency": "usd"}),
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::CREATED);
+        let session = started.json()["checkout_url"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        http.post(format!("{sim}/_sim/checkout/{session}/pay"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+    }
+    eventually("both payments applied", Duration::from_secs(30), || async {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_entries")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        (pending == 0 && payments == 2).then_some(())
+    })
+    .await;
+
+    let ours: Value =
+        serde_json::from_str(&admin(&url, &["report", "totals", "--format", "json"]).await)
+            .unwrap();
+    let stripes: Value = reqwest::get(format!("{sim}/_sim/totals"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ours, stripes, "the ledger agrees with Stripe to the cent");
+    let csv = admin(&url, &["report", "totals", "--format", "csv"]).await;
+    assert!(
+        csv.starts_with(
+            "currency,gross_minor,refunded_minor,net_minor,payments\nusd,3000,0,3000,2"
+        ),
+        "{csv}"
+    );
+
+    let plans: Value =
+        serde_json::from_str(&admin(&url, &["recurring", "list", "--format", "json"]).await)
+            .unwrap();
+    assert_eq!(plans.as_array().unwrap().len(), 1);
+    assert_eq!(plans[0]["status"], "active");
+    assert_eq!(
+        (
+            plans[0]["interval"].as_str(),
+            plans[0]["amount_minor"].as_i64(),
+            plans[0]["currency"].as_str()
+        ),
+        (Some("month"), Some(500), Some("usd"))
+    );
+    assert!(
+        plans[0]["stripe_subscription_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sub_")
+    );
+
+    let goal: Value =
+        serde_json::from_str(&admin(&url, &["report", "goal", "--format", "json"]).await).unwrap();
+    assert_eq!(
+        goal,
+        json!({"currency": "usd", "target_minor": 1_000_000, "current_minor": 3000})
+    );
+
+    let events: Value =
+        serde_json::from_str(&admin(&url, &["events", "list", "--format", "json"]).await).unwrap();
+    let events = events.as_array().unwrap();
+    assert!(events.len() > 10);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["status"] == "processed" || e["status"] == "ignored"),
+        "{events:?}"
+    );
+    let failed: Value = serde_json::from_str(
+        &admin(
+            &url,
+            &["events", "list", "--status", "failed", "--format", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(failed, json!([]));
+
+    let some = events[0]["id"].as_str().unwrap();
+    let replayed: Value = serde_json::from_str(
+        &admin(
+            &url,
+            &["events", "replay", "--id", some, "--format", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(replayed["failed"], 0);
+    let again: Value =
+        serde_json::from_str(&admin(&url, &["report", "totals", "--format", "json"]).await)
+            .unwrap();
+    assert_eq!(again, stripes, "replaying changes nothing");
+}

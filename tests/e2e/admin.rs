@@ -143,3 +143,146 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
             .unwrap();
     assert_eq!(again, stripes, "replaying changes nothing");
 }
+
+#[tokio::test]
+async fn reconcile_finds_what_deliveries_missed_and_apply_repairs_it() {
+    let db = fresh_database().await;
+    let url = db.url.expose_secret().to_owned();
+    let app = TestApp::spawn_on(db.url.clone(), |_| {}).await;
+    let sim = app.stripe.simulator.base_url();
+    let http = reqwest::Client::new();
+    let deliver = |to: String| {
+        let http = http.clone();
+        let sim = sim.clone();
+        async move {
+            http.post(format!("{sim}/_sim/delivery"))
+                .json(&json!({"webhook_url": to}))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let reconcile = |extra: &'static [&'static str]| {
+        let url = url.clone();
+        let sim = sim.clone();
+        let key = app.stripe.simulator.secret_key().to_owned();
+        async move {
+            let mut command = kopilka(
+                &[
+                    &[
+                        "admin",
+                        "reconcile",
+                        "--since",
+                        "2020-01-01",
+                        "--format",
+                        "json",
+                    ],
+                    extra,
+                ]
+                .concat(),
+            );
+            command
+                .env("KOPILKA_ENV", "test")
+                .env("DATABASE_URL", &url)
+                .env("KOPILKA__STRIPE__SECRET_KEY", key)
+                .env("KOPILKA__STRIPE__API_BASE", &sim);
+            let out = run(command).await;
+            assert!(out.status.success(), "{}", out.stderr);
+            serde_json::from_str::<Value>(&out.stdout).unwrap()
+        }
+    };
+    let pay = |interval: &'static str, amount: i64| {
+        let app = &app;
+        let http = http.clone();
+        let sim = sim.clone();
+        async move {
+            let started = app
+                .api
+                .post_json(
+                    "/v1/checkout",
+                    &json!({"interval": interval, "amount_minor": amount, "currency": "usd"}),
+                )
+                .await;
+            let session = started.json()["checkout_url"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned();
+            http.post(format!("{sim}/_sim/checkout/{session}/pay"))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            session
+        }
+    };
+    let settled = || async {
+        eventually("the inbox to settle", Duration::from_secs(30), || async {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            (pending == 0).then_some(())
+        })
+        .await;
+    };
+
+    deliver(format!("http://{}/v1/webhooks/stripe", app.address)).await;
+    pay("month", 500).await;
+    eventually("the plan's payment", Duration::from_secs(30), || async {
+        let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_entries")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        (payments == 1).then_some(())
+    })
+    .await;
+    settled().await;
+    let clean = reconcile(&[]).await;
+    assert_eq!(
+        clean["drift"],
+        json!([]),
+        "a clean month reports nothing: {clean}"
+    );
+    assert!(clean["checked"].as_i64().unwrap() > 5);
+
+    // Deliveries stop: a gift is paid and the plan renews, and Kopilka hears nothing.
+    deliver(String::new()).await;
+    pay("once", 2500).await;
+    http.post(format!("{sim}/_sim/clock/advance"))
+        .json(&json!({"seconds": 32 * 86_400}))
+        .send()
+        .await
+        .unwrap();
+    let drifted = reconcile(&[]).await;
+    let kinds: Vec<&str> = drifted["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.iter().filter(|k| **k == "missing_in_ledger").count() >= 2,
+        "{drifted}"
+    );
+    assert!(kinds.contains(&"undelivered_event"), "{drifted}");
+
+    let repaired = reconcile(&["--apply"]).await;
+    settled().await;
+    let again = reconcile(&[]).await;
+    assert_eq!(again["drift"], json!([]), "after --apply: {repaired}");
+    let ours: Value =
+        serde_json::from_str(&admin(&url, &["report", "totals", "--format", "json"]).await)
+            .unwrap();
+    let stripes: Value = reqwest::get(format!("{sim}/_sim/totals"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ours, stripes);
+}

@@ -17,6 +17,9 @@ pub enum ReconciliationError {
     /// Plans.
     #[error(transparent)]
     Recurring(#[from] kopilka_recurring::RecurringError),
+    /// Stripe refused or could not be reached.
+    #[error("Stripe: {0}")]
+    Stripe(#[from] kopilka_stripe::ClientError),
     /// The queue.
     #[error(transparent)]
     Queue(#[from] kopilka_queue::QueueError),

@@ -4,6 +4,7 @@
 //! Owns `stripe_events`.
 
 mod apply;
+pub mod drift;
 mod error;
 pub mod inbox;
 

@@ -277,6 +277,10 @@ impl StripeClient {
         Ok(Self { inner })
     }
 
+    pub(crate) fn inner(&self) -> &stripe::Client {
+        &self.inner
+    }
+
     /// The client the settings describe; `None` when no secret key is configured.
     ///
     /// # Errors

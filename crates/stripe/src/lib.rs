@@ -10,8 +10,10 @@
 
 mod client;
 pub mod event;
+mod lists;
 pub mod webhook;
 
 pub use client::{CheckoutSession, ClientError, NewCheckout, Refund, StripeClient, Subscription};
 pub use event::{Event, EventError};
+pub use lists::{ChargeRecord, MovementRecord};
 pub use webhook::{SignatureError, WebhookError, WebhookVerifier, sign};

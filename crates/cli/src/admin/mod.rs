@@ -4,6 +4,7 @@
 mod config;
 mod events_list;
 mod events_replay;
+mod reconcile;
 mod recurring_list;
 mod report_goal;
 mod report_totals;
@@ -28,6 +29,8 @@ pub enum Command {
     /// Stored Stripe events.
     #[command(subcommand)]
     Events(Events),
+    /// Find (and with --apply, repair) drift between Stripe and Kopilka.
+    Reconcile(reconcile::Args),
 }
 
 /// `admin report …`.
@@ -63,6 +66,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Recurring(Recurring::List(args)) => recurring_list::run(&args).await,
         Command::Events(Events::List(args)) => events_list::run(&args).await,
         Command::Events(Events::Replay(args)) => events_replay::run(&args).await,
+        Command::Reconcile(args) => reconcile::run(&args).await,
     }
 }
 

@@ -8,7 +8,7 @@ pub struct Args {
     /// From this day or instant (inclusive); default: the beginning.
     #[arg(long, value_parser = super::parse_when)]
     since: Option<time::OffsetDateTime>,
-    /// Until this day or instant (exclusive); default: now.
+    /// Until this day or instant (exclusive); default: no end.
     #[arg(long, value_parser = super::parse_when)]
     until: Option<time::OffsetDateTime>,
     /// Output format.
@@ -19,7 +19,9 @@ pub struct Args {
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     let (_, pool) = super::connect().await?;
     let since = args.since.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let until = args.until.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let until = args
+        .until
+        .unwrap_or(time::macros::datetime!(9999-12-31 0:00 UTC));
     let mut conn = pool.acquire().await?;
     let totals = kopilka_contributions::ledger::totals(&mut conn, since, until).await?;
     if args.format == Format::Json {

@@ -1,0 +1,285 @@
+//! `admin reconcile`: page through Stripe (charges, refunds, disputes, subscriptions and
+//! events since a day), compare with the ledger, the plans and the inbox, and report each
+//! difference. `--apply` first stores and applies every event Stripe has that the inbox
+//! lacks — the same path webhooks take — so what a lost delivery left out is repaired.
+//! Streams all the way: memory stays flat (the set of payments seen lives in a temporary
+//! table).
+
+use futures_util::StreamExt;
+use kopilka_store::PgPool;
+use kopilka_stripe::{Event, StripeClient};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::ReconciliationError;
+
+/// One difference between Stripe and Kopilka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// `missing_in_ledger`, `amount_mismatch`, `status_mismatch`, `unknown_to_stripe` or
+    /// `undelivered_event`.
+    pub kind: &'static str,
+    /// The Stripe id concerned.
+    pub object: String,
+    /// What differs.
+    pub detail: String,
+}
+
+/// `{"checked": N, "drift": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Stripe objects compared.
+    pub checked: u64,
+    /// Every difference found.
+    pub drift: Vec<Drift>,
+}
+
+async fn in_inbox(conn: &mut PgConnection, id: &str) -> Result<bool, ReconciliationError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $1)")
+            .bind(id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+async fn ledger_amount(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+) -> Result<Option<i64>, ReconciliationError> {
+    Ok(
+        sqlx::query_scalar("SELECT amount_minor FROM ledger_entries WHERE stripe_id = $1")
+            .bind(stripe_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Stores and applies every event since `since` that the inbox lacks; returns how many.
+///
+/// # Errors
+/// Stripe or storage errors.
+pub async fn fetch_missing_events(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    since: i64,
+    on_item: &(dyn Fn() + Sync),
+) -> Result<u64, ReconciliationError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(kopilka_store::StoreError::from)?;
+    let mut missing = Vec::new();
+    let mut events = stripe.events_since(since);
+    while let Some(item) = events.next().await {
+        let (id, _) = item?;
+        on_item();
+        if !in_inbox(&mut conn, &id).await? {
+            missing.push(id);
+        }
+    }
+    // Oldest first, as Stripe would have delivered them.
+    missing.reverse();
+    let mut stored = 0;
+    for id in &missing {
+        let raw = stripe.raw_event(id).await?;
+        let event = Event::parse(raw.as_bytes())
+            .map_err(|e| ReconciliationError::Malformed(e.to_string()))?;
+        if crate::inbox::receive(pool, &event, raw.as_bytes()).await? {
+            stored += 1;
+        }
+    }
+    for id in &missing {
+        // Waiting events stay queued for the worker.
+        match crate::apply_event(pool, id).await {
+            Ok(_) | Err(ReconciliationError::NotYet(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(stored)
+}
+
+/// Compares Stripe since `since` (unix seconds) with Kopilka; `on_item` ticks once per
+/// Stripe object read (for a progress bar).
+///
+/// # Errors
+/// Stripe or storage errors.
+pub async fn reconcile(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    since: i64,
+    on_item: &(dyn Fn() + Sync),
+) -> Result<Report, ReconciliationError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(kopilka_store::StoreError::from)?;
+    let mut report = Report::default();
+    let mut drift = |kind, object: &str, detail: String| {
+        report.drift.push(Drift {
+            kind,
+            object: object.to_owned(),
+            detail,
+        });
+    };
+    sqlx::query("CREATE TEMPORARY TABLE IF NOT EXISTS reconcile_seen (stripe_id text PRIMARY KEY) ON COMMIT PRESERVE ROWS")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("TRUNCATE reconcile_seen")
+        .execute(&mut *conn)
+        .await?;
+    let mut checked = 0_u64;
+
+    let mut charges = stripe.charges_since(since);
+    while let Some(charge) = charges.next().await {
+        let charge = charge?;
+        checked += 1;
+        on_item();
+        let (true, Some(pi)) = (charge.paid, charge.payment_intent.as_deref()) else {
+            continue;
+        };
+        sqlx::query("INSERT INTO reconcile_seen VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(pi)
+            .execute(&mut *conn)
+            .await?;
+        match ledger_amount(&mut conn, pi).await? {
+            None => drift(
+                "missing_in_ledger",
+                pi,
+                format!(
+                    "charge {} of {} {} is not in the ledger",
+                    charge.id, charge.amount, charge.currency
+                ),
+            ),
+            Some(amount) if amount != charge.amount => drift(
+                "amount_mismatch",
+                pi,
+                format!("Stripe charged {}, the ledger has {amount}", charge.amount),
+            ),
+            Some(_) => {}
+        }
+    }
+    let mut refunds = stripe.refunds_since(since);
+    while let Some(refund) = refunds.next().await {
+        let refund = refund?;
+        checked += 1;
+        on_item();
+        if refund.status != "succeeded" {
+            continue;
+        }
+        match ledger_amount(&mut conn, &refund.id).await? {
+            None => drift(
+                "missing_in_ledger",
+                &refund.id,
+                format!(
+                    "refund of {} {} is not in the ledger",
+                    refund.amount, refund.currency
+                ),
+            ),
+            Some(amount) if -amount != refund.amount => drift(
+                "amount_mismatch",
+                &refund.id,
+                format!(
+                    "Stripe refunded {}, the ledger has {}",
+                    refund.amount, -amount
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let mut disputes = stripe.disputes_since(since);
+    while let Some(dispute) = disputes.next().await {
+        let dispute = dispute?;
+        checked += 1;
+        on_item();
+        if ledger_amount(&mut conn, &dispute.id).await?.is_none() {
+            drift(
+                "missing_in_ledger",
+                &dispute.id,
+                format!(
+                    "dispute of {} {} is not in the ledger",
+                    dispute.amount, dispute.currency
+                ),
+            );
+        }
+        if dispute.status == "won"
+            && ledger_amount(&mut conn, &format!("{}:won", dispute.id))
+                .await?
+                .is_none()
+        {
+            drift(
+                "missing_in_ledger",
+                &dispute.id,
+                "the won dispute's reinstatement is not in the ledger".into(),
+            );
+        }
+    }
+    let mut subscriptions = stripe.all_subscriptions();
+    while let Some(sub) = subscriptions.next().await {
+        let sub = sub?;
+        checked += 1;
+        on_item();
+        let plan: Option<(String, i64)> = sqlx::query_as(
+            "SELECT status, amount_minor FROM recurring_plans WHERE stripe_subscription_id = $1",
+        )
+        .bind(&sub.id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match plan {
+            None if sub.metadata.contains_key("contribution_id") => drift(
+                "missing_in_ledger",
+                &sub.id,
+                format!("{} plan unknown to Kopilka", sub.status),
+            ),
+            Some((status, _)) if status != sub.status => drift(
+                "status_mismatch",
+                &sub.id,
+                format!("Stripe says {}, Kopilka {status}", sub.status),
+            ),
+            Some((_, amount)) if Some(amount) != sub.amount.map(kopilka_domain::Money::minor) => {
+                drift(
+                    "amount_mismatch",
+                    &sub.id,
+                    format!(
+                        "Stripe {:?}, Kopilka {amount}",
+                        sub.amount.map(kopilka_domain::Money::minor)
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    let mut events = stripe.events_since(since);
+    while let Some(event) = events.next().await {
+        let (id, kind) = event?;
+        checked += 1;
+        on_item();
+        if !in_inbox(&mut conn, &id).await? {
+            drift(
+                "undelivered_event",
+                &id,
+                format!("{kind} never reached the inbox"),
+            );
+        }
+    }
+    let unknown: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT stripe_id, amount_minor FROM ledger_entries
+         WHERE kind = 'payment' AND occurred_at >= to_timestamp($1) AND stripe_id LIKE 'pi\\_%'
+           AND stripe_id NOT IN (SELECT stripe_id FROM reconcile_seen) ORDER BY occurred_at",
+    )
+    .bind(since)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, amount) in unknown {
+        drift(
+            "unknown_to_stripe",
+            &id,
+            format!("the ledger has a payment of {amount} Stripe does not list"),
+        );
+    }
+    sqlx::query("DROP TABLE IF EXISTS reconcile_seen")
+        .execute(&mut *conn)
+        .await?;
+    report.checked = checked;
+    Ok(report)
+}

@@ -1,0 +1,165 @@
+//! Streaming lists for reconciliation: every page is fetched as the stream is read, so
+//! memory stays flat however many objects Stripe returns.
+
+use futures_util::{Stream, StreamExt};
+use stripe_types::{RangeBoundsTs, RangeQueryTs};
+
+use crate::client::{ClientError, StripeClient, Subscription};
+
+/// A charge, as reconciliation compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRecord {
+    /// `ch_…`.
+    pub id: String,
+    /// The payment it belongs to (the ledger's key).
+    pub payment_intent: Option<String>,
+    /// Charged.
+    pub amount: i64,
+    /// Lowercase ISO code.
+    pub currency: String,
+    /// Whether it succeeded.
+    pub paid: bool,
+    /// `created`.
+    pub created: i64,
+}
+
+/// A refund or a dispute, as reconciliation compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovementRecord {
+    /// `re_…` or `dp_…`.
+    pub id: String,
+    /// The payment it belongs to.
+    pub payment_intent: Option<String>,
+    /// How much (positive).
+    pub amount: i64,
+    /// Lowercase ISO code.
+    pub currency: String,
+    /// Stripe's status (`succeeded`; `won`, `lost`, `needs_response`, …).
+    pub status: String,
+    /// `created`.
+    pub created: i64,
+}
+
+fn since(at: i64) -> RangeQueryTs {
+    RangeQueryTs::Bounds(RangeBoundsTs {
+        gte: Some(at),
+        ..RangeBoundsTs::default()
+    })
+}
+
+fn id_of<T: stripe_types::Object>(expandable: &stripe_types::Expandable<T>) -> String
+where
+    T::Id: ToString,
+{
+    expandable.id().to_string()
+}
+
+impl StripeClient {
+    /// Charges created since `at`.
+    pub fn charges_since(
+        &self,
+        at: i64,
+    ) -> impl Stream<Item = Result<ChargeRecord, ClientError>> + Unpin + '_ {
+        stripe_core::charge::ListCharge::new()
+            .created(since(at))
+            .limit(100)
+            .paginate()
+            .stream(self.inner())
+            .map(|item| {
+                item.map_err(ClientError::from).map(|c| ChargeRecord {
+                    id: c.id.to_string(),
+                    payment_intent: c.payment_intent.as_ref().map(id_of),
+                    amount: c.amount,
+                    currency: c.currency.to_string(),
+                    paid: c.paid && c.status.as_str() == "succeeded",
+                    created: c.created,
+                })
+            })
+    }
+
+    /// Refunds created since `at`.
+    pub fn refunds_since(
+        &self,
+        at: i64,
+    ) -> impl Stream<Item = Result<MovementRecord, ClientError>> + Unpin + '_ {
+        stripe_core::refund::ListRefund::new()
+            .created(since(at))
+            .limit(100)
+            .paginate()
+            .stream(self.inner())
+            .map(|item| {
+                item.map_err(ClientError::from).map(|r| MovementRecord {
+                    id: r.id.to_string(),
+                    payment_intent: r.payment_intent.as_ref().map(id_of),
+                    amount: r.amount,
+                    currency: r.currency.to_string(),
+                    status: r.status.clone().unwrap_or_default(),
+                    created: r.created,
+                })
+            })
+    }
+
+    /// Disputes created since `at`.
+    pub fn disputes_since(
+        &self,
+        at: i64,
+    ) -> impl Stream<Item = Result<MovementRecord, ClientError>> + Unpin + '_ {
+        stripe_core::dispute::ListDispute::new()
+            .created(since(at))
+            .limit(100)
+            .paginate()
+            .stream(self.inner())
+            .map(|item| {
+                item.map_err(ClientError::from).map(|d| MovementRecord {
+                    id: d.id.to_string(),
+                    payment_intent: d.payment_intent.as_ref().map(id_of),
+                    amount: d.amount,
+                    currency: d.currency.to_string(),
+                    status: d.status.as_str().to_owned(),
+                    created: d.created,
+                })
+            })
+    }
+
+    /// Every subscription, whatever its status.
+    pub fn all_subscriptions(
+        &self,
+    ) -> impl Stream<Item = Result<Subscription, ClientError>> + Unpin + '_ {
+        stripe_billing::subscription::ListSubscription::new()
+            .status(stripe_billing::subscription::ListSubscriptionStatus::All)
+            .limit(100)
+            .paginate()
+            .stream(self.inner())
+            .map(|item| item.map_err(ClientError::from).map(Subscription::from))
+    }
+
+    /// Event ids and types since `at` (Stripe keeps 30 days).
+    pub fn events_since(
+        &self,
+        at: i64,
+    ) -> impl Stream<Item = Result<(String, String), ClientError>> + Unpin + '_ {
+        stripe_core::event::ListEvent::new()
+            .created(since(at))
+            .limit(100)
+            .paginate()
+            .stream(self.inner())
+            .map(|item| {
+                item.map_err(ClientError::from)
+                    .map(|e| (e.id.to_string(), e.type_.to_string()))
+            })
+    }
+
+    /// One event exactly as Stripe renders it (raw JSON), to store in the inbox.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn raw_event(&self, id: &str) -> Result<String, ClientError> {
+        use stripe_client_core::{RequestBuilder, StripeMethod};
+        let value: miniserde::json::Value =
+            RequestBuilder::new(StripeMethod::Get, format!("/events/{id}"))
+                .customize::<miniserde::json::Value>()
+                .send(self.inner())
+                .await?;
+        Ok(miniserde::json::to_string(&value))
+    }
+}

@@ -321,12 +321,13 @@ async fn event_status(app: &TestApp, id: &str) -> String {
 async fn an_event_waiting_for_its_object_is_retried_then_dead_lettered_and_replayed_after_the_fix()
 {
     let app = TestApp::spawn().await;
-    // A refund of a payment the ledger does not have yet.
+    // A refund of a payment the ledger does not have yet (created, as refunds are, after
+    // the payment it refunds).
     let refund = event(
         "evt_refund_early",
         "refund.created",
         &json!({"id": "re_early", "object": "refund", "amount": 500, "currency": "usd", "status": "succeeded",
-                "payment_intent": "pi_later", "created": now()}),
+                "payment_intent": "pi_later", "created": now() + 60}),
     );
     assert_eq!(
         send(signed(&app, &refund, now())).await.status,

@@ -100,3 +100,33 @@ pub async fn mark_failed(
         .await?;
     Ok(())
 }
+
+/// Ids of stored events of type `pattern` (a trailing `*` matches a prefix) created at or
+/// after `since`, oldest first.
+///
+/// # Errors
+/// Storage errors.
+pub async fn ids_of_type(
+    pool: &PgPool,
+    pattern: &str,
+    since: i64,
+) -> Result<Vec<String>, ReconciliationError> {
+    let like = match pattern.strip_suffix('*') {
+        Some(prefix) => format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        ),
+        None => pattern
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_"),
+    };
+    Ok(sqlx::query_scalar("SELECT id FROM stripe_events WHERE type LIKE $1 AND created >= $2 ORDER BY created, received_at")
+        .bind(like)
+        .bind(since)
+        .fetch_all(pool)
+        .await?)
+}

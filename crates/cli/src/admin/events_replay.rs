@@ -1,11 +1,12 @@
-//! `kopilka admin events replay (--id EVT | --failed)`: apply stored events again, now.
+//! `kopilka admin events replay (--id EVT | --failed | --type T [--since D])`: apply stored
+//! events again, now.
 //! Application is idempotent, so replaying an applied event changes nothing.
 
 use crate::output::{self, Format};
 
 /// Options.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "failed"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "failed", "event_type"])))]
 pub struct Args {
     /// One event.
     #[arg(long)]
@@ -13,6 +14,12 @@ pub struct Args {
     /// Every failed event.
     #[arg(long)]
     failed: bool,
+    /// Every stored event of this type (`*` at the end matches a prefix, e.g. `invoice.*`).
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// With --type: only events Stripe created since this day or instant.
+    #[arg(long, value_parser = super::parse_when, requires = "event_type")]
+    since: Option<time::OffsetDateTime>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,

@@ -286,3 +286,153 @@ async fn reconcile_finds_what_deliveries_missed_and_apply_repairs_it() {
         .unwrap();
     assert_eq!(ours, stripes);
 }
+
+#[tokio::test]
+async fn a_simulated_month_with_duplicates_and_shuffling_matches_stripe_to_the_cent() {
+    let db = fresh_database().await;
+    let url = db.url.expose_secret().to_owned();
+    let app = TestApp::spawn_on(db.url.clone(), |_| {}).await;
+    let sim = app.stripe.simulator.base_url();
+    let key = app.stripe.simulator.secret_key().to_owned();
+    let http = reqwest::Client::new();
+    http.post(format!("{sim}/_sim/delivery"))
+        .json(&json!({"webhook_url": format!("http://{}/v1/webhooks/stripe", app.address), "duplicates": 2, "shuffle": true}))
+        .send()
+        .await
+        .unwrap();
+    let checkout =
+        |interval: &'static str, amount: i64, currency: &'static str, action: &'static str| {
+            let (app, http, sim) = (&app, http.clone(), sim.clone());
+            async move {
+                let started = app
+                .api
+                .post_json(
+                    "/v1/checkout",
+                    &json!({"interval": interval, "amount_minor": amount, "currency": currency}),
+                )
+                .await;
+                assert_eq!(started.status, StatusCode::CREATED);
+                let session = started.json()["checkout_url"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                http.post(format!("{sim}/_sim/checkout/{session}/{action}"))
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                let session: Value = http
+                    .get(format!("{sim}/v1/checkout/sessions/{session}"))
+                    .bearer_auth(app.stripe.simulator.secret_key())
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                session
+            }
+        };
+
+    let refunded = checkout("once", 5000, "usd", "pay").await;
+    checkout("once", 3000, "jpy", "pay-then-dispute").await;
+    checkout("once", 1000, "usd", "decline").await;
+    checkout("month", 700, "eur", "pay").await;
+    let declining = checkout("month", 500, "usd", "pay").await;
+    checkout("year", 6000, "usd", "pay").await;
+
+    // Two partial refunds of one gift, through the client (idempotent on our ids).
+    let stripe = app.state.stripe.as_ref().unwrap();
+    let pi = refunded["payment_intent"].as_str().unwrap();
+    stripe
+        .refund(pi, "month-refund-1", Some(1000))
+        .await
+        .unwrap();
+    stripe
+        .refund(pi, "month-refund-2", Some(1500))
+        .await
+        .unwrap();
+    // The dispute is lost.
+    let disputes: Value = http
+        .get(format!("{sim}/v1/disputes"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dispute = disputes["data"][0]["id"].as_str().unwrap();
+    http.post(format!("{sim}/v1/disputes/{dispute}/close"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    // One plan's card starts declining; a month passes.
+    let sub = declining["subscription"].as_str().unwrap();
+    http.post(format!("{sim}/_sim/subscriptions/{sub}/card"))
+        .json(&json!({"outcome": "decline"}))
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{sim}/_sim/clock/advance"))
+        .json(&json!({"seconds": 32 * 86_400}))
+        .send()
+        .await
+        .unwrap();
+
+    let stripes: Value = reqwest::get(format!("{sim}/_sim/totals"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    eventually(
+        "the ledger to match Stripe",
+        Duration::from_secs(60),
+        || async {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            let ours: Value =
+                serde_json::from_str(&admin(&url, &["report", "totals", "--format", "json"]).await)
+                    .unwrap();
+            (pending == 0 && ours == stripes).then_some(())
+        },
+    )
+    .await;
+
+    let plans: Value =
+        serde_json::from_str(&admin(&url, &["recurring", "list", "--format", "json"]).await)
+            .unwrap();
+    let past_due = plans
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "past_due")
+        .count();
+    assert_eq!(past_due, 1, "{plans}");
+    let mut command = kopilka(&[
+        "admin",
+        "reconcile",
+        "--since",
+        "2020-01-01",
+        "--format",
+        "json",
+    ]);
+    command
+        .env("KOPILKA_ENV", "test")
+        .env("DATABASE_URL", &url)
+        .env("KOPILKA__STRIPE__SECRET_KEY", &key)
+        .env("KOPILKA__STRIPE__API_BASE", &sim);
+    let out = run(command).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["drift"], json!([]), "{report}");
+}

@@ -293,3 +293,51 @@ async fn stripe_unavailable_is_a_503_and_a_retry_with_the_key_reuses_the_contrib
     assert_eq!(rows[0].2, "pending");
     assert!(rows[0].3.is_none(), "no session was created");
 }
+
+#[tokio::test]
+async fn the_goal_refreshes_when_a_payment_lands() {
+    // A schedule of an hour: only the payment's notification can refresh the figure in time.
+    let app = TestApp::spawn_with(|settings| settings.offer.goal.refresh_secs = 3600).await;
+    eventually("the first figure", Duration::from_secs(20), || async {
+        app.api.get("/v1/offer").await.json()["goal"]["current_minor"].as_i64()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    http.post(format!("{}/_sim/delivery", app.stripe.simulator.base_url()))
+        .json(&json!({"webhook_url": format!("http://{}/v1/webhooks/stripe", app.address)}))
+        .send()
+        .await
+        .unwrap();
+    let started = checkout(
+        &app,
+        json!({"interval": "once", "amount_minor": 4200, "currency": "usd"}),
+        None,
+    )
+    .await;
+    let session = started.json()["checkout_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    http.post(format!(
+        "{}/_sim/checkout/{session}/pay",
+        app.stripe.simulator.base_url()
+    ))
+    .json(&json!({}))
+    .send()
+    .await
+    .unwrap();
+    let figure = eventually(
+        "the goal to include the gift",
+        Duration::from_secs(20),
+        || async {
+            app.api.get("/v1/offer").await.json()["goal"]["current_minor"]
+                .as_i64()
+                .filter(|f| *f > 0)
+        },
+    )
+    .await;
+    assert_eq!(figure, 4200);
+}

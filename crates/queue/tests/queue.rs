@@ -152,3 +152,21 @@ async fn a_worker_that_died_mid_job_leaves_it_to_another_after_the_lease() {
     let again = claim(&db.pool, later).await.unwrap().expect("taken over");
     assert_eq!((again.id, again.attempt), (first.id, 2));
 }
+
+#[tokio::test]
+async fn enqueueing_notifies_listening_workers() {
+    let db = fresh_database().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        .await
+        .unwrap();
+    listener.listen(kopilka_queue::CHANNEL).await.unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    enqueue(&mut conn, &NewJob::new("wake", json!({})))
+        .await
+        .unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification in time")
+        .unwrap();
+    assert_eq!(note.payload(), "wake");
+}

@@ -89,6 +89,14 @@ pub async fn apply_event(pool: &PgPool, event_id: &str) -> Result<Outcome, Recon
             return Err(err);
         }
     };
+    if outcome == Outcome::Processed && moves_money(&kind) {
+        // The funding goal's figure is recomputed by whoever listens (the API's cache).
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(kopilka_recurring::goal::CHANNEL)
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query("UPDATE stripe_events SET status = $2, attempts = attempts + 1, last_error = NULL, processed_at = now() WHERE id = $1")
         .bind(event_id)
         .bind(outcome.as_str())
@@ -97,6 +105,16 @@ pub async fn apply_event(pool: &PgPool, event_id: &str) -> Result<Outcome, Recon
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     tracing::info!(event_id, event_type = %kind, outcome = outcome.as_str(), "event applied");
     Ok(outcome)
+}
+
+/// Whether events of `kind` can change the ledger or a plan (and so the goal).
+fn moves_money(kind: &str) -> bool {
+    kind.starts_with("checkout.session.")
+        || kind.starts_with("payment_intent.")
+        || kind.starts_with("refund.")
+        || kind.starts_with("charge.")
+        || kind.starts_with("customer.subscription.")
+        || kind.starts_with("invoice.")
 }
 
 async fn route(

@@ -17,6 +17,10 @@ use tokio::sync::Notify;
 
 use crate::RecurringError;
 
+/// The channel a payment's landing is announced on (`NOTIFY kopilka_goal`), so a cache in
+/// any process recomputes at once.
+pub const CHANNEL: &str = "kopilka_goal";
+
 /// The goal's progress at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GoalFigure {
@@ -162,12 +166,14 @@ impl GoalCache {
             .await
             .map_err(kopilka_store::StoreError::from)?;
         let figure = compute(&mut conn, offer, now).await?;
+        tracing::debug!(current_minor = figure.current_minor, "goal refreshed");
         *self.figure.write().unwrap_or_else(PoisonError::into_inner) = Some(figure);
         Ok(())
     }
 
-    /// Refreshes every `offer.goal.refresh_secs` and whenever nudged, until the runtime
-    /// stops. Failures are logged and retried on the next tick.
+    /// Refreshes every `offer.goal.refresh_secs`, whenever nudged, and whenever a payment
+    /// lands anywhere (`LISTEN kopilka_goal`), until the runtime stops. Failures are logged
+    /// and retried on the next tick.
     pub fn spawn_refresher(
         &self,
         pool: PgPool,
@@ -176,16 +182,39 @@ impl GoalCache {
         let cache = self.clone();
         let every = Duration::from_secs(offer.goal.refresh_secs);
         tokio::spawn(async move {
+            let mut listener: Option<sqlx::postgres::PgListener> = None;
             loop {
+                if listener.is_none() {
+                    // Listen before computing, so a payment landing meanwhile is not missed;
+                    // retried every round while Postgres is away.
+                    match sqlx::postgres::PgListener::connect_with(&pool).await {
+                        Ok(mut fresh) => match fresh.listen(CHANNEL).await {
+                            Ok(()) => listener = Some(fresh),
+                            Err(err) => tracing::warn!(error = %err, "goal: cannot LISTEN"),
+                        },
+                        Err(err) => tracing::warn!(error = %err, "goal: cannot connect a listener"),
+                    }
+                }
                 if let Err(err) = cache
                     .refresh(&pool, &offer, OffsetDateTime::now_utc())
                     .await
                 {
                     tracing::warn!(error = %err, "goal not refreshed");
                 }
+                let landed = async {
+                    match listener.as_mut() {
+                        Some(l) => l.recv().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
                     () = cache.nudge.notified() => {}
+                    ok = landed => {
+                        if !ok {
+                            listener = None;
+                        }
+                    }
                 }
             }
         })

@@ -333,7 +333,7 @@ async fn an_event_waiting_for_its_object_is_retried_then_dead_lettered_and_repla
         send(signed(&app, &refund, now())).await.status,
         StatusCode::OK
     );
-    work_through(&app, 2).await;
+    work_through(&app, 5).await;
     let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM jobs")
         .fetch_one(&app.pool)
         .await

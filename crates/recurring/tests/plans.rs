@@ -784,3 +784,64 @@ async fn an_expired_checkout_is_abandoned_unless_it_was_paid() {
     );
     assert_eq!(status_of(&app, contribution).await, "abandoned");
 }
+
+#[tokio::test]
+async fn a_lost_dispute_ends_supporter_status_and_a_won_one_restores_it() {
+    let app = TestApp::spawn().await;
+    let reader = ReaderId::new();
+    let now = OffsetDateTime::now_utc();
+    let contribution = gift(
+        &app,
+        Some(reader),
+        money(2500, "usd"),
+        now - time::Duration::days(3),
+    )
+    .await;
+    let days = app.settings.offer.supporter_days;
+    let mut conn = app.pool.acquire().await.unwrap();
+    assert!(
+        supporter_status(&mut conn, reader, now, days)
+            .await
+            .unwrap()
+            .supporter
+    );
+
+    let dispute = |won, at: OffsetDateTime| contribution_facts::DisputeFact {
+        dispute_id: "dp_reader".into(),
+        payment_intent: format!("pi_{contribution}"),
+        amount: money(2500, "usd"),
+        won,
+        occurred_at: at.unix_timestamp(),
+    };
+    contribution_facts::dispute_changed(&mut conn, &dispute(None, now - time::Duration::days(2)))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&app, contribution).await, "disputed");
+    assert!(
+        !supporter_status(&mut conn, reader, now, days)
+            .await
+            .unwrap()
+            .supporter,
+        "a disputed gift does not count"
+    );
+
+    contribution_facts::dispute_changed(
+        &mut conn,
+        &dispute(Some(true), now - time::Duration::days(1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_of(&app, contribution).await, "paid");
+    assert!(
+        supporter_status(&mut conn, reader, now, days)
+            .await
+            .unwrap()
+            .supporter,
+        "a won dispute restores it"
+    );
+    let net: i64 = sqlx::query_scalar("SELECT sum(amount_minor)::bigint FROM ledger_entries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(net, 2500);
+}

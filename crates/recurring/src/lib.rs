@@ -6,6 +6,7 @@
 mod error;
 pub mod facts;
 pub mod goal;
+pub mod mrr;
 mod plan;
 mod selfservice;
 mod supporter;

@@ -845,3 +845,84 @@ async fn a_lost_dispute_ends_supporter_status_and_a_won_one_restores_it() {
         .unwrap();
     assert_eq!(net, 2500);
 }
+
+/// Records a plan payment (an invoice paid) at `at`.
+async fn plan_payment(app: &TestApp, sub: &str, amount: Money, at: OffsetDateTime) {
+    let mut conn = app.pool.acquire().await.unwrap();
+    let fact = InvoicePaid {
+        invoice_id: format!("in_{sub}_{}", at.unix_timestamp()),
+        subscription_id: sub.into(),
+        payment_intent: Some(format!("pi_{sub}_{}", at.unix_timestamp())),
+        amount,
+        occurred_at: at.unix_timestamp(),
+    };
+    assert_eq!(
+        facts::invoice_paid(&mut conn, &fact).await.unwrap(),
+        Applied::Changed
+    );
+}
+
+#[tokio::test]
+async fn mrr_and_churn_follow_payments_month_by_month() {
+    let app = TestApp::spawn().await;
+    plan(&app, None, money(500, "usd"), Interval::Month, "active").await;
+    plan(&app, None, money(300, "usd"), Interval::Month, "canceled").await;
+    plan(&app, None, money(1200, "eur"), Interval::Year, "active").await;
+    let subs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT stripe_subscription_id, interval FROM recurring_plans ORDER BY amount_minor",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let (monthly_300, monthly_500, annual) = (&subs[0].0, &subs[1].0, &subs[2].0);
+    // September to November: the 500 plan pays each month; the 300 plan pays in September
+    // and October, then churns; the annual plan paid in August.
+    for month in [9, 10, 11] {
+        let at = OffsetDateTime::new_utc(
+            time::Date::from_calendar_date(2026, time::Month::try_from(month).unwrap(), 5).unwrap(),
+            time::Time::MIDNIGHT,
+        );
+        plan_payment(&app, monthly_500, money(500, "usd"), at).await;
+        if month < 11 {
+            plan_payment(&app, monthly_300, money(300, "usd"), at).await;
+        }
+    }
+    plan_payment(
+        &app,
+        annual,
+        money(1200, "eur"),
+        datetime!(2026-08-20 0:00 UTC),
+    )
+    .await;
+
+    let mut conn = app.pool.acquire().await.unwrap();
+    let months = kopilka_recurring::mrr::mrr_by_month(
+        &mut conn,
+        &app.settings.offer,
+        datetime!(2026-09-15 0:00 UTC),
+        datetime!(2026-11-30 0:00 UTC),
+    )
+    .await
+    .unwrap();
+    let summary: Vec<(&str, i64, usize, usize, &str)> = months
+        .iter()
+        .map(|m| {
+            (
+                m.month.as_str(),
+                m.mrr_minor,
+                m.plans,
+                m.churned,
+                m.churn_rate.as_str(),
+            )
+        })
+        .collect();
+    // The annual €12.00 is 1296 US cents a year, 108 a month.
+    assert_eq!(
+        summary,
+        vec![
+            ("2026-09", 500 + 300 + 108, 3, 0, "0.0000"),
+            ("2026-10", 500 + 300 + 108, 3, 0, "0.0000"),
+            ("2026-11", 500 + 108, 2, 1, "0.3333"),
+        ]
+    );
+}

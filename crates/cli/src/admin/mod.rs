@@ -7,6 +7,7 @@ mod events_replay;
 mod reconcile;
 mod recurring_list;
 mod report_goal;
+mod report_mrr;
 mod report_totals;
 
 use crate::output::Format;
@@ -40,6 +41,8 @@ pub enum Report {
     Totals(report_totals::Args),
     /// The monthly funding goal's progress, computed now.
     Goal(report_goal::Args),
+    /// Monthly recurring revenue and churn per month, from the ledger.
+    Mrr(report_mrr::Args),
 }
 
 /// `admin recurring …`.
@@ -63,6 +66,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Config { format } => config::run(format),
         Command::Report(Report::Totals(args)) => report_totals::run(&args).await,
         Command::Report(Report::Goal(args)) => report_goal::run(&args).await,
+        Command::Report(Report::Mrr(args)) => report_mrr::run(&args).await,
         Command::Recurring(Recurring::List(args)) => recurring_list::run(&args).await,
         Command::Events(Events::List(args)) => events_list::run(&args).await,
         Command::Events(Events::Replay(args)) => events_replay::run(&args).await,

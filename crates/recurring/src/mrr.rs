@@ -1,0 +1,114 @@
+//! Monthly recurring revenue and churn per calendar month, derived from the ledger: a month
+//! counts a monthly plan that paid in it, and an annual plan that paid in it or the eleven
+//! months before (a twelfth of the payment). A plan counted last month and not this month
+//! churned. In the goal's currency, through the configured rates.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kopilka_config::OfferSettings;
+use kopilka_domain::{Currency, Money};
+use serde::Serialize;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use crate::RecurringError;
+
+/// One month's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MonthFigures {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// MRR in the goal's currency.
+    pub mrr_minor: i64,
+    /// Plans counted.
+    pub plans: usize,
+    /// Plans counted the month before and not this one.
+    pub churned: usize,
+    /// `churned / plans of the month before`, as an exact decimal with four places.
+    pub churn_rate: String,
+}
+
+type Row = (OffsetDateTime, uuid::Uuid, String, i64);
+
+/// Figures for each month from `from`'s month to `to`'s month (UTC).
+///
+/// # Errors
+/// Storage errors.
+pub async fn mrr_by_month(
+    conn: &mut PgConnection,
+    offer: &OfferSettings,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<MonthFigures>, RecurringError> {
+    // One row per (month, plan payment that covers it): annualised amounts, /12 at the end.
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH months AS (
+             SELECT generate_series(date_trunc('month', $1::timestamptz AT TIME ZONE 'UTC'),
+                                    date_trunc('month', $2::timestamptz AT TIME ZONE 'UTC'),
+                                    interval '1 month') AT TIME ZONE 'UTC' AS month)
+         SELECT m.month, p.id, l.currency,
+                (CASE p.interval WHEN 'month' THEN l.amount_minor * 12 ELSE l.amount_minor END)::bigint
+         FROM months m
+         JOIN ledger_entries l ON l.kind = 'payment' AND l.plan_id IS NOT NULL
+         JOIN recurring_plans p ON p.id = l.plan_id
+         WHERE (p.interval = 'month' AND l.occurred_at >= m.month AND l.occurred_at < m.month + interval '1 month')
+            OR (p.interval = 'year' AND l.occurred_at >= m.month - interval '11 months' AND l.occurred_at < m.month + interval '1 month')
+         ORDER BY m.month",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await?;
+
+    let goal = offer.goal.currency;
+    let mut by_month: BTreeMap<OffsetDateTime, (BTreeMap<Currency, i64>, BTreeSet<uuid::Uuid>)> =
+        BTreeMap::new();
+    for (month, plan, currency, annualised) in rows {
+        let Ok(currency) = currency.parse::<Currency>() else {
+            continue;
+        };
+        let entry = by_month.entry(month).or_default();
+        *entry.0.entry(currency).or_default() += annualised;
+        entry.1.insert(plan);
+    }
+    // Every month of the window appears, even without plans.
+    let mut month = crate::goal::month_bounds(from).0;
+    let last = crate::goal::month_bounds(to).0;
+    let mut figures = Vec::new();
+    let mut previous: BTreeSet<uuid::Uuid> = BTreeSet::new();
+    while month <= last {
+        let (sums, plans) = by_month.remove(&month).unwrap_or_default();
+        let mut total = Money::zero(goal);
+        for (currency, annualised) in sums {
+            let amount = Money::new(annualised, currency);
+            let converted = if currency == goal {
+                amount
+            } else if let Some(rate) = offer.rates.get(&currency) {
+                amount
+                    .convert(goal, *rate)
+                    .map_err(|e| RecurringError::Refused(e.to_string()))?
+            } else {
+                continue;
+            };
+            total = total
+                .checked_add(converted)
+                .map_err(|e| RecurringError::Refused(e.to_string()))?;
+        }
+        let churned = previous.difference(&plans).count();
+        let rate = if previous.is_empty() {
+            0
+        } else {
+            churned * 10_000 / previous.len()
+        };
+        figures.push(MonthFigures {
+            month: format!("{}-{:02}", month.year(), u8::from(month.month())),
+            mrr_minor: total.minor() / 12,
+            plans: plans.len(),
+            churned,
+            churn_rate: format!("{}.{:04}", rate / 10_000, rate % 10_000),
+        });
+        previous = plans;
+        month = crate::goal::month_bounds(month).1;
+    }
+    Ok(figures)
+}

@@ -435,4 +435,28 @@ async fn a_simulated_month_with_duplicates_and_shuffling_matches_stripe_to_the_c
     assert!(out.status.success(), "{}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["drift"], json!([]), "{report}");
+
+    let mut command = kopilka(&[
+        "admin",
+        "report",
+        "payouts",
+        "--since",
+        "2020-01-01",
+        "--format",
+        "json",
+    ]);
+    command
+        .env("KOPILKA_ENV", "test")
+        .env("DATABASE_URL", &url)
+        .env("KOPILKA__STRIPE__SECRET_KEY", &key)
+        .env("KOPILKA__STRIPE__API_BASE", &sim);
+    let out = run(command).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let payouts: Value = serde_json::from_str(&out.stdout).unwrap();
+    let payouts = payouts["payouts"].as_array().unwrap();
+    assert!(!payouts.is_empty(), "the month's balance was paid out");
+    for payout in payouts {
+        assert_eq!(payout["problems"], json!([]), "{payout}");
+        assert_eq!(payout["in_ledger"], payout["transactions"], "{payout}");
+    }
 }

@@ -7,6 +7,7 @@ mod apply;
 pub mod drift;
 mod error;
 pub mod inbox;
+pub mod payouts;
 
 pub use apply::{Outcome, apply_event};
 pub use error::ReconciliationError;

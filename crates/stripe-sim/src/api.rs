@@ -354,17 +354,30 @@ lister!(list_disputes, "dispute", "/v1/disputes", |q, o| matches(
     q, "charge", o, "charge"
 )
     && matches(q, "payment_intent", o, "payment_intent"));
-lister!(
-    list_balance_transactions,
-    "balance_transaction",
-    "/v1/balance_transactions",
-    |q, o| matches(q, "type", o, "type")
-        && matches(q, "source", o, "source")
-        && matches(q, "currency", o, "currency")
-        && q.get("payout")
-            .and_then(Value::as_str)
-            .is_none_or(|p| o["payout"] == p)
-);
+/// Balance transactions; `payout=po_…` lists what an automatic payout paid out.
+async fn list_balance_transactions(
+    State(sim): State<Simulator>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let payout_of = sim.with_state(|state| state.payout_of.clone());
+    page(
+        &sim,
+        "balance_transaction",
+        "/v1/balance_transactions",
+        query,
+        |q, o| {
+            matches(q, "type", o, "type")
+                && matches(q, "source", o, "source")
+                && matches(q, "currency", o, "currency")
+                && q.get("payout").and_then(Value::as_str).is_none_or(|p| {
+                    o["id"]
+                        .as_str()
+                        .and_then(|id| payout_of.get(id))
+                        .is_some_and(|of| of == p)
+                })
+        },
+    )
+}
 lister!(list_payouts, "payout", "/v1/payouts", |q, o| matches(
     q, "status", o, "status"
 ));

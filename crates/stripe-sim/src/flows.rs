@@ -680,6 +680,13 @@ pub fn create_refund(
             "This charge cannot be refunded.",
         ));
     }
+    if charge["disputed"] == true {
+        return Err(StripeError::coded(
+            "charge_disputed",
+            Some("charge"),
+            format!("Charge {charge_id} has been charged back; it cannot be refunded."),
+        ));
+    }
     let captured = charge["amount_captured"].as_i64().unwrap_or(0);
     let refunded = charge["amount_refunded"].as_i64().unwrap_or(0);
     let remaining = captured - refunded;

@@ -195,6 +195,18 @@ async fn a_one_off_payment_refund_and_dispute_conform() {
     );
     assert_eq!(closed["status"], "lost");
 
+    // A disputed charge cannot also be refunded (the dispute already took the money).
+    let disputed_charge = closed["charge"].as_str().unwrap();
+    let (status, body) = sim
+        .send(
+            sim.http
+                .post(sim.url("/v1/refunds"))
+                .form(&[("charge", disputed_charge)]),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("charge_disputed"), "{body}");
+
     let totals = sim
         .http
         .get(sim.url("/_sim/totals"))
@@ -210,6 +222,41 @@ async fn a_one_off_payment_refund_and_dispute_conform() {
             {"currency": "jpy", "gross_minor": 1000, "refunded_minor": 0, "net_minor": 0, "payments": 1},
             {"currency": "usd", "gross_minor": 2500, "refunded_minor": 1000, "net_minor": 1500, "payments": 1},
         ]})
+    );
+
+    // Two days later the balance is paid out, one payout per currency, reconciled; the yen
+    // balance is negative after the lost dispute and its fee, so it waits.
+    sim.control("/_sim/clock/advance", json!({"seconds": 3 * 86_400}))
+        .await;
+    let (payouts, _) =
+        stripe::<stripe_types::List<stripe_shared::Payout>>(&sim.get("/v1/payouts").await);
+    assert_eq!(payouts.data.len(), 1);
+    let usd = &payouts.data[0];
+    assert_eq!(usd.currency.to_string(), "usd");
+    let fee = 2500 * 29 / 1000 + 30;
+    assert_eq!(
+        usd.amount,
+        2500 - fee - 1000,
+        "the charge's net less the refund"
+    );
+    let (in_payout, _) = stripe::<stripe_types::List<stripe_shared::BalanceTransaction>>(
+        &sim.get(&format!(
+            "/v1/balance_transactions?payout={}&limit=100",
+            usd.id
+        ))
+        .await,
+    );
+    let net: i64 = in_payout
+        .data
+        .iter()
+        .filter(|t| t.type_.as_str() != "payout")
+        .map(|t| t.net)
+        .sum();
+    assert_eq!(net, usd.amount, "a payout's transactions add up to it");
+    assert_eq!(
+        in_payout.data.len(),
+        3,
+        "the charge, the refund and the payout itself"
     );
 
     let (events, _) =

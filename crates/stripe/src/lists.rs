@@ -40,6 +40,40 @@ pub struct MovementRecord {
     pub created: i64,
 }
 
+/// A payout, as reconciliation reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutRecord {
+    /// `po_…`.
+    pub id: String,
+    /// Paid out.
+    pub amount: i64,
+    /// Lowercase ISO code.
+    pub currency: String,
+    /// Stripe's status.
+    pub status: String,
+    /// Only automatic payouts list their balance transactions.
+    pub automatic: bool,
+    /// `arrival_date`.
+    pub arrival_date: i64,
+}
+
+/// One balance transaction of a payout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceRecord {
+    /// `txn_…`.
+    pub id: String,
+    /// `charge`, `refund`, `adjustment`, `payout`, …
+    pub kind: String,
+    /// Gross.
+    pub amount: i64,
+    /// Stripe's fee.
+    pub fee: i64,
+    /// `amount − fee`.
+    pub net: i64,
+    /// What moved the money: `ch_…`, `re_…`, `dp_…`, `po_…`.
+    pub source: Option<String>,
+}
+
 fn since(at: i64) -> RangeQueryTs {
     RangeQueryTs::Bounds(RangeBoundsTs {
         gte: Some(at),
@@ -131,6 +165,61 @@ impl StripeClient {
             .paginate()
             .stream(self.inner())
             .map(|item| item.map_err(ClientError::from).map(Subscription::from))
+    }
+
+    /// Payouts created since `at`.
+    pub fn payouts_since(
+        &self,
+        at: i64,
+    ) -> impl Stream<Item = Result<PayoutRecord, ClientError>> + Unpin + '_ {
+        stripe_core::payout::ListPayout::new()
+            .created(since(at))
+            .limit(100)
+            .paginate()
+            .stream(self.inner())
+            .map(|item| {
+                item.map_err(ClientError::from).map(|p| PayoutRecord {
+                    id: p.id.to_string(),
+                    amount: p.amount,
+                    currency: p.currency.to_string(),
+                    status: p.status.clone(),
+                    automatic: p.automatic,
+                    arrival_date: p.arrival_date,
+                })
+            })
+    }
+
+    /// The balance transactions an automatic payout paid out.
+    pub fn payout_transactions(
+        &self,
+        payout: &str,
+    ) -> impl Stream<Item = Result<BalanceRecord, ClientError>> + Unpin + '_ {
+        stripe_core::balance_transaction::ListBalanceTransaction::new()
+            .payout(payout)
+            .limit(100)
+            .paginate()
+            .stream(self.inner())
+            .map(|item| {
+                item.map_err(ClientError::from).map(|t| BalanceRecord {
+                    id: t.id.to_string(),
+                    kind: t.type_.as_str().to_owned(),
+                    amount: t.amount,
+                    fee: t.fee,
+                    net: t.net,
+                    source: t.source.as_ref().map(|s| s.id().to_string()),
+                })
+            })
+    }
+
+    /// The payment intent of charge `id`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn payment_intent_of_charge(&self, id: &str) -> Result<Option<String>, ClientError> {
+        let charge = stripe_core::charge::RetrieveCharge::new(id)
+            .send(self.inner())
+            .await?;
+        Ok(charge.payment_intent.as_ref().map(id_of))
     }
 
     /// Event ids and types since `at` (Stripe keeps 30 days).

@@ -8,6 +8,7 @@ mod reconcile;
 mod recurring_list;
 mod report_goal;
 mod report_mrr;
+mod report_payouts;
 mod report_totals;
 
 use crate::output::Format;
@@ -43,6 +44,8 @@ pub enum Report {
     Goal(report_goal::Args),
     /// Monthly recurring revenue and churn per month, from the ledger.
     Mrr(report_mrr::Args),
+    /// Each payout, its balance transactions and our ledger rows; what does not add up.
+    Payouts(report_payouts::Args),
 }
 
 /// `admin recurring …`.
@@ -67,6 +70,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Report(Report::Totals(args)) => report_totals::run(&args).await,
         Command::Report(Report::Goal(args)) => report_goal::run(&args).await,
         Command::Report(Report::Mrr(args)) => report_mrr::run(&args).await,
+        Command::Report(Report::Payouts(args)) => report_payouts::run(&args).await,
         Command::Recurring(Recurring::List(args)) => recurring_list::run(&args).await,
         Command::Events(Events::List(args)) => events_list::run(&args).await,
         Command::Events(Events::Replay(args)) => events_replay::run(&args).await,

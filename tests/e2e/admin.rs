@@ -101,6 +101,19 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
             .starts_with("sub_")
     );
 
+    let mrr: Value =
+        serde_json::from_str(&admin(&url, &["report", "mrr", "--format", "json"]).await).unwrap();
+    let this_month = mrr["months"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            this_month["mrr_minor"].as_i64(),
+            this_month["plans"].as_i64()
+        ),
+        (Some(500), Some(1)),
+        "{mrr}"
+    );
+    assert_eq!(mrr["currency"], "usd");
+
     let goal: Value =
         serde_json::from_str(&admin(&url, &["report", "goal", "--format", "json"]).await).unwrap();
     assert_eq!(
@@ -138,6 +151,69 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
     )
     .unwrap();
     assert_eq!(replayed["failed"], 0);
+    let by_type: Value = serde_json::from_str(
+        &admin(
+            &url,
+            &[
+                "events",
+                "replay",
+                "--type",
+                "checkout.*",
+                "--since",
+                "2020-01-01",
+                "--format",
+                "json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(by_type["failed"], 0);
+    assert_eq!(
+        by_type["replayed"].as_array().unwrap().len(),
+        2,
+        "the two checkouts: {by_type}"
+    );
+
+    // A failed event (as the dead letter leaves it) is completed by `replay --failed`.
+    sqlx::query(
+        "UPDATE stripe_events SET status = 'failed', last_error = 'was waiting' WHERE id = $1",
+    )
+    .bind(some)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let failed_now: Value = serde_json::from_str(
+        &admin(
+            &url,
+            &["events", "list", "--status", "failed", "--format", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(failed_now.as_array().unwrap().len(), 1);
+    let completed: Value = serde_json::from_str(
+        &admin(&url, &["events", "replay", "--failed", "--format", "json"]).await,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            completed["failed"].as_i64(),
+            completed["replayed"].as_array().unwrap().len()
+        ),
+        (Some(0), 1),
+        "{completed}"
+    );
+    let failed_after: Value = serde_json::from_str(
+        &admin(
+            &url,
+            &["events", "list", "--status", "failed", "--format", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(failed_after, json!([]));
+
     let again: Value =
         serde_json::from_str(&admin(&url, &["report", "totals", "--format", "json"]).await)
             .unwrap();

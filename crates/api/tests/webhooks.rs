@@ -473,3 +473,47 @@ async fn a_subscriptions_events_in_any_order_end_in_the_same_state() {
         assert_eq!(state, &expected, "order {order:?}");
     }
 }
+
+#[tokio::test]
+async fn with_postgres_down_a_delivery_gets_503_so_stripe_retries() {
+    let cluster = tokio::task::spawn_blocking(kopilka_store::PrivatePostgres::start_throwaway)
+        .await
+        .unwrap()
+        .unwrap();
+    let app = TestApp::spawn_on(cluster.url("postgres"), |_| {}).await;
+    kopilka_store::migrate(&app.pool).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop();
+        cluster
+    })
+    .await
+    .unwrap();
+    let body = event(
+        "evt_while_down",
+        "customer.created",
+        &json!({"id": "cus_down", "object": "customer"}),
+    );
+    let refused = send(signed(&app, &body, now())).await;
+    assert_eq!(refused.error_code(503), "service_unavailable");
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.start().unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    let retried = eventually("Postgres to come back", Duration::from_secs(30), || async {
+        let answer = send(signed(&app, &body, now())).await;
+        (answer.status == StatusCode::OK).then_some(answer)
+    })
+    .await;
+    assert_eq!(
+        retried.json()["duplicate"],
+        false,
+        "nothing was stored while it was down"
+    );
+    drop(app);
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}

@@ -1105,6 +1105,9 @@ fn renew(state: &mut State, sub: &str, period_start: i64) {
         "customer.subscription.updated",
         None,
     );
+    // Stripe attempts a renewal invoice about an hour after creating it, so the payment and
+    // any failure (past_due) come an hour after the period's start, not in the same second.
+    state.set_now(period_start + 3600);
     charge_period(state, sub, "subscription_cycle", period);
 }
 

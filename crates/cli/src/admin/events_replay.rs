@@ -27,9 +27,13 @@ pub struct Args {
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     let (_, pool) = super::connect().await?;
-    let ids: Vec<String> = match &args.id {
-        Some(id) => vec![id.clone()],
-        None => kopilka_reconciliation::inbox::list(&pool, Some("failed"))
+    let ids: Vec<String> = match (&args.id, &args.event_type) {
+        (Some(id), _) => vec![id.clone()],
+        (None, Some(pattern)) => {
+            let since = args.since.map_or(0, time::OffsetDateTime::unix_timestamp);
+            kopilka_reconciliation::inbox::ids_of_type(&pool, pattern, since).await?
+        }
+        (None, None) => kopilka_reconciliation::inbox::list(&pool, Some("failed"))
             .await?
             .into_iter()
             .map(|e| e.id)

@@ -340,9 +340,33 @@ async fn monthly_and_annual_plans_conform_and_renew_on_the_clock() {
         subscriptions.push(sub);
     }
 
-    // 13 months and a day: the monthly plan renews 13 times, the annual once.
-    sim.control("/_sim/clock/advance", json!({"seconds": 396 * 86_400}))
+    // Thirteen monthly periods, moving the clock to just past each period's end (whatever
+    // the calendar): the monthly plan renews 13 times, the annual one once.
+    for _ in 0..13 {
+        let (_, monthly) = stripe::<stripe_shared::Subscription>(
+            &sim.get(&format!("/v1/subscriptions/{}", subscriptions[0]))
+                .await,
+        );
+        let end = monthly["items"]["data"][0]["current_period_end"]
+            .as_i64()
+            .unwrap();
+        let now = sim
+            .http
+            .get(sim.url("/_sim/clock"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["now"]
+            .as_i64()
+            .unwrap();
+        sim.control(
+            "/_sim/clock/advance",
+            json!({"seconds": (end - now + 1).max(0)}),
+        )
         .await;
+    }
     for (sub, renewals) in subscriptions.iter().zip([13, 1]) {
         let (invoices, _) = stripe::<stripe_types::List<stripe_shared::Invoice>>(
             &sim.get(&format!("/v1/invoices?subscription={sub}&limit=100"))
@@ -486,10 +510,26 @@ async fn errors_idempotency_and_pagination_follow_stripe() {
         sim.post("/v1/customers", &[("email", &format!("p{n}@example.org"))])
             .await;
     }
+    let emails = |list: &stripe_types::List<stripe_shared::Customer>| -> Vec<String> {
+        list.data
+            .iter()
+            .map(|c| c.email.clone().unwrap_or_default())
+            .collect()
+    };
     let (page1, _) = stripe::<stripe_types::List<stripe_shared::Customer>>(
         &sim.get("/v1/customers?limit=4").await,
     );
     assert!(page1.has_more);
+    assert_eq!(
+        emails(&page1),
+        [
+            "p4@example.org",
+            "p3@example.org",
+            "p2@example.org",
+            "p1@example.org"
+        ],
+        "newest first"
+    );
     let last = page1.data.last().unwrap().id.to_string();
     let (page2, _) = stripe::<stripe_types::List<stripe_shared::Customer>>(
         &sim.get(&format!("/v1/customers?limit=4&starting_after={last}"))
@@ -497,8 +537,19 @@ async fn errors_idempotency_and_pagination_follow_stripe() {
     );
     assert!(!page2.has_more);
     assert_eq!(
-        page1.data.len() + page2.data.len(),
-        6,
-        "six customers in all, none twice"
+        emails(&page2),
+        ["p0@example.org", "a@example.org"],
+        "the rest, none twice"
     );
+    let first = page2.data[0].id.to_string();
+    let (back, _) = stripe::<stripe_types::List<stripe_shared::Customer>>(
+        &sim.get(&format!("/v1/customers?limit=2&ending_before={first}"))
+            .await,
+    );
+    assert_eq!(
+        emails(&back),
+        ["p2@example.org", "p1@example.org"],
+        "the page just before, newest first"
+    );
+    assert!(back.has_more);
 }

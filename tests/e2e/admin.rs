@@ -536,3 +536,151 @@ async fn a_simulated_month_with_duplicates_and_shuffling_matches_stripe_to_the_c
         assert_eq!(payout["in_ledger"], payout["transactions"], "{payout}");
     }
 }
+
+#[tokio::test]
+async fn reconcile_reports_each_kind_of_injected_drift() {
+    let db = fresh_database().await;
+    let url = db.url.expose_secret().to_owned();
+    let app = TestApp::spawn_on(db.url.clone(), |_| {}).await;
+    let sim = app.stripe.simulator.base_url();
+    let key = app.stripe.simulator.secret_key().to_owned();
+    let http = reqwest::Client::new();
+    let pay = |interval: &'static str| {
+        let (app, http, sim) = (&app, http.clone(), sim.clone());
+        async move {
+            let started = app
+                .api
+                .post_json(
+                    "/v1/checkout",
+                    &json!({"interval": interval, "amount_minor": 900, "currency": "usd"}),
+                )
+                .await;
+            let session = started.json()["checkout_url"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned();
+            http.post(format!("{sim}/_sim/checkout/{session}/pay"))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            let session: Value = http
+                .get(format!("{sim}/v1/checkout/sessions/{session}"))
+                .bearer_auth(app.stripe.simulator.secret_key())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            session
+        }
+    };
+    // Deliveries on: a monthly plan lands cleanly.
+    http.post(format!("{sim}/_sim/delivery"))
+        .json(&json!({"webhook_url": format!("http://{}/v1/webhooks/stripe", app.address)}))
+        .send()
+        .await
+        .unwrap();
+    let plan = pay("month").await;
+    eventually("the plan to land", Duration::from_secs(30), || async {
+        let plans: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM recurring_plans WHERE status = 'active'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (plans == 1 && pending == 0).then_some(())
+    })
+    .await;
+    // Deliveries off: a gift Kopilka never hears of.
+    http.post(format!("{sim}/_sim/delivery"))
+        .json(&json!({"webhook_url": ""}))
+        .send()
+        .await
+        .unwrap();
+    let missed = pay("once").await;
+    // Injected: a second unheard gift recorded with the wrong amount, a plan status that
+    // differs from Stripe's, and a payment Stripe never saw.
+    let wrong = pay("once").await;
+    let contribution = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO contributions (id, interval, amount_minor, currency) VALUES ($1, 'once', 900, 'usd')").bind(contribution).execute(&db.pool).await.unwrap();
+    for (stripe_id, amount) in [
+        (
+            wrong["payment_intent"].as_str().unwrap().to_owned(),
+            901_i64,
+        ),
+        ("pi_nobody_knows".to_owned(), 900),
+    ] {
+        sqlx::query("INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at) VALUES ($1, 'payment', $2, $2, $3, $4, 'usd', now())")
+            .bind(uuid::Uuid::now_v7())
+            .bind(&stripe_id)
+            .bind(contribution)
+            .bind(amount)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE recurring_plans SET status = 'canceled' WHERE stripe_subscription_id = $1")
+        .bind(plan["subscription"].as_str().unwrap())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let mut command = kopilka(&[
+        "admin",
+        "reconcile",
+        "--since",
+        "2020-01-01",
+        "--format",
+        "json",
+    ]);
+    command
+        .env("KOPILKA_ENV", "test")
+        .env("DATABASE_URL", &url)
+        .env("KOPILKA__STRIPE__SECRET_KEY", &key)
+        .env("KOPILKA__STRIPE__API_BASE", &sim);
+    let out = run(command).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    let found: Vec<(String, String)> = report["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["object"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let has = |kind: &str, object: &str| found.iter().any(|(k, o)| k == kind && o == object);
+    assert!(
+        has(
+            "missing_in_ledger",
+            missed["payment_intent"].as_str().unwrap()
+        ),
+        "{report}"
+    );
+    assert!(
+        has("amount_mismatch", wrong["payment_intent"].as_str().unwrap()),
+        "{report}"
+    );
+    assert!(
+        has("status_mismatch", plan["subscription"].as_str().unwrap()),
+        "{report}"
+    );
+    assert!(has("unknown_to_stripe", "pi_nobody_knows"), "{report}");
+    assert!(
+        found.iter().any(|(k, _)| k == "undelivered_event"),
+        "{report}"
+    );
+}

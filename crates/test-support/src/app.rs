@@ -107,3 +107,91 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// Driving the Stripe simulator the app talks to.
+impl TestApp {
+    /// `GET` a simulator path (`/v1/…` with its secret key, or `/_sim/…`) as JSON.
+    ///
+    /// # Panics
+    /// When the simulator does not answer JSON.
+    pub async fn sim_get(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.stripe.simulator.base_url()))
+            .bearer_auth(self.stripe.simulator.secret_key())
+            .send()
+            .await
+            .expect("the simulator answers")
+            .json()
+            .await
+            .expect("JSON from the simulator")
+    }
+
+    /// `POST` JSON to a simulator control path (`/_sim/…`).
+    ///
+    /// # Panics
+    /// When the simulator refuses.
+    pub async fn sim_control(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.stripe.simulator.base_url()))
+            .json(body)
+            .send()
+            .await
+            .expect("the simulator answers");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.expect("JSON from the simulator")
+    }
+
+    /// Points the simulator's webhook deliveries at this app, with `duplicates` extra copies
+    /// and shuffled bursts when `shuffle`; `None` stops deliveries.
+    pub async fn deliver_webhooks_here(&self, delivery: Option<(u32, bool)>) {
+        let body = match delivery {
+            Some((duplicates, shuffle)) => serde_json::json!({
+                "webhook_url": format!("http://{}/v1/webhooks/stripe", self.address),
+                "duplicates": duplicates,
+                "shuffle": shuffle,
+            }),
+            None => serde_json::json!({"webhook_url": ""}),
+        };
+        self.sim_control("/_sim/delivery", &body).await;
+    }
+
+    /// Starts a checkout through the API, does `action` (`pay`, `decline`,
+    /// `pay-then-dispute`) on the simulator's page, and returns the session as Stripe has it.
+    ///
+    /// # Panics
+    /// When the checkout is refused.
+    pub async fn checkout_and(
+        &self,
+        interval: &str,
+        amount_minor: i64,
+        currency: &str,
+        action: &str,
+    ) -> serde_json::Value {
+        let started = self
+            .api
+            .post_json("/v1/checkout", &serde_json::json!({"interval": interval, "amount_minor": amount_minor, "currency": currency}))
+            .await;
+        assert_eq!(
+            started.status.as_u16(),
+            201,
+            "{}",
+            String::from_utf8_lossy(&started.body)
+        );
+        let url = started.json()["checkout_url"]
+            .as_str()
+            .expect("a checkout URL")
+            .to_owned();
+        let session = url.rsplit('/').next().expect("a session id").to_owned();
+        self.sim_control(
+            &format!("/_sim/checkout/{session}/{action}"),
+            &serde_json::json!({}),
+        )
+        .await;
+        self.sim_get(&format!("/v1/checkout/sessions/{session}"))
+            .await
+    }
+}

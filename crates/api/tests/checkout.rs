@@ -7,21 +7,6 @@ use kopilka_test_support::{TestApp, eventually, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn sim_session(app: &TestApp, id: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!(
-            "{}/v1/checkout/sessions/{id}",
-            app.stripe.simulator.base_url()
-        ))
-        .bearer_auth(app.stripe.simulator.secret_key())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn checkout(
     app: &TestApp,
     body: Value,
@@ -157,7 +142,9 @@ async fn checkouts_start_once_monthly_and_annual_in_usd_and_yen() {
         let contribution = body["contribution_id"].as_str().unwrap().to_owned();
         let url = body["checkout_url"].as_str().unwrap();
         let session_id = url.rsplit('/').next().unwrap();
-        let session = sim_session(&app, session_id).await;
+        let session = app
+            .sim_get(&format!("/v1/checkout/sessions/{session_id}"))
+            .await;
         assert_eq!(session["mode"], mode);
         assert_eq!(session["amount_total"], amount);
         assert_eq!(session["currency"], currency.to_lowercase());

@@ -151,53 +151,6 @@ async fn events_larger_than_the_json_limit_are_accepted_here() {
     );
 }
 
-/// Points the simulator's deliveries at the app, with duplicates and shuffling.
-async fn deliver_to_app(app: &TestApp, duplicates: u32, shuffle: bool) {
-    let http = reqwest::Client::new();
-    let response = http
-        .post(format!("{}/_sim/delivery", app.stripe.simulator.base_url()))
-        .json(&json!({"webhook_url": format!("http://{}/v1/webhooks/stripe", app.address), "duplicates": duplicates, "shuffle": shuffle}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
-}
-
-async fn sim_post(app: &TestApp, path: &str, body: Value) -> Value {
-    reqwest::Client::new()
-        .post(format!("{}{path}", app.stripe.simulator.base_url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn start(app: &TestApp, interval: &str, amount: i64, currency: &str) -> (String, String) {
-    let response = app
-        .api
-        .post_json(
-            "/v1/checkout",
-            &json!({"interval": interval, "amount_minor": amount, "currency": currency}),
-        )
-        .await;
-    assert_eq!(response.status, StatusCode::CREATED);
-    let body = response.json();
-    let session = body["checkout_url"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    (
-        body["contribution_id"].as_str().unwrap().to_owned(),
-        session,
-    )
-}
-
 async fn ledger_sum(app: &TestApp) -> (i64, i64) {
     sqlx::query_as("SELECT count(*) FILTER (WHERE kind = 'payment'), coalesce(sum(amount_minor), 0)::bigint FROM ledger_entries")
         .fetch_one(&app.pool)
@@ -217,22 +170,9 @@ async fn pending_events(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn the_simulators_deliveries_duplicated_and_shuffled_end_in_the_right_ledger() {
     let app = TestApp::spawn().await;
-    deliver_to_app(&app, 2, true).await;
-    let (once, once_session) = start(&app, "once", 2500, "usd").await;
-    let (monthly, monthly_session) = start(&app, "month", 500, "usd").await;
-    sim_post(
-        &app,
-        &format!("/_sim/checkout/{once_session}/pay"),
-        json!({}),
-    )
-    .await;
-    sim_post(
-        &app,
-        &format!("/_sim/checkout/{monthly_session}/pay"),
-        json!({}),
-    )
-    .await;
-
+    app.deliver_webhooks_here(Some((2, true))).await;
+    app.checkout_and("once", 2500, "usd", "pay").await;
+    app.checkout_and("month", 500, "usd", "pay").await;
     eventually(
         "both payments in the ledger",
         Duration::from_secs(30),
@@ -241,15 +181,11 @@ async fn the_simulators_deliveries_duplicated_and_shuffled_end_in_the_right_ledg
         },
     )
     .await;
-    let statuses: Vec<(String, String)> =
-        sqlx::query_as("SELECT id::text, status FROM contributions ORDER BY id")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    assert!(
-        statuses.iter().all(|(_, s)| s == "paid"),
-        "{statuses:?} ({once}, {monthly})"
-    );
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM contributions")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["paid", "paid"]);
     let plan: (String, i64) = sqlx::query_as("SELECT status, amount_minor FROM recurring_plans")
         .fetch_one(&app.pool)
         .await
@@ -257,7 +193,8 @@ async fn the_simulators_deliveries_duplicated_and_shuffled_end_in_the_right_ledg
     assert_eq!(plan, ("active".to_owned(), 500));
 
     // A month passes: one renewal, one more ledger row.
-    sim_post(&app, "/_sim/clock/advance", json!({"seconds": 32 * 86_400})).await;
+    app.sim_control("/_sim/clock/advance", &json!({"seconds": 32 * 86_400}))
+        .await;
     eventually(
         "the renewal in the ledger",
         Duration::from_secs(30),
@@ -267,33 +204,22 @@ async fn the_simulators_deliveries_duplicated_and_shuffled_end_in_the_right_ledg
     )
     .await;
 
-    // The ledger agrees with Stripe's own totals to the cent.
-    let totals: Value = reqwest::get(format!("{}/_sim/totals", app.stripe.simulator.base_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(totals["totals"][0]["gross_minor"], 3500);
-    assert_eq!(totals["totals"][0]["payments"], 3);
-    let duplicates: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events")
+    // The ledger agrees with Stripe's own totals to the cent, each event stored once.
+    let totals = app.sim_get("/_sim/totals").await;
+    assert_eq!(
+        (
+            totals["totals"][0]["gross_minor"].as_i64(),
+            totals["totals"][0]["payments"].as_i64()
+        ),
+        (Some(3500), Some(3))
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events")
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    let emitted: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/events?limit=100",
-            app.stripe.simulator.base_url()
-        ))
-        .bearer_auth(app.stripe.simulator.secret_key())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let emitted = app.sim_get("/v1/events?limit=100").await;
     assert_eq!(
-        usize::try_from(duplicates).unwrap(),
+        usize::try_from(stored).unwrap(),
         emitted["data"].as_array().unwrap().len(),
         "each event stored once despite three copies"
     );

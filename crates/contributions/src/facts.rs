@@ -20,6 +20,18 @@ pub enum Applied {
     Unknown,
 }
 
+impl Applied {
+    /// `Changed` when `changed`, else `Unchanged`.
+    #[must_use]
+    pub fn from_changed(changed: bool) -> Self {
+        if changed {
+            Self::Changed
+        } else {
+            Self::Unchanged
+        }
+    }
+}
+
 fn at(unix: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
@@ -142,11 +154,7 @@ pub async fn checkout_completed(
         )
         .await?;
     }
-    Ok(if changed {
-        Applied::Changed
-    } else {
-        Applied::Unchanged
-    })
+    Ok(Applied::from_changed(changed))
 }
 
 /// A one-off payment succeeded (`payment_intent.succeeded` with the contribution in its
@@ -184,11 +192,7 @@ pub async fn one_off_paid(
     .await?;
     let moved = move_to(conn, contribution_id, ContributionStatus::Paid, occurred_at).await?
         == Applied::Changed;
-    Ok(if new || moved {
-        Applied::Changed
-    } else {
-        Applied::Unchanged
-    })
+    Ok(Applied::from_changed(new || moved))
 }
 
 /// A payment for the contribution landed (a plan's first invoice was paid).
@@ -321,11 +325,7 @@ pub async fn refund_recorded(
         )
         .await?;
     }
-    Ok(if new {
-        Applied::Changed
-    } else {
-        Applied::Unchanged
-    })
+    Ok(Applied::from_changed(new))
 }
 
 /// Whether `payment_intent` is the contribution's own first payment (not a plan renewal).
@@ -411,9 +411,5 @@ pub async fn dispute_changed(
             .await?;
         }
     }
-    Ok(if changed {
-        Applied::Changed
-    } else {
-        Applied::Unchanged
-    })
+    Ok(Applied::from_changed(changed))
 }

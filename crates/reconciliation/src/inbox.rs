@@ -17,12 +17,14 @@ pub async fn receive(
     event: &Event,
     body: &[u8],
 ) -> Result<bool, ReconciliationError> {
-    let payload: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ReconciliationError::Malformed(e.to_string()))?;
+    // The body already parsed as an event envelope, so it is UTF-8 JSON; Postgres stores it
+    // as jsonb without a second tree built here.
+    let payload =
+        std::str::from_utf8(body).map_err(|e| ReconciliationError::Malformed(e.to_string()))?;
     let mut tx = pool.begin().await?;
     let stored = sqlx::query(
         "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&event.id)
     .bind(&event.event_type)
@@ -30,7 +32,7 @@ pub async fn receive(
     .bind(event.livemode)
     .bind(&event.api_version)
     .bind(&event.object_id)
-    .bind(&payload)
+    .bind(payload)
     .execute(&mut *tx)
     .await?;
     if stored.rows_affected() == 0 {

@@ -101,11 +101,7 @@ pub async fn subscription_changed(
     .bind(fact.occurred_at)
     .execute(&mut *conn)
     .await?;
-    Ok(if written.rows_affected() == 1 {
-        Applied::Changed
-    } else {
-        Applied::Unchanged
-    })
+    Ok(Applied::from_changed(written.rows_affected() == 1))
 }
 
 /// `invoice.paid` for a subscription.
@@ -160,11 +156,7 @@ pub async fn invoice_paid(
     )
     .await?;
     kopilka_contributions::facts::payment_landed(conn, contribution, fact.occurred_at).await?;
-    Ok(if new {
-        Applied::Changed
-    } else {
-        Applied::Unchanged
-    })
+    Ok(Applied::from_changed(new))
 }
 
 /// Whether `status` counts as a live plan (for the goal and supporter status).

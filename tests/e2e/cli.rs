@@ -119,6 +119,10 @@ async fn admin_config_shows_every_layer_and_hides_secrets() {
         .env("KOPILKA__STRIPE__SECRET_KEY", "sk_live_sesame")
         .env("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_a,whsec_b")
         .env(
+            "KOPILKA__ACCOUNTS__SECRET",
+            "an-accounts-sesame-of-32-bytes-or-more",
+        )
+        .env(
             "KOPILKA__SERVER__CORS_ALLOWED_ORIGINS",
             "https://news.example.org,https://www.news.example.org",
         );
@@ -137,6 +141,7 @@ async fn admin_config_shows_every_layer_and_hides_secrets() {
     );
     assert_eq!(config["database"]["url"], "<redacted>");
     assert_eq!(config["stripe"]["secret_key"], "<redacted>");
+    assert_eq!(config["accounts"]["secret"], "<redacted>");
     assert_eq!(
         config["stripe"]["webhook_secret"],
         serde_json::json!(["<redacted>", "<redacted>"])

@@ -7,6 +7,7 @@ use kopilka_contributions::CheckoutInput;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::identity::MaybeSignedIn;
 use crate::{ApiJson, AppError, AppState, ErrorBody};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -68,6 +69,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     ))]
 async fn checkout(
     State(state): State<AppState>,
+    reader: MaybeSignedIn,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CheckoutBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
@@ -85,6 +87,7 @@ async fn checkout(
         &state.settings,
         &input,
         key.as_deref(),
+        reader.0.map(|r| r.reader_id),
     )
     .await?;
     Ok((

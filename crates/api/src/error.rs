@@ -49,6 +49,32 @@ pub enum AppError {
         /// Whether retrying (with the same Idempotency-Key) may succeed.
         retry: bool,
     },
+    /// No valid session, or wrong credentials (401).
+    #[error("{message}")]
+    Unauthorized {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What to do.
+        message: String,
+    },
+    /// Refused for this caller (403), e.g. a cross-site request with a session cookie.
+    #[error("{message}")]
+    Forbidden {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// Too many attempts (429), with `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What to do.
+        message: String,
+        /// Seconds until a retry makes sense.
+        retry_after_secs: u64,
+    },
     /// The body is larger than the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -89,6 +115,9 @@ impl AppError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream { retry: false, .. } => StatusCode::BAD_GATEWAY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -108,6 +137,9 @@ impl AppError {
             Self::BadRequest { code, .. }
             | Self::Unprocessable { code, .. }
             | Self::Conflict { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::TooManyRequests { code, .. }
             | Self::Upstream { code, .. } => code,
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -156,11 +188,17 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let mut response = envelope(self.status(), self.code(), self.to_string());
-        if matches!(self, Self::Unavailable | Self::Upstream { retry: true, .. }) {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("5"),
-            );
+        let retry_after = match &self {
+            Self::Unavailable | Self::Upstream { retry: true, .. } => Some(5),
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => Some((*retry_after_secs).max(1)),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
     }
@@ -202,6 +240,67 @@ impl From<kopilka_contributions::ContributionError> for AppError {
                 retry: false,
             },
             E::Store(store) => store.into(),
+            E::Account(account) => account.into(),
+        }
+    }
+}
+
+impl From<kopilka_accounts::AccountError> for AppError {
+    fn from(err: kopilka_accounts::AccountError) -> Self {
+        use kopilka_accounts::AccountError as E;
+        match err {
+            E::Refused { code, message } => Self::Unprocessable { code, message },
+            E::InvalidCredentials => Self::Unauthorized {
+                code: "invalid_credentials",
+                message: err.to_string(),
+            },
+            E::Unauthenticated => Self::Unauthorized {
+                code: "unauthenticated",
+                message: err.to_string(),
+            },
+            E::Throttled { retry_after } => Self::TooManyRequests {
+                code: "too_many_attempts",
+                message: err.to_string(),
+                retry_after_secs: retry_after.as_secs().saturating_add(1),
+            },
+            E::InvalidLink => Self::BadRequest {
+                code: "invalid_link",
+                message: err.to_string(),
+            },
+            E::NotFound => Self::NotFound,
+            E::Store(store) => store.into(),
+            E::Queue(kopilka_queue_error) => Self::internal(kopilka_queue_error),
+            E::Hashing(_) => Self::internal(err),
+        }
+    }
+}
+
+impl From<kopilka_recurring::RecurringError> for AppError {
+    fn from(err: kopilka_recurring::RecurringError) -> Self {
+        use kopilka_recurring::RecurringError as E;
+        match err {
+            E::NotFound => Self::NotFound,
+            E::Refused(message) => Self::Unprocessable {
+                code: "plan_change_refused",
+                message,
+            },
+            E::Stripe(kopilka_stripe::ClientError::Unavailable(_)) => Self::Upstream {
+                code: "payment_provider_unavailable",
+                message: "the payment provider is unavailable; retry shortly".into(),
+                retry: true,
+            },
+            E::Stripe(source) => {
+                tracing::error!(error = %source, "Stripe refused a plan change");
+                Self::Upstream {
+                    code: "payment_provider_error",
+                    message: "the payment provider refused the request".into(),
+                    retry: false,
+                }
+            }
+            E::Contribution(inner) => inner.into(),
+            E::Account(inner) => inner.into(),
+            E::Queue(inner) => Self::internal(inner),
+            E::Store(inner) => inner.into(),
         }
     }
 }

@@ -5,14 +5,18 @@
 //! Handlers are thin: extract, call one use-case function, map the result. Routes live
 //! beside their handlers (one module per area) and are merged here.
 
+mod accounts;
 mod checkout;
 mod error;
 mod extract;
 mod health;
+mod identity;
 mod layers;
+mod me;
 mod metrics;
 mod offer;
 mod openapi;
+mod reminders;
 mod serve;
 mod webhooks;
 
@@ -27,6 +31,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{AppError, ErrorBody, ErrorDetail};
 pub use extract::ApiJson;
+pub use identity::{ClientIp, MaybeSignedIn, SignedIn};
 pub use layers::with_layers;
 pub use serve::serve;
 
@@ -41,6 +46,8 @@ pub struct AppState {
     pub stripe: Option<kopilka_stripe::StripeClient>,
     /// The funding goal's latest figure (read by the offer, never computed per request).
     pub goal: kopilka_recurring::GoalCache,
+    /// Reader accounts: token keys, the bounded password hasher, limits.
+    pub accounts: kopilka_accounts::Accounts,
 }
 
 impl AppState {
@@ -53,6 +60,7 @@ impl AppState {
             .flatten();
         Self {
             pool,
+            accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
             settings: Arc::new(settings),
             stripe,
             goal: kopilka_recurring::GoalCache::default(),
@@ -119,4 +127,7 @@ fn api_routes_with(webhook_limit: usize) -> OpenApiRouter<AppState> {
         .merge(offer::routes())
         .merge(checkout::routes())
         .merge(webhooks::routes(webhook_limit))
+        .merge(accounts::routes())
+        .merge(me::routes())
+        .merge(reminders::routes())
 }

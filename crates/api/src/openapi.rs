@@ -13,7 +13,10 @@ use crate::{ErrorBody, ErrorDetail};
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "contributions", description = "The offer and the checkout"),
-        (name = "webhooks", description = "Stripe's event deliveries")
+        (name = "webhooks", description = "Stripe's event deliveries"),
+        (name = "accounts", description = "Sign-up and sign-in; answers never reveal whether an address has an account"),
+        (name = "self-service", description = "A signed-in reader's profile, history, plans, sessions and data"),
+        (name = "reminders", description = "Remind me later, one-click unsubscribe, the banner's state")
     )
 )]
 pub(crate) struct ApiDoc;

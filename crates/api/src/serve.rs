@@ -16,16 +16,19 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(
-                grace_secs = grace.as_secs(),
-                "shutting down: finishing in-flight requests"
-            );
-            let _ = draining_tx.send(());
-        })
-        .into_future();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: finishing in-flight requests"
+        );
+        let _ = draining_tx.send(());
+    })
+    .into_future();
     let grace_over = async move {
         if draining_rx.await.is_ok() {
             tokio::time::sleep(grace).await;

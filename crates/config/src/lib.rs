@@ -5,6 +5,7 @@
 //! variables `KOPILKA__SECTION__KEY` → plain `DATABASE_URL`. Secrets are `secrecy` types
 //! that never print. [`Settings::validate`] refuses nonsense at start-up with one line.
 
+mod accounts;
 mod environment;
 mod list;
 mod offer;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
+pub use accounts::{AccountsSettings, Argon2Settings, LOCAL_ACCOUNTS_SECRET};
 pub use environment::Environment;
 pub use offer::{
     CurrencyOffer, GoalSettings, IntervalOffer, OfferSettings, STRIPE_MAXIMUM, stripe_minimum,

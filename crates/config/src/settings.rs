@@ -29,6 +29,8 @@ pub struct Settings {
     pub offer: crate::OfferSettings,
     /// Background jobs.
     pub worker: WorkerSettings,
+    /// Reader accounts, sessions, emailed links and reminders.
+    pub accounts: crate::AccountsSettings,
 }
 
 /// `[worker]`: background jobs (webhook processing, emails).
@@ -78,6 +80,10 @@ pub struct ServerSettings {
     /// Browser origins allowed to call the API (CORS).
     #[serde(deserialize_with = "crate::list::comma_separated", default)]
     pub cors_allowed_origins: Vec<String>,
+    /// Behind a proxy or CDN: the header carrying the client's IP (e.g. `X-Forwarded-For`,
+    /// whose last entry is used, or `CF-Connecting-IP`); unset uses the peer address.
+    #[serde(default)]
+    pub client_ip_header: Option<String>,
 }
 
 impl ServerSettings {
@@ -166,7 +172,10 @@ fn masked_list<S: Serializer>(secrets: &[SecretString], s: S) -> Result<S::Ok, S
     s.collect_seq(secrets.iter().map(|_| "<redacted>"))
 }
 
-fn masked<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn masked<S: Serializer>(
+    secret: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match secret {
         Some(value) if !value.expose_secret().is_empty() => s.serialize_str("<redacted>"),
         _ => s.serialize_none(),

@@ -72,6 +72,7 @@ impl Settings {
             _ => Ok(()),
         }?;
         check_stripe(&self.stripe, self.env)?;
+        self.accounts.validate(local)?;
         self.offer.validate()?;
         for origin in &self.offer.return_origins {
             check_origin(origin, local).map_err(|e| {
@@ -245,6 +246,21 @@ mod tests {
             );
 
             jail.set_env("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_old,whsec_new");
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("KOPILKA__ACCOUNTS__SECRET"), "{err}");
+
+            jail.set_env("KOPILKA__ACCOUNTS__SECRET", "short");
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("at least 32 bytes"), "{err}");
+
+            jail.set_env("KOPILKA__ACCOUNTS__SECRET", crate::LOCAL_ACCOUNTS_SECRET);
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("local-only"), "{err}");
+
+            jail.set_env(
+                "KOPILKA__ACCOUNTS__SECRET",
+                "a-production-secret-of-more-than-32-bytes",
+            );
             let settings = load(Environment::Production).expect("valid production settings");
             assert_eq!(settings.stripe.webhook_secret.len(), 2);
             assert_eq!(settings.public_url.as_str(), "https://support.example.org/");
@@ -278,6 +294,11 @@ mod tests {
             jail.set_env("DATABASE_URL", "postgres://kopilka:hunter2@db/kopilka");
             jail.set_env("KOPILKA__STRIPE__SECRET_KEY", "sk_test_sesame");
             jail.set_env("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_opensesame");
+            jail.set_env(
+                "KOPILKA__ACCOUNTS__SECRET",
+                "an-accounts-sesame-of-32-bytes-or-more",
+            );
+            jail.set_env("KOPILKA__ACCOUNTS__PEPPER", "a-pepper-sesame");
             let settings = load(Environment::Dev).expect("settings");
             let debug = format!("{settings:?}");
             let json = serde_json::to_string(&settings).expect("serialisable");

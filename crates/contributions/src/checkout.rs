@@ -5,7 +5,7 @@
 //! contribution (and so Stripe's own idempotency key).
 
 use kopilka_config::Settings;
-use kopilka_domain::id::ContributionId;
+use kopilka_domain::id::{ContributionId, ReaderId};
 use kopilka_domain::{Currency, Email, Interval, Money};
 use kopilka_store::PgPool;
 use kopilka_stripe::{NewCheckout, StripeClient};
@@ -23,7 +23,8 @@ pub struct CheckoutInput {
     pub amount_minor: i64,
     /// ISO 4217, any case.
     pub currency: String,
-    /// Prefills Stripe's page; never stored here.
+    /// Prefills Stripe's page and links the contribution to the reader of this address
+    /// (created, unverified, when new); the address itself is stored only with the reader.
     #[serde(default)]
     pub email: Option<String>,
     /// Where the reader returns; must be on the configured allowlist.
@@ -38,7 +39,7 @@ pub struct ValidCheckout {
     pub interval: Interval,
     /// How much.
     pub amount: Money,
-    /// For Stripe's page only.
+    /// For Stripe's page and the reader link.
     pub email: Option<Email>,
     /// Where the reader returns.
     pub return_url: url::Url,
@@ -160,7 +161,8 @@ fn with_outcome(base: &url::Url, contribution: ContributionId, outcome: &str) ->
     text
 }
 
-/// Starts a checkout (see the module docs).
+/// Starts a checkout (see the module docs). `signed_in` is the reader of the session that
+/// asks, if any: the contribution is theirs unless the body names another address.
 ///
 /// # Errors
 /// [`ContributionError`]: refused values, key reuse, Stripe unavailable or refusing, storage.
@@ -170,8 +172,9 @@ pub async fn start_checkout(
     settings: &Settings,
     input: &CheckoutInput,
     idempotency_key: Option<&str>,
+    signed_in: Option<ReaderId>,
 ) -> Result<(u16, serde_json::Value), ContributionError> {
-    let valid = input
+    let mut valid = input
         .validate(settings)
         .map_err(ContributionError::Refused)?;
     let stripe = stripe.ok_or(ContributionError::NoStripe)?;
@@ -179,6 +182,16 @@ pub async fn start_checkout(
 
     // Record the contribution (and the key's claim on it) before calling Stripe.
     let mut tx = pool.begin().await?;
+    let reader = match (&valid.email, signed_in) {
+        (Some(email), _) => Some(kopilka_accounts::reader::find_or_create(&mut tx, email).await?),
+        (None, Some(reader)) => {
+            valid.email = kopilka_accounts::reader::by_id(&mut tx, reader)
+                .await?
+                .and_then(|r| r.email);
+            Some(reader)
+        }
+        (None, None) => None,
+    };
     let mut contribution = ContributionId::new();
     if let Some(key) = idempotency_key {
         let earlier: Option<(String, uuid::Uuid, Option<i16>, Option<serde_json::Value>)> =
@@ -197,7 +210,7 @@ pub async fn start_checkout(
             // A retry after Stripe was unavailable: same contribution, same Stripe key.
             Some((_, id, _, _)) => contribution = ContributionId::from_uuid(id),
             None => {
-                insert_contribution(&mut tx, contribution, &valid).await?;
+                insert_contribution(&mut tx, contribution, &valid, reader).await?;
                 let claimed = sqlx::query(
                     "INSERT INTO checkout_requests (idempotency_key, request_hash, contribution_id)
                      VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -213,7 +226,7 @@ pub async fn start_checkout(
             }
         }
     } else {
-        insert_contribution(&mut tx, contribution, &valid).await?;
+        insert_contribution(&mut tx, contribution, &valid, reader).await?;
     }
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
 
@@ -267,14 +280,17 @@ async fn insert_contribution(
     conn: &mut sqlx::PgConnection,
     id: ContributionId,
     valid: &ValidCheckout,
+    reader: Option<ReaderId>,
 ) -> Result<(), ContributionError> {
     sqlx::query(
-        "INSERT INTO contributions (id, interval, amount_minor, currency) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO contributions (id, interval, amount_minor, currency, reader_id)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(id.as_uuid())
     .bind(valid.interval.as_str())
     .bind(valid.amount.minor())
     .bind(valid.amount.currency().stripe_code())
+    .bind(reader.map(ReaderId::as_uuid))
     .execute(conn)
     .await?;
     Ok(())

@@ -43,6 +43,9 @@ pub enum ContributionError {
     /// Postgres.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The reader's account.
+    #[error(transparent)]
+    Account(#[from] kopilka_accounts::AccountError),
 }
 
 impl From<sqlx::Error> for ContributionError {

@@ -1,7 +1,7 @@
 //! Facts from Stripe, applied to contributions. The webhook issue turns events into these;
 //! each function is idempotent and safe against a stale fact arriving after a newer one.
 
-use kopilka_domain::id::ContributionId;
+use kopilka_domain::id::{ContributionId, ReaderId};
 use kopilka_domain::{ContributionStatus, Money};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -53,6 +53,9 @@ pub struct CheckoutCompleted {
     pub subscription: Option<String>,
     /// `amount_total` in the session's currency.
     pub amount: Option<Money>,
+    /// The reader the session's address belongs to (linked at ingest; the address itself
+    /// is never stored with the event).
+    pub reader: Option<ReaderId>,
     /// The event's `created`.
     pub occurred_at: i64,
 }
@@ -114,7 +117,8 @@ pub async fn checkout_completed(
              stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
              stripe_customer_id = coalesce(stripe_customer_id, $3),
              stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $4),
-             stripe_subscription_id = coalesce(stripe_subscription_id, $5)
+             stripe_subscription_id = coalesce(stripe_subscription_id, $5),
+             reader_id = coalesce(reader_id, $6)
          WHERE id = $1",
     )
     .bind(fact.contribution_id.as_uuid())
@@ -122,6 +126,7 @@ pub async fn checkout_completed(
     .bind(&fact.customer)
     .bind(&fact.payment_intent)
     .bind(&fact.subscription)
+    .bind(fact.reader.map(ReaderId::as_uuid))
     .execute(&mut *conn)
     .await?;
     if linked.rows_affected() == 0 {
@@ -130,6 +135,8 @@ pub async fn checkout_completed(
     if !fact.paid {
         return Ok(Applied::Unchanged);
     }
+    // The reader may be linked only now, after another event marked the gift paid.
+    note_gift(conn, fact.contribution_id, fact.occurred_at).await?;
     let mut changed = move_to(
         conn,
         fact.contribution_id,
@@ -192,6 +199,7 @@ pub async fn one_off_paid(
     .await?;
     let moved = move_to(conn, contribution_id, ContributionStatus::Paid, occurred_at).await?
         == Applied::Changed;
+    note_gift(conn, contribution_id, occurred_at).await?;
     Ok(Applied::from_changed(new || moved))
 }
 
@@ -204,7 +212,29 @@ pub async fn payment_landed(
     contribution_id: ContributionId,
     occurred_at: i64,
 ) -> Result<Applied, ContributionError> {
-    move_to(conn, contribution_id, ContributionStatus::Paid, occurred_at).await
+    let moved = move_to(conn, contribution_id, ContributionStatus::Paid, occurred_at).await?;
+    note_gift(conn, contribution_id, occurred_at).await?;
+    Ok(moved)
+}
+
+/// Tells the contribution's reader's account (if it has one) that they gave at `at`:
+/// their pending reminders are suppressed and the banner remembers the gift.
+async fn note_gift(
+    conn: &mut PgConnection,
+    contribution_id: ContributionId,
+    at_unix: i64,
+) -> Result<(), ContributionError> {
+    let reader: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT reader_id FROM contributions WHERE id = $1 AND reader_id IS NOT NULL",
+    )
+    .bind(contribution_id.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(reader) = reader {
+        kopilka_accounts::reminder::reader_gave(conn, ReaderId::from_uuid(reader), at(at_unix))
+            .await?;
+    }
+    Ok(())
 }
 
 /// `checkout.session.expired`: an unpaid contribution becomes abandoned.

@@ -9,6 +9,7 @@
 mod checkout;
 mod error;
 pub mod facts;
+pub mod history;
 pub mod ledger;
 
 pub use checkout::{CheckoutInput, CheckoutStarted, ValidCheckout, start_checkout};

@@ -4,7 +4,7 @@
 
 use kopilka_contributions::facts::{self as contribution, Applied};
 use kopilka_domain::Money;
-use kopilka_domain::id::ContributionId;
+use kopilka_domain::id::{ContributionId, ReaderId};
 use kopilka_recurring::facts::{self as recurring, InvoicePaid, SubscriptionFact};
 use kopilka_store::PgPool;
 use serde_json::Value;
@@ -58,15 +58,17 @@ fn contribution_in(value: Option<&str>) -> Option<ContributionId> {
 /// malformed objects and storage errors.
 pub async fn apply_event(pool: &PgPool, event_id: &str) -> Result<Outcome, ReconciliationError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, i64, Value)> =
-        sqlx::query_as("SELECT type, created, payload FROM stripe_events WHERE id = $1 FOR UPDATE")
-            .bind(event_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (kind, created, payload) =
+    let row: Option<(String, i64, Value, Option<uuid::Uuid>)> = sqlx::query_as(
+        "SELECT type, created, payload, reader_id FROM stripe_events WHERE id = $1 FOR UPDATE",
+    )
+    .bind(event_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (kind, created, payload, reader) =
         row.ok_or_else(|| ReconciliationError::UnknownEvent(event_id.to_owned()))?;
     let object = &payload["data"]["object"];
-    let result = route(&mut tx, &kind, created, object).await;
+    let reader = reader.map(ReaderId::from_uuid);
+    let result = route(&mut tx, &kind, created, object, reader).await;
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(err) => {
@@ -122,6 +124,7 @@ async fn route(
     kind: &str,
     created: i64,
     object: &Value,
+    reader: Option<ReaderId>,
 ) -> Result<Outcome, ReconciliationError> {
     let applied = match kind {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
@@ -138,6 +141,7 @@ async fn route(
                 payment_intent: text(object, "payment_intent").map(str::to_owned),
                 subscription: text(object, "subscription").map(str::to_owned),
                 amount: money(object["amount_total"].as_i64(), text(object, "currency")).ok(),
+                reader,
                 occurred_at: created,
             };
             contribution::checkout_completed(conn, &fact).await?

@@ -20,6 +20,9 @@ pub enum ReconciliationError {
     /// Stripe refused or could not be reached.
     #[error("Stripe: {0}")]
     Stripe(#[from] kopilka_stripe::ClientError),
+    /// Readers.
+    #[error(transparent)]
+    Account(#[from] kopilka_accounts::AccountError),
     /// The queue.
     #[error(transparent)]
     Queue(#[from] kopilka_queue::QueueError),

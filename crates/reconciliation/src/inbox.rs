@@ -1,5 +1,7 @@
 //! The inbox: a verified event is stored (unique on its id) and its processing job enqueued
 //! in one transaction; only then is Stripe told 2xx. A duplicate delivery changes nothing.
+//! Personal data is taken out first (see [`crate::pii`]): the stored event names the
+//! reader by id.
 
 use kopilka_queue::NewJob;
 use kopilka_store::PgPool;
@@ -17,14 +19,27 @@ pub async fn receive(
     event: &Event,
     body: &[u8],
 ) -> Result<bool, ReconciliationError> {
-    // The body already parsed as an event envelope, so it is UTF-8 JSON; Postgres stores it
-    // as jsonb without a second tree built here.
-    let payload =
-        std::str::from_utf8(body).map_err(|e| ReconciliationError::Malformed(e.to_string()))?;
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ReconciliationError::Malformed(e.to_string()))?;
+    let email = crate::pii::reader_email(&payload);
+    crate::pii::redact(&mut payload);
     let mut tx = pool.begin().await?;
+    // A duplicate must not create a reader (nor lock one) before it is known to be new.
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $1)")
+            .bind(&event.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if known {
+        return Ok(false);
+    }
+    let reader = match email.as_deref().map(kopilka_domain::Email::parse) {
+        Some(Ok(email)) => Some(kopilka_accounts::reader::find_or_create(&mut tx, &email).await?),
+        _ => None,
+    };
     let stored = sqlx::query(
-        "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload, reader_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&event.id)
     .bind(&event.event_type)
@@ -32,7 +47,8 @@ pub async fn receive(
     .bind(event.livemode)
     .bind(&event.api_version)
     .bind(&event.object_id)
-    .bind(payload)
+    .bind(&payload)
+    .bind(reader.map(kopilka_domain::id::ReaderId::as_uuid))
     .execute(&mut *tx)
     .await?;
     if stored.rows_affected() == 0 {

@@ -8,6 +8,7 @@ pub mod drift;
 mod error;
 pub mod inbox;
 pub mod payouts;
+pub mod pii;
 
 pub use apply::{Outcome, apply_event};
 pub use error::ReconciliationError;

@@ -17,6 +17,12 @@ pub enum RecurringError {
     /// The contributions side.
     #[error(transparent)]
     Contribution(#[from] ContributionError),
+    /// The reader's account.
+    #[error(transparent)]
+    Account(#[from] kopilka_accounts::AccountError),
+    /// The queue.
+    #[error(transparent)]
+    Queue(#[from] kopilka_queue::QueueError),
     /// Postgres.
     #[error(transparent)]
     Store(#[from] StoreError),

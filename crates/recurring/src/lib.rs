@@ -8,11 +8,12 @@ pub mod facts;
 pub mod goal;
 pub mod mrr;
 mod plan;
+pub mod privacy;
 mod selfservice;
 mod supporter;
 
 pub use error::RecurringError;
 pub use goal::{GoalCache, GoalFigure};
-pub use plan::{Plan, list_plans, plan_by_id, plan_by_subscription};
+pub use plan::{Plan, list_plans, plan_by_id, plan_by_subscription, plans_of_reader};
 pub use selfservice::{PlanChange, change_plan};
 pub use supporter::{SupporterStatus, supporter_status};

@@ -103,3 +103,21 @@ pub async fn list_plans(conn: &mut PgConnection) -> Result<Vec<Plan>, RecurringE
         .await?;
     Ok(rows.into_iter().filter_map(from_row).collect())
 }
+
+/// `reader`'s plans, newest first.
+///
+/// # Errors
+/// Storage errors.
+pub async fn plans_of_reader(
+    conn: &mut PgConnection,
+    reader: kopilka_domain::id::ReaderId,
+) -> Result<Vec<Plan>, RecurringError> {
+    let rows: Vec<PlanRow> = sqlx::query_as(select_plan!(
+        "contribution_id IN (SELECT id FROM contributions WHERE reader_id = $1)
+         ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(reader.as_uuid())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().filter_map(from_row).collect())
+}

@@ -77,6 +77,7 @@ async fn paid_checkout(
         &app.settings,
         &input,
         None,
+        None,
     )
     .await
     .unwrap();
@@ -118,6 +119,7 @@ fn completed(session: &Value) -> CheckoutCompleted {
             session["amount_total"].as_i64().unwrap(),
             session["currency"].as_str().unwrap(),
         )),
+        reader: None,
         occurred_at: session["created"].as_i64().unwrap() + 1,
     }
 }
@@ -536,6 +538,16 @@ async fn an_older_subscription_state_never_overwrites_a_newer_one() {
     assert_eq!(plan.status, "past_due");
 }
 
+/// The reader row a contribution names (the ledger refers to readers by id).
+async fn ensure_reader(app: &TestApp, reader: Option<ReaderId>) {
+    if let Some(reader) = reader {
+        sqlx::query("INSERT INTO readers (id, email) VALUES ($1, $1::text || '@example.org') ON CONFLICT DO NOTHING")
+            .bind(reader.as_uuid())
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+}
 /// Inserts a contribution and its payment as if Stripe had confirmed them.
 async fn gift(
     app: &TestApp,
@@ -543,6 +555,7 @@ async fn gift(
     amount: Money,
     at: OffsetDateTime,
 ) -> ContributionId {
+    ensure_reader(app, reader).await;
     let id = ContributionId::new();
     sqlx::query("INSERT INTO contributions (id, interval, amount_minor, currency, reader_id) VALUES ($1, 'once', $2, $3, $4)")
         .bind(id.as_uuid())
@@ -561,6 +574,7 @@ async fn gift(
         payment_intent: Some(format!("pi_{id}")),
         subscription: None,
         amount: Some(amount),
+        reader: None,
         occurred_at: at.unix_timestamp(),
     };
     contribution_facts::checkout_completed(&mut conn, &fact)
@@ -577,6 +591,7 @@ async fn plan(
     interval: Interval,
     status: &str,
 ) {
+    ensure_reader(app, reader).await;
     let id = ContributionId::new();
     sqlx::query("INSERT INTO contributions (id, interval, amount_minor, currency, reader_id, status) VALUES ($1, $2, $3, $4, $5, 'paid')")
         .bind(id.as_uuid())
@@ -749,6 +764,7 @@ async fn an_expired_checkout_is_abandoned_unless_it_was_paid() {
         app.state.stripe.as_ref(),
         &app.settings,
         &input,
+        None,
         None,
     )
     .await

@@ -17,4 +17,7 @@ pub use migrate::{AppliedMigration, MIGRATOR, MigrationReport, migrate};
 pub use pool::{connect, create_database, ping};
 pub use private_postgres::{PrivatePostgres, PrivatePostgresError};
 pub use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+/// A connection borrowed from the pool.
+pub type PooledConnection = sqlx::pool::PoolConnection<sqlx::Postgres>;
 pub use transaction::transaction;

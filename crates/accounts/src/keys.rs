@@ -1,0 +1,178 @@
+//! Keyed MACs with the accounts secret. Every token Kopilka emails or sets in a cookie is
+//! `payload` + `HMAC-SHA256(secret, purpose ‖ payload)`, base64url: nothing secret is
+//! stored, a database copy alone cannot forge one, and each purpose has its own domain so a
+//! token for one use never works for another.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The length of a MAC inside a token (the full SHA-256 output).
+const MAC_LEN: usize = 32;
+
+/// What a token is for; part of its MAC, so tokens never cross purposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// An emailed sign-in, verification or "already registered" link.
+    EmailLink,
+    /// A reminder's one-click unsubscribe.
+    Unsubscribe,
+    /// A one-click plan action from an email.
+    PlanAction,
+    /// The anonymous reader's banner cookie.
+    BannerCookie,
+    /// The per-address throttle key (no address is stored).
+    AddressKey,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::EmailLink => b"kopilka/email-link/v1\0",
+            Self::Unsubscribe => b"kopilka/unsubscribe/v1\0",
+            Self::PlanAction => b"kopilka/plan-action/v1\0",
+            Self::BannerCookie => b"kopilka/banner/v1\0",
+            Self::AddressKey => b"kopilka/address/v1\0",
+        }
+    }
+}
+
+/// The accounts secret, ready to sign and check tokens.
+#[derive(Clone)]
+pub struct Keys {
+    secret: secrecy::SecretSlice<u8>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(<redacted>)")
+    }
+}
+
+impl Keys {
+    /// Keys from the configured secret.
+    #[must_use]
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            secret: secret.to_vec().into(),
+        }
+    }
+
+    /// Keys from settings (the local-only secret in dev and test when none is set).
+    #[must_use]
+    pub fn from_settings(settings: &kopilka_config::AccountsSettings) -> Self {
+        Self::new(settings.secret_bytes())
+    }
+
+    fn mac(&self, purpose: Purpose, payload: &[u8]) -> [u8; MAC_LEN] {
+        use secrecy::ExposeSecret as _;
+        let mut mac = HmacSha256::new_from_slice(self.secret.expose_secret())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(purpose.label());
+        mac.update(payload);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A token carrying `payload` for `purpose`.
+    #[must_use]
+    pub fn sign(&self, purpose: Purpose, payload: &[u8]) -> String {
+        let mut bytes = payload.to_vec();
+        bytes.extend_from_slice(&self.mac(purpose, payload));
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The payload of a token made by [`Self::sign`] for `purpose`, or `None` when it is
+    /// malformed or forged. The comparison takes the same time however much matches.
+    #[must_use]
+    pub fn open(&self, purpose: Purpose, token: &str) -> Option<Vec<u8>> {
+        if token.len() > 4096 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+        let split = bytes.len().checked_sub(MAC_LEN)?;
+        let (payload, mac) = bytes.split_at(split);
+        let expected = self.mac(purpose, payload);
+        bool::from(expected.ct_eq(mac)).then(|| payload.to_vec())
+    }
+
+    /// A stable keyed digest of `value` (hex), e.g. to throttle an address without storing it.
+    #[must_use]
+    pub fn digest(&self, purpose: Purpose, value: &[u8]) -> String {
+        hex_lower(&self.mac(purpose, value))
+    }
+}
+
+/// SHA-256 of a token, as stored in place of the token.
+#[must_use]
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// `n` random bytes from the operating system.
+///
+/// # Panics
+/// When the operating system has no randomness to give (nothing sensible can go on).
+#[must_use]
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0_u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    bytes
+}
+
+/// A random 256-bit token, base64url.
+#[must_use]
+pub fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_token_opens_only_for_its_purpose_and_key() {
+        let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+        let token = keys.sign(Purpose::Unsubscribe, b"reminder");
+        assert_eq!(
+            keys.open(Purpose::Unsubscribe, &token).as_deref(),
+            Some(&b"reminder"[..])
+        );
+        assert_eq!(keys.open(Purpose::EmailLink, &token), None);
+        let other = Keys::new(b"another secret of thirty-two bytes!");
+        assert_eq!(other.open(Purpose::Unsubscribe, &token), None);
+    }
+
+    proptest! {
+        #[test]
+        fn a_changed_token_never_opens(payload in proptest::collection::vec(any::<u8>(), 0..64), flip in 0_usize..96) {
+            let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+            let token = keys.sign(Purpose::PlanAction, &payload);
+            let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+            let at = flip % raw.len();
+            raw[at] ^= 0x01;
+            let tampered = URL_SAFE_NO_PAD.encode(raw);
+            prop_assert_eq!(keys.open(Purpose::PlanAction, &tampered), None);
+        }
+
+        #[test]
+        fn garbage_never_opens(token in ".{0,200}") {
+            let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+            prop_assert_eq!(keys.open(Purpose::BannerCookie, &token), None);
+        }
+    }
+}

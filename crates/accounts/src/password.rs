@@ -1,0 +1,296 @@
+//! Passwords: ASVS 5 rules (8 to 256 characters, no composition rules, nothing truncated),
+//! argon2id hashes with the configured cost and optional pepper, rehash on login when the
+//! cost changed. Hashing runs on the blocking pool behind a semaphore, so a login storm
+//! waits its turn instead of starving every other request.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use kopilka_config::{AccountsSettings, Argon2Settings};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use crate::AccountError;
+
+/// The shortest password accepted (ASVS 5 V6.2.1).
+pub const MIN_CHARS: usize = 8;
+/// The longest password accepted; far above ASVS's 64 (V6.2.9).
+pub const MAX_CHARS: usize = 256;
+
+/// A password that passed the rules. Never printed.
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl Password {
+    /// Checks the rules.
+    ///
+    /// # Errors
+    /// [`AccountError::Refused`] with `password_too_short` or `password_too_long`.
+    pub fn parse(raw: &str) -> Result<Self, AccountError> {
+        let chars = raw.chars().count();
+        if chars < MIN_CHARS {
+            return Err(AccountError::refused(
+                "password_too_short",
+                format!("a password needs at least {MIN_CHARS} characters"),
+            ));
+        }
+        if chars > MAX_CHARS {
+            return Err(AccountError::refused(
+                "password_too_long",
+                format!("a password may have at most {MAX_CHARS} characters"),
+            ));
+        }
+        Ok(Self(SecretString::from(raw.to_owned())))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.expose_secret().as_bytes()
+    }
+}
+
+/// What checking a password found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Right, and the stored hash has today's cost.
+    Right,
+    /// Right, but stored with another cost: store this new hash.
+    RightRehashed(String),
+    /// Wrong (or there was no stored hash).
+    Wrong,
+}
+
+/// The password hasher: cost, pepper and the concurrency bound. Cheap to clone.
+#[derive(Clone)]
+pub struct Passwords {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cost: Argon2Settings,
+    pepper: Option<SecretString>,
+    permits: Semaphore,
+    dummy: OnceLock<String>,
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passwords")
+            .field("cost", &self.inner.cost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Passwords {
+    /// A hasher with the configured cost, pepper and concurrency.
+    #[must_use]
+    pub fn from_settings(settings: &AccountsSettings) -> Self {
+        let concurrency = match settings.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                cost: settings.argon2,
+                pepper: settings.pepper.clone(),
+                permits: Semaphore::new(concurrency),
+                dummy: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Hashes `password` (PHC string) off the async runtime.
+    ///
+    /// # Errors
+    /// [`AccountError::Hashing`] when argon2 fails.
+    pub async fn hash(&self, password: &Password) -> Result<String, AccountError> {
+        let inner = Arc::clone(&self.inner);
+        let password = password.clone();
+        self.blocking(move || inner.hash(password.bytes())).await
+    }
+
+    /// Checks `password` against `stored`; with no stored hash it checks against a dummy
+    /// hash of the same cost, so an unknown address takes as long as a known one.
+    ///
+    /// # Errors
+    /// [`AccountError::Hashing`] when argon2 fails.
+    pub async fn verify(
+        &self,
+        stored: Option<String>,
+        password: &Password,
+    ) -> Result<Verdict, AccountError> {
+        let inner = Arc::clone(&self.inner);
+        let password = password.clone();
+        self.blocking(move || inner.verify(stored.as_deref(), password.bytes()))
+            .await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, AccountError> + Send + 'static,
+    ) -> Result<T, AccountError> {
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| AccountError::Hashing(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| AccountError::Hashing(e.to_string()))?
+    }
+}
+
+impl Inner {
+    fn params(&self) -> Result<Params, AccountError> {
+        Params::new(
+            self.cost.memory_kib,
+            self.cost.iterations,
+            self.cost.parallelism,
+            None,
+        )
+        .map_err(|e| AccountError::Hashing(e.to_string()))
+    }
+
+    fn argon2(&self, params: Params) -> Result<Argon2<'_>, AccountError> {
+        match &self.pepper {
+            Some(pepper) => Argon2::new_with_secret(
+                pepper.expose_secret().as_bytes(),
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params,
+            )
+            .map_err(|e| AccountError::Hashing(e.to_string())),
+            None => Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
+        }
+    }
+
+    fn hash(&self, password: &[u8]) -> Result<String, AccountError> {
+        let salt = SaltString::encode_b64(&crate::keys::random_bytes::<16>())
+            .map_err(|e| AccountError::Hashing(e.to_string()))?;
+        Ok(self
+            .argon2(self.params()?)?
+            .hash_password(password, &salt)
+            .map_err(|e| AccountError::Hashing(e.to_string()))?
+            .to_string())
+    }
+
+    fn dummy(&self) -> Result<&str, AccountError> {
+        if let Some(hash) = self.dummy.get() {
+            return Ok(hash);
+        }
+        let hash = self.hash(&crate::keys::random_bytes::<24>())?;
+        Ok(self.dummy.get_or_init(|| hash))
+    }
+
+    fn verify(&self, stored: Option<&str>, password: &[u8]) -> Result<Verdict, AccountError> {
+        let known = stored.is_some();
+        let stored = match stored {
+            Some(hash) => hash,
+            None => self.dummy()?,
+        };
+        let parsed = PasswordHash::new(stored).map_err(|e| AccountError::Hashing(e.to_string()))?;
+        let stored_params =
+            Params::try_from(&parsed).map_err(|e| AccountError::Hashing(e.to_string()))?;
+        // Verify with the cost the hash was made with; the pepper is today's.
+        let right = self
+            .argon2(stored_params.clone())?
+            .verify_password(password, &parsed)
+            .is_ok();
+        if !right || !known {
+            return Ok(Verdict::Wrong);
+        }
+        let current = self.params()?;
+        let same_cost = stored_params.m_cost() == current.m_cost()
+            && stored_params.t_cost() == current.t_cost()
+            && stored_params.p_cost() == current.p_cost()
+            && parsed.algorithm == argon2::ARGON2ID_IDENT;
+        if same_cost {
+            Ok(Verdict::Right)
+        } else {
+            Ok(Verdict::RightRehashed(self.hash(password)?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(memory_kib: u32) -> AccountsSettings {
+        let mut s = kopilka_config::Settings::for_env(
+            kopilka_config::Environment::Test,
+            std::path::Path::new("../../config"),
+        )
+        .unwrap()
+        .accounts;
+        s.argon2.memory_kib = memory_kib;
+        s
+    }
+
+    #[test]
+    fn the_rules_are_length_only() {
+        assert!(Password::parse("short").is_err());
+        assert!(Password::parse("aaaaaaaa").is_ok());
+        assert!(Password::parse("пароль-🔑!").is_ok());
+        assert!(Password::parse(&"x".repeat(MAX_CHARS)).is_ok());
+        assert!(Password::parse(&"x".repeat(MAX_CHARS + 1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_hash_is_argon2id_with_the_configured_cost_and_verifies() {
+        let passwords = Passwords::from_settings(&settings(19_456));
+        let pw = Password::parse("correct horse battery").unwrap();
+        let hash = passwords.hash(&pw).await.unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert_eq!(
+            passwords.verify(Some(hash.clone()), &pw).await.unwrap(),
+            Verdict::Right
+        );
+        let wrong = Password::parse("incorrect horse").unwrap();
+        assert_eq!(
+            passwords.verify(Some(hash), &wrong).await.unwrap(),
+            Verdict::Wrong
+        );
+        assert_eq!(passwords.verify(None, &pw).await.unwrap(), Verdict::Wrong);
+    }
+
+    #[tokio::test]
+    async fn a_hash_with_an_old_cost_is_rehashed_on_login() {
+        let old = Passwords::from_settings(&settings(8_192));
+        let pw = Password::parse("correct horse battery").unwrap();
+        let hash = old.hash(&pw).await.unwrap();
+        let new = Passwords::from_settings(&settings(19_456));
+        match new.verify(Some(hash), &pw).await.unwrap() {
+            Verdict::RightRehashed(again) => assert!(again.contains("m=19456"), "{again}"),
+            other => panic!("expected a rehash, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_pepper_takes_part() {
+        let mut peppered = settings(8_192);
+        peppered.pepper = Some(SecretString::from("pepper-pepper-pepper".to_owned()));
+        let with = Passwords::from_settings(&peppered);
+        let without = Passwords::from_settings(&settings(8_192));
+        let pw = Password::parse("correct horse battery").unwrap();
+        let hash = with.hash(&pw).await.unwrap();
+        assert_eq!(
+            with.verify(Some(hash.clone()), &pw).await.unwrap(),
+            Verdict::Right
+        );
+        assert_eq!(
+            without.verify(Some(hash), &pw).await.unwrap(),
+            Verdict::Wrong
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! "Remind me later": no account, no password — an address and a date. One pending reminder
+//! per reader (asking again moves the date); a one-click unsubscribe token (RFC 8058); a
+//! reminder is suppressed when its reader gives before it is due. Sending is the mail jobs'
+//! work: they take [`due`] reminders and mark them [`sent`].
+
+use kopilka_domain::Email;
+use kopilka_domain::id::{ReaderId, ReminderId};
+use serde::Serialize;
+use sqlx::PgConnection;
+use time::{Date, OffsetDateTime};
+
+use crate::keys::{Keys, Purpose};
+use crate::{AccountError, Accounts, reader};
+
+/// A reminder as its reader (or their export) sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reminder {
+    /// Its id.
+    pub id: ReminderId,
+    /// The day it is due.
+    pub remind_on: Date,
+    /// `pending`, `sent`, `suppressed` or `unsubscribed`.
+    pub status: String,
+}
+
+/// A reminder due to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueReminder {
+    /// The reminder.
+    pub id: ReminderId,
+    /// Its reader (the address is looked up when the email is written).
+    pub reader_id: ReaderId,
+    /// The day it was due.
+    pub remind_on: Date,
+}
+
+impl Accounts {
+    /// Stores a reminder for `email` on `remind_on` (which must lie within the configured
+    /// bounds from `today`), or moves the pending one there.
+    ///
+    /// # Errors
+    /// [`AccountError::Refused`] `remind_on_out_of_range`; storage errors.
+    pub async fn remind_me(
+        &self,
+        conn: &mut PgConnection,
+        email: &Email,
+        remind_on: Date,
+        today: Date,
+    ) -> Result<ReminderId, AccountError> {
+        let earliest = today + time::Duration::days(i64::from(self.settings.reminder_min_days));
+        let latest = today + time::Duration::days(i64::from(self.settings.reminder_max_days));
+        if remind_on < earliest || remind_on > latest {
+            return Err(AccountError::refused(
+                "remind_on_out_of_range",
+                format!("remind_on must be between {earliest} and {latest}"),
+            ));
+        }
+        let reader = reader::find_or_create(conn, email).await?;
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "INSERT INTO reminders (id, reader_id, remind_on) VALUES ($1, $2, $3)
+             ON CONFLICT (reader_id) WHERE status = 'pending'
+             DO UPDATE SET remind_on = EXCLUDED.remind_on RETURNING id",
+        )
+        .bind(ReminderId::new().as_uuid())
+        .bind(reader.as_uuid())
+        .bind(remind_on)
+        .fetch_one(conn)
+        .await?;
+        tracing::info!(reminder_id = %id, reader_id = %reader, %remind_on, "reminder stored");
+        Ok(ReminderId::from_uuid(id))
+    }
+
+    /// The one-click unsubscribe token of reminder `id` (for its email's links).
+    #[must_use]
+    pub fn unsubscribe_token(&self, id: ReminderId) -> String {
+        self.keys
+            .sign(Purpose::Unsubscribe, id.as_uuid().as_bytes())
+    }
+
+    /// The reminder a token unsubscribes, if the token is genuine.
+    #[must_use]
+    pub fn reminder_of_token(&self, token: &str) -> Option<ReminderId> {
+        reminder_of_token(&self.keys, token)
+    }
+}
+
+fn reminder_of_token(keys: &Keys, token: &str) -> Option<ReminderId> {
+    keys.open(Purpose::Unsubscribe, token)
+        .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
+        .map(ReminderId::from_uuid)
+}
+
+/// Unsubscribes the reminder of `token` (idempotent: a second click changes nothing and is
+/// not an error).
+///
+/// # Errors
+/// [`AccountError::InvalidLink`] for a forged or malformed token; storage errors.
+pub async fn unsubscribe(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    token: &str,
+) -> Result<(), AccountError> {
+    let id = reminder_of_token(keys, token).ok_or(AccountError::InvalidLink)?;
+    let changed = sqlx::query(
+        "UPDATE reminders SET status = 'unsubscribed' WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id.as_uuid())
+    .execute(conn)
+    .await?;
+    tracing::info!(reminder_id = %id, changed = changed.rows_affected(), "reminder unsubscribed");
+    Ok(())
+}
+
+/// Pending reminders due on or before `on`, oldest date first, at most `limit`; readers
+/// whose mail is suppressed or who were erased are left out.
+///
+/// # Errors
+/// Storage errors.
+pub async fn due(
+    conn: &mut PgConnection,
+    on: Date,
+    limit: i64,
+) -> Result<Vec<DueReminder>, AccountError> {
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, Date)> = sqlx::query_as(
+        "SELECT m.id, m.reader_id, m.remind_on FROM reminders m JOIN readers r ON r.id = m.reader_id
+         WHERE m.status = 'pending' AND m.remind_on <= $1
+           AND r.mail_suppressed_at IS NULL AND r.erased_at IS NULL
+         ORDER BY m.remind_on, m.id LIMIT $2",
+    )
+    .bind(on)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, reader, remind_on)| DueReminder {
+            id: ReminderId::from_uuid(id),
+            reader_id: ReaderId::from_uuid(reader),
+            remind_on,
+        })
+        .collect())
+}
+
+/// Marks reminder `id` sent, if it is still pending; `false` means it must not be sent
+/// (suppressed, unsubscribed or already sent). Call it in the transaction that records the
+/// email, so the two happen together or not at all.
+///
+/// # Errors
+/// Storage errors.
+pub async fn sent(
+    conn: &mut PgConnection,
+    id: ReminderId,
+    now: OffsetDateTime,
+) -> Result<bool, AccountError> {
+    Ok(sqlx::query(
+        "UPDATE reminders SET status = 'sent', sent_at = $2 WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id.as_uuid())
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        > 0)
+}
+
+/// The reader gave at `at`: reminders they asked for before then are suppressed, and the
+/// banner remembers the gift. Idempotent; an older gift never overwrites a newer one.
+///
+/// # Errors
+/// Storage errors.
+pub async fn reader_gave(
+    conn: &mut PgConnection,
+    reader: ReaderId,
+    at: OffsetDateTime,
+) -> Result<(), AccountError> {
+    let suppressed = sqlx::query(
+        "UPDATE reminders SET status = 'suppressed', reason = 'gave'
+         WHERE reader_id = $1 AND status = 'pending' AND created_at <= $2",
+    )
+    .bind(reader.as_uuid())
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO banner_states (reader_id, gave_at) VALUES ($1, $2)
+         ON CONFLICT (reader_id) DO UPDATE
+         SET gave_at = greatest(banner_states.gave_at, EXCLUDED.gave_at)",
+    )
+    .bind(reader.as_uuid())
+    .bind(at)
+    .execute(conn)
+    .await?;
+    if suppressed.rows_affected() > 0 {
+        tracing::info!(reader_id = %reader, "reminder suppressed: the reader gave");
+    }
+    Ok(())
+}
+
+/// `reader`'s reminders, newest first.
+///
+/// # Errors
+/// Storage errors.
+pub async fn of_reader(
+    conn: &mut PgConnection,
+    reader: ReaderId,
+) -> Result<Vec<Reminder>, AccountError> {
+    let rows: Vec<(uuid::Uuid, Date, String)> = sqlx::query_as(
+        "SELECT id, remind_on, status FROM reminders WHERE reader_id = $1 ORDER BY created_at DESC",
+    )
+    .bind(reader.as_uuid())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, remind_on, status)| Reminder {
+            id: ReminderId::from_uuid(id),
+            remind_on,
+            status,
+        })
+        .collect())
+}

@@ -1,0 +1,227 @@
+//! Sign-up, sign-in with a password or an emailed link. None of them says whether an
+//! address has an account: sign-up and link requests answer the same either way, and a
+//! password check against an unknown address hashes against a dummy, so it takes as long.
+
+use std::net::IpAddr;
+
+use kopilka_domain::id::ReaderId;
+use kopilka_domain::{Email, Locale};
+use kopilka_store::PgPool;
+use time::OffsetDateTime;
+
+use crate::link::{self, LinkPurpose};
+use crate::password::{Password, Verdict};
+use crate::session::{self, NewSession, Proof};
+use crate::throttle::{self, LoginKeys};
+use crate::{AccountError, Accounts, reader};
+
+/// A sign-up request after parsing.
+#[derive(Debug, Clone)]
+pub struct SignUp {
+    /// The address.
+    pub email: Email,
+    /// The chosen password.
+    pub password: Password,
+    /// An optional name.
+    pub name: Option<String>,
+    /// The language for emails.
+    pub locale: Locale,
+}
+
+/// Parses an address from a request, with the same error for every malformed one.
+///
+/// # Errors
+/// [`AccountError::Refused`] `invalid_email`.
+pub fn parse_email(raw: &str) -> Result<Email, AccountError> {
+    Email::parse(raw).map_err(|e| AccountError::refused("invalid_email", e.to_string()))
+}
+
+impl Accounts {
+    /// Signs up (see the module docs): always ends in "check your email". A new address gets
+    /// an unverified reader and a verification link; an address without a confirmed password
+    /// gets this password, unconfirmed, and a verification link; an address with a confirmed
+    /// password keeps it and gets an "already registered" email with a sign-in link.
+    ///
+    /// # Errors
+    /// Hashing and storage errors.
+    pub async fn sign_up(
+        &self,
+        pool: &PgPool,
+        request: &SignUp,
+        now: OffsetDateTime,
+    ) -> Result<(), AccountError> {
+        let hash = self.passwords.hash(&request.password).await?;
+        let mut tx = pool.begin().await?;
+        let reader = reader::find_or_create(&mut tx, &request.email).await?;
+        let confirmed: Option<bool> = sqlx::query_scalar(
+            "SELECT confirmed_at IS NOT NULL FROM credentials WHERE reader_id = $1 FOR UPDATE",
+        )
+        .bind(reader.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let purpose = if confirmed == Some(true) {
+            LinkPurpose::AlreadyRegistered
+        } else {
+            sqlx::query(
+                "INSERT INTO credentials (reader_id, password_hash, set_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (reader_id) DO UPDATE SET password_hash = $2, set_at = $3",
+            )
+            .bind(reader.as_uuid())
+            .bind(&hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            // Name and language only for an address nobody has confirmed yet.
+            reader::update_profile(
+                &mut tx,
+                reader,
+                request.name.as_deref(),
+                Some(request.locale),
+            )
+            .await?;
+            LinkPurpose::Verify
+        };
+        let lifetime = match purpose {
+            LinkPurpose::Verify => self.verify_link_lifetime(),
+            _ => self.sign_in_link_lifetime(),
+        };
+        link::issue(
+            &mut tx,
+            &self.keys,
+            reader,
+            purpose,
+            lifetime,
+            self.settings.links_per_hour,
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+        Ok(())
+    }
+
+    /// Signs in with a password from `ip`. Throttled per address and per IP with
+    /// exponential backoff; a right password rehashes when the cost changed.
+    ///
+    /// # Errors
+    /// [`AccountError::InvalidCredentials`], [`AccountError::Throttled`], storage errors.
+    pub async fn sign_in_with_password(
+        &self,
+        pool: &PgPool,
+        email: &Email,
+        password: &str,
+        ip: Option<IpAddr>,
+        now: OffsetDateTime,
+    ) -> Result<NewSession, AccountError> {
+        let keys = LoginKeys::new(&self.keys, email, ip);
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(kopilka_store::StoreError::from)?;
+        if let Some(retry_after) = throttle::blocked_for(&mut conn, &keys, now).await? {
+            return Err(AccountError::Throttled { retry_after });
+        }
+        let stored: Option<(uuid::Uuid, String)> = sqlx::query_as(
+            "SELECT r.id, c.password_hash FROM readers r JOIN credentials c ON c.reader_id = r.id
+             WHERE lower(r.email) = $1",
+        )
+        .bind(email.expose())
+        .fetch_optional(&mut *conn)
+        .await?;
+        drop(conn);
+        // An over-long password is simply wrong; it is still hashed so it takes as long.
+        let password = Password::parse(password)
+            .or_else(|_| Password::parse(&"x".repeat(crate::password::MIN_CHARS)))?;
+        let (reader, hash) = stored.map_or((None, None), |(r, h)| (Some(r), Some(h)));
+        let verdict = self.passwords.verify(hash, &password).await?;
+        let mut tx = pool.begin().await?;
+        let reader = match (verdict, reader) {
+            (Verdict::Wrong, _) | (_, None) => {
+                throttle::failed(&mut tx, &keys, &self.settings, now).await?;
+                tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+                tracing::info!("password sign-in refused");
+                return Err(AccountError::InvalidCredentials);
+            }
+            (Verdict::RightRehashed(new_hash), Some(reader)) => {
+                sqlx::query("UPDATE credentials SET password_hash = $2 WHERE reader_id = $1")
+                    .bind(reader)
+                    .bind(new_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                tracing::info!(reader_id = %reader, "password rehashed with today's cost");
+                reader
+            }
+            (Verdict::Right, Some(reader)) => reader,
+        };
+        throttle::succeeded(&mut tx, &keys).await?;
+        let session = session::begin(
+            &mut tx,
+            ReaderId::from_uuid(reader),
+            Proof::Password,
+            self.settings.session_lifetime(),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+        Ok(session)
+    }
+
+    /// Emails a sign-in link to `email` if it has a reader (rate-limited per address). The
+    /// caller answers "check your email" whatever happened.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn request_sign_in_link(
+        &self,
+        pool: &PgPool,
+        email: &Email,
+        now: OffsetDateTime,
+    ) -> Result<(), AccountError> {
+        let mut tx = pool.begin().await?;
+        if let Some(reader) = reader::find(&mut tx, email).await? {
+            link::issue(
+                &mut tx,
+                &self.keys,
+                reader,
+                LinkPurpose::SignIn,
+                self.sign_in_link_lifetime(),
+                self.settings.links_per_hour,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+        Ok(())
+    }
+
+    /// Signs in with an emailed link's token (once): the address is verified from now on.
+    ///
+    /// # Errors
+    /// [`AccountError::InvalidLink`], storage errors.
+    pub async fn sign_in_with_link(
+        &self,
+        pool: &PgPool,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<NewSession, AccountError> {
+        let mut tx = pool.begin().await?;
+        let used = link::consume(&mut tx, &self.keys, token, now).await?;
+        let session = session::begin(
+            &mut tx,
+            used.reader_id,
+            Proof::Mailbox,
+            self.settings.session_lifetime(),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+        Ok(session)
+    }
+
+    fn sign_in_link_lifetime(&self) -> time::Duration {
+        time::Duration::minutes(i64::from(self.settings.magic_link_minutes))
+    }
+
+    fn verify_link_lifetime(&self) -> time::Duration {
+        time::Duration::hours(i64::from(self.settings.verify_link_hours))
+    }
+}

@@ -1,0 +1,447 @@
+//! Self-service for a signed-in reader: profile, giving history, plans, sessions, banner
+//! state, GDPR export and erasure. What is linked to the address (contributions, plans,
+//! reminders, gifts) shows only once an emailed link proved the address.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kopilka_accounts::banner::{self, BannerChange, BannerState};
+use kopilka_domain::{Interval, Money};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::identity::{SignedIn, cleared_session_cookie};
+use crate::{ApiJson, AppError, AppState, ErrorBody};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me, update_me, erase_me))
+        .routes(routes!(my_contributions))
+        .routes(routes!(my_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(change_plan))
+        .routes(routes!(cancel_plan))
+        .routes(routes!(resume_plan))
+        .routes(routes!(export_me))
+}
+
+/// A pooled connection, or 503 when Postgres is unreachable.
+pub(crate) async fn conn(state: &AppState) -> Result<kopilka_store::PooledConnection, AppError> {
+    state
+        .pool
+        .acquire()
+        .await
+        .map_err(|e| AppError::from(kopilka_store::StoreError::from(e)))
+}
+
+/// `GET /v1/me`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    /// The reader's id.
+    pub id: String,
+    /// Their address.
+    pub email: Option<String>,
+    /// Their name.
+    pub name: Option<String>,
+    /// `en` or `ru`.
+    pub locale: String,
+    /// Whether an emailed link proved the address.
+    pub verified: bool,
+    /// Whether this session sees what is linked to the address.
+    pub sees_linked: bool,
+    /// The banner's state, the same on every device (`gave_at` only when `sees_linked`).
+    #[schema(value_type = Object)]
+    pub banner: BannerState,
+    /// Pending and past reminders (only when `sees_linked`).
+    #[schema(value_type = Vec<Object>)]
+    pub reminders: Vec<kopilka_accounts::reminder::Reminder>,
+}
+
+/// The reader's profile, banner state and reminders.
+#[utoipa::path(get, path = "/v1/me", tag = "self-service",
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+async fn me(State(state): State<AppState>, reader: SignedIn) -> Result<ApiJson<Me>, AppError> {
+    let mut conn = conn(&state).await?;
+    let found = kopilka_accounts::reader::by_id(&mut conn, reader.reader_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let mut banner = banner::load(&mut conn, reader.reader_id).await?;
+    let reminders = if reader.sees_linked {
+        kopilka_accounts::reminder::of_reader(&mut conn, reader.reader_id).await?
+    } else {
+        banner.gave_at = None;
+        Vec::new()
+    };
+    Ok(ApiJson(Me {
+        id: reader.reader_id.to_string(),
+        email: found.email.as_ref().map(|e| e.expose().to_owned()),
+        name: found.name,
+        locale: found.locale.to_string(),
+        verified: found.verified_at.is_some(),
+        sees_linked: reader.sees_linked,
+        banner,
+        reminders,
+    }))
+}
+
+/// `PATCH /v1/me`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct MeChange {
+    /// A new name (at most 200 characters).
+    #[serde(default)]
+    name: Option<String>,
+    /// `en` or `ru`.
+    #[serde(default)]
+    locale: Option<String>,
+}
+
+/// Changes the name or language.
+#[utoipa::path(patch, path = "/v1/me", tag = "self-service", request_body = MeChange,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_me(
+    State(state): State<AppState>,
+    reader: SignedIn,
+    ApiJson(change): ApiJson<MeChange>,
+) -> Result<StatusCode, AppError> {
+    let name = kopilka_accounts::reader::parse_name(change.name.as_deref())?;
+    let locale = change
+        .locale
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: kopilka_domain::LocaleError| AppError::Unprocessable {
+            code: "invalid_locale",
+            message: e.to_string(),
+        })?;
+    let mut conn = conn(&state).await?;
+    kopilka_accounts::reader::update_profile(&mut conn, reader.reader_id, name.as_deref(), locale)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/me/contributions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct History {
+    /// Whether the address is proven for this session; when not, the lists are empty
+    /// whatever the address has.
+    pub sees_linked: bool,
+    /// Contributions, newest first, each with its money movements (the receipts' data).
+    #[schema(value_type = Vec<Object>)]
+    pub contributions: Vec<kopilka_contributions::history::ContributionRecord>,
+    /// Monthly and annual plans.
+    #[schema(value_type = Vec<Object>)]
+    pub plans: Vec<kopilka_recurring::privacy::PlanExport>,
+}
+
+/// The reader's giving history and plans.
+#[utoipa::path(get, path = "/v1/me/contributions", tag = "self-service",
+    responses((status = 200, body = History), (status = 401, body = ErrorBody)))]
+async fn my_contributions(
+    State(state): State<AppState>,
+    reader: SignedIn,
+) -> Result<ApiJson<History>, AppError> {
+    if !reader.sees_linked {
+        return Ok(ApiJson(History {
+            sees_linked: false,
+            contributions: Vec::new(),
+            plans: Vec::new(),
+        }));
+    }
+    let mut conn = conn(&state).await?;
+    let contributions = kopilka_contributions::history::of_reader(&mut conn, reader.reader_id)
+        .await
+        .map_err(AppError::from)?;
+    let plans = kopilka_recurring::plans_of_reader(&mut conn, reader.reader_id)
+        .await
+        .map_err(AppError::from)?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(ApiJson(History {
+        sees_linked: true,
+        contributions,
+        plans,
+    }))
+}
+
+/// The reader's live sessions (`current` marks this one).
+#[utoipa::path(get, path = "/v1/me/sessions", tag = "self-service",
+    responses((status = 200, body = Vec<Object>), (status = 401, body = ErrorBody)))]
+async fn my_sessions(
+    State(state): State<AppState>,
+    reader: SignedIn,
+) -> Result<ApiJson<Vec<kopilka_accounts::session::SessionInfo>>, AppError> {
+    let mut conn = conn(&state).await?;
+    Ok(ApiJson(
+        kopilka_accounts::session::list(
+            &mut conn,
+            reader.reader_id,
+            reader.session_id,
+            OffsetDateTime::now_utc(),
+        )
+        .await?,
+    ))
+}
+
+/// Ends one of the reader's sessions (e.g. a lost phone's).
+#[utoipa::path(delete, path = "/v1/me/sessions/{id}", tag = "self-service",
+    params(("id" = String, Path, description = "The session's id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke_session(
+    State(state): State<AppState>,
+    reader: SignedIn,
+    Path(id): Path<uuid::Uuid>,
+) -> Result<StatusCode, AppError> {
+    let mut conn = conn(&state).await?;
+    if kopilka_accounts::session::revoke(&mut conn, reader.reader_id, id, OffsetDateTime::now_utc())
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+/// `PATCH /v1/me/recurring/{id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct PlanAmount {
+    /// The new amount per interval, minor units, in the plan's currency.
+    amount_minor: i64,
+    /// `month` or `year` (default: unchanged).
+    #[serde(default)]
+    interval: Option<String>,
+}
+
+/// `POST /v1/me/recurring/{id}/cancel`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct CancelWhen {
+    /// `period_end` (default: the reader keeps what they paid for) or `now`.
+    #[serde(default)]
+    at: Option<String>,
+}
+
+/// The reader's plan `id`, or 404 (also when the session may not see linked data).
+async fn own_plan(
+    state: &AppState,
+    reader: &SignedIn,
+    id: uuid::Uuid,
+) -> Result<kopilka_recurring::Plan, AppError> {
+    if !reader.sees_linked {
+        return Err(AppError::NotFound);
+    }
+    let mut conn = conn(state).await?;
+    kopilka_recurring::plans_of_reader(&mut conn, reader.reader_id)
+        .await?
+        .into_iter()
+        .find(|p| p.id == id)
+        .ok_or(AppError::NotFound)
+}
+
+/// The change's idempotency key: the request's `Idempotency-Key`, else a fresh one.
+fn change_id(headers: &HeaderMap, plan: uuid::Uuid, what: &str) -> String {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| (1..=200).contains(&k.len()))
+        .map_or_else(
+            || format!("{what}-{plan}-{}", uuid::Uuid::now_v7()),
+            |k| format!("{what}-{plan}-{k}"),
+        )
+}
+
+async fn apply_change(
+    state: &AppState,
+    plan: uuid::Uuid,
+    change: kopilka_recurring::PlanChange,
+    change_id: &str,
+) -> Result<ApiJson<kopilka_recurring::privacy::PlanExport>, AppError> {
+    let stripe = state.stripe.as_ref().ok_or(AppError::Upstream {
+        code: "payment_provider_not_configured",
+        message: "payments are not configured".into(),
+        retry: false,
+    })?;
+    let plan = kopilka_recurring::change_plan(&state.pool, stripe, plan, change, change_id).await?;
+    Ok(ApiJson(plan.into()))
+}
+
+/// Changes the amount (and optionally monthly ↔ annual) through Stripe's subscription
+/// update: no second plan, no double charge.
+#[utoipa::path(patch, path = "/v1/me/recurring/{id}", tag = "self-service", request_body = PlanAmount,
+    params(("id" = String, Path, description = "The plan's id")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn change_plan(
+    State(state): State<AppState>,
+    reader: SignedIn,
+    Path(id): Path<uuid::Uuid>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PlanAmount>,
+) -> Result<ApiJson<kopilka_recurring::privacy::PlanExport>, AppError> {
+    let plan = own_plan(&state, &reader, id).await?;
+    let interval = match body.interval.as_deref() {
+        None => plan.interval,
+        Some(raw) => raw
+            .parse::<Interval>()
+            .ok()
+            .filter(|i| *i != Interval::Once)
+            .ok_or_else(|| AppError::Unprocessable {
+                code: "invalid_interval",
+                message: "interval must be month or year".into(),
+            })?,
+    };
+    let currency = plan.amount.currency();
+    let limits = state
+        .settings
+        .offer
+        .currencies
+        .get(&currency)
+        .map(|offer| offer.interval(interval));
+    if let Some(limits) = limits
+        && !(limits.minimum_minor..=limits.maximum_minor).contains(&body.amount_minor)
+    {
+        return Err(AppError::Unprocessable {
+            code: "amount_out_of_range",
+            message: format!(
+                "the {interval} amount must be between {} and {}",
+                Money::new(limits.minimum_minor, currency),
+                Money::new(limits.maximum_minor, currency)
+            ),
+        });
+    }
+    let change = kopilka_recurring::PlanChange::Amount {
+        amount: Money::new(body.amount_minor, currency),
+        interval,
+    };
+    apply_change(&state, id, change, &change_id(&headers, id, "amount")).await
+}
+
+/// Cancels at the end of the paid period (default) or now.
+#[utoipa::path(post, path = "/v1/me/recurring/{id}/cancel", tag = "self-service", request_body = CancelWhen,
+    params(("id" = String, Path, description = "The plan's id")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn cancel_plan(
+    State(state): State<AppState>,
+    reader: SignedIn,
+    Path(id): Path<uuid::Uuid>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<ApiJson<kopilka_recurring::privacy::PlanExport>, AppError> {
+    // The body is optional: none means "at the period's end".
+    let when: CancelWhen = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelWhen::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::Unprocessable {
+            code: "invalid_body",
+            message: e.to_string(),
+        })?
+    };
+    own_plan(&state, &reader, id).await?;
+    let change = match when.at.as_deref() {
+        None | Some("period_end") => kopilka_recurring::PlanChange::CancelAtPeriodEnd,
+        Some("now") => kopilka_recurring::PlanChange::CancelNow,
+        Some(_) => {
+            return Err(AppError::Unprocessable {
+                code: "invalid_cancel_at",
+                message: "at must be period_end or now".into(),
+            });
+        }
+    };
+    apply_change(&state, id, change, &change_id(&headers, id, "cancel")).await
+}
+
+/// Takes back a cancellation at period end.
+#[utoipa::path(post, path = "/v1/me/recurring/{id}/resume", tag = "self-service",
+    params(("id" = String, Path, description = "The plan's id")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn resume_plan(
+    State(state): State<AppState>,
+    reader: SignedIn,
+    Path(id): Path<uuid::Uuid>,
+    headers: HeaderMap,
+) -> Result<ApiJson<kopilka_recurring::privacy::PlanExport>, AppError> {
+    own_plan(&state, &reader, id).await?;
+    apply_change(
+        &state,
+        id,
+        kopilka_recurring::PlanChange::Resume,
+        &change_id(&headers, id, "resume"),
+    )
+    .await
+}
+
+/// Everything Kopilka holds about the reader, as JSON (GDPR art. 15 and 20). A session that
+/// has not proven the address gets its account only.
+#[utoipa::path(get, path = "/v1/me/export", tag = "self-service",
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+async fn export_me(State(state): State<AppState>, reader: SignedIn) -> Result<Response, AppError> {
+    let mut conn = conn(&state).await?;
+    let body = if reader.sees_linked {
+        serde_json::to_value(kopilka_recurring::privacy::export(&mut conn, reader.reader_id).await?)
+    } else {
+        let mut account = kopilka_accounts::privacy::export(&mut conn, reader.reader_id).await?;
+        account.reminders.clear();
+        account.banner.gave_at = None;
+        serde_json::to_value(serde_json::json!({"account": account}))
+    }
+    .map_err(AppError::internal)?;
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"kopilka-export.json\"",
+            ),
+        ],
+        axum::Json(body),
+    )
+        .into_response())
+}
+
+/// Erases the reader (GDPR art. 17): address, name, sessions, reminders and banner state go;
+/// the ledger keeps amounts, currencies, dates and Stripe ids; Stripe's customer loses its
+/// address. Only a session that proved the address may do it.
+#[utoipa::path(delete, path = "/v1/me", tag = "self-service",
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn erase_me(State(state): State<AppState>, reader: SignedIn) -> Result<Response, AppError> {
+    if !reader.sees_linked {
+        return Err(AppError::Forbidden {
+            code: "address_not_verified",
+            message: "confirm the address with an emailed link first".into(),
+        });
+    }
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| AppError::from(kopilka_store::StoreError::from(e)))?;
+    kopilka_recurring::privacy::erase(&mut tx, reader.reader_id, OffsetDateTime::now_utc()).await?;
+    tx.commit()
+        .await
+        .map_err(|e| AppError::from(kopilka_store::StoreError::from(e)))?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cleared_session_cookie());
+    Ok(response)
+}
+
+/// `PUT /v1/banner` for a signed-in reader.
+pub(crate) async fn change_banner(
+    state: &AppState,
+    reader: &SignedIn,
+    change: BannerChange,
+) -> Result<BannerState, AppError> {
+    let mut conn = conn(state).await?;
+    let mut next = banner::change(
+        &mut conn,
+        reader.reader_id,
+        change,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    if !reader.sees_linked {
+        next.gave_at = None;
+    }
+    Ok(next)
+}

@@ -1,0 +1,235 @@
+//! "Remind me later" (no account needed), its one-click unsubscribe (RFC 8058), the banner's
+//! state for every reader, and one-click plan links from emails.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use kopilka_accounts::banner::{BannerChange, BannerState};
+use kopilka_accounts::plan_link::{self, PlanAction};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::identity::{MaybeSignedIn, cookie};
+use crate::me::{change_banner, conn};
+use crate::{ApiJson, AppError, AppState, ErrorBody};
+
+/// The anonymous reader's banner cookie (signed, host-only).
+pub(crate) const BANNER_COOKIE: &str = "__Host-kopilka_banner";
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(remind_me))
+        .routes(routes!(unsubscribe_page, unsubscribe))
+        .routes(routes!(banner_state, set_banner))
+        .routes(routes!(plan_link_page, use_plan_link))
+}
+
+/// `POST /v1/reminders`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ReminderBody {
+    /// Where to send the reminder.
+    email: String,
+    /// `YYYY-MM-DD`, from tomorrow to a year ahead (configurable).
+    remind_on: String,
+}
+
+/// `{"status": …}`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Status {
+    /// What happened.
+    pub status: String,
+}
+
+fn status(code: StatusCode, status: &str) -> (StatusCode, ApiJson<Status>) {
+    (
+        code,
+        ApiJson(Status {
+            status: status.into(),
+        }),
+    )
+}
+
+/// Stores a reminder (or moves the address's pending one). 202 `{"status":"scheduled"}`,
+/// the same for every address.
+#[utoipa::path(post, path = "/v1/reminders", tag = "reminders", request_body = ReminderBody,
+    responses(
+        (status = 202, description = "Scheduled", body = Status),
+        (status = 422, description = "Invalid address or date out of range", body = ErrorBody)
+    ))]
+async fn remind_me(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ReminderBody>,
+) -> Result<(StatusCode, ApiJson<Status>), AppError> {
+    let email = kopilka_accounts::parse_email(&body.email)?;
+    let remind_on = time::Date::parse(
+        &body.remind_on,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| AppError::Unprocessable {
+        code: "invalid_remind_on",
+        message: "remind_on must be a date, YYYY-MM-DD".into(),
+    })?;
+    let today = OffsetDateTime::now_utc().date();
+    let mut conn = conn(&state).await?;
+    state
+        .accounts
+        .remind_me(&mut conn, &email, remind_on, today)
+        .await?;
+    Ok(status(StatusCode::ACCEPTED, "scheduled"))
+}
+
+/// The unsubscribe token.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct TokenQuery {
+    /// From the reminder email's link.
+    #[serde(default)]
+    token: String,
+}
+
+fn page(template: &str, token: &str) -> Response {
+    let escaped = token
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .collect::<String>();
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(template.replace("{{TOKEN}}", &escaped)),
+    )
+        .into_response()
+}
+
+/// The unsubscribe link's page: it asks for confirmation and changes nothing (a GET never
+/// unsubscribes: mail scanners open links).
+#[utoipa::path(get, path = "/v1/reminders/unsubscribe", tag = "reminders", params(TokenQuery),
+    responses((status = 200, description = "A confirmation page", content_type = "text/html")))]
+async fn unsubscribe_page(Query(query): Query<TokenQuery>) -> Response {
+    page(include_str!("pages/unsubscribe.html"), &query.token)
+}
+
+/// One-click unsubscribe (RFC 8058: mail clients POST `List-Unsubscribe=One-Click`; any
+/// body is accepted). Idempotent: 200 `{"status":"unsubscribed"}`.
+#[utoipa::path(post, path = "/v1/reminders/unsubscribe", tag = "reminders", params(TokenQuery),
+    responses(
+        (status = 200, description = "Unsubscribed", body = Status),
+        (status = 400, description = "Forged or malformed token", body = ErrorBody)
+    ))]
+async fn unsubscribe(
+    State(state): State<AppState>,
+    Query(query): Query<TokenQuery>,
+) -> Result<(StatusCode, ApiJson<Status>), AppError> {
+    let mut conn = conn(&state).await?;
+    kopilka_accounts::reminder::unsubscribe(&mut conn, &state.accounts.keys, &query.token).await?;
+    Ok(status(StatusCode::OK, "unsubscribed"))
+}
+
+/// The banner's state: a signed-in reader's from the server, an anonymous reader's from
+/// their signed cookie.
+#[utoipa::path(get, path = "/v1/banner", tag = "reminders",
+    responses((status = 200, body = Object)))]
+async fn banner_state(
+    State(state): State<AppState>,
+    reader: MaybeSignedIn,
+    headers: axum::http::HeaderMap,
+) -> Result<ApiJson<BannerState>, AppError> {
+    match reader.0 {
+        Some(reader) => {
+            let mut conn = conn(&state).await?;
+            let mut current = kopilka_accounts::banner::load(&mut conn, reader.reader_id).await?;
+            if !reader.sees_linked {
+                current.gave_at = None;
+            }
+            Ok(ApiJson(current))
+        }
+        None => Ok(ApiJson(
+            cookie(&headers, BANNER_COOKIE)
+                .and_then(|c| BannerState::from_cookie(&state.accounts.keys, &c))
+                .unwrap_or_default(),
+        )),
+    }
+}
+
+/// Closes, reopens or snoozes the banner: `{"closed": true}`, `{"snoozed_until": "…"}`.
+/// Stored on the server for a signed-in reader (the same on every device), in a signed
+/// cookie for an anonymous one.
+#[utoipa::path(put, path = "/v1/banner", tag = "reminders", request_body = Object,
+    responses((status = 200, body = Object), (status = 422, body = ErrorBody)))]
+async fn set_banner(
+    State(state): State<AppState>,
+    reader: MaybeSignedIn,
+    headers: axum::http::HeaderMap,
+    ApiJson(change): ApiJson<BannerChange>,
+) -> Result<Response, AppError> {
+    if let Some(reader) = reader.0 {
+        return Ok(ApiJson(change_banner(&state, &reader, change).await?).into_response());
+    }
+    let current = cookie(&headers, BANNER_COOKIE)
+        .and_then(|c| BannerState::from_cookie(&state.accounts.keys, &c))
+        .unwrap_or_default();
+    let next = current.after(change, OffsetDateTime::now_utc())?;
+    let value = cookie::Cookie::build((BANNER_COOKIE, next.to_cookie(&state.accounts.keys)))
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .max_age(cookie::time::Duration::days(400))
+        .build()
+        .to_string();
+    let mut response = ApiJson(next).into_response();
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+/// The page a one-click plan link opens: it asks for confirmation.
+#[utoipa::path(get, path = "/v1/plan-links/{token}", tag = "self-service",
+    params(("token" = String, Path, description = "From the email")),
+    responses((status = 200, description = "A confirmation page", content_type = "text/html")))]
+async fn plan_link_page(Path(token): Path<String>) -> Response {
+    page(include_str!("pages/plan_link.html"), &token)
+}
+
+/// Does what a one-click plan link says (cancel at period end), without signing in; the
+/// link is signed and expires.
+#[utoipa::path(post, path = "/v1/plan-links/{token}", tag = "self-service",
+    params(("token" = String, Path, description = "From the email")),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
+async fn use_plan_link(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<ApiJson<kopilka_recurring::privacy::PlanExport>, AppError> {
+    let (plan, action) = plan_link::open(&state.accounts.keys, &token, OffsetDateTime::now_utc())
+        .ok_or(AppError::BadRequest {
+        code: "invalid_link",
+        message: "this link is not valid any more; sign in to manage the plan".into(),
+    })?;
+    let stripe = state.stripe.as_ref().ok_or(AppError::Upstream {
+        code: "payment_provider_not_configured",
+        message: "payments are not configured".into(),
+        retry: false,
+    })?;
+    match action {
+        PlanAction::Cancel => {
+            // The same link clicked twice is one change (Stripe's idempotency key).
+            let change_id = format!("plan-link-cancel-{plan}-{}", &token[..token.len().min(32)]);
+            let plan = kopilka_recurring::change_plan(
+                &state.pool,
+                stripe,
+                plan,
+                kopilka_recurring::PlanChange::CancelAtPeriodEnd,
+                &change_id,
+            )
+            .await?;
+            Ok(ApiJson(plan.into()))
+        }
+        PlanAction::UpdateCard => Err(AppError::Unprocessable {
+            code: "not_supported",
+            message: "updating the card from an email link is not available yet; sign in".into(),
+        }),
+    }
+}

@@ -37,6 +37,11 @@ async fn admin_json(app: &TestApp, url: &str, args: &[&str]) -> Value {
 
 /// A fresh database with the app (and its simulator and worker) on it.
 async fn app_on_fresh_database() -> (TestDatabase, String, TestApp) {
+    // Build the binary before the app runs: the build blocks, and the in-process app shares
+    // this test's runtime, so it must not be starved in the middle of a flow.
+    tokio::task::spawn_blocking(kopilka_tests::kopilka_binary)
+        .await
+        .expect("the binary builds");
     let db = fresh_database().await;
     let url = db.url.expose_secret().to_owned();
     let app = TestApp::spawn_on(db.url.clone(), |_| {}).await;

@@ -123,6 +123,10 @@ async fn admin_config_shows_every_layer_and_hides_secrets() {
             "an-accounts-sesame-of-32-bytes-or-more",
         )
         .env(
+            "KOPILKA__SMTP__URL",
+            "smtps://mailer:sesame@smtp.example.org",
+        )
+        .env(
             "KOPILKA__SERVER__CORS_ALLOWED_ORIGINS",
             "https://news.example.org,https://www.news.example.org",
         );

@@ -163,7 +163,8 @@ pub async fn sent(
         > 0)
 }
 
-/// The reader gave at `at`: reminders they asked for before then are suppressed, and the
+/// The reader gave at `at` (Stripe's whole seconds): reminders they asked for before then
+/// (to the second) are suppressed, and the
 /// banner remembers the gift. Idempotent; an older gift never overwrites a newer one.
 ///
 /// # Errors
@@ -175,7 +176,7 @@ pub async fn reader_gave(
 ) -> Result<(), AccountError> {
     let suppressed = sqlx::query(
         "UPDATE reminders SET status = 'suppressed', reason = 'gave'
-         WHERE reader_id = $1 AND status = 'pending' AND created_at <= $2",
+         WHERE reader_id = $1 AND status = 'pending' AND date_trunc('second', created_at) <= $2",
     )
     .bind(reader.as_uuid())
     .bind(at)

@@ -228,8 +228,9 @@ async fn the_simulators_deliveries_duplicated_and_shuffled_end_in_the_right_ledg
 /// Runs the worker as if `days` days passed, one day at a time.
 async fn work_through(app: &TestApp, days: i64) {
     let start = time::OffsetDateTime::now_utc();
+    let worker = kopilka_jobs::Worker::new(app.pool.clone(), &app.settings).unwrap();
     for day in 0..=days {
-        kopilka_jobs::run_due(&app.pool, start + time::Duration::days(day))
+        kopilka_jobs::run_due(&worker, start + time::Duration::days(day))
             .await
             .unwrap();
     }

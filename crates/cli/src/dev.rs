@@ -86,7 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = AppState::new(pool.clone(), settings);
     state.start_background();
     // dev runs the worker in-process, so webhooks from the simulator are applied.
-    let worker = crate::worker::in_process(&state.pool, &state.settings.worker);
+    let worker = crate::worker::in_process(&state.pool, &state.settings)?;
     let app = kopilka_api::router(state);
     kopilka_api::serve(listener, app, shutdown, grace).await?;
     worker.stop().await;

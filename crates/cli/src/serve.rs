@@ -40,7 +40,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .settings
         .worker
         .in_serve
-        .then(|| crate::worker::in_process(&state.pool, &state.settings.worker));
+        .then(|| crate::worker::in_process(&state.pool, &state.settings))
+        .transpose()?;
     let app = kopilka_api::router(state);
     kopilka_api::serve(listener, app, shutdown, grace).await?;
     if let Some(worker) = worker {

@@ -28,9 +28,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let settings = kopilka_config::load()?;
     logging::init(&settings.log);
     let pool = database::pool(&settings)?;
+    let worker = kopilka_jobs::Worker::new(pool, &settings)?;
     if args.once {
         let now = args.as_of.unwrap_or_else(OffsetDateTime::now_utc);
-        let summary = kopilka_jobs::run_due(&pool, now).await?;
+        let summary = kopilka_jobs::run_due(&worker, now).await?;
         output::line(&format!(
             "kopilka worker: {} done, {} to retry, {} failed (as of {})",
             summary.done,
@@ -43,7 +44,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let shutdown = shutdown::signal_received();
     tracing::info!("worker running");
     kopilka_jobs::run_forever(
-        pool,
+        worker,
         Duration::from_secs(settings.worker.poll_secs),
         shutdown,
     )
@@ -58,16 +59,20 @@ pub struct InProcess {
 }
 
 /// Starts the job loop in this process.
+///
+/// # Errors
+/// When the mailer, templates or Stripe client cannot be built.
 pub fn in_process(
     pool: &kopilka_store::PgPool,
-    settings: &kopilka_config::WorkerSettings,
-) -> InProcess {
+    settings: &kopilka_config::Settings,
+) -> Result<InProcess, kopilka_jobs::WorkerError> {
+    let worker = kopilka_jobs::Worker::new(pool.clone(), settings)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let poll = Duration::from_secs(settings.poll_secs);
-    let handle = tokio::spawn(kopilka_jobs::run_forever(pool.clone(), poll, async {
+    let poll = Duration::from_secs(settings.worker.poll_secs);
+    let handle = tokio::spawn(kopilka_jobs::run_forever(worker, poll, async {
         let _ = stopped.await;
     }));
-    InProcess { stop, handle }
+    Ok(InProcess { stop, handle })
 }
 
 impl InProcess {

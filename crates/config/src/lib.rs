@@ -8,6 +8,7 @@
 mod accounts;
 mod environment;
 mod list;
+mod mail;
 mod offer;
 mod settings;
 mod validate;
@@ -19,6 +20,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use accounts::{AccountsSettings, Argon2Settings, LOCAL_ACCOUNTS_SECRET};
 pub use environment::Environment;
+pub use mail::{PublisherSettings, SmtpSettings};
 pub use offer::{
     CurrencyOffer, GoalSettings, IntervalOffer, OfferSettings, STRIPE_MAXIMUM, stripe_minimum,
 };

@@ -31,6 +31,10 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Reader accounts, sessions, emailed links and reminders.
     pub accounts: crate::AccountsSettings,
+    /// Outgoing mail.
+    pub smtp: crate::SmtpSettings,
+    /// Who the emails are from.
+    pub publisher: crate::PublisherSettings,
 }
 
 /// `[worker]`: background jobs (webhook processing, emails).

@@ -73,6 +73,15 @@ impl Settings {
         }?;
         check_stripe(&self.stripe, self.env)?;
         self.accounts.validate(local)?;
+        if self.smtp.url.is_none() && !local {
+            return invalid(format!(
+                "KOPILKA__SMTP__URL is required when KOPILKA_ENV={} (e.g. smtps://user:pass@smtp.example.org:465)",
+                self.env
+            ));
+        }
+        if self.smtp.timeout_secs == 0 || self.smtp.max_connections == 0 {
+            return invalid("smtp.timeout_secs and smtp.max_connections must be at least 1".into());
+        }
         self.offer.validate()?;
         for origin in &self.offer.return_origins {
             check_origin(origin, local).map_err(|e| {
@@ -260,6 +269,13 @@ mod tests {
             jail.set_env(
                 "KOPILKA__ACCOUNTS__SECRET",
                 "a-production-secret-of-more-than-32-bytes",
+            );
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("KOPILKA__SMTP__URL is required"), "{err}");
+
+            jail.set_env(
+                "KOPILKA__SMTP__URL",
+                "smtps://mailer:sesame@smtp.example.org:465",
             );
             let settings = load(Environment::Production).expect("valid production settings");
             assert_eq!(settings.stripe.webhook_secret.len(), 2);

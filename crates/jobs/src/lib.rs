@@ -1,15 +1,76 @@
 //! The job kinds and the worker loop. A worker claims due jobs one at a time (several
 //! workers share the queue safely), runs each kind's handler, and records success, a retry
 //! with backoff, or the dead letter. It wakes on `LISTEN kopilka_jobs` and also polls.
+//!
+//! Kinds: applying a Stripe event, emailing an account link, clearing an erased reader's
+//! Stripe customer.
+
+mod account_mail;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use kopilka_config::Settings;
 use kopilka_queue::{Job, QueueError};
 use kopilka_reconciliation::{APPLY_EVENT, ReconciliationError};
 use kopilka_store::PgPool;
 use sqlx::postgres::PgListener;
 use time::OffsetDateTime;
+
+/// What the job handlers need: the database, Stripe, the mailer and templates, the
+/// accounts' keys, and the settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    /// Postgres.
+    pub pool: PgPool,
+    /// Stripe, when configured.
+    pub stripe: Option<kopilka_stripe::StripeClient>,
+    /// Where emails go.
+    pub mailer: kopilka_mail::Mailer,
+    /// What emails say.
+    pub templates: Arc<kopilka_mail::Templates>,
+    /// Token keys (links in emails).
+    pub accounts: kopilka_accounts::Accounts,
+    /// The settings.
+    pub settings: Arc<Settings>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("mailer", &self.mailer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a worker could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The mail transport or templates.
+    #[error(transparent)]
+    Mail(#[from] kopilka_mail::MailError),
+    /// The Stripe client.
+    #[error(transparent)]
+    Stripe(#[from] kopilka_stripe::ClientError),
+}
+
+impl Worker {
+    /// A worker over `pool` as `settings` describe it.
+    ///
+    /// # Errors
+    /// [`WorkerError`] when the mailer, templates or Stripe client cannot be built.
+    pub fn new(pool: PgPool, settings: &Settings) -> Result<Self, WorkerError> {
+        Ok(Self {
+            pool,
+            stripe: kopilka_stripe::StripeClient::from_settings(&settings.stripe)?,
+            mailer: kopilka_mail::Mailer::from_settings(&settings.smtp)?,
+            templates: Arc::new(kopilka_mail::Templates::new(&settings.publisher)?),
+            accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
+            settings: Arc::new(settings.clone()),
+        })
+    }
+}
 
 /// How a run of the worker went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,7 +84,8 @@ pub struct RunSummary {
 }
 
 /// Runs one job's handler.
-async fn run(pool: &PgPool, job: &Job) -> Result<(), String> {
+async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), String> {
+    let pool = &worker.pool;
     match job.kind.as_str() {
         APPLY_EVENT => {
             let event_id = job.payload["event_id"]
@@ -35,6 +97,22 @@ async fn run(pool: &PgPool, job: &Job) -> Result<(), String> {
                 Err(err) => Err(err.to_string()),
             }
         }
+        kopilka_accounts::link::EMAIL_LINK_JOB => account_mail::email_link(worker, job, now).await,
+        kopilka_recurring::privacy::CLEAR_STRIPE_CUSTOMER => {
+            let customer = job.payload["customer_id"]
+                .as_str()
+                .ok_or("a clear_stripe_customer job without customer_id")?;
+            let stripe = worker.stripe.as_ref().ok_or("Stripe is not configured")?;
+            stripe
+                .clear_customer(customer)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                customer_id = customer,
+                "Stripe customer's personal data cleared"
+            );
+            Ok(())
+        }
         other => Err(format!("unknown job kind {other:?}")),
     }
 }
@@ -43,11 +121,12 @@ async fn run(pool: &PgPool, job: &Job) -> Result<(), String> {
 ///
 /// # Errors
 /// Storage errors of the queue itself.
-pub async fn run_due(pool: &PgPool, now: OffsetDateTime) -> Result<RunSummary, QueueError> {
+pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary, QueueError> {
+    let pool = &worker.pool;
     let mut summary = RunSummary::default();
     // Jobs retried in this run are due later, so the loop ends.
     while let Some(job) = kopilka_queue::claim(pool, now).await? {
-        match run(pool, &job).await {
+        match run(worker, &job, now).await {
             Ok(()) => {
                 kopilka_queue::complete(pool, &job).await?;
                 summary.done += 1;
@@ -75,9 +154,9 @@ pub async fn run_due(pool: &PgPool, now: OffsetDateTime) -> Result<RunSummary, Q
 
 /// Runs jobs as they fall due until `shutdown` resolves: woken by `NOTIFY` and by polling
 /// every `poll`.
-pub async fn run_forever(pool: PgPool, poll: Duration, shutdown: impl Future<Output = ()>) {
+pub async fn run_forever(worker: Worker, poll: Duration, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let mut listener = match PgListener::connect_with(&pool).await {
+    let mut listener = match PgListener::connect_with(&worker.pool).await {
         Ok(mut listener) => match listener.listen(kopilka_queue::CHANNEL).await {
             Ok(()) => Some(listener),
             Err(err) => {
@@ -91,7 +170,7 @@ pub async fn run_forever(pool: PgPool, poll: Duration, shutdown: impl Future<Out
         }
     };
     loop {
-        if let Err(err) = run_due(&pool, OffsetDateTime::now_utc()).await {
+        if let Err(err) = run_due(&worker, OffsetDateTime::now_utc()).await {
             tracing::warn!(error = %err, "worker run failed");
         }
         let woken = async {

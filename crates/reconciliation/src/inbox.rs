@@ -22,7 +22,7 @@ pub async fn receive(
     let mut payload: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ReconciliationError::Malformed(e.to_string()))?;
     let email = crate::pii::reader_email(&payload);
-    crate::pii::redact(&mut payload);
+    crate::pii::redact_event(&mut payload);
     let mut tx = pool.begin().await?;
     // A duplicate must not create a reader (nor lock one) before it is known to be new.
     let known: bool =

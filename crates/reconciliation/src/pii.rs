@@ -34,6 +34,28 @@ pub fn reader_email(payload: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Blanks every personal field of an event, at any depth, including the previous values of a
+/// customer's fields in `data.previous_attributes`. Returns whether anything was blanked.
+pub fn redact_event(event: &mut Value) -> bool {
+    let customer = event["data"]["object"]["object"] == "customer";
+    let mut changed = redact(event);
+    if customer
+        && let Some(previous) = event["data"]
+            .get_mut("previous_attributes")
+            .and_then(Value::as_object_mut)
+    {
+        for key in PERSONAL_IN_CUSTOMER {
+            if let Some(field) = previous.get_mut(*key)
+                && !field.is_null()
+            {
+                *field = Value::Null;
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
 /// Blanks every personal field, at any depth. Returns whether anything was blanked.
 pub fn redact(value: &mut Value) -> bool {
     match value {
@@ -85,5 +107,16 @@ mod tests {
         );
         assert_eq!(event["data"]["object"]["customer"]["id"], "cus_1");
         assert!(!redact(&mut event), "redacting twice changes nothing");
+    }
+
+    #[test]
+    fn a_customers_previous_address_is_blanked_too() {
+        let mut event = json!({"type": "customer.updated", "data": {
+            "object": {"object": "customer", "id": "cus_1", "email": null},
+            "previous_attributes": {"email": "a@example.org", "name": "A", "metadata": {}}
+        }});
+        assert!(redact_event(&mut event));
+        assert!(!event.to_string().contains("a@example.org"), "{event}");
+        assert_eq!(event["data"]["previous_attributes"]["metadata"], json!({}));
     }
 }

@@ -18,7 +18,7 @@ type Answer = Result<Json<Value>, StripeError>;
 pub fn routes(sim: Simulator) -> axum::Router {
     axum::Router::new()
         .route("/v1/customers", post(create_customer).get(list_customers))
-        .route("/v1/customers/{id}", get(retrieve("customer")))
+        .route("/v1/customers/{id}", get(retrieve("customer")).post(update_customer))
         .route("/v1/checkout/sessions", post(create_checkout_session).get(list_checkout_sessions))
         .route("/v1/checkout/sessions/{id}", get(retrieve("checkout.session")))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_checkout_session))
@@ -159,6 +159,16 @@ fn retrieve(
 async fn create_customer(State(sim): State<Simulator>, body: Bytes) -> Answer {
     let params = form::decode(&body);
     let id = sim.act(|state| Ok(flows::create_customer(state, &params, &request_id())))?;
+    sim.object(&id)
+}
+
+async fn update_customer(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let params = form::decode(&body);
+    sim.act(|state| flows::update_customer(state, &id, &params, &request_id()))?;
     sim.object(&id)
 }
 

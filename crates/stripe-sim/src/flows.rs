@@ -756,6 +756,43 @@ pub fn create_customer(state: &mut State, params: &Value, request_id: &str) -> S
     id
 }
 
+/// `POST /v1/customers/{id}`: the personal fields given are set; an empty string unsets one
+/// (Stripe's convention), e.g. when Kopilka erases a reader.
+pub fn update_customer(
+    state: &mut State,
+    id: &str,
+    params: &Value,
+    request_id: &str,
+) -> Result<(), StripeError> {
+    let customer = state
+        .get_mut(id)
+        .filter(|o| o["object"] == "customer")
+        .ok_or_else(|| StripeError::no_such("customer", id))?;
+    let mut previous = serde_json::Map::new();
+    for field in ["email", "name", "phone", "description"] {
+        if let Some(value) = params.get(field).and_then(Value::as_str) {
+            let next = if value.is_empty() {
+                Value::Null
+            } else {
+                Value::from(value)
+            };
+            if customer[field] != next {
+                previous.insert(field.to_owned(), customer[field].clone());
+                customer[field] = next;
+            }
+        }
+    }
+    if !previous.is_empty() {
+        state.emit(
+            "customer.updated",
+            id,
+            Some(Value::Object(previous)),
+            Some(request_id),
+        );
+    }
+    Ok(())
+}
+
 fn first_item(subscription: &Value) -> (String, Value) {
     let item = &subscription["items"]["data"][0];
     (

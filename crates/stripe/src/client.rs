@@ -399,6 +399,24 @@ impl StripeClient {
         Ok(customer.id.to_string())
     }
 
+    /// Clears a customer's personal fields (email, name, phone, description) when its reader
+    /// is erased. Idempotent: clearing twice leaves the same customer.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn clear_customer(&self, id: &str) -> Result<()> {
+        stripe_core::customer::UpdateCustomer::new(id)
+            .email("")
+            .name("")
+            .phone("")
+            .description("")
+            .customize()
+            .request_strategy(idempotent(&format!("erase-{id}"))?)
+            .send(&self.inner)
+            .await?;
+        Ok(())
+    }
+
     /// Reads a subscription.
     ///
     /// # Errors

@@ -248,3 +248,32 @@ async fn a_customer_is_created_once_per_reader() {
     assert!(first.starts_with("cus_"));
     assert_eq!(first, again);
 }
+
+#[tokio::test]
+async fn an_erased_readers_customer_loses_its_personal_fields() {
+    let (sim, client) = simulator().await;
+    let email = Email::parse("member@example.org").unwrap();
+    let customer = client.create_customer("reader-2", &email).await.unwrap();
+    client.clear_customer(&customer).await.unwrap();
+    client.clear_customer(&customer).await.unwrap();
+    let stored: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/customers/{customer}",
+            sim.simulator.base_url()
+        ))
+        .bearer_auth(sim.simulator.secret_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["email"], serde_json::Value::Null, "{stored}");
+    assert_eq!(stored["name"], serde_json::Value::Null);
+    assert!(!stored.to_string().contains("member@example.org"));
+    let missing = client.clear_customer("cus_nobody").await.unwrap_err();
+    assert!(
+        missing.to_string().contains("resource_missing") || missing.to_string().contains("No such"),
+        "{missing}"
+    );
+}

@@ -25,6 +25,9 @@ pub struct TestApp {
     pub state: AppState,
     /// The Stripe simulator the app talks to.
     pub stripe: kopilka_stripe_sim::Spawned,
+    /// Where the app's emails are written (one `.eml` per message), unless a test configured
+    /// an SMTP server.
+    pub mail_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -55,6 +58,8 @@ impl TestApp {
         .await
         .expect("the Stripe simulator starts");
         let mut settings = test_settings();
+        let mail_dir = tempfile::tempdir().expect("a mail folder");
+        settings.smtp.file_dir = mail_dir.path().to_owned();
         settings.database.url = Some(url.clone());
         settings.stripe.secret_key =
             Some(SecretString::from(stripe.simulator.secret_key().to_owned()));
@@ -71,8 +76,9 @@ impl TestApp {
         let address = listener.local_addr().expect("a local address");
         let state = AppState::new(pool.clone(), settings.clone());
         state.start_background();
+        let worker = kopilka_jobs::Worker::new(pool.clone(), &settings).expect("a worker");
         tokio::spawn(kopilka_jobs::run_forever(
-            pool.clone(),
+            worker,
             std::time::Duration::from_millis(200),
             std::future::pending(),
         ));
@@ -95,6 +101,7 @@ impl TestApp {
             pool,
             state,
             stripe,
+            mail_dir,
             shutdown: Some(shutdown),
         }
     }
@@ -105,6 +112,68 @@ impl Drop for TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+    }
+}
+
+/// Reading the app's emails (written as `.eml` files when no SMTP server is configured).
+impl TestApp {
+    /// Every email written so far, raw, oldest first.
+    #[must_use]
+    pub fn emails(&self) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(self.mail_dir.path())
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                    .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|(_, path)| std::fs::read_to_string(path).ok())
+            .collect()
+    }
+
+    /// Waits for the `n`th email (counting from 1) addressed to `to` and returns it parsed.
+    ///
+    /// # Panics
+    /// When it does not arrive within 20 seconds.
+    pub async fn email_to(&self, to: &str, n: usize) -> crate::ReceivedEmail {
+        crate::eventually(
+            &format!("email #{n} to the test address"),
+            std::time::Duration::from_secs(20),
+            || async {
+                self.emails()
+                    .iter()
+                    .map(|raw| crate::ReceivedEmail::parse(raw))
+                    .filter(|m| m.to.eq_ignore_ascii_case(to))
+                    .nth(n - 1)
+            },
+        )
+        .await
+    }
+
+    /// How many emails went to `to` so far.
+    #[must_use]
+    pub fn emails_to(&self, to: &str) -> usize {
+        self.emails()
+            .iter()
+            .filter(|raw| crate::ReceivedEmail::parse(raw).to.eq_ignore_ascii_case(to))
+            .count()
+    }
+
+    /// The `token` of the link in the `n`th email to `to`.
+    ///
+    /// # Panics
+    /// When the email has no link with a token.
+    pub async fn link_token(&self, to: &str, n: usize) -> String {
+        let email = self.email_to(to, n).await;
+        let start = email.text.find("token=").expect("a link with a token") + "token=".len();
+        email.text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            .collect()
     }
 }
 

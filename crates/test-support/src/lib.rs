@@ -71,3 +71,80 @@ pub fn init_test_logging() {
             .try_init();
     }
 }
+
+/// An email as a test reads it.
+#[derive(Debug, Clone)]
+pub struct ReceivedEmail {
+    /// The first recipient's address.
+    pub to: String,
+    /// The subject.
+    pub subject: String,
+    /// The plain-text part, decoded.
+    pub text: String,
+    /// The HTML part, decoded.
+    pub html: String,
+    /// Every header, `(name, value)`, as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ReceivedEmail {
+    /// Parses a raw message (`.eml` or what an SMTP sink stored).
+    #[must_use]
+    pub fn parse(raw: &str) -> Self {
+        let message = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap_or_default();
+        let to = message
+            .to()
+            .and_then(|to| to.first())
+            .and_then(|a| a.address())
+            .unwrap_or_default()
+            .to_owned();
+        let headers = message
+            .headers()
+            .iter()
+            .map(|h| {
+                let value = raw_header_value(raw, h.name.as_str());
+                (h.name.as_str().to_owned(), value)
+            })
+            .collect();
+        Self {
+            to,
+            subject: message.subject().unwrap_or_default().to_owned(),
+            text: message.body_text(0).unwrap_or_default().into_owned(),
+            html: message.body_html(0).unwrap_or_default().into_owned(),
+            headers,
+        }
+    }
+
+    /// The value of header `name` (case-insensitive), unfolded.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The raw (unfolded) value of the first header `name` in `raw`.
+fn raw_header_value(raw: &str, name: &str) -> String {
+    let mut value = None::<String>;
+    for line in raw.lines() {
+        if line.is_empty() {
+            break;
+        }
+        match &mut value {
+            Some(v) if line.starts_with([' ', '\t']) => v.push_str(line.trim_start()),
+            Some(_) => break,
+            None => {
+                if let Some((n, v)) = line.split_once(':')
+                    && n.eq_ignore_ascii_case(name)
+                {
+                    value = Some(v.trim().to_owned());
+                }
+            }
+        }
+    }
+    value.unwrap_or_default()
+}

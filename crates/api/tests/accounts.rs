@@ -1,0 +1,1118 @@
+//! Reader accounts over HTTP: sign-up, sign-in with a password or an emailed link, sessions,
+//! throttling, enumeration, what an unverified account may see, remind-me-later, banner
+//! state, self-service plans and GDPR — against Postgres, the simulator and real emails
+//! (written as `.eml` files and parsed).
+
+use kopilka_test_support::{ApiResponse, TestApp, eventually, send};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn sign_up(app: &TestApp, email: &str, password: &str) -> ApiResponse {
+    app.api
+        .post_json(
+            "/v1/accounts",
+            &json!({"email": email, "password": password}),
+        )
+        .await
+}
+
+async fn sign_in(app: &TestApp, email: &str, password: &str) -> ApiResponse {
+    app.api
+        .post_json(
+            "/v1/sessions",
+            &json!({"email": email, "password": password}),
+        )
+        .await
+}
+
+async fn consume(app: &TestApp, token: &str) -> ApiResponse {
+    app.api
+        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
+        .await
+}
+
+/// Signs in through the `n`th emailed link to `email`; returns the session token.
+async fn sign_in_by_link(app: &TestApp, email: &str, n: usize) -> String {
+    let token = app.link_token(email, n).await;
+    let session = consume(app, &token).await;
+    assert_eq!(
+        session.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&session.body)
+    );
+    session.json()["token"].as_str().unwrap().to_owned()
+}
+
+async fn request_link(app: &TestApp, email: &str) -> ApiResponse {
+    app.api
+        .post_json("/v1/sessions/magic-link", &json!({"email": email}))
+        .await
+}
+
+async fn as_reader(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> ApiResponse {
+    let mut request = app.api.request(method, path).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    send(request).await
+}
+
+/// A contribution given with `email` at checkout, paid, and applied from its webhooks.
+async fn give(app: &TestApp, email: &str, interval: &str, amount: i64) -> Value {
+    let started = app
+        .api
+        .post_json(
+            "/v1/checkout",
+            &json!({"interval": interval, "amount_minor": amount, "currency": "usd", "email": email}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::CREATED);
+    let url = started.json()["checkout_url"].as_str().unwrap().to_owned();
+    let session = url.rsplit('/').next().unwrap().to_owned();
+    app.sim_control(&format!("/_sim/checkout/{session}/pay"), &json!({}))
+        .await;
+    let contribution = started.json()["contribution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pool = app.pool.clone();
+    eventually("the gift applied", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        let contribution = contribution.clone();
+        async move {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1::uuid")
+                    .bind(&contribution)
+                    .fetch_optional(&pool)
+                    .await
+                    .ok()
+                    .flatten();
+            let plans: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM recurring_plans WHERE contribution_id = $1::uuid",
+            )
+            .bind(&contribution)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+            (status.as_deref() == Some("paid") && (interval == "once" || plans == 1)).then_some(())
+        }
+    })
+    .await;
+    started.json()
+}
+
+async fn scalar_i64(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_reader_signs_up_signs_in_lists_and_revokes_sessions_and_signs_out() {
+    let app = TestApp::spawn().await;
+    let email = "reader@example.org";
+    let signed_up = sign_up(&app, email, PASSWORD).await;
+    assert_eq!(signed_up.status, StatusCode::ACCEPTED);
+    assert_eq!(signed_up.json(), json!({"status": "check_email"}));
+    let verify = app.email_to(email, 1).await;
+    assert!(
+        verify.subject.contains("Confirm your address"),
+        "{}",
+        verify.subject
+    );
+
+    // A new account can sign in at once, with a cookie and a bearer token.
+    let first = sign_in(&app, email, PASSWORD).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let cookie = first.headers["set-cookie"].to_str().unwrap().to_owned();
+    for part in [
+        "__Host-kopilka_session=",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/",
+    ] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Domain"),
+        "a __Host- cookie has no Domain: {cookie}"
+    );
+    let token = first.json()["token"].as_str().unwrap().to_owned();
+    let me = as_reader(&app, Method::GET, "/v1/me", &token, None)
+        .await
+        .json();
+    assert_eq!(me["email"], email);
+    assert_eq!(
+        (me["verified"].as_bool(), me["sees_linked"].as_bool()),
+        (Some(false), Some(false))
+    );
+
+    // The verification link proves the address; a session from it sees what is linked.
+    let second = sign_in_by_link(&app, email, 1).await;
+    let me = as_reader(&app, Method::GET, "/v1/me", &second, None)
+        .await
+        .json();
+    assert_eq!(
+        (me["verified"].as_bool(), me["sees_linked"].as_bool()),
+        (Some(true), Some(true))
+    );
+    // The password set at sign-up was confirmed by that link too.
+    let third = sign_in(&app, email, PASSWORD).await.json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        as_reader(&app, Method::GET, "/v1/me", &third, None)
+            .await
+            .json()["sees_linked"],
+        true
+    );
+
+    let sessions = as_reader(&app, Method::GET, "/v1/me/sessions", &second, None)
+        .await
+        .json();
+    assert_eq!(sessions.as_array().unwrap().len(), 3);
+    let current: Vec<_> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["current"] == true)
+        .collect();
+    assert_eq!(current.len(), 1);
+    let seen_by_first = as_reader(&app, Method::GET, "/v1/me/sessions", &token, None)
+        .await
+        .json();
+    let first_id = seen_by_first
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Revoking a session from another device ends it.
+    let revoked = as_reader(
+        &app,
+        Method::DELETE,
+        &format!("/v1/me/sessions/{first_id}"),
+        &second,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let gone = as_reader(&app, Method::GET, "/v1/me", &token, None).await;
+    assert_eq!(gone.error_code(401), "unauthenticated");
+    let again = as_reader(
+        &app,
+        Method::DELETE,
+        &format!("/v1/me/sessions/{first_id}"),
+        &second,
+        None,
+    )
+    .await;
+    assert_eq!(again.error_code(404), "not_found");
+
+    // Signing out ends this session and clears the cookie.
+    let out = as_reader(&app, Method::DELETE, "/v1/sessions", &second, None).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert!(
+        out.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        as_reader(&app, Method::GET, "/v1/me", &second, None)
+            .await
+            .error_code(401),
+        "unauthenticated"
+    );
+    assert_eq!(
+        as_reader(&app, Method::GET, "/v1/me", &third, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Wrong passwords and bad input.
+    assert_eq!(
+        sign_in(&app, email, "not the password")
+            .await
+            .error_code(401),
+        "invalid_credentials"
+    );
+    assert_eq!(
+        sign_up(&app, "someone@example.org", "short")
+            .await
+            .error_code(422),
+        "password_too_short"
+    );
+    assert_eq!(
+        sign_up(&app, "not an address", PASSWORD)
+            .await
+            .error_code(422),
+        "invalid_email"
+    );
+    assert_eq!(
+        app.api.get("/v1/me").await.error_code(401),
+        "unauthenticated"
+    );
+}
+
+#[tokio::test]
+async fn an_emailed_link_works_once_and_not_after_it_expires() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let email = "donor@example.org";
+    give(&app, email, "once", 2500).await;
+
+    assert_eq!(request_link(&app, email).await.status, StatusCode::ACCEPTED);
+    let token = app.link_token(email, 1).await;
+    let message = app.email_to(email, 1).await;
+    assert!(
+        message.text.contains(&format!(
+            "{}v1/sessions/magic-link?token=",
+            app.settings.public_url
+        )),
+        "links are built from public_url: {}",
+        message.text
+    );
+    assert!(message.html.contains("Sign in"));
+
+    // Opening the link (as a mail scanner would) uses nothing.
+    let page = app
+        .api
+        .get(&format!("/v1/sessions/magic-link?token={token}"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&page.body).contains("magic-link/consume"));
+
+    assert_eq!(consume(&app, &token).await.status, StatusCode::CREATED);
+    assert_eq!(
+        consume(&app, &token).await.error_code(400),
+        "invalid_link",
+        "a replay is refused"
+    );
+
+    // A second link, expired before use.
+    request_link(&app, email).await;
+    let late = app.link_token(email, 2).await;
+    sqlx::query(
+        "UPDATE email_links SET expires_at = now() - interval '1 second' WHERE used_at IS NULL",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(consume(&app, &late).await.error_code(400), "invalid_link");
+
+    // Forged and tampered tokens.
+    let mut tampered = late.clone();
+    tampered.replace_range(5..6, if &late[5..6] == "A" { "B" } else { "A" });
+    assert_eq!(
+        consume(&app, &tampered).await.error_code(400),
+        "invalid_link"
+    );
+    assert_eq!(
+        consume(&app, "nonsense").await.error_code(400),
+        "invalid_link"
+    );
+    // Only hashes are stored.
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM email_links")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        stored
+            .iter()
+            .all(|h| h.len() == 32 && !String::from_utf8_lossy(h).contains(&token))
+    );
+}
+
+#[tokio::test]
+async fn links_per_address_are_rate_limited_silently() {
+    let app = TestApp::spawn_with(|s| s.accounts.links_per_hour = 2).await;
+    let email = "busy@example.org";
+    sign_up(&app, email, PASSWORD).await;
+    for _ in 0..4 {
+        assert_eq!(request_link(&app, email).await.status, StatusCode::ACCEPTED);
+    }
+    app.email_to(email, 2).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        app.emails_to(email),
+        2,
+        "the verification link and one sign-in link, then nothing"
+    );
+}
+
+/// Status, body and headers that could differ between an existing and an unknown address.
+fn shape(response: &ApiResponse) -> (u16, String, Vec<String>) {
+    let mut headers: Vec<String> = response
+        .headers
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "date" | "x-request-id" | "content-length"))
+        .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("")))
+        .collect();
+    headers.sort();
+    (
+        response.status.as_u16(),
+        String::from_utf8_lossy(&response.body).into_owned(),
+        headers,
+    )
+}
+
+#[tokio::test]
+async fn answers_are_the_same_for_existing_and_unknown_addresses() {
+    let app = TestApp::spawn().await;
+    let known = "known@example.org";
+    sign_up(&app, known, PASSWORD).await;
+    sign_in_by_link(&app, known, 1).await;
+    // A reader without a password (from a reminder) too.
+    app.api
+        .post_json(
+            "/v1/reminders",
+            &json!({"email": "quiet@example.org", "remind_on": tomorrow_plus(10)}),
+        )
+        .await;
+
+    for existing in [known, "quiet@example.org"] {
+        let unknown = "nobody-here@example.org";
+        assert_eq!(
+            shape(&sign_up(&app, existing, PASSWORD).await),
+            shape(&sign_up(&app, unknown, PASSWORD).await),
+            "sign-up"
+        );
+        assert_eq!(
+            shape(&sign_in(&app, existing, "wrong password").await),
+            shape(&sign_in(&app, "nobody-else@example.org", "wrong password").await),
+            "sign-in"
+        );
+        assert_eq!(
+            shape(&request_link(&app, existing).await),
+            shape(&request_link(&app, "nobody-either@example.org").await),
+            "magic link"
+        );
+        assert_eq!(
+            shape(
+                &app.api
+                    .post_json(
+                        "/v1/reminders",
+                        &json!({"email": existing, "remind_on": tomorrow_plus(5)})
+                    )
+                    .await
+            ),
+            shape(
+                &app.api
+                    .post_json(
+                        "/v1/reminders",
+                        &json!({"email": "new-reader@example.org", "remind_on": tomorrow_plus(5)})
+                    )
+                    .await
+            ),
+            "reminders"
+        );
+    }
+    // The known account's password did not change through the second sign-up.
+    assert_eq!(
+        sign_in(&app, known, PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    let already = app.email_to(known, 2).await;
+    assert!(
+        already.subject.contains("already have an account"),
+        "{}",
+        already.subject
+    );
+}
+
+fn tomorrow_plus(days: i64) -> String {
+    (time::OffsetDateTime::now_utc().date() + time::Duration::days(1 + days)).to_string()
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_and_an_emailed_link_still_works() {
+    let app = TestApp::spawn_with(|s| {
+        s.accounts.free_failures_per_account = 3;
+        s.accounts.free_failures_per_ip = 7;
+        s.accounts.backoff_base_secs = 60;
+    })
+    .await;
+    let email = "target@example.org";
+    sign_up(&app, email, PASSWORD).await;
+    for _ in 0..3 {
+        assert_eq!(
+            sign_in(&app, email, "guess").await.error_code(401),
+            "invalid_credentials"
+        );
+    }
+    assert_eq!(
+        sign_in(&app, email, "guess").await.error_code(401),
+        "invalid_credentials",
+        "the 4th failure starts the backoff"
+    );
+    let throttled = sign_in(&app, email, PASSWORD).await;
+    assert_eq!(throttled.error_code(429), "too_many_attempts");
+    let retry: u64 = throttled.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&retry), "{retry}");
+    // The same for an unknown address (no enumeration through the throttle).
+    for _ in 0..4 {
+        sign_in(&app, "ghost@example.org", "guess").await;
+    }
+    assert_eq!(
+        sign_in(&app, "ghost@example.org", "guess")
+            .await
+            .error_code(429),
+        "too_many_attempts"
+    );
+
+    // The throttled reader can still sign in through an emailed link.
+    request_link(&app, email).await;
+    let token = sign_in_by_link(&app, email, 2).await;
+    assert_eq!(
+        as_reader(&app, Method::GET, "/v1/me", &token, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Many addresses from one IP: the IP is throttled too (8 failures so far, 7 free).
+    let from_ip = sign_in(&app, "fresh-address@example.org", "guess").await;
+    assert_eq!(from_ip.error_code(429), "too_many_attempts");
+    let counters: i64 = scalar_i64(
+        &app,
+        "SELECT count(*) FROM login_throttles WHERE key LIKE '%@%'",
+    )
+    .await;
+    assert_eq!(counters, 0, "no address is stored in the throttle table");
+}
+
+#[tokio::test]
+async fn an_unverified_account_sees_nothing_linked_to_its_address() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let donor = "donor@example.org";
+    give(&app, donor, "once", 2500).await;
+    give(&app, donor, "month", 500).await;
+
+    // Someone else signs up with the donor's address and signs in with their password.
+    sign_up(&app, donor, "attacker password").await;
+    let attacker = sign_in(&app, donor, "attacker password").await.json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let history = as_reader(&app, Method::GET, "/v1/me/contributions", &attacker, None)
+        .await
+        .json();
+    assert_eq!(
+        history,
+        json!({"sees_linked": false, "contributions": [], "plans": []})
+    );
+    let me = as_reader(&app, Method::GET, "/v1/me", &attacker, None)
+        .await
+        .json();
+    assert_eq!(
+        me["banner"]["gave_at"],
+        Value::Null,
+        "not even when they last gave"
+    );
+    assert_eq!(
+        as_reader(&app, Method::DELETE, "/v1/me", &attacker, None)
+            .await
+            .error_code(403),
+        "address_not_verified"
+    );
+    let export = as_reader(&app, Method::GET, "/v1/me/export", &attacker, None)
+        .await
+        .json();
+    assert!(export.get("contributions").is_none(), "{export}");
+
+    // The donor, from their mailbox, sees both gifts with what a receipt needs.
+    request_link(&app, donor).await;
+    let owner = sign_in_by_link(&app, donor, 2).await;
+    let history = as_reader(&app, Method::GET, "/v1/me/contributions", &owner, None)
+        .await
+        .json();
+    assert_eq!(history["sees_linked"], true);
+    let gifts = history["contributions"].as_array().unwrap();
+    assert_eq!(gifts.len(), 2);
+    let once = gifts.iter().find(|g| g["interval"] == "once").unwrap();
+    assert_eq!(
+        (once["amount_minor"].as_i64(), once["currency"].as_str()),
+        (Some(2500), Some("usd"))
+    );
+    assert_eq!(once["movements"][0]["kind"], "payment");
+    assert!(once["paid_at"].is_string());
+    assert_eq!(history["plans"].as_array().unwrap().len(), 1);
+    // The attacker's password session still sees nothing: their sign-up was never confirmed.
+    let history = as_reader(&app, Method::GET, "/v1/me/contributions", &attacker, None)
+        .await
+        .json();
+    assert_eq!(history["sees_linked"], false);
+}
+
+#[tokio::test]
+async fn remind_me_later_is_stored_moved_unsubscribed_and_suppressed_by_a_gift() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let email = "later@example.org";
+    let remind = |on: String| {
+        let app = &app;
+        async move {
+            app.api
+                .post_json("/v1/reminders", &json!({"email": email, "remind_on": on}))
+                .await
+        }
+    };
+    let first = remind(tomorrow_plus(6)).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    assert_eq!(first.json(), json!({"status": "scheduled"}));
+    remind(tomorrow_plus(20)).await;
+    let pending: Vec<(uuid::Uuid, time::Date)> =
+        sqlx::query_as("SELECT id, remind_on FROM reminders WHERE status = 'pending'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(pending.len(), 1, "one pending reminder per address");
+    assert_eq!(
+        pending[0].1.to_string(),
+        tomorrow_plus(20),
+        "the second request moved it"
+    );
+
+    assert_eq!(
+        remind(tomorrow_plus(-1)).await.error_code(422),
+        "remind_on_out_of_range"
+    );
+    assert_eq!(
+        remind(tomorrow_plus(400)).await.error_code(422),
+        "remind_on_out_of_range"
+    );
+    assert_eq!(
+        remind("next tuesday".into()).await.error_code(422),
+        "invalid_remind_on"
+    );
+
+    // The unsubscribe page changes nothing; the one-click POST does, once and idempotently.
+    let token = app
+        .state
+        .accounts
+        .unsubscribe_token(kopilka_domain::id::ReminderId::from_uuid(pending[0].0));
+    let page = app
+        .api
+        .get(&format!("/v1/reminders/unsubscribe?token={token}"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        scalar_i64(
+            &app,
+            "SELECT count(*) FROM reminders WHERE status = 'pending'"
+        )
+        .await,
+        1
+    );
+    let one_click = app
+        .api
+        .post_raw(
+            &format!("/v1/reminders/unsubscribe?token={token}"),
+            "application/x-www-form-urlencoded",
+            b"List-Unsubscribe=One-Click".to_vec(),
+        )
+        .await;
+    assert_eq!(one_click.status, StatusCode::OK);
+    assert_eq!(one_click.json()["status"], "unsubscribed");
+    let twice = app
+        .api
+        .post_raw(
+            &format!("/v1/reminders/unsubscribe?token={token}"),
+            "application/x-www-form-urlencoded",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::OK);
+    assert_eq!(
+        scalar_i64(
+            &app,
+            "SELECT count(*) FROM reminders WHERE status = 'unsubscribed'"
+        )
+        .await,
+        1
+    );
+    let forged = app
+        .api
+        .post_raw(
+            "/v1/reminders/unsubscribe?token=forged",
+            "text/plain",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(forged.error_code(400), "invalid_link");
+
+    // A new reminder, then a gift before it is due: suppressed, and the banner remembers.
+    remind(tomorrow_plus(3)).await;
+    give(&app, email, "once", 1000).await;
+    let pool = app.pool.clone();
+    eventually("the reminder suppressed", Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move {
+            let reason: Option<String> =
+                sqlx::query_scalar("SELECT reason FROM reminders WHERE status = 'suppressed'")
+                    .fetch_optional(&pool)
+                    .await
+                    .ok()
+                    .flatten();
+            (reason.as_deref() == Some("gave")).then_some(())
+        }
+    })
+    .await;
+    let due = {
+        let mut conn = app.pool.acquire().await.unwrap();
+        kopilka_accounts::reminder::due(
+            &mut conn,
+            time::OffsetDateTime::now_utc().date() + time::Duration::days(400),
+            100,
+        )
+        .await
+        .unwrap()
+    };
+    assert!(due.is_empty(), "nothing due: {due:?}");
+    assert_eq!(
+        scalar_i64(
+            &app,
+            "SELECT count(*) FROM banner_states WHERE gave_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_banner_state_follows_the_reader_across_devices() {
+    let app = TestApp::spawn().await;
+    // Anonymous: a signed cookie.
+    let snooze = (time::OffsetDateTime::now_utc() + time::Duration::days(7))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let put = send(
+        app.api
+            .request(Method::PUT, "/v1/banner")
+            .json(&json!({"snoozed_until": snooze})),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK);
+    let cookie = put.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("__Host-kopilka_banner="));
+    let back = send(
+        app.api
+            .request(Method::GET, "/v1/banner")
+            .header("cookie", &cookie),
+    )
+    .await
+    .json();
+    assert_eq!(
+        back["snoozed_until"].as_str().map(|s| &s[..16]),
+        Some(&snooze[..16])
+    );
+    let tampered = cookie.replace("banner=", "banner=x");
+    let ignored = send(
+        app.api
+            .request(Method::GET, "/v1/banner")
+            .header("cookie", tampered),
+    )
+    .await
+    .json();
+    assert_eq!(
+        ignored["snoozed_until"],
+        Value::Null,
+        "a forged cookie counts for nothing"
+    );
+    let past = send(
+        app.api
+            .request(Method::PUT, "/v1/banner")
+            .json(&json!({"snoozed_until": "2020-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(past.error_code(422), "invalid_snooze");
+
+    // Signed in: stored on the server, the same on the reader's other device.
+    let email = "two-devices@example.org";
+    sign_up(&app, email, PASSWORD).await;
+    let phone = sign_in_by_link(&app, email, 1).await;
+    let laptop = sign_in(&app, email, PASSWORD).await.json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let closed = as_reader(
+        &app,
+        Method::PUT,
+        "/v1/banner",
+        &phone,
+        Some(json!({"closed": true})),
+    )
+    .await;
+    assert_eq!(closed.status, StatusCode::OK);
+    assert!(closed.headers.get("set-cookie").is_none());
+    let seen = as_reader(&app, Method::GET, "/v1/me", &laptop, None)
+        .await
+        .json();
+    assert!(seen["banner"]["closed_at"].is_string(), "{seen}");
+    let reopened = as_reader(
+        &app,
+        Method::PUT,
+        "/v1/banner",
+        &laptop,
+        Some(json!({"closed": false})),
+    )
+    .await
+    .json();
+    assert_eq!(reopened["closed_at"], Value::Null);
+}
+
+#[tokio::test]
+async fn cookie_authenticated_changes_must_come_from_the_site() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.cors_allowed_origins = vec!["https://news.example.org".into()];
+    })
+    .await;
+    let email = "csrf@example.org";
+    sign_up(&app, email, PASSWORD).await;
+    let signed_in = sign_in(&app, email, PASSWORD).await;
+    let cookie = signed_in.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = signed_in.json()["token"].as_str().unwrap().to_owned();
+    let change = |origin: Option<&str>, fetch_site: Option<&str>| {
+        let mut request = app
+            .api
+            .request(Method::PATCH, "/v1/me")
+            .header("cookie", &cookie)
+            .json(&json!({"name": "Ana"}));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(site) = fetch_site {
+            request = request.header("sec-fetch-site", site);
+        }
+        send(request)
+    };
+    assert_eq!(
+        change(Some("https://evil.example"), Some("cross-site"))
+            .await
+            .error_code(403),
+        "cross_site_request"
+    );
+    assert_eq!(
+        change(Some("https://evil.example"), None)
+            .await
+            .error_code(403),
+        "cross_site_request"
+    );
+    assert_eq!(
+        change(None, Some("same-origin")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        change(Some("https://news.example.org"), Some("same-site"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        change(None, None).await.status,
+        StatusCode::NO_CONTENT,
+        "not from a browser"
+    );
+    // A bearer token is not sent by browsers on their own, so no origin check applies.
+    let bearer = send(
+        app.api
+            .request(Method::PATCH, "/v1/me")
+            .bearer_auth(&token)
+            .header("origin", "https://evil.example")
+            .json(&json!({"locale": "ru"})),
+    )
+    .await;
+    assert_eq!(bearer.status, StatusCode::NO_CONTENT);
+    // Reads with the cookie work from anywhere (CORS decides what a page may read).
+    let read = send(
+        app.api
+            .request(Method::GET, "/v1/me")
+            .header("cookie", &cookie)
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.json()["locale"], "ru");
+}
+
+#[tokio::test]
+async fn a_reader_changes_cancels_and_resumes_their_plan() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let email = "monthly@example.org";
+    give(&app, email, "month", 500).await;
+    request_link(&app, email).await;
+    let token = sign_in_by_link(&app, email, 1).await;
+    let plans = as_reader(&app, Method::GET, "/v1/me/contributions", &token, None)
+        .await
+        .json()["plans"]
+        .clone();
+    let plan = plans[0]["id"].as_str().unwrap().to_owned();
+
+    let changed = as_reader(
+        &app,
+        Method::PATCH,
+        &format!("/v1/me/recurring/{plan}"),
+        &token,
+        Some(json!({"amount_minor": 1000})),
+    )
+    .await;
+    assert_eq!(
+        changed.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&changed.body)
+    );
+    assert_eq!(changed.json()["amount_minor"], 1000);
+    let too_small = as_reader(
+        &app,
+        Method::PATCH,
+        &format!("/v1/me/recurring/{plan}"),
+        &token,
+        Some(json!({"amount_minor": 1})),
+    )
+    .await;
+    assert_eq!(too_small.error_code(422), "amount_out_of_range");
+
+    let cancelled = as_reader(
+        &app,
+        Method::POST,
+        &format!("/v1/me/recurring/{plan}/cancel"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    assert_eq!(cancelled.json()["cancel_at_period_end"], true);
+    let resumed = as_reader(
+        &app,
+        Method::POST,
+        &format!("/v1/me/recurring/{plan}/resume"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(resumed.json()["cancel_at_period_end"], false);
+
+    // Another reader cannot touch it.
+    let other = "other@example.org";
+    give(&app, other, "once", 1000).await;
+    request_link(&app, other).await;
+    let stranger = sign_in_by_link(&app, other, 1).await;
+    let refused = as_reader(
+        &app,
+        Method::POST,
+        &format!("/v1/me/recurring/{plan}/cancel"),
+        &stranger,
+        None,
+    )
+    .await;
+    assert_eq!(refused.error_code(404), "not_found");
+
+    // A signed one-click link from an email cancels at period end without signing in.
+    let link = kopilka_accounts::plan_link::token(
+        &app.state.accounts.keys,
+        plan.parse().unwrap(),
+        kopilka_accounts::plan_link::PlanAction::Cancel,
+        time::OffsetDateTime::now_utc() + time::Duration::days(14),
+    );
+    assert_eq!(
+        app.api.get(&format!("/v1/plan-links/{link}")).await.status,
+        StatusCode::OK
+    );
+    let clicked = send(
+        app.api
+            .request(Method::POST, &format!("/v1/plan-links/{link}")),
+    )
+    .await;
+    assert_eq!(
+        clicked.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&clicked.body)
+    );
+    assert_eq!(clicked.json()["cancel_at_period_end"], true);
+    let expired = kopilka_accounts::plan_link::token(
+        &app.state.accounts.keys,
+        plan.parse().unwrap(),
+        kopilka_accounts::plan_link::PlanAction::Cancel,
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+    );
+    assert_eq!(
+        send(
+            app.api
+                .request(Method::POST, &format!("/v1/plan-links/{expired}"))
+        )
+        .await
+        .error_code(400),
+        "invalid_link"
+    );
+}
+
+/// Every text, varchar and jsonb value in the database that contains `needle`, as
+/// `table.column`.
+async fn where_is(app: &TestApp, needle: &str) -> Vec<String> {
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND data_type IN ('text', 'character varying', 'jsonb', 'json', 'character')",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut found = Vec::new();
+    for (table, column) in columns {
+        let sql = format!(
+            "SELECT count(*) FROM \"{table}\" WHERE \"{column}\"::text ILIKE '%' || $1 || '%'"
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(needle)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if n > 0 {
+            found.push(format!("{table}.{column}"));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn erasure_removes_every_copy_of_the_address_and_keeps_the_ledger() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let email = "erase-me@example.org";
+    give(&app, email, "once", 2500).await;
+    give(&app, email, "month", 700).await;
+    app.api
+        .post_json(
+            "/v1/reminders",
+            &json!({"email": email, "remind_on": tomorrow_plus(30)}),
+        )
+        .await;
+    request_link(&app, email).await;
+    let token = sign_in_by_link(&app, email, 1).await;
+    assert_eq!(
+        where_is(&app, email).await,
+        ["readers.email"],
+        "the address lives in the reader table only"
+    );
+
+    let export = as_reader(&app, Method::GET, "/v1/me/export", &token, None).await;
+    assert_eq!(export.status, StatusCode::OK);
+    let export = export.json();
+    assert_eq!(export["account"]["email"], email);
+    assert_eq!(export["contributions"].as_array().unwrap().len(), 2);
+    assert_eq!(export["plans"].as_array().unwrap().len(), 1);
+    assert_eq!(export["account"]["reminders"].as_array().unwrap().len(), 1);
+
+    let ledger = "SELECT coalesce(sum(amount_minor), 0)::bigint FROM ledger_entries";
+    let before = scalar_i64(&app, ledger).await;
+    let customers: Vec<String> = sqlx::query_scalar("SELECT DISTINCT stripe_customer_id FROM contributions WHERE stripe_customer_id IS NOT NULL")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(!customers.is_empty());
+
+    let erased = as_reader(&app, Method::DELETE, "/v1/me", &token, None).await;
+    assert_eq!(erased.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        scalar_i64(&app, ledger).await,
+        before,
+        "the ledger is untouched"
+    );
+    assert_eq!(
+        scalar_i64(
+            &app,
+            "SELECT count(*) FROM contributions WHERE status = 'paid'"
+        )
+        .await,
+        2
+    );
+    let copies = where_is(&app, email).await;
+    assert!(
+        copies.is_empty(),
+        "no copy of the address anywhere: {copies:?}"
+    );
+    assert!(where_is(&app, "erase-me").await.is_empty());
+    assert_eq!(
+        as_reader(&app, Method::GET, "/v1/me", &token, None)
+            .await
+            .error_code(401),
+        "unauthenticated"
+    );
+    for table in [
+        "sessions",
+        "reminders",
+        "credentials",
+        "email_links",
+        "banner_states",
+    ] {
+        assert_eq!(
+            scalar_i64(&app, &format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table}"
+        );
+    }
+
+    // Stripe's customer loses the address too (a job, retried until Stripe agrees).
+    for customer in customers {
+        let app = &app;
+        let path = format!("/v1/customers/{customer}");
+        let path = &path;
+        eventually(
+            "Stripe's customer cleared",
+            Duration::from_secs(20),
+            || async move {
+                let stored = app.sim_get(path).await;
+                stored["email"].is_null().then_some(())
+            },
+        )
+        .await;
+    }
+    // Signing up again with the address starts from nothing.
+    sign_up(&app, email, PASSWORD).await;
+    let fresh = sign_in(&app, email, PASSWORD).await.json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let history = as_reader(&app, Method::GET, "/v1/me/contributions", &fresh, None)
+        .await
+        .json();
+    assert_eq!(history["contributions"], json!([]));
+}

@@ -1,0 +1,133 @@
+use kopilka_config::PublisherSettings;
+use kopilka_domain::Locale;
+use minijinja::Environment;
+use serde::Serialize;
+
+use crate::MailError;
+
+/// Every template, embedded in the binary: `<kind>.<locale>.txt` (blocks `subject` and
+/// `text`) and `<kind>.<locale>.html` (HTML, auto-escaped, extending `layout.html`).
+const TEMPLATES: &[(&str, &str)] = &[
+    ("layout.html", include_str!("../templates/layout.html")),
+    (
+        "sign_in.en.txt",
+        include_str!("../templates/sign_in.en.txt"),
+    ),
+    (
+        "sign_in.ru.txt",
+        include_str!("../templates/sign_in.ru.txt"),
+    ),
+    (
+        "sign_in.en.html",
+        include_str!("../templates/sign_in.en.html"),
+    ),
+    (
+        "sign_in.ru.html",
+        include_str!("../templates/sign_in.ru.html"),
+    ),
+    ("verify.en.txt", include_str!("../templates/verify.en.txt")),
+    ("verify.ru.txt", include_str!("../templates/verify.ru.txt")),
+    (
+        "verify.en.html",
+        include_str!("../templates/verify.en.html"),
+    ),
+    (
+        "verify.ru.html",
+        include_str!("../templates/verify.ru.html"),
+    ),
+    (
+        "already_registered.en.txt",
+        include_str!("../templates/already_registered.en.txt"),
+    ),
+    (
+        "already_registered.ru.txt",
+        include_str!("../templates/already_registered.ru.txt"),
+    ),
+    (
+        "already_registered.en.html",
+        include_str!("../templates/already_registered.en.html"),
+    ),
+    (
+        "already_registered.ru.html",
+        include_str!("../templates/already_registered.ru.html"),
+    ),
+];
+
+/// A rendered email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// One line.
+    pub subject: String,
+    /// The plain-text part.
+    pub text: String,
+    /// The HTML part.
+    pub html: String,
+}
+
+/// The template set, with the publisher's details every email carries.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+    publisher: PublisherSettings,
+}
+
+impl Templates {
+    /// The embedded templates.
+    ///
+    /// # Errors
+    /// [`MailError::Template`] when one does not parse (a bug caught by the tests).
+    pub fn new(publisher: &PublisherSettings) -> Result<Self, MailError> {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)
+                .map_err(|e| MailError::Template(format!("{name}: {e}")))?;
+        }
+        Ok(Self {
+            env,
+            publisher: publisher.clone(),
+        })
+    }
+
+    /// Renders email `kind` (e.g. `sign_in`) in `locale` with `context` (plus `publisher`
+    /// and `locale`).
+    ///
+    /// # Errors
+    /// [`MailError::Template`] for an unknown kind or a rendering failure.
+    pub fn render(
+        &self,
+        kind: &str,
+        locale: Locale,
+        context: &impl Serialize,
+    ) -> Result<Rendered, MailError> {
+        let fail = |e: minijinja::Error| MailError::Template(format!("{kind}.{locale}: {e:#}"));
+        let ctx = minijinja::context! {
+            publisher => minijinja::Value::from_serialize(&self.publisher),
+            locale => locale.as_str(),
+            ..minijinja::Value::from_serialize(context)
+        };
+        let text = self
+            .env
+            .get_template(&format!("{kind}.{locale}.txt"))
+            .map_err(fail)?;
+        let mut captured = text.render_captured(&ctx).map_err(fail)?;
+        let (subject, body) = captured
+            .with_state_mut(|state| {
+                Ok::<_, minijinja::Error>((
+                    state.render_block("subject")?,
+                    state.render_block("text")?,
+                ))
+            })
+            .map_err(fail)?;
+        let html = self
+            .env
+            .get_template(&format!("{kind}.{locale}.html"))
+            .map_err(fail)?
+            .render(&ctx)
+            .map_err(fail)?;
+        Ok(Rendered {
+            subject: subject.split_whitespace().collect::<Vec<_>>().join(" "),
+            text: body.trim_start().to_owned(),
+            html,
+        })
+    }
+}

@@ -411,3 +411,83 @@ async fn reconcile_reports_each_kind_of_injected_drift() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn admin_shows_exports_and_erases_a_reader_and_audits_each_step() {
+    let (db, url, app) = app_on_fresh_database().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let email = "gdpr-reader@example.org";
+    let started = app
+        .api
+        .post_json(
+            "/v1/checkout",
+            &json!({"interval": "once", "amount_minor": 4200, "currency": "usd", "email": email}),
+        )
+        .await;
+    let url_of_page = started.json()["checkout_url"].as_str().unwrap().to_owned();
+    let session = url_of_page.rsplit('/').next().unwrap().to_owned();
+    app.sim_control(&format!("/_sim/checkout/{session}/pay"), &json!({}))
+        .await;
+    settled(
+        &db,
+        "the gift applied",
+        "(SELECT count(*) FROM ledger_entries) = 1",
+    )
+    .await;
+    let totals = admin_json(&app, &url, &["report", "totals"]).await;
+
+    let as_admin = |args: &[&str]| {
+        let mut command = kopilka(&[&["admin", "reader"], args].concat());
+        command
+            .env("KOPILKA_ENV", "test")
+            .env("DATABASE_URL", &url)
+            .env("KOPILKA_ADMIN_ACTOR", "ops-ana");
+        run(command)
+    };
+    let shown = as_admin(&["show", email, "--format", "json"]).await;
+    assert!(shown.status.success(), "{}", shown.stderr);
+    let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(shown["contributions"], 1);
+    assert_eq!(shown["verified"], false);
+
+    let exported = as_admin(&["export", email]).await;
+    let exported: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(exported["account"]["email"], email);
+    assert_eq!(exported["contributions"][0]["amount_minor"], 4200);
+
+    let erased = as_admin(&["erase", email, "--format", "json"]).await;
+    assert!(erased.status.success(), "{}", erased.stderr);
+    let erased: Value = serde_json::from_str(&erased.stdout).unwrap();
+    assert_eq!(erased["erased"], true);
+    assert_eq!(
+        admin_json(&app, &url, &["report", "totals"]).await,
+        totals,
+        "erasure keeps the ledger"
+    );
+    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM readers WHERE email IS NOT NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(remaining, 0);
+    let again = as_admin(&["show", email]).await;
+    assert!(!again.status.success(), "an erased reader is not found");
+    assert!(
+        !again.stderr.contains(email),
+        "errors never repeat the address"
+    );
+
+    let audit: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor, action, detail::text FROM audit_log ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let actions: Vec<&str> = audit.iter().map(|(_, a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["reader.show", "reader.export", "reader.erase"]);
+    assert!(
+        audit
+            .iter()
+            .all(|(actor, _, detail)| actor == "admin:ops-ana" && !detail.contains('@'))
+    );
+    let tampered = sqlx::query("DELETE FROM audit_log").execute(&db.pool).await;
+    assert!(tampered.is_err(), "the audit log is append-only");
+}

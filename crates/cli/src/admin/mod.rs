@@ -4,6 +4,10 @@
 mod config;
 mod events_list;
 mod events_replay;
+mod reader;
+mod reader_erase;
+mod reader_export;
+mod reader_show;
 mod reconcile;
 mod recurring_list;
 mod report_goal;
@@ -33,6 +37,20 @@ pub enum Command {
     Events(Events),
     /// Find (and with --apply, repair) drift between Stripe and Kopilka.
     Reconcile(reconcile::Args),
+    /// One reader, by address: show, export (GDPR) or erase. Every use is audited.
+    #[command(subcommand)]
+    Reader(Reader),
+}
+
+/// `admin reader …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Reader {
+    /// The reader's id, status and counts (no PII beyond what was typed).
+    Show(reader_show::Args),
+    /// Everything held about the reader, as JSON.
+    Export(reader_export::Args),
+    /// Erase the reader's PII (the ledger stays; Stripe's customer is cleared by a job).
+    Erase(reader_erase::Args),
 }
 
 /// `admin report …`.
@@ -75,6 +93,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Events(Events::List(args)) => events_list::run(&args).await,
         Command::Events(Events::Replay(args)) => events_replay::run(&args).await,
         Command::Reconcile(args) => reconcile::run(&args).await,
+        Command::Reader(Reader::Show(args)) => reader_show::run(&args).await,
+        Command::Reader(Reader::Export(args)) => reader_export::run(&args).await,
+        Command::Reader(Reader::Erase(args)) => reader_erase::run(&args).await,
     }
 }
 

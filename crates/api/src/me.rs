@@ -24,6 +24,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(change_plan))
         .routes(routes!(cancel_plan))
         .routes(routes!(resume_plan))
+        .routes(routes!(update_card))
         .routes(routes!(export_me))
 }
 
@@ -368,6 +369,47 @@ async fn resume_plan(
         &change_id(&headers, id, "resume"),
     )
     .await
+}
+
+/// `{"url": …}`: where to send the reader.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Redirect {
+    /// Stripe's page.
+    pub url: String,
+}
+
+/// Stripe's page where the reader updates the card their plan charges (a Billing Portal
+/// session); they return to `public_url`.
+#[utoipa::path(post, path = "/v1/me/recurring/{id}/card", tag = "self-service",
+    params(("id" = String, Path, description = "The plan's id")),
+    responses((status = 200, body = Redirect), (status = 404, body = ErrorBody)))]
+async fn update_card(
+    State(state): State<AppState>,
+    reader: SignedIn,
+    Path(id): Path<uuid::Uuid>,
+) -> Result<ApiJson<Redirect>, AppError> {
+    own_plan(&state, &reader, id).await?;
+    card_page(&state, id).await
+}
+
+/// Stripe's card page for plan `id`.
+pub(crate) async fn card_page(
+    state: &AppState,
+    id: uuid::Uuid,
+) -> Result<ApiJson<Redirect>, AppError> {
+    let stripe = state.stripe.as_ref().ok_or(AppError::Upstream {
+        code: "payment_provider_not_configured",
+        message: "payments are not configured".into(),
+        retry: false,
+    })?;
+    let url = kopilka_recurring::card_update_page(
+        &state.pool,
+        stripe,
+        id,
+        state.settings.public_url.as_str(),
+    )
+    .await?;
+    Ok(ApiJson(Redirect { url }))
 }
 
 /// Everything Kopilka holds about the reader, as JSON (GDPR art. 15 and 20). A session that

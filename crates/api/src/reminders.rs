@@ -194,15 +194,16 @@ async fn plan_link_page(Path(token): Path<String>) -> Response {
     page(include_str!("pages/plan_link.html"), &token)
 }
 
-/// Does what a one-click plan link says (cancel at period end), without signing in; the
-/// link is signed and expires.
+/// Does what a one-click plan link says, without signing in (the link is signed and
+/// expires): cancel at period end (answers the plan), or update the card (answers
+/// `{"url"}`, Stripe's page).
 #[utoipa::path(post, path = "/v1/plan-links/{token}", tag = "self-service",
     params(("token" = String, Path, description = "From the email")),
     responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
 async fn use_plan_link(
     State(state): State<AppState>,
     Path(token): Path<String>,
-) -> Result<ApiJson<kopilka_recurring::privacy::PlanExport>, AppError> {
+) -> Result<Response, AppError> {
     let (plan, action) = plan_link::open(&state.accounts.keys, &token, OffsetDateTime::now_utc())
         .ok_or(AppError::BadRequest {
         code: "invalid_link",
@@ -225,11 +226,8 @@ async fn use_plan_link(
                 &change_id,
             )
             .await?;
-            Ok(ApiJson(plan.into()))
+            Ok(ApiJson(kopilka_recurring::privacy::PlanExport::from(plan)).into_response())
         }
-        PlanAction::UpdateCard => Err(AppError::Unprocessable {
-            code: "not_supported",
-            message: "updating the card from an email link is not available yet; sign in".into(),
-        }),
+        PlanAction::UpdateCard => Ok(crate::me::card_page(&state, plan).await?.into_response()),
     }
 }

@@ -930,6 +930,53 @@ async fn a_reader_changes_cancels_and_resumes_their_plan() {
     .await;
     assert_eq!(resumed.json()["cancel_at_period_end"], false);
 
+    // The card: Stripe's portal page, on the payment-method flow, back to public_url.
+    let card = as_reader(
+        &app,
+        Method::POST,
+        &format!("/v1/me/recurring/{plan}/card"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        card.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&card.body)
+    );
+    let portal_url = card.json()["url"].as_str().unwrap().to_owned();
+    let portal_id = portal_url.rsplit('/').next().unwrap().to_owned();
+    assert!(portal_id.starts_with("bps_"), "{portal_url}");
+    let page = reqwest::get(&portal_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("payment_method_update") && page.contains(app.settings.public_url.as_str()),
+        "{page}"
+    );
+    let card_link = kopilka_accounts::plan_link::token(
+        &app.state.accounts.keys,
+        plan.parse().unwrap(),
+        kopilka_accounts::plan_link::PlanAction::UpdateCard,
+        time::OffsetDateTime::now_utc() + time::Duration::days(14),
+    );
+    let from_email = send(
+        app.api
+            .request(Method::POST, &format!("/v1/plan-links/{card_link}")),
+    )
+    .await;
+    assert_eq!(from_email.status, StatusCode::OK);
+    assert!(
+        from_email.json()["url"]
+            .as_str()
+            .unwrap()
+            .contains("/portal/bps_")
+    );
+
     // Another reader cannot touch it.
     let other = "other@example.org";
     give(&app, other, "once", 1000).await;

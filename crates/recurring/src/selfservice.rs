@@ -96,3 +96,32 @@ pub async fn change_plan(
         .await?
         .ok_or(RecurringError::NotFound)
 }
+
+/// A page on Stripe where the reader of plan `plan_id` updates the card it charges (e.g.
+/// after a declined renewal); they come back to `return_url`.
+///
+/// # Errors
+/// [`RecurringError`]: unknown plan, Stripe, storage.
+pub async fn card_update_page(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    plan_id: uuid::Uuid,
+    return_url: &str,
+) -> Result<String, RecurringError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(kopilka_store::StoreError::from)?;
+    let plan = plan_by_id(&mut conn, plan_id)
+        .await?
+        .ok_or(RecurringError::NotFound)?;
+    drop(conn);
+    let subscription = stripe
+        .retrieve_subscription(&plan.stripe_subscription_id)
+        .await?;
+    let url = stripe
+        .card_update_page(&subscription.customer, return_url)
+        .await?;
+    tracing::info!(plan_id = %plan.id, "card update page opened");
+    Ok(url)
+}

@@ -19,6 +19,7 @@ pub fn routes(sim: Simulator) -> axum::Router {
     axum::Router::new()
         .route("/v1/customers", post(create_customer).get(list_customers))
         .route("/v1/customers/{id}", get(retrieve("customer")).post(update_customer))
+        .route("/v1/billing_portal/sessions", post(create_billing_portal_session))
         .route("/v1/checkout/sessions", post(create_checkout_session).get(list_checkout_sessions))
         .route("/v1/checkout/sessions/{id}", get(retrieve("checkout.session")))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_checkout_session))
@@ -169,6 +170,13 @@ async fn update_customer(
 ) -> Answer {
     let params = form::decode(&body);
     sim.act(|state| flows::update_customer(state, &id, &params, &request_id()))?;
+    sim.object(&id)
+}
+
+async fn create_billing_portal_session(State(sim): State<Simulator>, body: Bytes) -> Answer {
+    let params = form::decode(&body);
+    let base = sim.base_url();
+    let id = sim.act(|state| flows::create_billing_portal_session(state, &params, &base))?;
     sim.object(&id)
 }
 

@@ -756,6 +756,37 @@ pub fn create_customer(state: &mut State, params: &Value, request_id: &str) -> S
     id
 }
 
+/// `POST /v1/billing_portal/sessions`: a portal page for an existing customer.
+pub fn create_billing_portal_session(
+    state: &mut State,
+    params: &Value,
+    base_url: &str,
+) -> Result<String, StripeError> {
+    let customer = string(params, "customer")
+        .ok_or_else(|| StripeError::missing("customer"))?
+        .to_owned();
+    if state
+        .get(&customer)
+        .filter(|c| c["object"] == "customer")
+        .is_none()
+    {
+        return Err(StripeError::no_such("customer", &customer));
+    }
+    let id = objects::new_id("bps_");
+    let url = format!("{base_url}/portal/{id}");
+    let flow = params["flow_data"]["type"].as_str();
+    let session = objects::billing_portal_session(
+        &id,
+        &customer,
+        string(params, "return_url"),
+        flow,
+        &url,
+        state.now(),
+    );
+    state.insert(session);
+    Ok(id)
+}
+
 /// `POST /v1/customers/{id}`: the personal fields given are set; an empty string unsets one
 /// (Stripe's convention), e.g. when Kopilka erases a reader.
 pub fn update_customer(

@@ -72,6 +72,29 @@ pub fn customer(id: &str, email: Option<&str>, name: Option<&str>, now: i64) -> 
     )
 }
 
+/// A Billing Portal session: where a customer updates their card.
+pub fn billing_portal_session(
+    id: &str,
+    customer: &str,
+    return_url: Option<&str>,
+    flow: Option<&str>,
+    url: &str,
+    now: i64,
+) -> Value {
+    let mut session = from_template(
+        "billing_portal.session",
+        json!({
+            "id": id, "created": now, "customer": customer, "return_url": return_url,
+            "url": url, "livemode": false, "configuration": "bpc_simulator",
+        }),
+    );
+    session["flow"] = flow.map_or(Value::Null, |kind| {
+        json!({"type": kind, "after_completion": {"type": "portal_homepage", "hosted_confirmation": null, "redirect": null},
+               "subscription_cancel": null, "subscription_update": null, "subscription_update_confirm": null})
+    });
+    session
+}
+
 pub fn product(id: &str, name: &str, now: i64) -> Value {
     from_template(
         "product",

@@ -14,7 +14,29 @@ pub fn routes(sim: Simulator) -> axum::Router {
     axum::Router::new()
         .route("/checkout/{id}", get(show))
         .route("/checkout/{id}/{action}", post(act))
+        .route("/portal/{id}", get(portal))
         .with_state(sim)
+}
+
+/// The Billing Portal page: a card form stand-in and the way back.
+async fn portal(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
+    let Some(session) = sim.with_state(|state| state.get(&id).cloned()) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<h1>No such portal session</h1>"),
+        )
+            .into_response();
+    };
+    let back = session["return_url"].as_str().unwrap_or("/");
+    Html(format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Update your card (simulated)</title></head>
+<body><h1>Update your card</h1><p>Stripe's customer portal ({flow}), simulated for customer {customer}.</p>
+<p><a href="{back}">Return to the newsroom</a></p></body></html>"#,
+        flow = escape(session["flow"]["type"].as_str().unwrap_or("portal")),
+        customer = escape(session["customer"].as_str().unwrap_or("")),
+        back = escape(back),
+    ))
+    .into_response()
 }
 
 fn escape(text: &str) -> String {

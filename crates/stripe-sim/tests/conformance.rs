@@ -89,6 +89,36 @@ async fn a_one_off_payment_refund_and_dispute_conform() {
         .await,
     );
     assert_eq!(customer["metadata"]["reader_id"], "r1");
+    let (_, portal) = stripe::<stripe_billing::BillingPortalSession>(
+        &sim.post(
+            "/v1/billing_portal/sessions",
+            &[
+                ("customer", customer["id"].as_str().unwrap()),
+                ("return_url", "https://news.example.org/account"),
+                ("flow_data[type]", "payment_method_update"),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(portal["flow"]["type"], "payment_method_update");
+    let page = sim
+        .http
+        .get(portal["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("https://news.example.org/account"), "{page}");
+    let (status, missing) = sim
+        .send(
+            sim.http
+                .post(sim.url("/v1/billing_portal/sessions"))
+                .form(&[("customer", "cus_nobody")]),
+        )
+        .await;
+    assert_eq!(status, 404, "{missing}");
 
     let body = sim
         .post(

@@ -417,6 +417,24 @@ impl StripeClient {
         Ok(())
     }
 
+    /// A page on Stripe where the reader of `customer` updates their card (a Billing Portal
+    /// session opened on its payment-method flow); the reader comes back to `return_url`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn card_update_page(&self, customer: &str, return_url: &str) -> Result<String> {
+        use stripe_billing::billing_portal_session as portal;
+        let session = portal::CreateBillingPortalSession::new()
+            .customer(customer)
+            .return_url(return_url)
+            .flow_data(portal::CreateBillingPortalSessionFlowData::new(
+                portal::CreateBillingPortalSessionFlowDataType::PaymentMethodUpdate,
+            ))
+            .send(&self.inner)
+            .await?;
+        Ok(session.url)
+    }
+
     /// Reads a subscription.
     ///
     /// # Errors

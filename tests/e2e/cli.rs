@@ -127,6 +127,10 @@ async fn admin_config_shows_every_layer_and_hides_secrets() {
             "smtps://mailer:sesame@smtp.example.org",
         )
         .env(
+            "KOPILKA__PAYWALL__SIGNING_SECRET",
+            "a-paywall-sesame-of-32-bytes-or-more!!",
+        )
+        .env(
             "KOPILKA__SERVER__CORS_ALLOWED_ORIGINS",
             "https://news.example.org,https://www.news.example.org",
         );

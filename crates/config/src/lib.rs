@@ -10,6 +10,7 @@ mod environment;
 mod list;
 mod mail;
 mod offer;
+mod paywall;
 mod settings;
 mod validate;
 
@@ -24,6 +25,7 @@ pub use mail::{PublisherSettings, SmtpSettings};
 pub use offer::{
     CurrencyOffer, GoalSettings, IntervalOffer, OfferSettings, STRIPE_MAXIMUM, stripe_minimum,
 };
+pub use paywall::{LOCAL_PAYWALL_SECRET, PaywallSettings};
 pub use settings::{
     DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings, StripeSettings,
     WorkerSettings,

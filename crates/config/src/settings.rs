@@ -35,6 +35,8 @@ pub struct Settings {
     pub smtp: crate::SmtpSettings,
     /// Who the emails are from.
     pub publisher: crate::PublisherSettings,
+    /// The supporter token and the meter.
+    pub paywall: crate::PaywallSettings,
 }
 
 /// `[worker]`: background jobs (webhook processing, emails).

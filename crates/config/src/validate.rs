@@ -82,6 +82,7 @@ impl Settings {
         if self.smtp.timeout_secs == 0 || self.smtp.max_connections == 0 {
             return invalid("smtp.timeout_secs and smtp.max_connections must be at least 1".into());
         }
+        self.paywall.validate(local)?;
         self.offer.validate()?;
         for origin in &self.offer.return_origins {
             check_origin(origin, local).map_err(|e| {
@@ -276,6 +277,13 @@ mod tests {
             jail.set_env(
                 "KOPILKA__SMTP__URL",
                 "smtps://mailer:sesame@smtp.example.org:465",
+            );
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("KOPILKA__PAYWALL__SIGNING_SECRET"), "{err}");
+
+            jail.set_env(
+                "KOPILKA__PAYWALL__SIGNING_SECRET",
+                "a-production-paywall-secret-of-32-bytes+",
             );
             let settings = load(Environment::Production).expect("valid production settings");
             assert_eq!(settings.stripe.webhook_secret.len(), 2);

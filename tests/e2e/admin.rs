@@ -491,3 +491,36 @@ async fn admin_shows_exports_and_erases_a_reader_and_audits_each_step() {
     let tampered = sqlx::query("DELETE FROM audit_log").execute(&db.pool).await;
     assert!(tampered.is_err(), "the audit log is append-only");
 }
+
+#[tokio::test]
+async fn admin_keys_rotate_adds_a_signing_key_and_retires_the_older_after_the_grace() {
+    let (db, url, app) = app_on_fresh_database().await;
+    let first = app.api.get("/.well-known/jwks.json").await.json();
+    assert_eq!(first["keys"].as_array().unwrap().len(), 1);
+    let rotated = admin_json(&app, &url, &["keys", "rotate"]).await;
+    assert_eq!(rotated["retiring"], json!([]));
+    let again = admin_json(&app, &url, &["keys", "rotate"]).await;
+    assert_eq!(
+        again["retiring"],
+        json!([first["keys"][0]["kid"]]),
+        "the oldest retires after the grace; the previous stays published"
+    );
+    assert_ne!(again["signing_kid"], rotated["signing_kid"]);
+    app.state
+        .keyring
+        .reload(&app.pool, &app.settings)
+        .await
+        .unwrap();
+    let jwks = app.api.get("/.well-known/jwks.json").await.json();
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        3,
+        "in grace, still published"
+    );
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'keys.rotate'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 2);
+}

@@ -1,5 +1,6 @@
 //! Reader accounts. Owns `readers` (the only table with PII), `credentials`, `sessions`,
-//! `email_links`, `login_throttles`, `reminders`, `banner_states` and `audit_log`.
+//! `email_links`, `login_throttles`, `reminders`, `banner_states`, `audit_log` and
+//! `signing_keys` (the ids of the supporter-token keys; the keys are derived, never stored).
 //!
 //! Whether an address belongs to anyone is never revealed: sign-up and link requests
 //! answer the same either way, password checks against unknown addresses hash against a
@@ -19,6 +20,7 @@ pub mod reader;
 pub mod reminder;
 pub mod session;
 pub mod signin;
+pub mod signing_key;
 pub mod throttle;
 
 use kopilka_config::AccountsSettings;

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod checkout;
+mod entitlements;
 mod error;
 mod extract;
 mod health;
@@ -29,6 +30,7 @@ use kopilka_store::PgPool;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use entitlements::SharedKeyring;
 pub use error::{AppError, ErrorBody, ErrorDetail};
 pub use extract::ApiJson;
 pub use identity::{ClientIp, MaybeSignedIn, SignedIn};
@@ -48,6 +50,8 @@ pub struct AppState {
     pub goal: kopilka_recurring::GoalCache,
     /// Reader accounts: token keys, the bounded password hasher, limits.
     pub accounts: kopilka_accounts::Accounts,
+    /// The supporter token's live keys (reloaded from Postgres every minute).
+    pub keyring: entitlements::SharedKeyring,
 }
 
 impl AppState {
@@ -61,14 +65,20 @@ impl AppState {
         Self {
             pool,
             accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
+            keyring: entitlements::SharedKeyring::empty(&settings),
             settings: Arc::new(settings),
             stripe,
             goal: kopilka_recurring::GoalCache::default(),
         }
     }
 
-    /// Starts what runs beside the requests: the goal's refresher.
+    /// Starts what runs beside the requests: the goal's refresher and the keyring's reloader.
     pub fn start_background(&self) -> tokio::task::JoinHandle<()> {
+        self.keyring.spawn_reloader(
+            self.pool.clone(),
+            Arc::clone(&self.settings),
+            std::time::Duration::from_secs(60),
+        );
         self.goal
             .spawn_refresher(self.pool.clone(), self.settings.offer.clone())
     }
@@ -130,4 +140,5 @@ fn api_routes_with(webhook_limit: usize) -> OpenApiRouter<AppState> {
         .merge(accounts::routes())
         .merge(me::routes())
         .merge(reminders::routes())
+        .merge(entitlements::routes())
 }

@@ -67,50 +67,6 @@ async fn as_reader(
     send(request).await
 }
 
-/// A contribution given with `email` at checkout, paid, and applied from its webhooks.
-async fn give(app: &TestApp, email: &str, interval: &str, amount: i64) -> Value {
-    let started = app
-        .api
-        .post_json(
-            "/v1/checkout",
-            &json!({"interval": interval, "amount_minor": amount, "currency": "usd", "email": email}),
-        )
-        .await;
-    assert_eq!(started.status, StatusCode::CREATED);
-    let url = started.json()["checkout_url"].as_str().unwrap().to_owned();
-    let session = url.rsplit('/').next().unwrap().to_owned();
-    app.sim_control(&format!("/_sim/checkout/{session}/pay"), &json!({}))
-        .await;
-    let contribution = started.json()["contribution_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let pool = app.pool.clone();
-    eventually("the gift applied", Duration::from_secs(20), || {
-        let pool = pool.clone();
-        let contribution = contribution.clone();
-        async move {
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1::uuid")
-                    .bind(&contribution)
-                    .fetch_optional(&pool)
-                    .await
-                    .ok()
-                    .flatten();
-            let plans: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM recurring_plans WHERE contribution_id = $1::uuid",
-            )
-            .bind(&contribution)
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
-            (status.as_deref() == Some("paid") && (interval == "once" || plans == 1)).then_some(())
-        }
-    })
-    .await;
-    started.json()
-}
-
 async fn scalar_i64(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(&app.pool)
@@ -278,7 +234,7 @@ async fn an_emailed_link_works_once_and_not_after_it_expires() {
     let app = TestApp::spawn().await;
     app.deliver_webhooks_here(Some((0, false))).await;
     let email = "donor@example.org";
-    give(&app, email, "once", 2500).await;
+    app.give(email, "once", 2500).await;
 
     assert_eq!(request_link(&app, email).await.status, StatusCode::ACCEPTED);
     let token = app.link_token(email, 1).await;
@@ -509,8 +465,8 @@ async fn an_unverified_account_sees_nothing_linked_to_its_address() {
     let app = TestApp::spawn().await;
     app.deliver_webhooks_here(Some((0, false))).await;
     let donor = "donor@example.org";
-    give(&app, donor, "once", 2500).await;
-    give(&app, donor, "month", 500).await;
+    app.give(donor, "once", 2500).await;
+    app.give(donor, "month", 500).await;
 
     // Someone else signs up with the donor's address and signs in with their password.
     sign_up(&app, donor, "attacker password").await;
@@ -667,7 +623,7 @@ async fn remind_me_later_is_stored_moved_unsubscribed_and_suppressed_by_a_gift()
 
     // A new reminder, then a gift before it is due: suppressed, and the banner remembers.
     remind(tomorrow_plus(3)).await;
-    give(&app, email, "once", 1000).await;
+    app.give(email, "once", 1000).await;
     let pool = app.pool.clone();
     eventually("the reminder suppressed", Duration::from_secs(10), || {
         let pool = pool.clone();
@@ -876,7 +832,7 @@ async fn a_reader_changes_cancels_and_resumes_their_plan() {
     let app = TestApp::spawn().await;
     app.deliver_webhooks_here(Some((0, false))).await;
     let email = "monthly@example.org";
-    give(&app, email, "month", 500).await;
+    app.give(email, "month", 500).await;
     request_link(&app, email).await;
     let token = sign_in_by_link(&app, email, 1).await;
     let plans = as_reader(&app, Method::GET, "/v1/me/contributions", &token, None)
@@ -979,7 +935,7 @@ async fn a_reader_changes_cancels_and_resumes_their_plan() {
 
     // Another reader cannot touch it.
     let other = "other@example.org";
-    give(&app, other, "once", 1000).await;
+    app.give(other, "once", 1000).await;
     request_link(&app, other).await;
     let stranger = sign_in_by_link(&app, other, 1).await;
     let refused = as_reader(
@@ -1064,8 +1020,8 @@ async fn erasure_removes_every_copy_of_the_address_and_keeps_the_ledger() {
     let app = TestApp::spawn().await;
     app.deliver_webhooks_here(Some((0, false))).await;
     let email = "erase-me@example.org";
-    give(&app, email, "once", 2500).await;
-    give(&app, email, "month", 700).await;
+    app.give(email, "once", 2500).await;
+    app.give(email, "month", 700).await;
     app.api
         .post_json(
             "/v1/reminders",

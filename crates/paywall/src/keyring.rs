@@ -110,7 +110,8 @@ impl Keyring {
             .iter()
             .filter(|r| r.retires_at.is_none_or(|at| at > now))
             .collect();
-        live.sort_by_key(|r| (r.created_at, r.kid.clone()));
+        // Stable: records given oldest first keep their order within one second.
+        live.sort_by_key(|r| r.created_at);
         let mut verifiers = HashMap::new();
         let mut keys = Vec::new();
         let mut signer = None;

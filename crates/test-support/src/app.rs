@@ -228,6 +228,62 @@ impl TestApp {
         self.sim_control("/_sim/delivery", &body).await;
     }
 
+    /// A contribution given with `email` at checkout, paid on the simulator's page, and
+    /// applied from its webhooks (deliveries must be on); returns the checkout's answer.
+    ///
+    /// # Panics
+    /// When the checkout is refused or not applied within 20 seconds.
+    pub async fn give(&self, email: &str, interval: &str, amount: i64) -> serde_json::Value {
+        let started = self
+            .api
+            .post_json(
+                "/v1/checkout",
+                &serde_json::json!({"interval": interval, "amount_minor": amount, "currency": "usd", "email": email}),
+            )
+            .await;
+        assert_eq!(started.status, reqwest::StatusCode::CREATED);
+        let url = started.json()["checkout_url"].as_str().unwrap().to_owned();
+        let session = url.rsplit('/').next().unwrap().to_owned();
+        self.sim_control(
+            &format!("/_sim/checkout/{session}/pay"),
+            &serde_json::json!({}),
+        )
+        .await;
+        let contribution = started.json()["contribution_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let pool = self.pool.clone();
+        crate::eventually(
+            "the gift applied",
+            std::time::Duration::from_secs(20),
+            || {
+                let pool = pool.clone();
+                let contribution = contribution.clone();
+                async move {
+                    let status: Option<String> =
+                        sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1::uuid")
+                            .bind(&contribution)
+                            .fetch_optional(&pool)
+                            .await
+                            .ok()
+                            .flatten();
+                    let plans: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM recurring_plans WHERE contribution_id = $1::uuid",
+                    )
+                    .bind(&contribution)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or(0);
+                    (status.as_deref() == Some("paid") && (interval == "once" || plans == 1))
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        started.json()
+    }
+
     /// Starts a checkout through the API, does `action` (`pay`, `decline`,
     /// `pay-then-dispute`) on the simulator's page, and returns the session as Stripe has it.
     ///

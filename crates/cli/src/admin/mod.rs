@@ -4,6 +4,7 @@
 mod config;
 mod events_list;
 mod events_replay;
+mod keys_rotate;
 mod reader;
 mod reader_erase;
 mod reader_export;
@@ -37,9 +38,20 @@ pub enum Command {
     Events(Events),
     /// Find (and with --apply, repair) drift between Stripe and Kopilka.
     Reconcile(reconcile::Args),
+    /// The supporter token's signing keys.
+    #[command(subcommand)]
+    Keys(Keys),
     /// One reader, by address: show, export (GDPR) or erase. Every use is audited.
     #[command(subcommand)]
     Reader(Reader),
+}
+
+/// `admin keys …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Keys {
+    /// Add a new signing key; the previous one keeps verifying, older ones retire after the
+    /// grace period (`paywall.rotation_grace_hours`).
+    Rotate(keys_rotate::Args),
 }
 
 /// `admin reader …`.
@@ -93,6 +105,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Events(Events::List(args)) => events_list::run(&args).await,
         Command::Events(Events::Replay(args)) => events_replay::run(&args).await,
         Command::Reconcile(args) => reconcile::run(&args).await,
+        Command::Keys(Keys::Rotate(args)) => keys_rotate::run(&args).await,
         Command::Reader(Reader::Show(args)) => reader_show::run(&args).await,
         Command::Reader(Reader::Export(args)) => reader_export::run(&args).await,
         Command::Reader(Reader::Erase(args)) => reader_erase::run(&args).await,

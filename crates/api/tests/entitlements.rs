@@ -260,3 +260,137 @@ async fn entitlements_need_a_session() {
         "unauthenticated"
     );
 }
+
+/// `GET /v1/offer` with `headers` (name, value).
+async fn offer(
+    app: &TestApp,
+    query: &str,
+    headers: &[(&str, &str)],
+) -> kopilka_test_support::ApiResponse {
+    let mut request = app.api.request(Method::GET, &format!("/v1/offer{query}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(request).await
+}
+
+#[tokio::test]
+async fn the_offer_hides_the_banner_for_a_supporter_token_and_shows_it_otherwise() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let anonymous = offer(&app, "", &[]).await.json();
+    assert_eq!(
+        (anonymous["show"].as_bool(), anonymous["reason"].as_str()),
+        (Some(true), Some("ask"))
+    );
+    assert_eq!(anonymous["supporter"], false);
+
+    let email = "offer-supporter@example.org";
+    app.give(email, "year", 5000).await;
+    let session = signed_in_by_link(&app, email).await;
+    let token = entitlements(&app, &session).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bearer = format!("Bearer {token}");
+    let supporter = offer(&app, "?view=1", &[("authorization", &bearer)]).await;
+    let body = supporter.json();
+    assert_eq!(
+        (
+            body["show"].as_bool(),
+            body["reason"].as_str(),
+            body["supporter"].as_bool()
+        ),
+        (Some(false), Some("supporter"), Some(true))
+    );
+    assert_eq!(body["meter"], Value::Null, "supporters bypass the meter");
+    assert!(supporter.headers.get("set-cookie").is_none());
+    let cookie = format!("__Host-kopilka_supporter={token}");
+    assert_eq!(
+        offer(&app, "", &[("cookie", &cookie)]).await.json()["supporter"],
+        true
+    );
+    // A forged or foreign token is no token.
+    let forged = format!("Bearer {}x", &token[..token.len() - 1]);
+    assert_eq!(
+        offer(&app, "", &[("authorization", &forged)]).await.json()["show"],
+        true
+    );
+    // A session token (not a JWT) as the bearer is simply not a supporter token.
+    let session_bearer = format!("Bearer {session}");
+    assert_eq!(
+        offer(&app, "", &[("authorization", &session_bearer)])
+            .await
+            .json()["show"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn a_snooze_hides_the_ask_and_the_meter_counts_views_in_a_signed_cookie() {
+    let app = TestApp::spawn_with(|s| {
+        s.paywall.meter_mode = "metered".into();
+        s.paywall.free_articles = 2;
+    })
+    .await;
+    // Three article views: 1 left, 0 left, then the dismissible wall.
+    let mut cookie = String::new();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let answer = offer(&app, "?view=1", &[("cookie", &cookie)]).await;
+        let body = answer.json();
+        seen.push((
+            body["meter"]["remaining"].as_u64().unwrap(),
+            body["meter"]["wall"].as_str().unwrap().to_owned(),
+        ));
+        cookie = answer.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert!(cookie.starts_with("__Host-kopilka_meter="));
+    }
+    assert_eq!(
+        seen,
+        [
+            (1, "none".to_owned()),
+            (0, "none".to_owned()),
+            (0, "dismissible".to_owned())
+        ]
+    );
+    // Without view=1 nothing is counted.
+    let peek = offer(&app, "", &[("cookie", &cookie)]).await;
+    assert!(peek.headers.get("set-cookie").is_none());
+    assert_eq!(peek.json()["meter"]["wall"], "dismissible");
+    // A tampered meter starts afresh, never unlimited.
+    let tampered = cookie.replace("meter=", "meter=AA");
+    let fresh = offer(&app, "?view=1", &[("cookie", &tampered)])
+        .await
+        .json();
+    assert_eq!(fresh["meter"]["remaining"], 1);
+
+    // A snoozed anonymous reader: no ask, the banner cookie says so.
+    let snooze = (time::OffsetDateTime::now_utc() + time::Duration::days(3))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let put = send(
+        app.api
+            .request(Method::PUT, "/v1/banner")
+            .json(&json!({"snoozed_until": snooze})),
+    )
+    .await;
+    let banner = put.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let hidden = offer(&app, "", &[("cookie", &banner)]).await.json();
+    assert_eq!(
+        (hidden["show"].as_bool(), hidden["reason"].as_str()),
+        (Some(false), Some("hidden"))
+    );
+}

@@ -10,8 +10,10 @@
 //! Key material is never stored: each key's Ed25519 seed is derived from the configured
 //! secret and the key's id, so the database holds only which ids exist and when they retire.
 
+mod decision;
 mod keyring;
 mod meter;
 
+pub use decision::{Decision, decide};
 pub use keyring::{KeyRecord, Keyring, SupporterClaims, TokenError};
 pub use meter::{Meter, MeterMode, MeterView};

@@ -92,14 +92,22 @@ impl Meter {
             views: self.views.saturating_add(1),
             ..self
         };
-        let remaining = free.saturating_sub(next.views);
-        let over = next.views > free;
+        (next, next.peek(mode, free))
+    }
+
+    /// What the views counted so far decide, without counting another.
+    #[must_use]
+    pub fn peek(self, mode: MeterMode, free: u32) -> MeterView {
+        let over = self.views > free;
         let wall = match (mode, over) {
             (_, false) | (MeterMode::AsksOnly, true) => "none",
             (MeterMode::Metered, true) => "dismissible",
             (MeterMode::Hard, true) => "hard",
         };
-        (next, MeterView { remaining, wall })
+        MeterView {
+            remaining: free.saturating_sub(self.views),
+            wall,
+        }
     }
 }
 

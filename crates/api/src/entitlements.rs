@@ -101,10 +101,14 @@ impl SharedKeyring {
             &issuer(settings),
             &audience(settings),
         );
-        *self
+        let mut current = self
             .0
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ring);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Unchanged keys keep the keyring, and with it the remembered tokens.
+        if !current.same_keys(&ring) {
+            *current = Arc::new(ring);
+        }
         Ok(())
     }
 

@@ -66,8 +66,14 @@ pub enum TokenError {
     NoKey,
 }
 
-/// The live keys: the newest signs, every live one verifies and is published.
+/// How many verified tokens are remembered (a supporter's repeat views skip the signature).
+const CACHE_CAPACITY: usize = 100_000;
+
+/// The live keys: the newest signs, every live one verifies and is published. Verified
+/// tokens are remembered (keyed by their SHA-256, bounded, each until its `exp`), so a
+/// supporter's repeat views skip the signature check; a new keyring starts with no memory.
 pub struct Keyring {
+    cache: quick_cache::sync::Cache<[u8; 32], SupporterClaims>,
     signer: Option<(String, EncodingKey)>,
     verifiers: HashMap<String, DecodingKey>,
     jwks: serde_json::Value,
@@ -133,6 +139,7 @@ impl Keyring {
             }
         }
         Self {
+            cache: quick_cache::sync::Cache::new(CACHE_CAPACITY),
             signer,
             verifiers,
             jwks: serde_json::json!({"keys": keys}),
@@ -183,6 +190,28 @@ impl Keyring {
     /// # Errors
     /// [`TokenError`].
     pub fn verify(&self, token: &str, now: i64) -> Result<SupporterClaims, TokenError> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.cache.get(&digest) {
+            if claims.exp > now {
+                return Ok(claims);
+            }
+            self.cache.remove(&digest);
+            return Err(TokenError::Invalid("expired".into()));
+        }
+        let claims = self.verify_signature(token, now)?;
+        self.cache.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    /// Whether this keyring publishes the same keys as `other` (a reload that changed
+    /// nothing keeps the remembered tokens).
+    #[must_use]
+    pub fn same_keys(&self, other: &Self) -> bool {
+        self.jwks == other.jwks && self.signing_kid() == other.signing_kid()
+    }
+
+    fn verify_signature(&self, token: &str, now: i64) -> Result<SupporterClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Malformed);
@@ -385,6 +414,26 @@ mod tests {
         assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 1);
         let fresh = during.sign(&claims(NOW + 60)).unwrap();
         assert!(after.verify(&fresh, NOW + 30).is_ok());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_new_keyring_forgets() {
+        let ring = keyring(&[record("k1", 1, None)]);
+        let token = ring.sign(&claims(NOW + 60)).unwrap();
+        assert!(ring.verify(&token, NOW).is_ok());
+        assert!(ring.verify(&token, NOW + 1).is_ok(), "from memory");
+        assert!(
+            ring.verify(&token, NOW + 60).is_err(),
+            "remembered tokens expire too"
+        );
+        let tampered = format!("{token}A");
+        assert!(
+            ring.verify(&tampered, NOW).is_err(),
+            "another string is checked afresh"
+        );
+        let rotated = keyring(&[record("k1", 1, Some(NOW)), record("k2", 2, None)]);
+        assert!(!rotated.same_keys(&ring));
+        assert_eq!(rotated.verify(&token, NOW), Err(TokenError::UnknownKey));
     }
 
     #[test]

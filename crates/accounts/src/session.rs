@@ -86,9 +86,12 @@ pub async fn begin(
     let token = random_token();
     let id = uuid::Uuid::now_v7();
     let expires_at = now + lifetime;
+    // A password session is tied to the password that began it (see `authenticate`).
     sqlx::query(
-        "INSERT INTO sessions (id, reader_id, token_hash, proof, created_at, last_seen_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $5, $6)",
+        "INSERT INTO sessions (id, reader_id, token_hash, proof, created_at, last_seen_at, expires_at,
+                               credential_set_at)
+         VALUES ($1, $2, $3, $4, $5, $5, $6,
+                 CASE WHEN $4 = 'password' THEN (SELECT set_at FROM credentials WHERE reader_id = $2) END)",
     )
     .bind(id)
     .bind(reader.as_uuid())
@@ -126,7 +129,8 @@ pub async fn authenticate(
          WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
            AND r.id = s.reader_id AND r.erased_at IS NULL
          RETURNING s.id, s.reader_id,
-           (r.verified_at IS NOT NULL AND (s.proof = 'mailbox' OR c.confirmed_at IS NOT NULL))",
+           (r.verified_at IS NOT NULL AND (s.proof = 'mailbox'
+             OR (c.confirmed_at IS NOT NULL AND c.set_at = s.credential_set_at)))",
     )
     .bind(token_hash(token))
     .bind(now)

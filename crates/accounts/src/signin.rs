@@ -59,9 +59,23 @@ impl Accounts {
         .bind(reader.as_uuid())
         .fetch_optional(&mut *tx)
         .await?;
+        let verified: bool =
+            sqlx::query_scalar("SELECT verified_at IS NOT NULL FROM readers WHERE id = $1")
+                .bind(reader.as_uuid())
+                .fetch_one(&mut *tx)
+                .await?;
         let purpose = if confirmed == Some(true) {
             LinkPurpose::AlreadyRegistered
         } else {
+            // A replaced password ends the sessions the old one began.
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $2
+                 WHERE reader_id = $1 AND proof = 'password' AND revoked_at IS NULL",
+            )
+            .bind(reader.as_uuid())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "INSERT INTO credentials (reader_id, password_hash, set_at) VALUES ($1, $2, $3)
                  ON CONFLICT (reader_id) DO UPDATE SET password_hash = $2, set_at = $3",
@@ -71,21 +85,24 @@ impl Accounts {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            // Name and language only for an address nobody has confirmed yet.
-            reader::update_profile(
-                &mut tx,
-                reader,
-                request.name.as_deref(),
-                Some(request.locale),
-            )
-            .await?;
+            // Name and language only for an address nobody has proven yet: an anonymous
+            // sign-up must not rewrite what a proven reader's emails say.
+            if !verified {
+                reader::update_profile(
+                    &mut tx,
+                    reader,
+                    request.name.as_deref(),
+                    Some(request.locale),
+                )
+                .await?;
+            }
             LinkPurpose::Verify
         };
         let lifetime = match purpose {
             LinkPurpose::Verify => self.verify_link_lifetime(),
             _ => self.sign_in_link_lifetime(),
         };
-        link::issue(
+        let issued = link::issue(
             &mut tx,
             &self.keys,
             reader,
@@ -95,6 +112,11 @@ impl Accounts {
             now,
         )
         .await?;
+        if issued.is_none() {
+            // Over the hourly limit: nothing is emailed, so nothing changes (dropping the
+            // transaction rolls it back), and the answer is the same.
+            return Ok(());
+        }
         tx.commit().await.map_err(kopilka_store::StoreError::from)?;
         Ok(())
     }

@@ -78,9 +78,10 @@ async fn me(State(state): State<AppState>, reader: SignedIn) -> Result<ApiJson<M
     Ok(ApiJson(Me {
         id: reader.reader_id.to_string(),
         email: found.email.as_ref().map(|e| e.expose().to_owned()),
-        name: found.name,
+        // What others may have told us about the address shows only to its proven owner.
+        name: found.name.filter(|_| reader.sees_linked),
         locale: found.locale.to_string(),
-        verified: found.verified_at.is_some(),
+        verified: reader.sees_linked && found.verified_at.is_some(),
         sees_linked: reader.sees_linked,
         banner,
         reminders,
@@ -106,6 +107,9 @@ async fn update_me(
     reader: SignedIn,
     ApiJson(change): ApiJson<MeChange>,
 ) -> Result<StatusCode, AppError> {
+    if !reader.sees_linked {
+        return Err(not_proven());
+    }
     let name = kopilka_accounts::reader::parse_name(change.name.as_deref())?;
     let locale = change
         .locale
@@ -175,15 +179,18 @@ async fn my_sessions(
     reader: SignedIn,
 ) -> Result<ApiJson<Vec<kopilka_accounts::session::SessionInfo>>, AppError> {
     let mut conn = conn(&state).await?;
-    Ok(ApiJson(
-        kopilka_accounts::session::list(
-            &mut conn,
-            reader.reader_id,
-            reader.session_id,
-            OffsetDateTime::now_utc(),
-        )
-        .await?,
-    ))
+    let mut sessions = kopilka_accounts::session::list(
+        &mut conn,
+        reader.reader_id,
+        reader.session_id,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    // A session that has not proven the address sees only itself.
+    if !reader.sees_linked {
+        sessions.retain(|s| s.current);
+    }
+    Ok(ApiJson(sessions))
 }
 
 /// Ends one of the reader's sessions (e.g. a lost phone's).
@@ -195,6 +202,9 @@ async fn revoke_session(
     reader: SignedIn,
     Path(id): Path<uuid::Uuid>,
 ) -> Result<StatusCode, AppError> {
+    if !reader.sees_linked && id != reader.session_id {
+        return Err(AppError::NotFound);
+    }
     let mut conn = conn(&state).await?;
     if kopilka_accounts::session::revoke(&mut conn, reader.reader_id, id, OffsetDateTime::now_utc())
         .await?
@@ -421,10 +431,11 @@ async fn export_me(State(state): State<AppState>, reader: SignedIn) -> Result<Re
     let body = if reader.sees_linked {
         serde_json::to_value(kopilka_recurring::privacy::export(&mut conn, reader.reader_id).await?)
     } else {
-        let mut account = kopilka_accounts::privacy::export(&mut conn, reader.reader_id).await?;
-        account.reminders.clear();
-        account.banner.gave_at = None;
-        serde_json::to_value(serde_json::json!({"account": account}))
+        // Only what this session itself brought: the address it signed up with.
+        let account = kopilka_accounts::privacy::export(&mut conn, reader.reader_id).await?;
+        serde_json::to_value(
+            serde_json::json!({"account": {"id": account.id, "email": account.email}}),
+        )
     }
     .map_err(AppError::internal)?;
     Ok((
@@ -440,6 +451,14 @@ async fn export_me(State(state): State<AppState>, reader: SignedIn) -> Result<Re
         .into_response())
 }
 
+/// 403 for a session that has not proven the address.
+fn not_proven() -> AppError {
+    AppError::Forbidden {
+        code: "address_not_verified",
+        message: "confirm the address with an emailed link first".into(),
+    }
+}
+
 /// Erases the reader (GDPR art. 17): address, name, sessions, reminders and banner state go;
 /// the ledger keeps amounts, currencies, dates and Stripe ids; Stripe's customer loses its
 /// address. Only a session that proved the address may do it.
@@ -447,10 +466,7 @@ async fn export_me(State(state): State<AppState>, reader: SignedIn) -> Result<Re
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn erase_me(State(state): State<AppState>, reader: SignedIn) -> Result<Response, AppError> {
     if !reader.sees_linked {
-        return Err(AppError::Forbidden {
-            code: "address_not_verified",
-            message: "confirm the address with an emailed link first".into(),
-        });
+        return Err(not_proven());
     }
     let mut tx = state
         .pool

@@ -755,6 +755,7 @@ async fn cookie_authenticated_changes_must_come_from_the_site() {
     .await;
     let email = "csrf@example.org";
     sign_up(&app, email, PASSWORD).await;
+    sign_in_by_link(&app, email, 1).await;
     let signed_in = sign_in(&app, email, PASSWORD).await;
     let cookie = signed_in.headers["set-cookie"]
         .to_str()
@@ -1118,4 +1119,64 @@ async fn erasure_removes_every_copy_of_the_address_and_keeps_the_ledger() {
         .await
         .json();
     assert_eq!(history["contributions"], json!([]));
+}
+
+#[tokio::test]
+async fn a_password_session_never_gains_access_through_someone_elses_later_confirmation() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let donor = "target-donor@example.org";
+    app.give(donor, "once", 2500).await;
+    // The attacker sets a password on the donor's address first and keeps the session.
+    sign_up(&app, donor, "attacker password").await;
+    let attacker = sign_in(&app, donor, "attacker password").await.json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let peek = as_reader(&app, Method::GET, "/v1/me", &attacker, None)
+        .await
+        .json();
+    assert_eq!(
+        (peek["verified"].as_bool(), peek["name"].clone()),
+        (Some(false), Value::Null)
+    );
+    assert_eq!(
+        as_reader(
+            &app,
+            Method::PATCH,
+            "/v1/me",
+            &attacker,
+            Some(json!({"name": "Pay at evil.example"}))
+        )
+        .await
+        .error_code(403),
+        "address_not_verified"
+    );
+    // The donor signs up with their own password and confirms it from their mailbox.
+    sign_up(&app, donor, PASSWORD).await;
+    let n = app.emails_to(donor);
+    let owner = sign_in_by_link(&app, donor, n).await;
+    assert_eq!(
+        as_reader(&app, Method::GET, "/v1/me/contributions", &owner, None)
+            .await
+            .json()["sees_linked"],
+        true
+    );
+    // The attacker's session ended when the password it began with was replaced.
+    assert_eq!(
+        as_reader(&app, Method::GET, "/v1/me", &attacker, None)
+            .await
+            .error_code(401),
+        "unauthenticated"
+    );
+    assert_eq!(
+        sign_in(&app, donor, "attacker password")
+            .await
+            .error_code(401),
+        "invalid_credentials"
+    );
+    assert_eq!(
+        sign_in(&app, donor, PASSWORD).await.status,
+        StatusCode::CREATED
+    );
 }

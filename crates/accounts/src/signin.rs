@@ -135,11 +135,9 @@ impl Accounts {
         now: OffsetDateTime,
     ) -> Result<NewSession, AccountError> {
         let keys = LoginKeys::new(&self.keys, email, ip);
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(kopilka_store::StoreError::from)?;
-        if let Some(retry_after) = throttle::blocked_for(&mut conn, &keys, now).await? {
+        // The attempt is counted (and any block set) before the password is checked.
+        let mut tx = pool.begin().await?;
+        if let Some(retry_after) = throttle::reserve(&mut tx, &keys, &self.settings, now).await? {
             return Err(AccountError::Throttled { retry_after });
         }
         let stored: Option<(uuid::Uuid, String)> = sqlx::query_as(
@@ -147,23 +145,24 @@ impl Accounts {
              WHERE lower(r.email) = $1",
         )
         .bind(email.expose())
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *tx)
         .await?;
-        drop(conn);
+        tx.commit().await.map_err(kopilka_store::StoreError::from)?;
         // An over-long password is simply wrong; it is still hashed so it takes as long.
         let password = Password::parse(password)
             .or_else(|_| Password::parse(&"x".repeat(crate::password::MIN_CHARS)))?;
         let (reader, hash) = stored.map_or((None, None), |(r, h)| (Some(r), Some(h)));
         let verdict = self.passwords.verify(hash, &password).await?;
-        let mut tx = pool.begin().await?;
         let reader = match (verdict, reader) {
             (Verdict::Wrong, _) | (_, None) => {
-                throttle::failed(&mut tx, &keys, &self.settings, now).await?;
-                tx.commit().await.map_err(kopilka_store::StoreError::from)?;
                 tracing::info!("password sign-in refused");
                 return Err(AccountError::InvalidCredentials);
             }
-            (Verdict::RightRehashed(new_hash), Some(reader)) => {
+            (verdict, Some(reader)) => (verdict, reader),
+        };
+        let mut tx = pool.begin().await?;
+        let reader = match reader {
+            (Verdict::RightRehashed(new_hash), reader) => {
                 sqlx::query("UPDATE credentials SET password_hash = $2 WHERE reader_id = $1")
                     .bind(reader)
                     .bind(new_hash)
@@ -172,9 +171,9 @@ impl Accounts {
                 tracing::info!(reader_id = %reader, "password rehashed with today's cost");
                 reader
             }
-            (Verdict::Right, Some(reader)) => reader,
+            (_, reader) => reader,
         };
-        throttle::succeeded(&mut tx, &keys).await?;
+        throttle::succeeded(&mut tx, &keys, &self.settings).await?;
         let session = session::begin(
             &mut tx,
             ReaderId::from_uuid(reader),

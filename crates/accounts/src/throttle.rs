@@ -48,27 +48,6 @@ fn canonical(ip: IpAddr) -> String {
     }
 }
 
-/// How long until these keys may try again, if they are blocked now.
-///
-/// # Errors
-/// Storage errors.
-pub async fn blocked_for(
-    conn: &mut PgConnection,
-    keys: &LoginKeys,
-    now: OffsetDateTime,
-) -> Result<Option<Duration>, AccountError> {
-    let until: Option<OffsetDateTime> = sqlx::query_scalar(
-        "SELECT max(blocked_until) FROM login_throttles WHERE key = $1 OR key = $2",
-    )
-    .bind(&keys.address)
-    .bind(keys.ip.as_deref())
-    .fetch_one(conn)
-    .await?;
-    Ok(until
-        .filter(|u| *u > now)
-        .map(|u| Duration::try_from(u - now).unwrap_or_default()))
-}
-
 /// The backoff after `failures` failures when `free` are allowed: none, then `base`,
 /// doubling, at most `max`.
 #[must_use]
@@ -78,16 +57,20 @@ pub fn backoff(failures: u32, free: u32, base: Duration, max: Duration) -> Optio
     Some(base.saturating_mul(factor).min(max))
 }
 
-/// Records a failed login on both keys.
+/// Reserves one attempt on both keys, counted as a failure until [`succeeded`] says
+/// otherwise, or answers how long to wait while either key is blocked. The block is set when
+/// the attempt is reserved, in the same statement that counts it, so a burst of parallel
+/// guesses cannot all pass the check before the first failure is written. Commit the
+/// transaction before checking the password; a refusal leaves nothing to commit.
 ///
 /// # Errors
 /// Storage errors.
-pub async fn failed(
+pub async fn reserve(
     conn: &mut PgConnection,
     keys: &LoginKeys,
     settings: &AccountsSettings,
     now: OffsetDateTime,
-) -> Result<(), AccountError> {
+) -> Result<Option<Duration>, AccountError> {
     let base = Duration::from_secs(settings.backoff_base_secs);
     let max = Duration::from_secs(settings.backoff_max_secs);
     let mut both = vec![(keys.address.as_str(), settings.free_failures_per_account)];
@@ -95,14 +78,25 @@ pub async fn failed(
         both.push((ip.as_str(), settings.free_failures_per_ip));
     }
     for (key, free) in both {
-        let failures: i32 = sqlx::query_scalar(
+        let counted: Option<i32> = sqlx::query_scalar(
             "INSERT INTO login_throttles (key, failures) VALUES ($1, 1)
              ON CONFLICT (key) DO UPDATE SET failures = login_throttles.failures + 1
+                 WHERE login_throttles.blocked_until IS NULL OR login_throttles.blocked_until <= $2
              RETURNING failures",
         )
         .bind(key)
-        .fetch_one(&mut *conn)
+        .bind(now)
+        .fetch_optional(&mut *conn)
         .await?;
+        let Some(failures) = counted else {
+            let until: Option<OffsetDateTime> =
+                sqlx::query_scalar("SELECT blocked_until FROM login_throttles WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let wait = until.map_or(base, |u| Duration::try_from(u - now).unwrap_or(base));
+            return Ok(Some(wait));
+        };
         if let Some(wait) = backoff(u32::try_from(failures).unwrap_or(u32::MAX), free, base, max) {
             sqlx::query("UPDATE login_throttles SET blocked_until = $2 WHERE key = $1")
                 .bind(key)
@@ -111,18 +105,34 @@ pub async fn failed(
                 .await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
-/// A successful login clears the address's counter (not the IP's).
+/// A successful login clears the address's counter and takes back the IP's reserved
+/// failure (lifting the IP's block if that brings it under the free failures).
 ///
 /// # Errors
 /// Storage errors.
-pub async fn succeeded(conn: &mut PgConnection, keys: &LoginKeys) -> Result<(), AccountError> {
+pub async fn succeeded(
+    conn: &mut PgConnection,
+    keys: &LoginKeys,
+    settings: &AccountsSettings,
+) -> Result<(), AccountError> {
     sqlx::query("DELETE FROM login_throttles WHERE key = $1")
         .bind(&keys.address)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(ip) = &keys.ip {
+        sqlx::query(
+            "UPDATE login_throttles SET failures = greatest(failures - 1, 0),
+                 blocked_until = CASE WHEN failures - 1 <= $2 THEN NULL ELSE blocked_until END
+             WHERE key = $1",
+        )
+        .bind(ip)
+        .bind(i64::from(settings.free_failures_per_ip))
         .execute(conn)
         .await?;
+    }
     Ok(())
 }
 

@@ -1180,3 +1180,39 @@ async fn a_password_session_never_gains_access_through_someone_elses_later_confi
         StatusCode::CREATED
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_parallel_guesses_cannot_outrun_the_backoff() {
+    let app = TestApp::spawn_with(|s| {
+        s.accounts.free_failures_per_account = 3;
+        s.accounts.backoff_base_secs = 60;
+    })
+    .await;
+    let email = "burst@example.org";
+    sign_up(&app, email, PASSWORD).await;
+    let guesses: Vec<_> = (0..24)
+        .map(|i| {
+            let api = app.api.clone();
+            tokio::spawn(async move {
+                api.post_json(
+                    "/v1/sessions",
+                    &json!({"email": email, "password": format!("guess {i}")}),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for guess in guesses {
+        let status = guess.await.unwrap();
+        assert!(matches!(status.as_u16(), 401 | 429), "{status}");
+        if status == StatusCode::UNAUTHORIZED {
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked, 4,
+        "three free failures and the one that started the backoff"
+    );
+}

@@ -12,6 +12,9 @@ use crate::keys::{Keys, Purpose};
 /// The longest snooze: a year.
 const MAX_SNOOZE: time::Duration = time::Duration::days(366);
 
+/// How long a closed banner keeps asks hidden.
+pub const CLOSED_FOR: time::Duration = time::Duration::days(30);
+
 /// What the reader did with the banner.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BannerState {
@@ -69,6 +72,15 @@ impl BannerState {
             self.snoozed_until = until;
         }
         Ok(self)
+    }
+
+    /// Until when asks stay hidden: the snooze, or a closed banner for [`CLOSED_FOR`].
+    #[must_use]
+    pub fn hides_asks_until(&self) -> Option<OffsetDateTime> {
+        [self.snoozed_until, self.closed_at.map(|at| at + CLOSED_FOR)]
+            .into_iter()
+            .flatten()
+            .max()
     }
 
     /// The anonymous reader's cookie value: this state, signed.

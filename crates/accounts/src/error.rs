@@ -24,9 +24,6 @@ pub enum AccountError {
     /// An emailed link or one-click token that is unknown, used, expired or forged (400).
     #[error("this link is not valid any more; ask for a new one")]
     InvalidLink,
-    /// No valid session (401).
-    #[error("sign in first")]
-    Unauthenticated,
     /// Not found, or not this reader's (404).
     #[error("not found")]
     NotFound,

@@ -76,12 +76,6 @@ impl Accounts {
         self.keys
             .sign(Purpose::Unsubscribe, id.as_uuid().as_bytes())
     }
-
-    /// The reminder a token unsubscribes, if the token is genuine.
-    #[must_use]
-    pub fn reminder_of_token(&self, token: &str) -> Option<ReminderId> {
-        reminder_of_token(&self.keys, token)
-    }
 }
 
 fn reminder_of_token(keys: &Keys, token: &str) -> Option<ReminderId> {

@@ -23,9 +23,6 @@ use crate::{ApiJson, AppError, AppState, ErrorBody};
 /// The supporter-token cookie (host-only) for same-site use.
 pub(crate) const SUPPORTER_COOKIE: &str = "__Host-kopilka_supporter";
 
-/// How long a closed banner keeps asks hidden.
-const CLOSED_FOR: time::Duration = time::Duration::days(30);
-
 /// The live keyring, shared by every request; replaced whole when reloaded.
 #[derive(Clone)]
 pub struct SharedKeyring(Arc<RwLock<Arc<Keyring>>>);
@@ -193,8 +190,7 @@ async fn entitlements(
         .and_then(|s| s.paid_through)
         .map(OffsetDateTime::unix_timestamp);
     let hide_asks_until = [
-        banner.snoozed_until,
-        banner.closed_at.map(|at| at + CLOSED_FOR),
+        banner.hides_asks_until(),
         status.and_then(|s| s.paid_through).filter(|_| supporter),
     ]
     .into_iter()
@@ -217,18 +213,9 @@ async fn entitlements(
         exp: exp.unix_timestamp(),
     };
     let token = ring.sign(&claims).map_err(|_| AppError::Unavailable)?;
-    let cookie = cookie::Cookie::build((SUPPORTER_COOKIE, token.clone()))
-        .path("/")
-        .secure(true)
-        .http_only(true)
-        .same_site(cookie::SameSite::Lax)
-        .expires(exp)
-        .build()
-        .to_string();
+    let cookie = crate::identity::host_cookie(SUPPORTER_COOKIE, &token, exp);
     let mut response = ApiJson(Entitlements { token, claims }).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -254,10 +254,6 @@ impl From<kopilka_accounts::AccountError> for AppError {
                 code: "invalid_credentials",
                 message: err.to_string(),
             },
-            E::Unauthenticated => Self::Unauthorized {
-                code: "unauthenticated",
-                message: err.to_string(),
-            },
             E::Throttled { retry_after } => Self::TooManyRequests {
                 code: "too_many_attempts",
                 message: err.to_string(),

@@ -163,7 +163,13 @@ where
 
 /// `Set-Cookie` for a new session.
 pub(crate) fn session_cookie(token: &SecretString, expires_at: OffsetDateTime) -> HeaderValue {
-    let cookie = cookie::Cookie::build((SESSION_COOKIE, token.expose_secret().to_owned()))
+    host_cookie(SESSION_COOKIE, token.expose_secret(), expires_at)
+}
+
+/// `Set-Cookie` for every cookie Kopilka sets: `__Host-` rules (Secure, Path=/, no Domain),
+/// HttpOnly, SameSite=Lax, until `expires_at`.
+pub(crate) fn host_cookie(name: &str, value: &str, expires_at: OffsetDateTime) -> HeaderValue {
+    let cookie = cookie::Cookie::build((name.to_owned(), value.to_owned()))
         .path("/")
         .secure(true)
         .http_only(true)

@@ -28,6 +28,15 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(export_me))
 }
 
+/// The Stripe client, or 502 when none is configured.
+pub(crate) fn stripe(state: &AppState) -> Result<&kopilka_stripe::StripeClient, AppError> {
+    state.stripe.as_ref().ok_or(AppError::Upstream {
+        code: "payment_provider_not_configured",
+        message: "payments are not configured".into(),
+        retry: false,
+    })
+}
+
 /// A pooled connection, or 503 when Postgres is unreachable.
 pub(crate) async fn conn(state: &AppState) -> Result<kopilka_store::PooledConnection, AppError> {
     state
@@ -268,11 +277,7 @@ async fn apply_change(
     change: kopilka_recurring::PlanChange,
     change_id: &str,
 ) -> Result<ApiJson<kopilka_recurring::privacy::PlanExport>, AppError> {
-    let stripe = state.stripe.as_ref().ok_or(AppError::Upstream {
-        code: "payment_provider_not_configured",
-        message: "payments are not configured".into(),
-        retry: false,
-    })?;
+    let stripe = stripe(state)?;
     let plan = kopilka_recurring::change_plan(&state.pool, stripe, plan, change, change_id).await?;
     Ok(ApiJson(plan.into()))
 }
@@ -407,11 +412,7 @@ pub(crate) async fn card_page(
     state: &AppState,
     id: uuid::Uuid,
 ) -> Result<ApiJson<Redirect>, AppError> {
-    let stripe = state.stripe.as_ref().ok_or(AppError::Upstream {
-        code: "payment_provider_not_configured",
-        message: "payments are not configured".into(),
-        retry: false,
-    })?;
+    let stripe = stripe(state)?;
     let url = kopilka_recurring::card_update_page(
         &state.pool,
         stripe,

@@ -173,7 +173,7 @@ async fn offer(
         },
     };
     let mut response = Json(body).into_response();
-    if let Some(value) = meter_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+    if let Some(value) = meter_cookie {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     Ok(response)
@@ -197,7 +197,7 @@ fn decide_view(
     headers: &HeaderMap,
     count: bool,
     now: time::OffsetDateTime,
-) -> (kopilka_paywall::Decision, Option<String>) {
+) -> (kopilka_paywall::Decision, Option<HeaderValue>) {
     let unix = now.unix_timestamp();
     // An invalid or expired token counts as no token: the page still gets its answer.
     let claims =
@@ -208,15 +208,7 @@ fn decide_view(
             .and_then(|c| {
                 kopilka_accounts::banner::BannerState::from_cookie(&state.accounts.keys, &c)
             })
-            .and_then(|banner| {
-                [
-                    banner.snoozed_until,
-                    banner.closed_at.map(|at| at + time::Duration::days(30)),
-                ]
-                .into_iter()
-                .flatten()
-                .max()
-            })
+            .and_then(|banner| banner.hides_asks_until())
             .map(time::OffsetDateTime::unix_timestamp),
     };
     let paywall = &state.settings.paywall;
@@ -235,14 +227,11 @@ fn decide_view(
     };
     let decision = kopilka_paywall::decide(claims.as_ref(), hide_until, Some(view), unix);
     let set_cookie = (count && !decision.supporter).then(|| {
-        cookie::Cookie::build((METER_COOKIE, counted.to_cookie(secret)))
-            .path("/")
-            .secure(true)
-            .http_only(true)
-            .same_site(cookie::SameSite::Lax)
-            .max_age(cookie::time::Duration::days(40))
-            .build()
-            .to_string()
+        crate::identity::host_cookie(
+            METER_COOKIE,
+            &counted.to_cookie(secret),
+            now + time::Duration::days(40),
+        )
     });
     (decision, set_cookie)
 }

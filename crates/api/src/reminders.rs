@@ -2,7 +2,7 @@
 //! state for every reader, and one-click plan links from emails.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use kopilka_accounts::banner::{BannerChange, BannerState};
 use kopilka_accounts::plan_link::{self, PlanAction};
@@ -171,18 +171,13 @@ async fn set_banner(
         .and_then(|c| BannerState::from_cookie(&state.accounts.keys, &c))
         .unwrap_or_default();
     let next = current.after(change, OffsetDateTime::now_utc())?;
-    let value = cookie::Cookie::build((BANNER_COOKIE, next.to_cookie(&state.accounts.keys)))
-        .path("/")
-        .secure(true)
-        .http_only(true)
-        .same_site(cookie::SameSite::Lax)
-        .max_age(cookie::time::Duration::days(400))
-        .build()
-        .to_string();
+    let value = crate::identity::host_cookie(
+        BANNER_COOKIE,
+        &next.to_cookie(&state.accounts.keys),
+        OffsetDateTime::now_utc() + time::Duration::days(400),
+    );
     let mut response = ApiJson(next).into_response();
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    response.headers_mut().insert(header::SET_COOKIE, value);
     Ok(response)
 }
 
@@ -209,11 +204,7 @@ async fn use_plan_link(
         code: "invalid_link",
         message: "this link is not valid any more; sign in to manage the plan".into(),
     })?;
-    let stripe = state.stripe.as_ref().ok_or(AppError::Upstream {
-        code: "payment_provider_not_configured",
-        message: "payments are not configured".into(),
-        retry: false,
-    })?;
+    let stripe = crate::me::stripe(&state)?;
     match action {
         PlanAction::Cancel => {
             // The same link clicked twice is one change (Stripe's idempotency key).

@@ -138,7 +138,24 @@ async fn a_whole_reader_journey_logs_no_address_password_or_token() {
     )
     .await;
     assert_eq!(erased.status, StatusCode::NO_CONTENT);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait for the erasure's Stripe job, so its logs are in too.
+    let pool = app.pool.clone();
+    eventually(
+        "the Stripe customer cleared",
+        Duration::from_secs(20),
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status <> 'done'")
+                        .fetch_one(&pool)
+                        .await
+                        .ok()?;
+                (waiting == 0).then_some(())
+            }
+        },
+    )
+    .await;
 
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     assert!(

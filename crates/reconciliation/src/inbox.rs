@@ -24,17 +24,20 @@ pub async fn receive(
     let email = crate::pii::reader_email(&payload);
     crate::pii::redact_event(&mut payload);
     let mut tx = pool.begin().await?;
-    // A duplicate must not create a reader (nor lock one) before it is known to be new.
-    let known: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $1)")
-            .bind(&event.id)
-            .fetch_one(&mut *tx)
-            .await?;
-    if known {
-        return Ok(false);
-    }
     let reader = match email.as_deref().map(kopilka_domain::Email::parse) {
-        Some(Ok(email)) => Some(kopilka_accounts::reader::find_or_create(&mut tx, &email).await?),
+        Some(Ok(email)) => {
+            // A duplicate must not create a reader (nor lock one); most events carry no
+            // address and skip this round trip.
+            let known: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $1)")
+                    .bind(&event.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if known {
+                return Ok(false);
+            }
+            Some(kopilka_accounts::reader::find_or_create(&mut tx, &email).await?)
+        }
         _ => None,
     };
     let stored = sqlx::query(

@@ -5,3 +5,4 @@ mod cli;
 mod dev;
 mod serve;
 mod stripe_sim;
+mod widget;

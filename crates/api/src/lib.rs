@@ -20,6 +20,7 @@ mod openapi;
 mod reminders;
 mod serve;
 mod webhooks;
+mod widget;
 
 use std::sync::Arc;
 
@@ -35,7 +36,9 @@ pub use error::{AppError, ErrorBody, ErrorDetail};
 pub use extract::ApiJson;
 pub use identity::{ClientIp, MaybeSignedIn, SignedIn};
 pub use layers::with_layers;
+pub use offer::OfferBodies;
 pub use serve::serve;
+pub use widget::WIDGET_JS;
 
 /// What every handler may reach. Cheap to clone.
 #[derive(Clone)]
@@ -52,6 +55,8 @@ pub struct AppState {
     pub accounts: kopilka_accounts::Accounts,
     /// The supporter token's live keys (reloaded from Postgres every minute).
     pub keyring: entitlements::SharedKeyring,
+    /// The offer's reader-independent parts, pre-rendered.
+    pub offers: offer::OfferBodies,
 }
 
 impl AppState {
@@ -66,6 +71,7 @@ impl AppState {
             pool,
             accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
             keyring: entitlements::SharedKeyring::empty(&settings),
+            offers: offer::OfferBodies::new(&settings),
             settings: Arc::new(settings),
             stripe,
             goal: kopilka_recurring::GoalCache::default(),
@@ -100,24 +106,11 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/metrics", get(metrics::render))
-        .merge(demo_page(&settings))
+        .merge(widget::routes(&settings))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(|| async { AppError::NotFound })
         .with_state(state);
     with_layers(routes, &settings)
-}
-
-/// `GET /`: a plain demo page of the banner (offer, intervals, presets, checkout), served
-/// only under `kopilka dev`; the widget issue replaces it.
-fn demo_page(settings: &Settings) -> Router<AppState> {
-    if settings.env == kopilka_config::Environment::Dev {
-        Router::new().route(
-            "/",
-            get(|| async { axum::response::Html(include_str!("demo/index.html")) }),
-        )
-    } else {
-        Router::new()
-    }
 }
 
 /// The OpenAPI document of every documented route.

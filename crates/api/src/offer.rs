@@ -4,12 +4,15 @@
 //! serves every page view, so it reads settings, the goal cache, the keyring and signed
 //! cookies only: no SQL per request.
 
-use axum::Json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use kopilka_config::IntervalOffer;
+use kopilka_config::{IntervalOffer, OfferSettings, Settings};
 use kopilka_domain::{Currency, Interval};
+use kopilka_paywall::MeterMode;
 use kopilka_recurring::GoalFigure;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -66,6 +69,8 @@ pub struct Intervals {
 pub struct Goal {
     /// The goal's currency.
     pub currency: String,
+    /// Its decimal places.
+    pub exponent: u32,
     /// The monthly target.
     pub target_minor: i64,
     /// Monthly recurring revenue plus this month's one-off gifts.
@@ -92,16 +97,45 @@ pub struct Offer {
     pub reason: String,
     /// Whether a valid supporter token says so.
     pub supporter: bool,
+    /// The request carries a session but no valid supporter token: fetch
+    /// `/v1/entitlements` once (it sets the token's cookie) and ask again.
+    pub renew: bool,
     /// The meter (null for supporters).
     pub meter: Option<MeterState>,
     /// The currency of every amount here but the goal's.
     pub currency: String,
+    /// Its decimal places: amounts are `minor / 10^exponent` major units.
+    pub exponent: u32,
+    /// The meter's mode: `asks_only`, `metered` or `hard`.
+    pub meter_mode: String,
     /// The interval selected first.
     pub default_interval: String,
     /// Presets and limits per interval.
     pub intervals: Intervals,
     /// The funding goal.
     pub goal: Goal,
+}
+
+/// What depends on the reader: written per request, in front of the pre-rendered rest.
+#[derive(Serialize)]
+struct ReaderPart {
+    show: bool,
+    reason: &'static str,
+    supporter: bool,
+    renew: bool,
+    meter: Option<MeterState>,
+}
+
+/// What does not depend on the reader: the same for every view in one currency until the
+/// goal's figure changes.
+#[derive(Serialize)]
+struct SharedPart {
+    currency: String,
+    exponent: u32,
+    meter_mode: &'static str,
+    default_interval: String,
+    intervals: Intervals,
+    goal: Goal,
 }
 
 fn terms(offer: &IntervalOffer) -> IntervalTerms {
@@ -111,6 +145,115 @@ fn terms(offer: &IntervalOffer) -> IntervalTerms {
         minimum_minor: offer.minimum_minor,
         maximum_minor: offer.maximum_minor,
     }
+}
+
+/// The reader-independent halves of the offer's body, serialized once per currency and goal
+/// figure (the offer serves every page view), and the meter's mode parsed once.
+#[derive(Clone)]
+pub struct OfferBodies {
+    mode: MeterMode,
+    rendered: Arc<RwLock<Rendered>>,
+}
+
+/// The pre-rendered tails (each a JSON object's members without the opening brace) and the
+/// goal figure they show.
+#[derive(Default)]
+struct Rendered {
+    /// The figure's amount and time (two refreshes may fall in one second).
+    goal: Option<(i64, i64)>,
+    tails: BTreeMap<Currency, Arc<str>>,
+}
+
+impl std::fmt::Debug for OfferBodies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfferBodies")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OfferBodies {
+    /// Bodies for `settings` (nothing rendered until first asked).
+    #[must_use]
+    pub fn new(settings: &Settings) -> Self {
+        let mode = match settings.paywall.meter_mode.as_str() {
+            "metered" => MeterMode::Metered,
+            "hard" => MeterMode::Hard,
+            _ => MeterMode::AsksOnly,
+        };
+        Self {
+            mode,
+            rendered: Arc::default(),
+        }
+    }
+
+    /// The tail for `currency` under the goal's current `figure`, rendered now if the figure
+    /// changed since.
+    fn tail(
+        &self,
+        settings: &OfferSettings,
+        currency: Currency,
+        figure: Option<&GoalFigure>,
+    ) -> Arc<str> {
+        let goal = figure.map(|f| (f.current_minor, f.computed_at));
+        {
+            let rendered = self.rendered.read().unwrap_or_else(PoisonError::into_inner);
+            if rendered.goal == goal
+                && let Some(tail) = rendered.tails.get(&currency)
+            {
+                return Arc::clone(tail);
+            }
+        }
+        let mode = match self.mode {
+            MeterMode::AsksOnly => "asks_only",
+            MeterMode::Metered => "metered",
+            MeterMode::Hard => "hard",
+        };
+        let tail = render_tail(settings, mode, currency, figure);
+        let mut rendered = self
+            .rendered
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if rendered.goal != goal {
+            *rendered = Rendered {
+                goal,
+                tails: BTreeMap::new(),
+            };
+        }
+        rendered.tails.insert(currency, Arc::clone(&tail));
+        tail
+    }
+}
+
+fn render_tail(
+    settings: &OfferSettings,
+    meter_mode: &'static str,
+    currency: Currency,
+    figure: Option<&GoalFigure>,
+) -> Arc<str> {
+    let shared = settings
+        .currencies
+        .get(&currency)
+        .map(|terms_for| SharedPart {
+            currency: currency.stripe_code(),
+            exponent: currency.exponent(),
+            meter_mode,
+            default_interval: terms_for.default_interval.as_str().to_owned(),
+            intervals: Intervals {
+                once: terms(terms_for.interval(Interval::Once)),
+                month: terms(terms_for.interval(Interval::Month)),
+                year: terms(terms_for.interval(Interval::Year)),
+            },
+            goal: Goal {
+                currency: settings.goal.currency.stripe_code(),
+                exponent: settings.goal.currency.exponent(),
+                target_minor: settings.goal.target_minor,
+                current_minor: figure.map(|f| f.current_minor),
+                computed_at: figure.map(|f| f.computed_at),
+            },
+        });
+    let json = serde_json::to_string(&shared).unwrap_or_default();
+    Arc::from(json.strip_prefix('{').unwrap_or("}"))
 }
 
 /// The banner's offer for this reader.
@@ -137,42 +280,39 @@ async fn offer(
     };
     let currency = settings
         .currency_for(requested, query.country.as_deref())
+        .filter(|c| settings.currencies.contains_key(c))
         .ok_or_else(|| AppError::Unprocessable {
             code: "currency_not_offered",
             message: "that currency is not offered".into(),
         })?;
-    let Some(terms_for) = settings.currencies.get(&currency) else {
-        return Err(AppError::Unprocessable {
-            code: "currency_not_offered",
-            message: "that currency is not offered".into(),
-        });
-    };
-    let figure: Option<GoalFigure> = state.goal.get();
+    let tail = state
+        .offers
+        .tail(settings, currency, state.goal.get().as_ref());
     let now = time::OffsetDateTime::now_utc();
-    let (decision, meter_cookie) = decide_view(&state, &headers, query.view == Some(1), now);
-    let body = Offer {
+    let (decision, renew, meter_cookie) = decide_view(&state, &headers, query.view == Some(1), now);
+    let head = ReaderPart {
         show: decision.show,
-        reason: decision.reason.to_owned(),
+        reason: decision.reason,
         supporter: decision.supporter,
+        renew,
         meter: decision.meter.map(|m| MeterState {
             remaining: m.remaining,
             wall: m.wall.to_owned(),
         }),
-        currency: currency.stripe_code(),
-        default_interval: terms_for.default_interval.as_str().to_owned(),
-        intervals: Intervals {
-            once: terms(terms_for.interval(Interval::Once)),
-            month: terms(terms_for.interval(Interval::Month)),
-            year: terms(terms_for.interval(Interval::Year)),
-        },
-        goal: Goal {
-            currency: settings.goal.currency.stripe_code(),
-            target_minor: settings.goal.target_minor,
-            current_minor: figure.as_ref().map(|f| f.current_minor),
-            computed_at: figure.as_ref().map(|f| f.computed_at),
-        },
     };
-    let mut response = Json(body).into_response();
+    let mut body = serde_json::to_string(&head).unwrap_or_default();
+    body.pop();
+    body.push(',');
+    body.push_str(&tail);
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            // It depends on cookies and may set one: never stored by a shared cache.
+            (header::CACHE_CONTROL, "private, no-store"),
+        ],
+        body,
+    )
+        .into_response();
     if let Some(value) = meter_cookie {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -197,11 +337,13 @@ fn decide_view(
     headers: &HeaderMap,
     count: bool,
     now: time::OffsetDateTime,
-) -> (kopilka_paywall::Decision, Option<HeaderValue>) {
+) -> (kopilka_paywall::Decision, bool, Option<HeaderValue>) {
     let unix = now.unix_timestamp();
     // An invalid or expired token counts as no token: the page still gets its answer.
     let claims =
         supporter_token(headers).and_then(|token| state.keyring.get().verify(&token, unix).ok());
+    // Only the session cookie's presence: checking it would take a query.
+    let renew = claims.is_none() && cookie(headers, crate::identity::SESSION_COOKIE).is_some();
     let hide_until = match &claims {
         Some(claims) => claims.hide_asks_until,
         None => cookie(headers, crate::reminders::BANNER_COOKIE)
@@ -213,11 +355,7 @@ fn decide_view(
     };
     let paywall = &state.settings.paywall;
     let secret = paywall.secret_bytes();
-    let mode = match paywall.meter_mode.as_str() {
-        "metered" => kopilka_paywall::MeterMode::Metered,
-        "hard" => kopilka_paywall::MeterMode::Hard,
-        _ => kopilka_paywall::MeterMode::AsksOnly,
-    };
+    let mode = state.offers.mode;
     let meter =
         kopilka_paywall::Meter::from_cookie(secret, cookie(headers, METER_COOKIE).as_deref(), now);
     let (counted, view) = if count {
@@ -233,5 +371,5 @@ fn decide_view(
             now + time::Duration::days(40),
         )
     });
-    (decision, set_cookie)
+    (decision, renew, set_cookie)
 }

@@ -366,8 +366,11 @@ async fn the_demo_page_is_served_only_under_dev() {
     assert_eq!(page.status, StatusCode::OK);
     let html = String::from_utf8(page.body).unwrap();
     assert!(
-        html.contains("Support us") && html.contains("/v1/checkout") && html.contains("/v1/offer")
+        html.contains(r##"<script src="/widget.js" data-target="#support" async>"##),
+        "the demo article embeds the widget: {html}"
     );
+    let russian = String::from_utf8(dev.api.get("/?lang=ru").await.body).unwrap();
+    assert!(russian.contains(r#"<html lang="ru">"#));
 
     let test = TestApp::spawn().await;
     assert_eq!(test.api.get("/").await.error_code(404), "not_found");

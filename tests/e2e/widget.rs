@@ -1,0 +1,436 @@
+//! The donation widget in a real browser: Debian's Chromium, headless, driven through
+//! ChromeDriver against `kopilka dev` (its private Postgres, the Stripe simulator and the
+//! in-process worker), as a reader would use the demo article page.
+//! `scripts/prerequisites` installs `chromium` and `chromium-driver` when they are missing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use kopilka_test_support::ReceivedEmail;
+use kopilka_tests::{Running, free_port, kopilka};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::process::Command;
+
+/// `KOPILKA_CHROMIUM` / `KOPILKA_CHROMEDRIVER`, else Debian's paths.
+fn program(variable: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(variable).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    assert!(
+        path.is_file(),
+        "{} not found: run scripts/prerequisites (installs Debian's chromium and chromium-driver) or set {variable}",
+        path.display()
+    );
+    path
+}
+
+/// ChromeDriver on a free port, ready for sessions; killed when dropped.
+async fn chromedriver() -> (tokio::process::Child, String) {
+    let port = free_port();
+    let child = Command::new(program("KOPILKA_CHROMEDRIVER", "/usr/bin/chromedriver"))
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if let Ok(status) = reqwest::get(format!("{url}/status")).await
+            && status.status().is_success()
+        {
+            return (child, url);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not answer on {url}");
+}
+
+/// A fresh headless Chromium (its own profile: no cookies).
+async fn browser(driver: &str) -> Client {
+    let chromium = program("KOPILKA_CHROMIUM", "/usr/bin/chromium");
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-background-networking", "--disable-dev-shm-usage",
+                     "--window-size=1000,1400", "--lang=en-US"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(driver)
+        .await
+        .expect("a Chromium session")
+}
+
+/// The widget's state marker on its host element (`data-kopilka`).
+async fn widget_state(client: &Client) -> String {
+    client
+        .execute(
+            "const host = document.querySelector('#support'); return host ? (host.dataset.kopilka || '') : '';",
+            vec![],
+        )
+        .await
+        .expect("the page runs scripts")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Waits until the widget reaches one of `states`; returns it.
+async fn wait_for_state(client: &Client, states: &[&str], within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let state = widget_state(client).await;
+        if states.contains(&state.as_str()) {
+            return state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the widget stayed {state:?}, not one of {states:?}; page:\n{}",
+            client.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{css} not clickable: {e}"));
+}
+
+async fn type_into(client: &Client, css: &str, text: &str) {
+    let field = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"));
+    field.clear().await.expect("clears");
+    field.send_keys(text).await.expect("types");
+}
+
+/// A JSON answer fetched by the page itself (its cookies, its origin).
+async fn fetch_json(client: &Client, path: &str) -> serde_json::Value {
+    client
+        .execute_async(
+            "const [path, done] = arguments; fetch(path, {credentials: 'same-origin'}).then(r => r.json()).then(done, e => done({failed: String(e)}));",
+            vec![json!(path)],
+        )
+        .await
+        .expect("the page fetches")
+}
+
+/// The sign-in link in an `.eml` to `to` in dev's mail folder, if one arrives `within`.
+async fn sign_in_link(mail_dir: &Path, to: &str, within: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let entries = std::fs::read_dir(mail_dir).into_iter().flatten().flatten();
+        for entry in entries {
+            let raw = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let email = ReceivedEmail::parse(&raw);
+            if email.to.contains(to)
+                && let Some(start) = email.text.find("http")
+            {
+                return email.text[start..]
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Where the screenshot goes: `<target>/artifacts/`, kept after the run.
+fn artifact(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target folder")
+        .join("artifacts");
+    std::fs::create_dir_all(&dir).expect("an artifacts folder");
+    dir.join(name)
+}
+
+/// `kopilka dev` on a free port of `localhost` (a secure context: `__Host-` cookies work
+/// over plain HTTP there), its mail in `mail_dir`; returns it with its address and a pool
+/// on its private Postgres.
+async fn dev(folder: &Path, mail_dir: &Path) -> (Running, String, PgPool) {
+    let port = free_port();
+    let site = format!("http://localhost:{port}");
+    let data_dir = folder.join("pgdata");
+    let mut command = kopilka(&["dev", "--addr", &format!("127.0.0.1:{port}"), "--data-dir"]);
+    command
+        .arg(&data_dir)
+        .env("KOPILKA__PUBLIC_URL", &site)
+        .env("KOPILKA__SMTP__FILE_DIR", mail_dir)
+        .env("KOPILKA__SERVER__CORS_ALLOWED_ORIGINS", &site);
+    let mut dev = Running::start(command);
+    let line = dev.next_line(Duration::from_secs(90)).await;
+    assert!(line.starts_with("kopilka dev: "), "{line}");
+    let masked = line
+        .split_whitespace()
+        .find(|w| w.starts_with("postgres://"))
+        .expect("dev says where Postgres is");
+    let password = std::fs::read_to_string(data_dir.join("kopilka.password")).unwrap();
+    let pool = PgPool::connect(&masked.replace("***", password.trim()))
+        .await
+        .expect("dev's Postgres");
+    (dev, site, pool)
+}
+
+#[tokio::test]
+async fn a_reader_gives_monthly_through_the_widget_and_stops_seeing_asks() {
+    let folder = tempfile::tempdir().unwrap();
+    // As root, the private cluster runs as `postgres`, who must reach the folder.
+    std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mail_dir = folder.path().join("mail");
+    let (dev, site, pool) = dev(folder.path(), &mail_dir).await;
+    let (_driver, driver_url) = chromedriver().await;
+
+    // An anonymous reader sees the banner.
+    let client = browser(&driver_url).await;
+    client.goto(&format!("{site}/")).await.unwrap();
+    assert_eq!(
+        wait_for_state(&client, &["shown", "hidden"], Duration::from_secs(20)).await,
+        "shown"
+    );
+    let banner = client.find(Locator::Css(".kopilka-banner")).await.unwrap();
+    let png = banner
+        .screenshot()
+        .await
+        .expect("a screenshot of the banner");
+    let shot = artifact("widget-banner.png");
+    std::fs::write(&shot, &png).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "a real picture"
+    );
+    eprintln!("widget screenshot: {}", shot.display());
+
+    // Accessible: every field has a label, every button a name, the intervals are a group.
+    let unlabeled = client
+        .execute(
+            "return [...document.querySelectorAll('.kopilka input')].filter(i => !(i.labels && i.labels.length) && !i.getAttribute('aria-label')).length
+               + [...document.querySelectorAll('.kopilka button')].filter(b => !(b.textContent.trim() || b.getAttribute('aria-label'))).length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabeled, json!(0), "unlabeled controls");
+    let legend = client
+        .find(Locator::Css(".kopilka-intervals legend"))
+        .await
+        .unwrap();
+    assert_eq!(legend.text().await.unwrap(), "How often");
+
+    // Monthly buttons say so, so nobody gives monthly by accident.
+    click(&client, "[data-kopilka='interval-month']").await;
+    let month_preset = client
+        .find(Locator::Css("[data-kopilka='amount-1000']"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(month_preset, "$10/month");
+    click(&client, "[data-kopilka='interval-once']").await;
+    let once_preset = client
+        .find(Locator::Css("[data-kopilka='amount-1000']"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(once_preset, "$10");
+
+    // A custom amount below the minimum is refused before anything is sent.
+    click(&client, "[data-kopilka='interval-month']").await;
+    type_into(&client, ".kopilka-amounts input[type=text]", "1.50").await;
+    click(&client, ".kopilka-give button[type=submit]").await;
+    let error = client
+        .find(Locator::Css(".kopilka-give [role=alert]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(error, "The least we can accept is $2.");
+    let started: i64 = sqlx::query_scalar("SELECT count(*) FROM contributions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(started, 0);
+
+    // Remind me later: an address and a date; stored, and the banner sleeps until then.
+    let reminded = "later@example.org";
+    click(&client, ".kopilka-later button").await;
+    type_into(&client, ".kopilka-remind input[type=email]", reminded).await;
+    let remind_on = client
+        .find(Locator::Css(".kopilka-remind input[type=date]"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .expect("a default date");
+    click(&client, ".kopilka-remind button[type=submit]").await;
+    wait_for_state(&client, &["reminded"], Duration::from_secs(10)).await;
+    let stored: (String, String) = sqlx::query_as(
+        "SELECT m.remind_on::text, m.status FROM reminders m JOIN readers r ON r.id = m.reader_id
+         WHERE r.email = $1",
+    )
+    .bind(reminded)
+    .fetch_one(&pool)
+    .await
+    .expect("the reminder is stored");
+    assert_eq!(stored, (remind_on, "pending".to_owned()));
+    client.goto(&format!("{site}/")).await.unwrap();
+    assert_eq!(
+        wait_for_state(&client, &["shown", "hidden"], Duration::from_secs(20)).await,
+        "hidden",
+        "snoozed until the reminder's day"
+    );
+    client.close().await.unwrap();
+
+    // Another reader, in Russian, gives monthly, then signs in with an emailed link.
+    let client = browser(&driver_url).await;
+    let reader = "monthly@example.org";
+    client.goto(&format!("{site}/?lang=ru")).await.unwrap();
+    wait_for_state(&client, &["shown"], Duration::from_secs(20)).await;
+    let heading = client
+        .find(Locator::Css(".kopilka-banner h2"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(heading, "Поддержите нас");
+    let preset = client
+        .find(Locator::Css("[data-kopilka='amount-500']"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(preset.ends_with("/мес."), "{preset}");
+
+    // Monthly, 1 000 (minor units), Continue.
+    click(&client, "[data-kopilka='interval-month']").await;
+    click(&client, "[data-kopilka='amount-1000']").await;
+    click(&client, ".kopilka-give button[type=submit]").await;
+
+    // The simulator's hosted checkout page: it says monthly; the reader's address, Pay.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while client
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .starts_with(&site)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no checkout page");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let amount = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("[data-amount]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(amount.contains("every month"), "{amount}");
+    type_into(&client, "input[name=email]", reader).await;
+    click(&client, "button[value=pay]").await;
+
+    // Back on the article, not signed in: thanks, and a way to sign in.
+    wait_for_state(&client, &["thanks"], Duration::from_secs(20)).await;
+    let back = client.current_url().await.unwrap();
+    assert!(back.as_str().starts_with(&site), "{back}");
+    assert!(back.as_str().contains("checkout=success"), "{back}");
+    click(&client, ".kopilka-thanks .kopilka-member button").await;
+    type_into(
+        &client,
+        ".kopilka-thanks .kopilka-signin input[type=email]",
+        reader,
+    )
+    .await;
+    // The webhook makes the address a reader; until it lands, a link request sends nothing
+    // (and says the same), so the reader asks again.
+    let link = loop {
+        click(
+            &client,
+            ".kopilka-thanks .kopilka-signin button[type=submit]",
+        )
+        .await;
+        if let Some(link) = sign_in_link(&mail_dir, reader, Duration::from_secs(3)).await {
+            break link;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline + Duration::from_secs(60),
+            "no sign-in email to {reader}"
+        );
+    };
+    assert!(link.starts_with(&site), "{link}");
+    client.goto(&link).await.unwrap();
+    click(&client, "#go").await;
+    let signed_in = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='result' and contains(., 'signed in')]",
+        ))
+        .await;
+    assert!(signed_in.is_ok(), "the link signs in");
+
+    // Signed in: the token says supporter, monthly.
+    let entitlements = fetch_json(&client, "/v1/entitlements").await;
+    assert_eq!(
+        entitlements["claims"]["supporter"],
+        json!(true),
+        "{entitlements}"
+    );
+    assert_eq!(entitlements["claims"]["interval"], json!("month"));
+
+    // The next article: no banner, because the reader is a supporter.
+    client.goto(&format!("{site}/?lang=ru")).await.unwrap();
+    assert_eq!(
+        wait_for_state(&client, &["shown", "hidden"], Duration::from_secs(20)).await,
+        "hidden"
+    );
+    assert!(
+        client.find(Locator::Css(".kopilka-banner")).await.is_err(),
+        "the banner is gone"
+    );
+    let offer = fetch_json(&client, "/v1/offer").await;
+    assert_eq!(offer["reason"], json!("supporter"), "{offer}");
+    let gifts: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(amount_minor), 0)::bigint FROM contributions c
+         JOIN readers r ON r.id = c.reader_id WHERE r.email = $1",
+    )
+    .bind(reader)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(gifts, (1, 1000));
+
+    client.close().await.unwrap();
+    pool.close().await;
+    let log = dev.stderr();
+    let status = dev.terminate(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}; log:\n{log}");
+}

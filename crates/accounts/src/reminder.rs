@@ -59,7 +59,10 @@ impl Accounts {
         let id: uuid::Uuid = sqlx::query_scalar(
             "INSERT INTO reminders (id, reader_id, remind_on) VALUES ($1, $2, $3)
              ON CONFLICT (reader_id) WHERE status = 'pending'
-             DO UPDATE SET remind_on = EXCLUDED.remind_on RETURNING id",
+             DO UPDATE SET remind_on = EXCLUDED.remind_on,
+                 queued_at = CASE WHEN reminders.remind_on = EXCLUDED.remind_on
+                                  THEN reminders.queued_at END
+             RETURNING id",
         )
         .bind(ReminderId::new().as_uuid())
         .bind(reader.as_uuid())
@@ -133,6 +136,68 @@ pub async fn due(
             remind_on,
         })
         .collect())
+}
+
+/// The kind of the job that emails one reminder (payload `reminder_id`, `remind_on`).
+pub const REMINDER_JOB: &str = "mail.reminder";
+
+/// Takes up to `limit` pending reminders due on or before `on` that are not queued yet and
+/// marks them queued, skipping rows another worker is taking (`SKIP LOCKED`): the caller
+/// enqueues their jobs in the same transaction.
+///
+/// # Errors
+/// Storage errors.
+pub async fn take_due(
+    conn: &mut PgConnection,
+    on: Date,
+    now: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<DueReminder>, AccountError> {
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, Date)> = sqlx::query_as(
+        "UPDATE reminders SET queued_at = $3 WHERE id IN (
+             SELECT id FROM reminders
+             WHERE status = 'pending' AND queued_at IS NULL AND remind_on <= $1
+             ORDER BY remind_on, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING id, reader_id, remind_on",
+    )
+    .bind(on)
+    .bind(limit)
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, reader, remind_on)| DueReminder {
+            id: ReminderId::from_uuid(id),
+            reader_id: ReaderId::from_uuid(reader),
+            remind_on,
+        })
+        .collect())
+}
+
+/// Locks reminder `id` for its email: `Some` only while it is still pending for `remind_on`
+/// (not sent, suppressed, unsubscribed or moved meanwhile).
+///
+/// # Errors
+/// Storage errors.
+pub async fn lock_pending(
+    conn: &mut PgConnection,
+    id: ReminderId,
+    remind_on: Date,
+) -> Result<Option<DueReminder>, AccountError> {
+    let row: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT reader_id FROM reminders
+         WHERE id = $1 AND status = 'pending' AND remind_on = $2 FOR UPDATE",
+    )
+    .bind(id.as_uuid())
+    .bind(remind_on)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|reader| DueReminder {
+        id,
+        reader_id: ReaderId::from_uuid(reader),
+        remind_on,
+    }))
 }
 
 /// Marks reminder `id` sent, if it is still pending; `false` means it must not be sent

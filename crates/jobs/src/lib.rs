@@ -2,10 +2,12 @@
 //! workers share the queue safely), runs each kind's handler, and records success, a retry
 //! with backoff, or the dead letter. It wakes on `LISTEN kopilka_jobs` and also polls.
 //!
-//! Kinds: applying a Stripe event, emailing an account link, clearing an erased reader's
-//! Stripe customer.
+//! Kinds: applying a Stripe event, emailing an account link, emailing a due reminder,
+//! clearing an erased reader's Stripe customer. Emails are sent once each (see `sends`).
 
 mod account_mail;
+mod reminders;
+mod sends;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -98,6 +100,7 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
             }
         }
         kopilka_accounts::link::EMAIL_LINK_JOB => account_mail::email_link(worker, job, now).await,
+        kopilka_accounts::reminder::REMINDER_JOB => reminders::send(worker, job, now).await,
         kopilka_recurring::privacy::CLEAR_STRIPE_CUSTOMER => {
             let customer = job.payload["customer_id"]
                 .as_str()
@@ -124,6 +127,10 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
 pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary, QueueError> {
     let pool = &worker.pool;
     let mut summary = RunSummary::default();
+    // What fell due by `now` is queued first (once each, whichever worker gets there).
+    if let Err(error) = reminders::queue_due(worker, now).await {
+        tracing::warn!(error, "due reminders not queued");
+    }
     // Jobs retried in this run are due later, so the loop ends.
     while let Some(job) = kopilka_queue::claim(pool, now).await? {
         match run(worker, &job, now).await {

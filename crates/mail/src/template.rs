@@ -51,6 +51,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         "already_registered.ru.html",
         include_str!("../templates/already_registered.ru.html"),
     ),
+    (
+        "reminder.en.txt",
+        include_str!("../templates/reminder.en.txt"),
+    ),
+    (
+        "reminder.en.html",
+        include_str!("../templates/reminder.en.html"),
+    ),
+    (
+        "reminder.ru.txt",
+        include_str!("../templates/reminder.ru.txt"),
+    ),
+    (
+        "reminder.ru.html",
+        include_str!("../templates/reminder.ru.html"),
+    ),
 ];
 
 /// A rendered email.

@@ -140,8 +140,8 @@ impl Mailer {
         match &self.transport {
             Transport::Smtp(smtp) => match smtp.send(message).await {
                 Ok(_) => Ok(Sent::Smtp),
-                Err(e) if e.is_permanent() => Err(MailError::Permanent(e.to_string())),
-                Err(e) => Err(MailError::Transient(e.to_string())),
+                Err(e) if e.is_permanent() => Err(MailError::Permanent(reason(&e))),
+                Err(e) => Err(MailError::Transient(reason(&e))),
             },
             Transport::Files(files, dir) => {
                 let id = files
@@ -153,6 +153,22 @@ impl Mailer {
                 Ok(Sent::File(path))
             }
         }
+    }
+}
+
+/// Why sending failed, without the server's text (which may echo the address): the reply
+/// code, or the kind of failure.
+fn reason(error: &lettre::transport::smtp::Error) -> String {
+    if let Some(code) = error.status() {
+        format!("smtp reply {code}")
+    } else if error.is_timeout() {
+        "smtp timed out".to_owned()
+    } else if error.is_tls() {
+        "smtp TLS failed".to_owned()
+    } else if error.is_client() {
+        "smtp client error".to_owned()
+    } else {
+        "smtp connection failed".to_owned()
     }
 }
 

@@ -160,6 +160,21 @@ pub async fn complete(pool: &PgPool, job: &Job) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// Marks a job done inside the caller's transaction (so the job ends exactly when what it
+/// did is committed).
+///
+/// # Errors
+/// Storage errors.
+pub async fn complete_in(conn: &mut PgConnection, job: &Job) -> Result<(), QueueError> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'done', locked_until = NULL, last_error = NULL WHERE id = $1",
+    )
+    .bind(job.id.as_uuid())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The delay before attempt `attempt + 1`: 2^attempt seconds, capped at an hour.
 #[must_use]
 pub fn backoff(attempt: i32) -> Duration {

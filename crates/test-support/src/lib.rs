@@ -12,6 +12,7 @@
 mod app;
 mod client;
 mod postgres;
+mod smtp;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use kopilka_config::{Environment, Settings};
 pub use app::TestApp;
 pub use client::{ApiClient, ApiResponse, send};
 pub use postgres::{TestDatabase, fresh_database, server_url};
+pub use smtp::SmtpSink;
 
 /// The repository's `config/` folder.
 #[must_use]

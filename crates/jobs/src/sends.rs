@@ -1,0 +1,115 @@
+//! The send record of every logical email (table `email_sends`, owned here). A mail job
+//! claims its record in a transaction (the row stays locked while the message goes out),
+//! and marks it sent or failed — and completes the job — in that same transaction. So two
+//! workers never send one email twice, and a crash before the commit leaves the email to
+//! the job's retry (a resend after a crash keeps its `Message-ID`).
+
+use kopilka_domain::id::ReaderId;
+use kopilka_mail::{MailError, Outgoing};
+use kopilka_queue::Job;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use crate::Worker;
+
+/// Creates the record of `logical_id` if new and locks it; `true` when it still has to be
+/// sent (a record already `sent`, `failed` or `skipped` is left alone).
+pub(crate) async fn claim(
+    conn: &mut PgConnection,
+    logical_id: &str,
+    kind: &str,
+    reader: Option<ReaderId>,
+) -> Result<bool, String> {
+    sqlx::query(
+        "INSERT INTO email_sends (logical_id, kind, reader_id) VALUES ($1, $2, $3)
+         ON CONFLICT (logical_id) DO NOTHING",
+    )
+    .bind(logical_id)
+    .bind(kind)
+    .bind(reader.map(ReaderId::as_uuid))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| e.to_string())?;
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM email_sends WHERE logical_id = $1 FOR UPDATE")
+            .bind(logical_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(status == "pending")
+}
+
+/// Records that `logical_id` will not be sent (`why`: an id-free reason).
+pub(crate) async fn skip(
+    conn: &mut PgConnection,
+    logical_id: &str,
+    why: &str,
+) -> Result<(), String> {
+    sqlx::query("UPDATE email_sends SET status = 'skipped', last_error = $2 WHERE logical_id = $1")
+        .bind(logical_id)
+        .bind(why)
+        .execute(conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// What became of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// The server took it.
+    Sent,
+    /// The server refused it for good: the address is suppressed, no retry.
+    Refused,
+}
+
+/// Sends `outgoing` while its record is locked by `conn`'s transaction and records the
+/// outcome there, completing `job` too. A permanent refusal (5xx) marks the record failed
+/// and suppresses the reader's address; a transient failure is an `Err` (the caller drops
+/// the transaction, the job retries with backoff).
+pub(crate) async fn deliver(
+    worker: &Worker,
+    conn: &mut PgConnection,
+    job: &Job,
+    reader: ReaderId,
+    outgoing: &Outgoing<'_>,
+    now: OffsetDateTime,
+) -> Result<Delivered, String> {
+    let delivered = match worker.mailer.send(outgoing).await {
+        Ok(_) => {
+            sqlx::query(
+                "UPDATE email_sends SET status = 'sent', sent_at = $2, attempts = attempts + 1,
+                     last_error = NULL
+                 WHERE logical_id = $1",
+            )
+            .bind(outgoing.logical_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+            Delivered::Sent
+        }
+        Err(MailError::Permanent(why)) => {
+            sqlx::query(
+                "UPDATE email_sends SET status = 'failed', attempts = attempts + 1, last_error = $2
+                 WHERE logical_id = $1",
+            )
+            .bind(outgoing.logical_id)
+            .bind(&why)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+            kopilka_accounts::reader::suppress_mail(conn, reader, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::warn!(reader_id = %reader, logical_id = outgoing.logical_id, error = %why,
+                "email refused for good; mail to the address stopped");
+            Delivered::Refused
+        }
+        Err(err) => return Err(err.to_string()),
+    };
+    kopilka_queue::complete_in(conn, job)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(delivered)
+}

@@ -22,3 +22,6 @@ CREATE INDEX email_sends_reader ON email_sends (reader_id);
 -- A due reminder is queued once (its job carries the date); moving the date unqueues it.
 ALTER TABLE reminders ADD COLUMN queued_at timestamptz;
 CREATE INDEX reminders_to_queue ON reminders (remind_on) WHERE status = 'pending' AND queued_at IS NULL;
+
+-- The renewal period an annual plan's renewal notice was queued for (once per period).
+ALTER TABLE recurring_plans ADD COLUMN renewal_notice_for timestamptz;

@@ -239,7 +239,7 @@ impl From<kopilka_contributions::ContributionError> for AppError {
                 message: "payments are not configured".into(),
                 retry: false,
             },
-            E::Store(store) => store.into(),
+            E::Store(store) | E::Queue(kopilka_queue::QueueError::Store(store)) => store.into(),
             E::Account(account) => account.into(),
         }
     }

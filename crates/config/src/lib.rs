@@ -21,7 +21,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use accounts::{AccountsSettings, Argon2Settings, LOCAL_ACCOUNTS_SECRET};
 pub use environment::Environment;
-pub use mail::{PublisherSettings, SmtpSettings};
+pub use mail::{NoticeSettings, PublisherSettings, SmtpSettings};
 pub use offer::{
     CurrencyOffer, GoalSettings, IntervalOffer, OfferSettings, STRIPE_MAXIMUM, stripe_minimum,
 };

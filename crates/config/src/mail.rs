@@ -32,6 +32,16 @@ impl SmtpSettings {
     }
 }
 
+/// When the notices about plans go out.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct NoticeSettings {
+    /// Stripe's payment attempts per renewal invoice (its retry schedule, Billing →
+    /// Revenue recovery): the failure before the last attempt sends the last notice.
+    pub dunning_attempts: u32,
+    /// Days before an annual plan renews that its renewal notice goes out.
+    pub renewal_notice_days: u32,
+}
+
 /// The publisher, as every email names it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct PublisherSettings {

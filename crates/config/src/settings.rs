@@ -35,6 +35,8 @@ pub struct Settings {
     pub smtp: crate::SmtpSettings,
     /// Who the emails are from.
     pub publisher: crate::PublisherSettings,
+    /// When notices go out.
+    pub notices: crate::NoticeSettings,
     /// The supporter token and the meter.
     pub paywall: crate::PaywallSettings,
 }

@@ -40,6 +40,9 @@ pub enum ContributionError {
     /// No Stripe client is configured (500).
     #[error("Stripe is not configured")]
     NoStripe,
+    /// The queue.
+    #[error(transparent)]
+    Queue(#[from] kopilka_queue::QueueError),
     /// Postgres.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -77,9 +77,85 @@ pub async fn record(
     .bind(entry.amount.minor())
     .bind(entry.amount.currency().stripe_code())
     .bind(entry.occurred_at)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    let new = inserted.rows_affected() == 1;
+    if new && entry.kind == EntryKind::Payment {
+        // Every payment gets its receipt, queued with the row that records it.
+        let job = kopilka_queue::NewJob::new(
+            RECEIPT_JOB,
+            serde_json::json!({"stripe_id": entry.stripe_id}),
+        )
+        .dedup(format!("mail:receipt:{}", entry.stripe_id));
+        kopilka_queue::enqueue(conn, &job).await?;
+    }
+    Ok(new)
+}
+
+/// The kind of the job that emails a payment's receipt (payload `stripe_id`).
+pub const RECEIPT_JOB: &str = "mail.receipt";
+
+/// What a receipt says about one payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptFacts {
+    /// The contribution paid for.
+    pub contribution_id: ContributionId,
+    /// Its reader, once known.
+    pub reader_id: Option<uuid::Uuid>,
+    /// `once`, `month` or `year`.
+    pub interval: String,
+    /// The plan, for a recurring payment.
+    pub plan_id: Option<uuid::Uuid>,
+    /// A plan's payment after its first.
+    pub renewal: bool,
+    /// What was paid.
+    pub amount: Money,
+    /// When.
+    pub occurred_at: OffsetDateTime,
+}
+
+type ReceiptRow = (
+    uuid::Uuid,
+    Option<uuid::Uuid>,
+    String,
+    Option<uuid::Uuid>,
+    i64,
+    String,
+    OffsetDateTime,
+    bool,
+);
+
+/// The payment recorded under `stripe_id`, for its receipt.
+///
+/// # Errors
+/// Storage errors.
+pub async fn receipt_facts(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+) -> Result<Option<ReceiptFacts>, ContributionError> {
+    let row: Option<ReceiptRow> = sqlx::query_as(
+        "SELECT c.id, c.reader_id, c.interval, l.plan_id, l.amount_minor, l.currency, l.occurred_at,
+                 EXISTS (SELECT 1 FROM ledger_entries e WHERE e.plan_id = l.plan_id
+                         AND e.kind = 'payment' AND e.occurred_at < l.occurred_at)
+             FROM ledger_entries l JOIN contributions c ON c.id = l.contribution_id
+             WHERE l.stripe_id = $1 AND l.kind = 'payment'",
+    )
+    .bind(stripe_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(
+        |(contribution, reader, interval, plan, minor, currency, at, renewal)| {
+            Some(ReceiptFacts {
+                contribution_id: ContributionId::from_uuid(contribution),
+                reader_id: reader,
+                interval,
+                plan_id: plan,
+                renewal,
+                amount: Money::new(minor, currency.parse().ok()?),
+                occurred_at: at,
+            })
+        },
+    ))
 }
 
 /// The sum of every entry of a payment (what is left of it after refunds and disputes).
@@ -149,4 +225,21 @@ pub async fn totals(
             },
         )
         .collect())
+}
+
+/// The reader a contribution is linked to, if any.
+///
+/// # Errors
+/// Storage errors.
+pub async fn reader_of(
+    conn: &mut PgConnection,
+    contribution: ContributionId,
+) -> Result<Option<uuid::Uuid>, ContributionError> {
+    Ok(
+        sqlx::query_scalar("SELECT reader_id FROM contributions WHERE id = $1")
+            .bind(contribution.as_uuid())
+            .fetch_optional(conn)
+            .await?
+            .flatten(),
+    )
 }

@@ -2,10 +2,11 @@
 //! workers share the queue safely), runs each kind's handler, and records success, a retry
 //! with backoff, or the dead letter. It wakes on `LISTEN kopilka_jobs` and also polls.
 //!
-//! Kinds: applying a Stripe event, emailing an account link, emailing a due reminder,
-//! clearing an erased reader's Stripe customer. Emails are sent once each (see `sends`).
+//! Kinds: applying a Stripe event, emailing an account link, a due reminder, a receipt or
+//! a failed-payment notice, clearing an erased reader's Stripe customer. Emails are sent once each (see `sends`).
 
 mod account_mail;
+mod notices;
 mod reminders;
 mod sends;
 
@@ -101,6 +102,13 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
         }
         kopilka_accounts::link::EMAIL_LINK_JOB => account_mail::email_link(worker, job, now).await,
         kopilka_accounts::reminder::REMINDER_JOB => reminders::send(worker, job, now).await,
+        kopilka_contributions::ledger::RECEIPT_JOB => notices::receipt(worker, job, now).await,
+        kopilka_recurring::facts::RENEWAL_NOTICE_JOB => {
+            notices::renewal_notice(worker, job, now).await
+        }
+        kopilka_recurring::facts::PAYMENT_FAILED_JOB => {
+            notices::payment_failed(worker, job, now).await
+        }
         kopilka_recurring::privacy::CLEAR_STRIPE_CUSTOMER => {
             let customer = job.payload["customer_id"]
                 .as_str()
@@ -130,6 +138,9 @@ pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary,
     // What fell due by `now` is queued first (once each, whichever worker gets there).
     if let Err(error) = reminders::queue_due(worker, now).await {
         tracing::warn!(error, "due reminders not queued");
+    }
+    if let Err(error) = notices::queue_renewal_notices(worker, now).await {
+        tracing::warn!(error, "renewal notices not queued");
     }
     // Jobs retried in this run are due later, so the loop ends.
     while let Some(job) = kopilka_queue::claim(pool, now).await? {

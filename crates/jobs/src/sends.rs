@@ -54,6 +54,20 @@ pub(crate) async fn skip(
     Ok(())
 }
 
+/// The reader's address when mail may go to it (not erased, not suppressed).
+pub(crate) async fn recipient(
+    conn: &mut PgConnection,
+    reader: ReaderId,
+) -> Result<Option<(kopilka_accounts::reader::Reader, kopilka_domain::Email)>, String> {
+    let reader = kopilka_accounts::reader::by_id(conn, reader)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(reader.and_then(|r| {
+        let email = r.email.clone()?;
+        r.mail_suppressed_at.is_none().then_some((r, email))
+    }))
+}
+
 /// What became of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivered {

@@ -67,6 +67,70 @@ const TEMPLATES: &[(&str, &str)] = &[
         "reminder.ru.html",
         include_str!("../templates/reminder.ru.html"),
     ),
+    (
+        "receipt.en.txt",
+        include_str!("../templates/receipt.en.txt"),
+    ),
+    (
+        "receipt.en.html",
+        include_str!("../templates/receipt.en.html"),
+    ),
+    (
+        "receipt.ru.txt",
+        include_str!("../templates/receipt.ru.txt"),
+    ),
+    (
+        "receipt.ru.html",
+        include_str!("../templates/receipt.ru.html"),
+    ),
+    (
+        "payment_failed.en.txt",
+        include_str!("../templates/payment_failed.en.txt"),
+    ),
+    (
+        "payment_failed.en.html",
+        include_str!("../templates/payment_failed.en.html"),
+    ),
+    (
+        "payment_failed.ru.txt",
+        include_str!("../templates/payment_failed.ru.txt"),
+    ),
+    (
+        "payment_failed.ru.html",
+        include_str!("../templates/payment_failed.ru.html"),
+    ),
+    (
+        "payment_last_notice.en.txt",
+        include_str!("../templates/payment_last_notice.en.txt"),
+    ),
+    (
+        "payment_last_notice.en.html",
+        include_str!("../templates/payment_last_notice.en.html"),
+    ),
+    (
+        "payment_last_notice.ru.txt",
+        include_str!("../templates/payment_last_notice.ru.txt"),
+    ),
+    (
+        "payment_last_notice.ru.html",
+        include_str!("../templates/payment_last_notice.ru.html"),
+    ),
+    (
+        "renewal_notice.en.txt",
+        include_str!("../templates/renewal_notice.en.txt"),
+    ),
+    (
+        "renewal_notice.en.html",
+        include_str!("../templates/renewal_notice.en.html"),
+    ),
+    (
+        "renewal_notice.ru.txt",
+        include_str!("../templates/renewal_notice.ru.txt"),
+    ),
+    (
+        "renewal_notice.ru.html",
+        include_str!("../templates/renewal_notice.ru.html"),
+    ),
 ];
 
 /// A rendered email.

@@ -284,9 +284,25 @@ async fn route(
             };
             recurring::invoice_paid(conn, &fact).await?
         }
-        // The plan's status arrives with customer.subscription.updated; dunning emails
-        // (the email issue) read these.
-        "invoice.payment_failed" | "invoice.payment_action_required" => Applied::Unchanged,
+        // The plan's status arrives with customer.subscription.updated; a failed renewal
+        // queues its email (once per attempt).
+        "invoice.payment_failed" => {
+            let Some(sub) = object["parent"]["subscription_details"]["subscription"].as_str()
+            else {
+                return Ok(Outcome::Ignored);
+            };
+            let fact = recurring::InvoiceFailed {
+                invoice_id: text(object, "id")
+                    .ok_or_else(|| malformed("id"))?
+                    .to_owned(),
+                subscription_id: sub.to_owned(),
+                attempt: object["attempt_count"].as_i64().unwrap_or(1),
+                next_attempt: object["next_payment_attempt"].as_i64(),
+                amount: money(object["amount_due"].as_i64(), text(object, "currency"))?,
+            };
+            recurring::invoice_failed(conn, &fact).await?
+        }
+        "invoice.payment_action_required" => Applied::Unchanged,
         _ => return Ok(Outcome::Ignored),
     };
     match applied {

@@ -164,3 +164,100 @@ pub async fn invoice_paid(
 pub fn is_live(status: &str) -> bool {
     matches!(status, "active" | "past_due" | "trialing")
 }
+
+/// The kind of the job that emails a failed renewal payment (payload `plan_id`,
+/// `invoice_id`, `attempt`, `next_attempt`, `amount_minor`, `currency`).
+pub const PAYMENT_FAILED_JOB: &str = "mail.payment_failed";
+
+/// `invoice.payment_failed` for a subscription.
+#[derive(Debug, Clone)]
+pub struct InvoiceFailed {
+    /// `in_…`.
+    pub invoice_id: String,
+    /// `parent.subscription_details.subscription`.
+    pub subscription_id: String,
+    /// `attempt_count`: this failure's attempt.
+    pub attempt: i64,
+    /// `next_payment_attempt` (unix seconds); `None` when Stripe will not try again.
+    pub next_attempt: Option<i64>,
+    /// `amount_due`.
+    pub amount: Money,
+}
+
+/// A failed renewal: queues its email once per attempt, in the event's transaction.
+/// `Unknown` when the plan is not known yet (the caller retries later).
+///
+/// # Errors
+/// Storage errors.
+pub async fn invoice_failed(
+    conn: &mut PgConnection,
+    fact: &InvoiceFailed,
+) -> Result<Applied, RecurringError> {
+    let plan: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM recurring_plans WHERE stripe_subscription_id = $1")
+            .bind(&fact.subscription_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(plan) = plan else {
+        return Ok(Applied::Unknown);
+    };
+    let job = kopilka_queue::NewJob::new(
+        PAYMENT_FAILED_JOB,
+        serde_json::json!({
+            "plan_id": plan,
+            "invoice_id": fact.invoice_id,
+            "attempt": fact.attempt,
+            "next_attempt": fact.next_attempt,
+            "amount_minor": fact.amount.minor(),
+            "currency": fact.amount.currency().stripe_code(),
+        }),
+    )
+    .dedup(format!(
+        "mail:payment_failed:{}:{}",
+        fact.invoice_id, fact.attempt
+    ));
+    let queued = kopilka_queue::enqueue(conn, &job).await?.is_some();
+    Ok(Applied::from_changed(queued))
+}
+
+/// The kind of the job that sends an annual plan's renewal notice (payload `plan_id`,
+/// `renews_at` unix seconds).
+pub const RENEWAL_NOTICE_JOB: &str = "mail.renewal_notice";
+
+/// Queues the renewal notice of every live annual plan that renews within `until` and has
+/// none for this period yet (`SKIP LOCKED`: safe with several workers); returns how many.
+///
+/// # Errors
+/// Storage errors.
+pub async fn queue_renewal_notices(
+    conn: &mut PgConnection,
+    now: OffsetDateTime,
+    until: OffsetDateTime,
+) -> Result<usize, RecurringError> {
+    let due: Vec<(uuid::Uuid, OffsetDateTime)> = sqlx::query_as(
+        "UPDATE recurring_plans SET renewal_notice_for = current_period_end WHERE id IN (
+             SELECT id FROM recurring_plans
+             WHERE interval = 'year' AND status IN ('active', 'trialing')
+               AND NOT cancel_at_period_end
+               AND current_period_end > $1 AND current_period_end <= $2
+               AND renewal_notice_for IS DISTINCT FROM current_period_end
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id, current_period_end",
+    )
+    .bind(now)
+    .bind(until)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (plan, renews_at) in &due {
+        let job = kopilka_queue::NewJob::new(
+            RENEWAL_NOTICE_JOB,
+            serde_json::json!({"plan_id": plan, "renews_at": renews_at.unix_timestamp()}),
+        )
+        .dedup(format!(
+            "mail:renewal:{plan}:{}",
+            renews_at.unix_timestamp()
+        ));
+        kopilka_queue::enqueue(&mut *conn, &job).await?;
+    }
+    Ok(due.len())
+}

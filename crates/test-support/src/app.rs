@@ -135,7 +135,9 @@ impl TestApp {
             .collect()
     }
 
-    /// Waits for the `n`th email (counting from 1) addressed to `to` and returns it parsed.
+    /// Waits for the `n`th account email — a sign-in, verification or "already registered"
+    /// link; receipts and notices are not counted — addressed to `to` (counting from 1) and
+    /// returns it parsed.
     ///
     /// # Panics
     /// When it does not arrive within 20 seconds.
@@ -147,19 +149,20 @@ impl TestApp {
                 self.emails()
                     .iter()
                     .map(|raw| crate::ReceivedEmail::parse(raw))
-                    .filter(|m| m.to.eq_ignore_ascii_case(to))
+                    .filter(|m| m.to.eq_ignore_ascii_case(to) && is_link_email(m))
                     .nth(n - 1)
             },
         )
         .await
     }
 
-    /// How many emails went to `to` so far.
+    /// How many account (link) emails went to `to` so far.
     #[must_use]
     pub fn emails_to(&self, to: &str) -> usize {
         self.emails()
             .iter()
-            .filter(|raw| crate::ReceivedEmail::parse(raw).to.eq_ignore_ascii_case(to))
+            .map(|raw| crate::ReceivedEmail::parse(raw))
+            .filter(|m| m.to.eq_ignore_ascii_case(to) && is_link_email(m))
             .count()
     }
 
@@ -319,4 +322,12 @@ impl TestApp {
         self.sim_get(&format!("/v1/checkout/sessions/{session}"))
             .await
     }
+}
+
+/// Whether `email` is an account link email (its `Message-ID` is `<link-…>`).
+fn is_link_email(email: &crate::ReceivedEmail) -> bool {
+    email
+        .headers
+        .iter()
+        .any(|(name, value)| name.eq_ignore_ascii_case("message-id") && value.contains("link-"))
 }

@@ -112,7 +112,13 @@ impl SmtpSink {
             .flatten()
             .map(|e| e.path())
             .collect();
-        files.sort();
+        // Maildir names do not sort by time within a second (unpadded microseconds).
+        files.sort_by_key(|p| {
+            (
+                std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+                p.clone(),
+            )
+        });
         files
             .iter()
             .filter_map(|p| std::fs::read_to_string(p).ok())

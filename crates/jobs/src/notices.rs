@@ -1,0 +1,264 @@
+//! Emails about money: a receipt after every successful payment (one-off and each
+//! renewal), and a failed-payment notice for each failed renewal attempt with a signed
+//! link to update the card — the last notice before Stripe's final attempt says so.
+
+use kopilka_accounts::plan_link::{self, PlanAction};
+use kopilka_contributions::ledger;
+use kopilka_domain::id::ReaderId;
+use kopilka_domain::{Currency, Money};
+use kopilka_mail::Outgoing;
+use kopilka_queue::Job;
+use time::OffsetDateTime;
+
+use crate::Worker;
+use crate::sends;
+
+/// Attempts to wait for a checkout to name its reader before a receipt is given up.
+const READER_WAIT_ATTEMPTS: i32 = 6;
+
+fn date(at: OffsetDateTime) -> String {
+    at.date().to_string()
+}
+
+/// Sends the receipt of the payment recorded under the job's `stripe_id`.
+pub(crate) async fn receipt(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), String> {
+    let stripe_id = job.payload["stripe_id"]
+        .as_str()
+        .ok_or("a receipt job without stripe_id")?;
+    let logical_id = format!("receipt-{stripe_id}");
+    let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
+    let facts = ledger::receipt_facts(&mut tx, stripe_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the payment of a receipt job is not in the ledger")?;
+    let reader = facts.reader_id.map(ReaderId::from_uuid);
+    if reader.is_none() && job.attempt < READER_WAIT_ATTEMPTS {
+        // The payment may land before the checkout event that names its reader.
+        return Err("waiting: the payment has no reader yet".into());
+    }
+    if !sends::claim(&mut tx, &logical_id, ledger::RECEIPT_JOB, reader).await? {
+        return tx.commit().await.map_err(|e| e.to_string());
+    }
+    let recipient = match reader {
+        Some(reader) => sends::recipient(&mut tx, reader).await?,
+        None => None,
+    };
+    let (Some(reader_id), Some((reader, email))) = (reader, recipient) else {
+        sends::skip(&mut tx, &logical_id, "no address to send to").await?;
+        return tx.commit().await.map_err(|e| e.to_string());
+    };
+    let context = serde_json::json!({
+        "name": reader.name,
+        "amount": facts.amount.to_string(),
+        "date": date(facts.occurred_at),
+        "interval": facts.interval,
+        "renewal": facts.renewal,
+        "reference": stripe_id,
+        "manage_url": worker.settings.public_url.as_str(),
+    });
+    let rendered = worker
+        .templates
+        .render("receipt", reader.locale, &context)
+        .map_err(|e| e.to_string())?;
+    let outgoing = Outgoing {
+        to: &email,
+        logical_id: &logical_id,
+        rendered: &rendered,
+        unsubscribe_url: None,
+    };
+    let delivered = sends::deliver(worker, &mut tx, job, reader_id, &outgoing, now).await?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    tracing::info!(reader_id = %reader_id, contribution_id = %facts.contribution_id, ?delivered, "receipt emailed");
+    Ok(())
+}
+
+/// Sends the notice of one failed renewal attempt, with a signed card-update link.
+pub(crate) async fn payment_failed(
+    worker: &Worker,
+    job: &Job,
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    let payload = &job.payload;
+    let plan_id: uuid::Uuid = payload["plan_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("a payment_failed job without plan_id")?;
+    let invoice = payload["invoice_id"].as_str().ok_or("no invoice_id")?;
+    let attempt = payload["attempt"].as_i64().unwrap_or(1);
+    let next_attempt = payload["next_attempt"]
+        .as_i64()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
+    let currency: Currency = payload["currency"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .ok_or("no currency")?;
+    let amount = Money::new(payload["amount_minor"].as_i64().unwrap_or(0), currency);
+    let logical_id = format!("payment-failed-{invoice}-{attempt}");
+
+    let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
+    let plan = kopilka_recurring::plan_by_id(&mut tx, plan_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the plan of a payment_failed job is gone")?;
+    let reader = ledger::reader_of(&mut tx, plan.contribution_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(ReaderId::from_uuid);
+    if !sends::claim(
+        &mut tx,
+        &logical_id,
+        kopilka_recurring::facts::PAYMENT_FAILED_JOB,
+        reader,
+    )
+    .await?
+    {
+        return tx.commit().await.map_err(|e| e.to_string());
+    }
+    let recipient = match reader {
+        Some(reader) => sends::recipient(&mut tx, reader).await?,
+        None => None,
+    };
+    let (Some(reader_id), Some((reader, email))) = (reader, recipient) else {
+        sends::skip(&mut tx, &logical_id, "no address to send to").await?;
+        return tx.commit().await.map_err(|e| e.to_string());
+    };
+    // The failure before Stripe's last attempt, or one after which it will not try again.
+    let attempts = i64::from(worker.settings.notices.dunning_attempts);
+    let last = next_attempt.is_none() || attempt + 1 >= attempts;
+    let link_days = i64::from(worker.settings.accounts.plan_link_days);
+    let token = plan_link::token(
+        &worker.accounts.keys,
+        plan_id,
+        PlanAction::UpdateCard,
+        now + time::Duration::days(link_days),
+    );
+    let card_url = worker
+        .settings
+        .public_url
+        .join(&format!("v1/plan-links/{token}"))
+        .map_err(|e| e.to_string())?;
+    let context = serde_json::json!({
+        "name": reader.name,
+        "amount": amount.to_string(),
+        "interval": plan.interval.to_string(),
+        "card_url": card_url.as_str(),
+        "next_attempt": next_attempt.map(date),
+        "last": last,
+    });
+    let kind = if last {
+        "payment_last_notice"
+    } else {
+        "payment_failed"
+    };
+    let rendered = worker
+        .templates
+        .render(kind, reader.locale, &context)
+        .map_err(|e| e.to_string())?;
+    let outgoing = Outgoing {
+        to: &email,
+        logical_id: &logical_id,
+        rendered: &rendered,
+        unsubscribe_url: None,
+    };
+    let delivered = sends::deliver(worker, &mut tx, job, reader_id, &outgoing, now).await?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    tracing::info!(reader_id = %reader_id, plan_id = %plan_id, attempt, last, ?delivered, "failed payment emailed");
+    Ok(())
+}
+
+/// Queues the renewal notices that fall due by `now`.
+pub(crate) async fn queue_renewal_notices(
+    worker: &Worker,
+    now: OffsetDateTime,
+) -> Result<usize, String> {
+    let days = i64::from(worker.settings.notices.renewal_notice_days);
+    let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
+    let queued = kopilka_recurring::facts::queue_renewal_notices(
+        &mut tx,
+        now,
+        now + time::Duration::days(days),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(queued)
+}
+
+/// Sends an annual plan's renewal notice, unless it was cancelled or moved meanwhile.
+pub(crate) async fn renewal_notice(
+    worker: &Worker,
+    job: &Job,
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    let plan_id: uuid::Uuid = job.payload["plan_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("a renewal_notice job without plan_id")?;
+    let renews_at = job.payload["renews_at"]
+        .as_i64()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .ok_or("a renewal_notice job without renews_at")?;
+    let logical_id = format!("renewal-{plan_id}-{}", renews_at.unix_timestamp());
+    let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
+    let plan = kopilka_recurring::plan_by_id(&mut tx, plan_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the plan of a renewal notice is gone")?;
+    let reader = ledger::reader_of(&mut tx, plan.contribution_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(ReaderId::from_uuid);
+    if !sends::claim(
+        &mut tx,
+        &logical_id,
+        kopilka_recurring::facts::RENEWAL_NOTICE_JOB,
+        reader,
+    )
+    .await?
+    {
+        return tx.commit().await.map_err(|e| e.to_string());
+    }
+    let still_renews = kopilka_recurring::facts::is_live(&plan.status)
+        && !plan.cancel_at_period_end
+        && plan.current_period_end == Some(renews_at);
+    let recipient = match reader {
+        Some(reader) if still_renews => sends::recipient(&mut tx, reader).await?,
+        _ => None,
+    };
+    let (Some(reader_id), Some((reader, email))) = (reader, recipient) else {
+        sends::skip(&mut tx, &logical_id, "plan changed or no address").await?;
+        return tx.commit().await.map_err(|e| e.to_string());
+    };
+    let link_days = i64::from(worker.settings.accounts.plan_link_days);
+    let cancel = plan_link::token(
+        &worker.accounts.keys,
+        plan_id,
+        PlanAction::Cancel,
+        now + time::Duration::days(link_days),
+    );
+    let cancel_url = worker
+        .settings
+        .public_url
+        .join(&format!("v1/plan-links/{cancel}"))
+        .map_err(|e| e.to_string())?;
+    let context = serde_json::json!({
+        "name": reader.name,
+        "amount": plan.amount.to_string(),
+        "renews_on": date(renews_at),
+        "cancel_url": cancel_url.as_str(),
+    });
+    let rendered = worker
+        .templates
+        .render("renewal_notice", reader.locale, &context)
+        .map_err(|e| e.to_string())?;
+    let outgoing = Outgoing {
+        to: &email,
+        logical_id: &logical_id,
+        rendered: &rendered,
+        unsubscribe_url: None,
+    };
+    let delivered = sends::deliver(worker, &mut tx, job, reader_id, &outgoing, now).await?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    tracing::info!(reader_id = %reader_id, plan_id = %plan_id, ?delivered, "renewal notice emailed");
+    Ok(())
+}

@@ -243,3 +243,66 @@ pub async fn reader_of(
             .flatten(),
     )
 }
+
+/// Readers with at least one payment in `[from, to)`.
+///
+/// # Errors
+/// Storage errors.
+pub async fn readers_who_gave(
+    conn: &mut PgConnection,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<uuid::Uuid>, ContributionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT c.reader_id FROM ledger_entries l
+         JOIN contributions c ON c.id = l.contribution_id
+         WHERE l.kind = 'payment' AND l.occurred_at >= $1 AND l.occurred_at < $2
+           AND c.reader_id IS NOT NULL
+         ORDER BY 1",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// One currency's line of a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GivenTotal {
+    /// What was given, net of refunds and lost disputes (fees are Stripe's, not the reader's).
+    pub net: Money,
+    /// How many payments.
+    pub payments: i64,
+}
+
+/// What `reader` gave in `[from, to)`, per currency.
+///
+/// # Errors
+/// Storage errors.
+pub async fn given_by_reader(
+    conn: &mut PgConnection,
+    reader: uuid::Uuid,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<GivenTotal>, ContributionError> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT l.currency, sum(l.amount_minor)::bigint, count(*) FILTER (WHERE l.kind = 'payment')
+         FROM ledger_entries l JOIN contributions c ON c.id = l.contribution_id
+         WHERE c.reader_id = $1 AND l.kind <> 'fee' AND l.occurred_at >= $2 AND l.occurred_at < $3
+         GROUP BY l.currency ORDER BY l.currency",
+    )
+    .bind(reader)
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(currency, net, payments)| {
+            Some(GivenTotal {
+                net: Money::new(net, currency.parse().ok()?),
+                payments,
+            })
+        })
+        .collect())
+}

@@ -9,7 +9,9 @@ mod account_mail;
 mod notices;
 mod reminders;
 mod sends;
+mod statements;
 
+pub use statements::{STATEMENT_JOB, queue_statements};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +105,7 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
         kopilka_accounts::link::EMAIL_LINK_JOB => account_mail::email_link(worker, job, now).await,
         kopilka_accounts::reminder::REMINDER_JOB => reminders::send(worker, job, now).await,
         kopilka_contributions::ledger::RECEIPT_JOB => notices::receipt(worker, job, now).await,
+        statements::STATEMENT_JOB => statements::send(worker, job, now).await,
         kopilka_recurring::facts::RENEWAL_NOTICE_JOB => {
             notices::renewal_notice(worker, job, now).await
         }

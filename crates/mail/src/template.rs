@@ -131,6 +131,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         "renewal_notice.ru.html",
         include_str!("../templates/renewal_notice.ru.html"),
     ),
+    (
+        "statement.en.txt",
+        include_str!("../templates/statement.en.txt"),
+    ),
+    (
+        "statement.en.html",
+        include_str!("../templates/statement.en.html"),
+    ),
+    (
+        "statement.ru.txt",
+        include_str!("../templates/statement.ru.txt"),
+    ),
+    (
+        "statement.ru.html",
+        include_str!("../templates/statement.ru.html"),
+    ),
 ];
 
 /// A rendered email.

@@ -35,6 +35,10 @@ fn context() -> serde_json::Value {
         "next_attempt": "2026-12-02",
         "last": false,
         "renews_on": "2027-01-15",
+        "year": 2026,
+        "from": "2026-01-01",
+        "to": "2026-12-31",
+        "totals": [{"amount": "120.00 USD", "payments": 12}, {"amount": "5000 JPY", "payments": 1}],
         "cancel_url": "https://support.example.org/v1/plan-links/TOKEN",
     })
 }
@@ -48,6 +52,7 @@ const KINDS: &[&str] = &[
     "payment_failed",
     "payment_last_notice",
     "renewal_notice",
+    "statement",
 ];
 
 #[test]

@@ -257,6 +257,11 @@ pub async fn queue_renewal_notices(
             "mail:renewal:{plan}:{}",
             renews_at.unix_timestamp()
         ));
+        // Due when the notice period starts, for whichever worker.
+        let job = kopilka_queue::NewJob {
+            run_at: Some(*renews_at - (until - now)),
+            ..job
+        };
         kopilka_queue::enqueue(&mut *conn, &job).await?;
     }
     Ok(due.len())

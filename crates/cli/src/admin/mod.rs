@@ -15,6 +15,7 @@ mod report_goal;
 mod report_mrr;
 mod report_payouts;
 mod report_totals;
+mod statements_send;
 
 use crate::output::Format;
 
@@ -44,6 +45,17 @@ pub enum Command {
     /// One reader, by address: show, export (GDPR) or erase. Every use is audited.
     #[command(subcommand)]
     Reader(Reader),
+    /// Year-end statements of what each reader gave.
+    #[command(subcommand)]
+    Statements(Statements),
+}
+
+/// `admin statements …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Statements {
+    /// Queue a statement for every reader who gave in the (fiscal) year; the worker sends
+    /// them, once each.
+    Send(statements_send::Args),
 }
 
 /// `admin keys …`.
@@ -109,6 +121,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Reader(Reader::Show(args)) => reader_show::run(&args).await,
         Command::Reader(Reader::Export(args)) => reader_export::run(&args).await,
         Command::Reader(Reader::Erase(args)) => reader_erase::run(&args).await,
+        Command::Statements(Statements::Send(args)) => statements_send::run(&args).await,
     }
 }
 

@@ -1,4 +1,4 @@
-//! `kopilka worker`: runs background jobs (applying Stripe events today; emails later).
+//! `kopilka worker`: runs background jobs (Stripe events, emails, notices, statements).
 //! `--once` runs every job due (as of `--as-of`, default now) and exits.
 
 use std::time::Duration;

@@ -79,6 +79,9 @@ impl Settings {
                 self.env
             ));
         }
+        if let Some(url) = &self.smtp.url {
+            check_smtp_url(url.expose_secret(), local)?;
+        }
         if self.smtp.timeout_secs == 0 || self.smtp.max_connections == 0 {
             return invalid("smtp.timeout_secs and smtp.max_connections must be at least 1".into());
         }
@@ -167,6 +170,39 @@ fn check_public_url(url: &Url, local: bool) -> Result<(), ConfigError> {
     }
 }
 
+/// Outside dev and test, mail leaves over TLS (`smtps://`) or STARTTLS (`?tls=required`),
+/// except to a relay on this machine (loopback).
+fn check_smtp_url(raw: &str, local: bool) -> Result<(), ConfigError> {
+    let Ok(url) = Url::parse(raw) else {
+        return invalid("KOPILKA__SMTP__URL is not a URL".into());
+    };
+    if !matches!(url.scheme(), "smtp" | "smtps") {
+        return invalid("KOPILKA__SMTP__URL must start with smtp:// or smtps://".into());
+    }
+    // Non-special schemes keep hosts as text: an IP address arrives as a domain.
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let encrypted = url.scheme() == "smtps"
+        || url
+            .query_pairs()
+            .any(|(key, value)| key == "tls" && value == "required");
+    if local || loopback || encrypted {
+        Ok(())
+    } else {
+        invalid(
+            "KOPILKA__SMTP__URL must use TLS outside dev and test: smtps://…:465, or smtp://…:587?tls=required (plain smtp:// only to a loopback relay)"
+                .into(),
+        )
+    }
+}
+
 fn check_origin(origin: &str, local: bool) -> Result<(), ConfigError> {
     if origin == "*" {
         return invalid(
@@ -203,6 +239,25 @@ fn check_origin(origin: &str, local: bool) -> Result<(), ConfigError> {
     reason = "figment::Jail closures return figment::Error"
 )]
 mod tests {
+    #[test]
+    fn production_mail_leaves_encrypted_or_through_a_loopback_relay() {
+        use super::check_smtp_url;
+        assert!(check_smtp_url("smtps://u:p@smtp.example.org:465", false).is_ok());
+        assert!(check_smtp_url("smtp://u:p@smtp.example.org:587?tls=required", false).is_ok());
+        assert!(check_smtp_url("smtp://127.0.0.1:25", false).is_ok());
+        assert!(check_smtp_url("smtp://localhost:25", false).is_ok());
+        let plain = check_smtp_url("smtp://u:p@smtp.example.org:25", false).unwrap_err();
+        assert!(plain.to_string().contains("must use TLS"), "{plain}");
+        assert!(
+            check_smtp_url("smtp://u:p@smtp.example.org:587?tls=opportunistic", false).is_err()
+        );
+        assert!(
+            check_smtp_url("smtp://smtp.example.org:25", true).is_ok(),
+            "dev and test may"
+        );
+        assert!(check_smtp_url("http://smtp.example.org", true).is_err());
+    }
+
     use std::path::PathBuf;
 
     use figment::Jail;

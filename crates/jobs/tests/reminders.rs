@@ -234,3 +234,38 @@ async fn a_reminder_that_became_due_before_it_moved_is_not_sent_early() {
     run_due(&worker, now + Duration::days(9)).await.unwrap();
     assert_eq!(sink.messages().len(), 1);
 }
+
+#[tokio::test]
+async fn the_mail_server_stopping_in_the_middle_of_a_run_loses_nothing() {
+    let db = fresh_database().await;
+    let mut sink = SmtpSink::start().await;
+    let (_, due_at) = remind(&db, 200).await;
+    let worker = worker(&db, &sink);
+    let running = tokio::spawn({
+        let worker = worker.clone();
+        async move { run_due(&worker, due_at).await }
+    });
+    kopilka_test_support::eventually(
+        "the first deliveries",
+        std::time::Duration::from_secs(30),
+        || async { (sink.messages().len() >= 20).then_some(()) },
+    )
+    .await;
+    sink.stop().await;
+    let first = running.await.unwrap().unwrap();
+    assert!(
+        first.retrying > 0,
+        "the stop interrupted the run: {first:?}"
+    );
+
+    sink.resume().await;
+    let second = run_due(&worker, due_at + Duration::hours(2)).await.unwrap();
+    assert_eq!(first.done + second.done, 200, "{first:?} {second:?}");
+    let messages = sink.messages();
+    let recipients: HashSet<_> = messages.iter().map(|m| m.to.clone()).collect();
+    assert_eq!((messages.len(), recipients.len()), (200, 200));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM reminders WHERE status = 'sent'").await,
+        200
+    );
+}

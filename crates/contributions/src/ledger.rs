@@ -86,6 +86,7 @@ pub async fn record(
             RECEIPT_JOB,
             serde_json::json!({"stripe_id": entry.stripe_id}),
         )
+        .attempts(kopilka_queue::PATIENT_ATTEMPTS)
         .dedup(format!("mail:receipt:{}", entry.stripe_id));
         kopilka_queue::enqueue(conn, &job).await?;
     }

@@ -31,7 +31,8 @@ pub(crate) async fn queue_due(worker: &Worker, now: OffsetDateTime) -> Result<us
                 REMINDER_JOB,
                 serde_json::json!({"reminder_id": item.id, "remind_on": item.remind_on.to_string()}),
             )
-            .dedup(format!("mail:reminder:{}:{}", item.id, item.remind_on));
+            .attempts(kopilka_queue::PATIENT_ATTEMPTS)
+        .dedup(format!("mail:reminder:{}:{}", item.id, item.remind_on));
             // Due on its day, not before, for whichever worker (`--as-of` travels in time).
             let job = NewJob {
                 run_at: Some(item.remind_on.midnight().assume_utc()),

@@ -35,6 +35,7 @@ pub async fn queue_statements(
             STATEMENT_JOB,
             serde_json::json!({"reader_id": reader, "from": from.unix_timestamp(), "to": to.unix_timestamp()}),
         )
+        .attempts(kopilka_queue::PATIENT_ATTEMPTS)
         .dedup(format!("mail:statement:{reader}:{}", from.unix_timestamp()));
         if kopilka_queue::enqueue(&mut tx, &job)
             .await

@@ -12,6 +12,10 @@ use kopilka_store::{PgPool, StoreError};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
+/// Attempts for work that waits on an outside service which may be away for hours (a mail
+/// server): with the backoff capped at an hour, about a day of retries.
+pub const PATIENT_ATTEMPTS: i32 = 30;
+
 /// The channel `enqueue` notifies and workers listen on.
 pub const CHANNEL: &str = "kopilka_jobs";
 
@@ -55,6 +59,13 @@ impl<'a> NewJob<'a> {
             run_at: None,
             max_attempts: 10,
         }
+    }
+
+    /// Allows `attempts` attempts before the job is left `failed`.
+    #[must_use]
+    pub fn attempts(mut self, attempts: i32) -> Self {
+        self.max_attempts = attempts;
+        self
     }
 
     /// At most one job with this key.

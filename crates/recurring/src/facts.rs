@@ -212,6 +212,7 @@ pub async fn invoice_failed(
             "currency": fact.amount.currency().stripe_code(),
         }),
     )
+    .attempts(kopilka_queue::PATIENT_ATTEMPTS)
     .dedup(format!(
         "mail:payment_failed:{}:{}",
         fact.invoice_id, fact.attempt
@@ -253,6 +254,7 @@ pub async fn queue_renewal_notices(
             RENEWAL_NOTICE_JOB,
             serde_json::json!({"plan_id": plan, "renews_at": renews_at.unix_timestamp()}),
         )
+        .attempts(kopilka_queue::PATIENT_ATTEMPTS)
         .dedup(format!(
             "mail:renewal:{plan}:{}",
             renews_at.unix_timestamp()

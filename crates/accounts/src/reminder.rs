@@ -222,6 +222,21 @@ pub async fn sent(
         > 0)
 }
 
+/// Reminder `id`'s email was refused for good: it counts as suppressed, not sent.
+///
+/// # Errors
+/// Storage errors.
+pub async fn bounced(conn: &mut PgConnection, id: ReminderId) -> Result<(), AccountError> {
+    sqlx::query(
+        "UPDATE reminders SET status = 'suppressed', reason = 'mail_suppressed', sent_at = NULL
+         WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The reader gave at `at` (Stripe's whole seconds): reminders they asked for before then
 /// (to the second) are suppressed, and the
 /// banner remembers the gift. Idempotent; an older gift never overwrites a newer one.

@@ -13,8 +13,9 @@ use time::OffsetDateTime;
 use crate::Worker;
 use crate::sends;
 
-/// Attempts to wait for a checkout to name its reader before a receipt is given up.
-const READER_WAIT_ATTEMPTS: i32 = 6;
+/// How long a receipt waits for the checkout event that names its reader (Stripe retries an
+/// undelivered event for up to three days).
+const READER_WAIT: time::Duration = time::Duration::days(3);
 
 fn date(at: OffsetDateTime) -> String {
     at.date().to_string()
@@ -32,7 +33,7 @@ pub(crate) async fn receipt(worker: &Worker, job: &Job, now: OffsetDateTime) -> 
         .map_err(|e| e.to_string())?
         .ok_or("the payment of a receipt job is not in the ledger")?;
     let reader = facts.reader_id.map(ReaderId::from_uuid);
-    if reader.is_none() && job.attempt < READER_WAIT_ATTEMPTS {
+    if reader.is_none() && now - facts.occurred_at < READER_WAIT {
         // The payment may land before the checkout event that names its reader.
         return Err("waiting: the payment has no reader yet".into());
     }

@@ -11,6 +11,9 @@ use time::{Date, OffsetDateTime};
 use crate::Worker;
 use crate::sends::{self, Delivered};
 
+/// A reminder late by more than this (workers were down) is not sent any more.
+const LATE_GRACE: time::Duration = time::Duration::days(7);
+
 /// Reminders queued per transaction.
 const BATCH: i64 = 500;
 
@@ -78,9 +81,9 @@ pub(crate) async fn send(worker: &Worker, job: &Job, now: OffsetDateTime) -> Res
     {
         return tx.commit().await.map_err(|e| e.to_string());
     }
-    let Some(due) = pending else {
-        // Sent, suppressed (the reader gave), unsubscribed or moved meanwhile.
-        sends::skip(&mut tx, &logical_id, "reminder no longer pending").await?;
+    let Some(due) = pending.filter(|_| now.date() - remind_on <= LATE_GRACE) else {
+        // Sent, suppressed (the reader gave), unsubscribed or moved meanwhile, or a week late.
+        sends::skip(&mut tx, &logical_id, "reminder no longer pending or late").await?;
         tracing::info!(reminder_id = %id, "reminder no longer pending; not sent");
         return tx.commit().await.map_err(|e| e.to_string());
     };
@@ -118,9 +121,14 @@ pub(crate) async fn send(worker: &Worker, job: &Job, now: OffsetDateTime) -> Res
         rendered: &rendered,
         unsubscribe_url: Some(unsubscribe_url.as_str()),
     };
+    // Marked sent before the message goes out: a failure after the server took it could
+    // otherwise roll back the mark alone. A transient failure rolls both back.
+    reminder::sent(&mut tx, id, now)
+        .await
+        .map_err(|e| e.to_string())?;
     let delivered = sends::deliver(worker, &mut tx, job, due.reader_id, &outgoing, now).await?;
-    if delivered == Delivered::Sent {
-        reminder::sent(&mut tx, id, now)
+    if delivered == Delivered::Refused {
+        reminder::bounced(&mut tx, id)
             .await
             .map_err(|e| e.to_string())?;
     }

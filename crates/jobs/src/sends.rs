@@ -103,7 +103,8 @@ pub(crate) async fn deliver(
             .map_err(|e| e.to_string())?;
             Delivered::Sent
         }
-        Err(MailError::Permanent(why)) => {
+        // An address the server refused for good, or one no message can be built for.
+        Err(MailError::Permanent(why) | MailError::Message(why)) => {
             sqlx::query(
                 "UPDATE email_sends SET status = 'failed', attempts = attempts + 1, last_error = $2
                  WHERE logical_id = $1",

@@ -155,6 +155,19 @@ async fn a_550_fails_and_suppresses_that_address_only() {
         .await,
         1
     );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM reminders WHERE status = 'suppressed' AND reason = 'mail_suppressed'"
+        )
+        .await,
+        1,
+        "the refused one is not counted as sent"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM reminders WHERE status = 'sent'").await,
+        5
+    );
     // A later reminder for the suppressed address is never sent.
     let mut conn = db.pool.acquire().await.unwrap();
     let now = OffsetDateTime::now_utc();
@@ -268,4 +281,31 @@ async fn the_mail_server_stopping_in_the_middle_of_a_run_loses_nothing() {
         count(&db, "SELECT count(*) FROM reminders WHERE status = 'sent'").await,
         200
     );
+}
+
+#[tokio::test]
+async fn a_reminder_more_than_a_week_late_is_not_sent() {
+    let db = fresh_database().await;
+    let sink = SmtpSink::start().await;
+    let (_, due_at) = remind(&db, 2).await;
+    // The workers were away for eight days.
+    run_due(&worker(&db, &sink), due_at + Duration::days(8))
+        .await
+        .unwrap();
+    assert!(sink.messages().is_empty());
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM email_sends WHERE status = 'skipped'"
+        )
+        .await,
+        2
+    );
+    // Up to a week late is still worth a reminder (catching up with --as-of).
+    let other = fresh_database().await;
+    let (_, due_at) = remind(&other, 1).await;
+    run_due(&worker(&other, &sink), due_at + Duration::days(6))
+        .await
+        .unwrap();
+    assert_eq!(sink.messages().len(), 1);
 }

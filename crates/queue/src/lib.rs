@@ -133,7 +133,9 @@ pub const LEASE: Duration = Duration::from_secs(300);
 /// # Errors
 /// Storage errors.
 pub async fn claim(pool: &PgPool, now: OffsetDateTime) -> Result<Option<Job>, QueueError> {
-    let lease_end = now + LEASE;
+    // The lease runs from the real clock (a long run's `now` goes stale; `--as-of` may be
+    // ahead of it).
+    let lease_end = now.max(OffsetDateTime::now_utc()) + LEASE;
     let row: Option<(uuid::Uuid, String, serde_json::Value, i32, i32)> = sqlx::query_as(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_until = $2
          WHERE id = (

@@ -6,7 +6,6 @@ use kopilka_accounts::plan_link::{self, PlanAction};
 use kopilka_contributions::ledger;
 use kopilka_domain::id::ReaderId;
 use kopilka_domain::{Currency, Money};
-use kopilka_mail::Outgoing;
 use kopilka_queue::Job;
 use time::OffsetDateTime;
 
@@ -19,6 +18,22 @@ const READER_WAIT: time::Duration = time::Duration::days(3);
 
 fn date(at: OffsetDateTime) -> String {
     at.date().to_string()
+}
+
+/// A plan and the reader it belongs to (if linked).
+async fn plan_and_reader(
+    conn: &mut sqlx::PgConnection,
+    plan_id: uuid::Uuid,
+) -> Result<(kopilka_recurring::Plan, Option<ReaderId>), String> {
+    let plan = kopilka_recurring::plan_by_id(conn, plan_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the plan of a notice is gone")?;
+    let reader = ledger::reader_of(conn, plan.contribution_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(ReaderId::from_uuid);
+    Ok((plan, reader))
 }
 
 /// Sends the receipt of the payment recorded under the job's `stripe_id`.
@@ -57,17 +72,18 @@ pub(crate) async fn receipt(worker: &Worker, job: &Job, now: OffsetDateTime) -> 
         "reference": stripe_id,
         "manage_url": worker.settings.public_url.as_str(),
     });
-    let rendered = worker
-        .templates
-        .render("receipt", reader.locale, &context)
-        .map_err(|e| e.to_string())?;
-    let outgoing = Outgoing {
-        to: &email,
-        logical_id: &logical_id,
-        rendered: &rendered,
-        unsubscribe_url: None,
-    };
-    let delivered = sends::deliver(worker, &mut tx, job, reader_id, &outgoing, now).await?;
+    let delivered = sends::render_and_deliver(
+        worker,
+        &mut tx,
+        job,
+        "receipt",
+        &reader,
+        &email,
+        &logical_id,
+        &context,
+        now,
+    )
+    .await?;
     tx.commit().await.map_err(|e| e.to_string())?;
     tracing::info!(reader_id = %reader_id, contribution_id = %facts.contribution_id, ?delivered, "receipt emailed");
     Ok(())
@@ -97,14 +113,7 @@ pub(crate) async fn payment_failed(
     let logical_id = format!("payment-failed-{invoice}-{attempt}");
 
     let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
-    let plan = kopilka_recurring::plan_by_id(&mut tx, plan_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the plan of a payment_failed job is gone")?;
-    let reader = ledger::reader_of(&mut tx, plan.contribution_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .map(ReaderId::from_uuid);
+    let (plan, reader) = plan_and_reader(&mut tx, plan_id).await?;
     if !sends::claim(
         &mut tx,
         &logical_id,
@@ -151,17 +160,18 @@ pub(crate) async fn payment_failed(
     } else {
         "payment_failed"
     };
-    let rendered = worker
-        .templates
-        .render(kind, reader.locale, &context)
-        .map_err(|e| e.to_string())?;
-    let outgoing = Outgoing {
-        to: &email,
-        logical_id: &logical_id,
-        rendered: &rendered,
-        unsubscribe_url: None,
-    };
-    let delivered = sends::deliver(worker, &mut tx, job, reader_id, &outgoing, now).await?;
+    let delivered = sends::render_and_deliver(
+        worker,
+        &mut tx,
+        job,
+        kind,
+        &reader,
+        &email,
+        &logical_id,
+        &context,
+        now,
+    )
+    .await?;
     tx.commit().await.map_err(|e| e.to_string())?;
     tracing::info!(reader_id = %reader_id, plan_id = %plan_id, attempt, last, ?delivered, "failed payment emailed");
     Ok(())
@@ -201,14 +211,7 @@ pub(crate) async fn renewal_notice(
         .ok_or("a renewal_notice job without renews_at")?;
     let logical_id = format!("renewal-{plan_id}-{}", renews_at.unix_timestamp());
     let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
-    let plan = kopilka_recurring::plan_by_id(&mut tx, plan_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the plan of a renewal notice is gone")?;
-    let reader = ledger::reader_of(&mut tx, plan.contribution_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .map(ReaderId::from_uuid);
+    let (plan, reader) = plan_and_reader(&mut tx, plan_id).await?;
     if !sends::claim(
         &mut tx,
         &logical_id,
@@ -248,17 +251,18 @@ pub(crate) async fn renewal_notice(
         "renews_on": date(renews_at),
         "cancel_url": cancel_url.as_str(),
     });
-    let rendered = worker
-        .templates
-        .render("renewal_notice", reader.locale, &context)
-        .map_err(|e| e.to_string())?;
-    let outgoing = Outgoing {
-        to: &email,
-        logical_id: &logical_id,
-        rendered: &rendered,
-        unsubscribe_url: None,
-    };
-    let delivered = sends::deliver(worker, &mut tx, job, reader_id, &outgoing, now).await?;
+    let delivered = sends::render_and_deliver(
+        worker,
+        &mut tx,
+        job,
+        "renewal_notice",
+        &reader,
+        &email,
+        &logical_id,
+        &context,
+        now,
+    )
+    .await?;
     tx.commit().await.map_err(|e| e.to_string())?;
     tracing::info!(reader_id = %reader_id, plan_id = %plan_id, ?delivered, "renewal notice emailed");
     Ok(())

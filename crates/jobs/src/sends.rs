@@ -68,6 +68,35 @@ pub(crate) async fn recipient(
     }))
 }
 
+/// Renders email `kind` in the reader's language and delivers it as [`deliver`] does.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site per email kind, all named"
+)]
+pub(crate) async fn render_and_deliver(
+    worker: &Worker,
+    conn: &mut PgConnection,
+    job: &Job,
+    kind: &str,
+    reader: &kopilka_accounts::reader::Reader,
+    email: &kopilka_domain::Email,
+    logical_id: &str,
+    context: &serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<Delivered, String> {
+    let rendered = worker
+        .templates
+        .render(kind, reader.locale, context)
+        .map_err(|e| e.to_string())?;
+    let outgoing = Outgoing {
+        to: email,
+        logical_id,
+        rendered: &rendered,
+        unsubscribe_url: None,
+    };
+    deliver(worker, conn, job, reader.id, &outgoing, now).await
+}
+
 /// What became of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivered {

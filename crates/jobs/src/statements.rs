@@ -4,7 +4,6 @@
 
 use kopilka_contributions::ledger;
 use kopilka_domain::id::ReaderId;
-use kopilka_mail::Outgoing;
 use kopilka_queue::{Job, NewJob};
 use kopilka_store::PgPool;
 use time::OffsetDateTime;
@@ -87,17 +86,18 @@ pub(crate) async fn send(worker: &Worker, job: &Job, now: OffsetDateTime) -> Res
             .map(|t| serde_json::json!({"amount": t.net.to_string(), "payments": t.payments}))
             .collect::<Vec<_>>(),
     });
-    let rendered = worker
-        .templates
-        .render("statement", person.locale, &context)
-        .map_err(|e| e.to_string())?;
-    let outgoing = Outgoing {
-        to: &email,
-        logical_id: &logical_id,
-        rendered: &rendered,
-        unsubscribe_url: None,
-    };
-    let delivered = sends::deliver(worker, &mut tx, job, reader_id, &outgoing, now).await?;
+    let delivered = sends::render_and_deliver(
+        worker,
+        &mut tx,
+        job,
+        "statement",
+        &person,
+        &email,
+        &logical_id,
+        &context,
+        now,
+    )
+    .await?;
     tx.commit().await.map_err(|e| e.to_string())?;
     tracing::info!(reader_id = %reader_id, ?delivered, "statement emailed");
     Ok(())

@@ -20,6 +20,29 @@ fn date(at: OffsetDateTime) -> String {
     at.date().to_string()
 }
 
+/// A signed one-click link (no sign-in) to do `action` to the plan, valid for
+/// `accounts.plan_link_days`.
+fn plan_link_url(
+    worker: &Worker,
+    plan_id: uuid::Uuid,
+    action: PlanAction,
+    now: OffsetDateTime,
+) -> Result<String, String> {
+    let days = i64::from(worker.settings.accounts.plan_link_days);
+    let token = plan_link::token(
+        &worker.accounts.keys,
+        plan_id,
+        action,
+        now + time::Duration::days(days),
+    );
+    worker
+        .settings
+        .public_url
+        .join(&format!("v1/plan-links/{token}"))
+        .map(String::from)
+        .map_err(|e| e.to_string())
+}
+
 /// A plan and the reader it belongs to (if linked).
 async fn plan_and_reader(
     conn: &mut sqlx::PgConnection,
@@ -135,18 +158,7 @@ pub(crate) async fn payment_failed(
     // The failure before Stripe's last attempt, or one after which it will not try again.
     let attempts = i64::from(worker.settings.notices.dunning_attempts);
     let last = next_attempt.is_none() || attempt + 1 >= attempts;
-    let link_days = i64::from(worker.settings.accounts.plan_link_days);
-    let token = plan_link::token(
-        &worker.accounts.keys,
-        plan_id,
-        PlanAction::UpdateCard,
-        now + time::Duration::days(link_days),
-    );
-    let card_url = worker
-        .settings
-        .public_url
-        .join(&format!("v1/plan-links/{token}"))
-        .map_err(|e| e.to_string())?;
+    let card_url = plan_link_url(worker, plan_id, PlanAction::UpdateCard, now)?;
     let context = serde_json::json!({
         "name": reader.name,
         "amount": amount.to_string(),
@@ -233,18 +245,7 @@ pub(crate) async fn renewal_notice(
         sends::skip(&mut tx, &logical_id, "plan changed or no address").await?;
         return tx.commit().await.map_err(|e| e.to_string());
     };
-    let link_days = i64::from(worker.settings.accounts.plan_link_days);
-    let cancel = plan_link::token(
-        &worker.accounts.keys,
-        plan_id,
-        PlanAction::Cancel,
-        now + time::Duration::days(link_days),
-    );
-    let cancel_url = worker
-        .settings
-        .public_url
-        .join(&format!("v1/plan-links/{cancel}"))
-        .map_err(|e| e.to_string())?;
+    let cancel_url = plan_link_url(worker, plan_id, PlanAction::Cancel, now)?;
     let context = serde_json::json!({
         "name": reader.name,
         "amount": plan.amount.to_string(),

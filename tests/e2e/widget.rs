@@ -110,6 +110,17 @@ async fn click(client: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("{css} not clickable: {e}"));
 }
 
+/// The visible text of the element at `css`.
+async fn text_of(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .expect("its text")
+}
+
 async fn type_into(client: &Client, css: &str, text: &str) {
     let field = client
         .wait()
@@ -238,35 +249,17 @@ async fn a_reader_gives_monthly_through_the_widget_and_stops_seeing_asks() {
 
     // Monthly buttons say so, so nobody gives monthly by accident.
     click(&client, "[data-kopilka='interval-month']").await;
-    let month_preset = client
-        .find(Locator::Css("[data-kopilka='amount-1000']"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let month_preset = text_of(&client, "[data-kopilka='amount-1000']").await;
     assert_eq!(month_preset, "$10/month");
     click(&client, "[data-kopilka='interval-once']").await;
-    let once_preset = client
-        .find(Locator::Css("[data-kopilka='amount-1000']"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let once_preset = text_of(&client, "[data-kopilka='amount-1000']").await;
     assert_eq!(once_preset, "$10");
 
     // A custom amount below the minimum is refused before anything is sent.
     click(&client, "[data-kopilka='interval-month']").await;
     type_into(&client, ".kopilka-amounts input[type=text]", "1.50").await;
     click(&client, ".kopilka-give button[type=submit]").await;
-    let error = client
-        .find(Locator::Css(".kopilka-give [role=alert]"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let error = text_of(&client, ".kopilka-give [role=alert]").await;
     assert_eq!(error, "The least we can accept is $2.");
     let started: i64 = sqlx::query_scalar("SELECT count(*) FROM contributions")
         .fetch_one(&pool)
@@ -310,21 +303,9 @@ async fn a_reader_gives_monthly_through_the_widget_and_stops_seeing_asks() {
     let reader = "monthly@example.org";
     client.goto(&format!("{site}/?lang=ru")).await.unwrap();
     wait_for_state(&client, &["shown"], Duration::from_secs(20)).await;
-    let heading = client
-        .find(Locator::Css(".kopilka-banner h2"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let heading = text_of(&client, ".kopilka-banner h2").await;
     assert_eq!(heading, "Поддержите нас");
-    let preset = client
-        .find(Locator::Css("[data-kopilka='amount-500']"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let preset = text_of(&client, "[data-kopilka='amount-500']").await;
     assert!(preset.ends_with("/мес."), "{preset}");
 
     // Monthly, 1 000 (minor units), Continue.

@@ -83,7 +83,7 @@ impl AppState {
         self.keyring.spawn_reloader(
             self.pool.clone(),
             Arc::clone(&self.settings),
-            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(self.settings.paywall.keys_reload_secs.max(1)),
         );
         self.goal
             .spawn_refresher(self.pool.clone(), self.settings.offer.clone())
@@ -97,7 +97,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, document) =
         api_routes_with(settings.server.webhook_body_limit_bytes).split_for_parts();
     let document = Arc::new(document);
-    let routes = routes
+    let mut routes = routes
         .route(
             "/openapi.json",
             get(move || {
@@ -106,11 +106,28 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/metrics", get(metrics::render))
-        .merge(widget::routes(&settings))
+        .merge(widget::routes(&settings));
+    if settings.server.baseline_route {
+        routes = routes.route("/_baseline", get(baseline));
+    }
+    let routes = routes
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(|| async { AppError::NotFound })
         .with_state(state);
     with_layers(routes, &settings)
+}
+
+/// `GET /_baseline` (with `server.baseline_route`): a constant JSON answer, for
+/// `scripts/bench` to measure the offer's own cost against.
+async fn baseline() -> impl axum::response::IntoResponse {
+    const BODY: &str = r#"{"show":true,"reason":"baseline","currency":"usd","presets":{"once":[500,1000,2500],"month":[300,500,1000],"year":[3000,5000,10000]}}"#;
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (axum::http::header::CACHE_CONTROL, "private, no-store"),
+        ],
+        BODY,
+    )
 }
 
 /// The OpenAPI document of every documented route.

@@ -26,6 +26,9 @@ pub struct PaywallSettings {
     pub meter_mode: String,
     /// Free articles per calendar month.
     pub free_articles: u32,
+    /// How often the live signing keys are re-read from Postgres (a rotation shows within
+    /// this many seconds).
+    pub keys_reload_secs: u64,
 }
 
 impl PaywallSettings {

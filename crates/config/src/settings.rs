@@ -48,6 +48,8 @@ pub struct WorkerSettings {
     pub in_serve: bool,
     /// How often an idle worker looks for due jobs (it is also woken by NOTIFY).
     pub poll_secs: u64,
+    /// Jobs one worker process runs at once (each job waits mostly on Postgres and SMTP).
+    pub concurrency: usize,
 }
 
 /// Stripe: where the API is and how webhooks are verified.
@@ -92,6 +94,10 @@ pub struct ServerSettings {
     /// whose last entry is used, or `CF-Connecting-IP`); unset uses the peer address.
     #[serde(default)]
     pub client_ip_header: Option<String>,
+    /// Mounts `GET /_baseline`, a constant answer behind the same layers as every route:
+    /// the baseline `scripts/bench` measures the offer against. Off unless set.
+    #[serde(default)]
+    pub baseline_route: bool,
 }
 
 impl ServerSettings {

@@ -1,6 +1,6 @@
-//! The job kinds and the worker loop. A worker claims due jobs one at a time (several
-//! workers share the queue safely), runs each kind's handler, and records success, a retry
-//! with backoff, or the dead letter. It wakes on `LISTEN kopilka_jobs` and also polls.
+//! The job kinds and the worker loop. A worker claims due jobs in `worker.concurrency`
+//! lanes, each one job at a time (lanes and several workers share the queue safely), runs
+//! each kind's handler, and records success, a retry with backoff, or the dead letter. It wakes on `LISTEN kopilka_jobs` and also polls.
 //!
 //! Kinds: applying a Stripe event, emailing an account link, a due reminder, a receipt or
 //! a failed-payment notice, clearing an erased reader's Stripe customer. Emails are sent once each (see `sends`).
@@ -136,8 +136,6 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
 /// # Errors
 /// Storage errors of the queue itself.
 pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary, QueueError> {
-    let pool = &worker.pool;
-    let mut summary = RunSummary::default();
     // What fell due by `now` is queued first (once each, whichever worker gets there).
     if let Err(error) = reminders::queue_due(worker, now).await {
         tracing::warn!(error, "due reminders not queued");
@@ -145,6 +143,25 @@ pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary,
     if let Err(error) = notices::queue_renewal_notices(worker, now).await {
         tracing::warn!(error, "renewal notices not queued");
     }
+    // `worker.concurrency` lanes claim and run jobs side by side until none is due; each
+    // job is claimed by one lane only (SKIP LOCKED), as with several workers.
+    let lanes = worker.settings.worker.concurrency.max(1);
+    let results =
+        futures_util::future::join_all((0..lanes).map(|_| run_lane(worker, now))).await;
+    let mut summary = RunSummary::default();
+    for result in results {
+        let lane = result?;
+        summary.done += lane.done;
+        summary.retrying += lane.retrying;
+        summary.failed += lane.failed;
+    }
+    Ok(summary)
+}
+
+/// One lane of [`run_due`]: claims and runs due jobs one at a time until none is left.
+async fn run_lane(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary, QueueError> {
+    let pool = &worker.pool;
+    let mut summary = RunSummary::default();
     // Jobs retried in this run are due later, so the loop ends.
     while let Some(job) = kopilka_queue::claim(pool, now).await? {
         match run(worker, &job, now).await {

@@ -269,29 +269,16 @@ fn page(
             .filter(|l| (1..=100).contains(l))
             .ok_or_else(|| StripeError::invalid("limit", "limit must be between 1 and 100."))?,
     };
+    let matching = |o: &&Value| created_matches(&query, o) && filter(&query, o);
     sim.with_state(|state| {
-        let all: Vec<&Value> = state
-            .newest_first(kind)
-            .filter(|o| created_matches(&query, o) && filter(&query, o))
-            .collect();
-        let position = |param: &str| -> Result<Option<usize>, StripeError> {
-            match query.get(param).and_then(Value::as_str) {
-                None => Ok(None),
-                Some(id) => all
-                    .iter()
-                    .position(|o| o["id"] == id)
-                    .map(Some)
-                    .ok_or_else(|| StripeError::no_such(kind, id)),
-            }
-        };
-        let (data, has_more): (Vec<Value>, bool) = if let Some(after) = position("starting_after")?
+        let (data, has_more): (Vec<Value>, bool) = if let Some(before) =
+            query.get("ending_before").and_then(Value::as_str)
         {
-            let rest = &all[after + 1..];
-            (
-                rest.iter().take(limit).map(|o| (*o).clone()).collect(),
-                rest.len() > limit,
-            )
-        } else if let Some(before) = position("ending_before")? {
+            let all: Vec<&Value> = state.newest_first(kind).filter(matching).collect();
+            let before = all
+                .iter()
+                .position(|o| o["id"] == before)
+                .ok_or_else(|| StripeError::no_such(kind, before))?;
             let head = &all[..before];
             let start = head.len().saturating_sub(limit);
             (
@@ -299,10 +286,18 @@ fn page(
                 start > 0,
             )
         } else {
-            (
-                all.iter().take(limit).map(|o| (*o).clone()).collect(),
-                all.len() > limit,
-            )
+            // Read lazily from the cursor: a page costs its own length, not the list's.
+            let after = query.get("starting_after").and_then(Value::as_str);
+            let mut data: Vec<Value> = state
+                .newest_first_after(kind, after)
+                .ok_or_else(|| StripeError::no_such(kind, after.unwrap_or_default()))?
+                .filter(matching)
+                .take(limit + 1)
+                .cloned()
+                .collect();
+            let has_more = data.len() > limit;
+            data.truncate(limit);
+            (data, has_more)
         };
         Ok(Json(objects::list(url, data, has_more)))
     })

@@ -1,5 +1,6 @@
 //! `/_sim/…`: what a test drives instead of clicking — the checkout buttons, the clock,
-//! delivery switches, a card that declines at renewal, and Stripe's own totals.
+//! delivery switches, a card that declines at renewal, Stripe's own totals, and bulk history
+//! for benchmarks.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -19,6 +20,7 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/_sim/delivery", post(delivery))
         .route("/_sim/subscriptions/{id}/card", post(card))
         .route("/_sim/totals", get(totals))
+        .route("/_sim/seed/payments", post(seed_payments))
         .with_state(sim)
 }
 
@@ -124,4 +126,59 @@ async fn card(
 
 async fn totals(State(sim): State<Simulator>) -> Json<serde_json::Value> {
     Json(sim.with_state(flows::totals))
+}
+
+#[derive(Deserialize)]
+struct SeedPayments {
+    count: u32,
+    amount: i64,
+    currency: String,
+}
+
+/// The most payments one seed call creates.
+const SEED_LIMIT: u32 = 200_000;
+
+/// `{"count","amount","currency"}`: that many succeeded one-off card payments (a payment
+/// intent and its charge each), as past history: no events, no webhooks. Answers the
+/// payment intents' ids, oldest first, for the caller's ledger.
+async fn seed_payments(
+    State(sim): State<Simulator>,
+    Json(body): Json<SeedPayments>,
+) -> Result<Json<serde_json::Value>, StripeError> {
+    if body.count > SEED_LIMIT {
+        return Err(StripeError::invalid(
+            "count",
+            format!("At most {SEED_LIMIT} payments per call."),
+        ));
+    }
+    if body.amount <= 0 {
+        return Err(StripeError::invalid("amount", "The amount must be positive."));
+    }
+    let ids = sim.act(|state| {
+        let now = state.now();
+        let payment = crate::objects::Payment {
+            amount: body.amount,
+            currency: &body.currency,
+            customer: None,
+            description: None,
+            metadata: json!({}),
+            now,
+        };
+        let ids: Vec<String> = (0..body.count)
+            .map(|_| {
+                let pi = crate::objects::new_id("pi_");
+                let charge = crate::objects::new_id("ch_");
+                state.insert(crate::objects::payment_intent(
+                    &pi,
+                    &payment,
+                    "succeeded",
+                    Some(&charge),
+                ));
+                state.insert(crate::objects::charge(&charge, &payment, &pi, None, None));
+                pi
+            })
+            .collect();
+        Ok(ids)
+    })?;
+    Ok(Json(json!({"payment_intents": ids})))
 }

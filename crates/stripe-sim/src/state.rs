@@ -38,6 +38,8 @@ pub enum Idempotent {
 pub struct State {
     objects: HashMap<String, Value>,
     order: HashMap<String, Vec<String>>,
+    /// Each object's place in its kind's `order`, so a list page starts without a scan.
+    place: HashMap<String, usize>,
     pub sessions: HashMap<String, SessionPlan>,
     /// Subscriptions whose card declines at the next charge.
     pub declining: HashSet<String>,
@@ -73,7 +75,9 @@ impl State {
     pub fn insert(&mut self, object: Value) -> String {
         let id = object["id"].as_str().unwrap_or_default().to_owned();
         let kind = object["object"].as_str().unwrap_or_default().to_owned();
-        self.order.entry(kind).or_default().push(id.clone());
+        let order = self.order.entry(kind).or_default();
+        self.place.insert(id.clone(), order.len());
+        order.push(id.clone());
         self.objects.insert(id.clone(), object);
         id
     }
@@ -93,6 +97,29 @@ impl State {
             .into_iter()
             .flat_map(|ids| ids.iter().rev())
             .filter_map(|id| self.objects.get(id))
+    }
+
+    /// Objects of `kind`, newest first, after the one with id `after` (or from the newest);
+    /// `None` when `after` is not a `kind`.
+    pub fn newest_first_after(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+    ) -> Option<impl Iterator<Item = &Value>> {
+        let ids = self.order.get(kind).map_or(&[][..], Vec::as_slice);
+        let end = match after {
+            None => ids.len(),
+            Some(id) => {
+                let place = *self.place.get(id)?;
+                (ids.get(place).is_some_and(|at| at == id)).then_some(place)?
+            }
+        };
+        Some(
+            ids[..end]
+                .iter()
+                .rev()
+                .filter_map(|id| self.objects.get(id)),
+        )
     }
 
     /// Emits `event_type` about the object `object_id` as it is now (the event's data is

@@ -102,16 +102,35 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    /// Every message accepted so far, oldest first.
-    #[must_use]
-    pub fn messages(&self) -> Vec<ReceivedEmail> {
-        let mut files: Vec<_> = ["new", "cur"]
+    fn files(&self) -> Vec<PathBuf> {
+        ["new", "cur"]
             .iter()
             .flat_map(|sub| std::fs::read_dir(self.folder.path().join("maildir").join(sub)))
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .collect();
+            .collect()
+    }
+
+    /// How many messages it has accepted so far.
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.files().len()
+    }
+
+    /// Every message accepted so far, oldest first.
+    #[must_use]
+    pub fn messages(&self) -> Vec<ReceivedEmail> {
+        self.raw_messages()
+            .iter()
+            .map(|raw| ReceivedEmail::parse(raw))
+            .collect()
+    }
+
+    /// Every message accepted so far, oldest first, as received.
+    #[must_use]
+    pub fn raw_messages(&self) -> Vec<String> {
+        let mut files = self.files();
         // Maildir names do not sort by time within a second (unpadded microseconds).
         files.sort_by_key(|p| {
             (
@@ -122,7 +141,6 @@ impl SmtpSink {
         files
             .iter()
             .filter_map(|p| std::fs::read_to_string(p).ok())
-            .map(|raw| ReceivedEmail::parse(&raw))
             .collect()
     }
 

@@ -1,9 +1,10 @@
 //! Passwords: ASVS 5 rules (8 to 256 characters, no composition rules, nothing truncated),
 //! argon2id hashes with the configured cost and optional pepper, rehash on login when the
-//! cost changed. Hashing runs on the blocking pool behind a semaphore, so a login storm
-//! waits its turn instead of starving every other request.
+//! cost changed. Hashing runs on its own threads, as many as `hash_concurrency`, at a lower
+//! CPU priority (nice +10): a login storm waits its turn behind a semaphore, and while it
+//! hashes, the API's own threads still win the CPU, so page views stay fast.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -76,7 +77,52 @@ struct Inner {
     cost: Argon2Settings,
     pepper: Option<SecretString>,
     permits: Semaphore,
+    concurrency: usize,
+    /// The hashing threads' queue, started on first use; `None` if no thread could start.
+    threads: OnceLock<Option<mpsc::Sender<HashJob>>>,
     dummy: OnceLock<String>,
+}
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// Lowers the calling thread's CPU priority to nice +10 (Linux: the nice value is per
+/// thread). It cannot be raised again without privileges, so only hashing threads call it.
+#[allow(unsafe_code, reason = "setpriority(2) has no wrapper in std")]
+fn yield_to_serving() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain system call on the calling thread; no memory is shared with it.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+/// Starts `n` hashing threads; the sender feeds them. `None` when none could start.
+fn start_threads(n: usize) -> Option<mpsc::Sender<HashJob>> {
+    let (sender, receiver) = mpsc::channel::<HashJob>();
+    let receiver = Arc::new(Mutex::new(receiver));
+    let started = (0..n)
+        .filter(|i| {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("kopilka-hash-{i}"))
+                .spawn(move || {
+                    yield_to_serving();
+                    loop {
+                        let job = match receiver.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        // Ends when the hasher is dropped (the sender with it).
+                        let Ok(job) = job else { return };
+                        // A panicking hash loses its answer (the caller sees an error), not
+                        // the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .is_ok()
+        })
+        .count();
+    (started > 0).then_some(sender)
 }
 
 impl std::fmt::Debug for Passwords {
@@ -100,12 +146,14 @@ impl Passwords {
                 cost: settings.argon2,
                 pepper: settings.pepper.clone(),
                 permits: Semaphore::new(concurrency),
+                concurrency,
+                threads: OnceLock::new(),
                 dummy: OnceLock::new(),
             }),
         }
     }
 
-    /// Hashes `password` (PHC string) off the async runtime.
+    /// Hashes `password` (PHC string) on a hashing thread.
     ///
     /// # Errors
     /// [`AccountError::Hashing`] when argon2 fails.
@@ -141,9 +189,25 @@ impl Passwords {
             .acquire()
             .await
             .map_err(|e| AccountError::Hashing(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
+        let threads = self
+            .inner
+            .threads
+            .get_or_init(|| start_threads(self.inner.concurrency));
+        let Some(threads) = threads else {
+            // No thread of our own: the runtime's blocking pool, at normal priority.
+            return tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| AccountError::Hashing(e.to_string()))?;
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        threads
+            .send(Box::new(move || {
+                let _ = answer.send(work());
+            }))
+            .map_err(|_| AccountError::Hashing("the hashing threads stopped".into()))?;
+        answered
             .await
-            .map_err(|e| AccountError::Hashing(e.to_string()))?
+            .map_err(|_| AccountError::Hashing("a hash panicked".into()))?
     }
 }
 

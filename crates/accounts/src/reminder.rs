@@ -185,14 +185,18 @@ pub async fn lock_pending(
     id: ReminderId,
     remind_on: Date,
 ) -> Result<Option<DueReminder>, AccountError> {
-    let row: Option<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT reader_id FROM reminders
-         WHERE id = $1 AND status = 'pending' AND remind_on = $2 FOR UPDATE",
+    // By id alone, so the plan is always the primary key: with `status` and `remind_on` in
+    // the WHERE, a fresh table's plan took the due-date index and scanned every reminder of
+    // the day (1.8 ms a lock with 10 000 due). The rest is checked here.
+    let row: Option<(uuid::Uuid, String, Date)> = sqlx::query_as(
+        "SELECT reader_id, status, remind_on FROM reminders WHERE id = $1 FOR UPDATE",
     )
     .bind(id.as_uuid())
-    .bind(remind_on)
     .fetch_optional(conn)
     .await?;
+    let row = row
+        .filter(|(_, status, on)| status == "pending" && *on == remind_on)
+        .map(|(reader, _, _)| reader);
     Ok(row.map(|reader| DueReminder {
         id,
         reader_id: ReaderId::from_uuid(reader),

@@ -57,6 +57,8 @@ pub struct AppState {
     pub keyring: entitlements::SharedKeyring,
     /// The offer's reader-independent parts, pre-rendered.
     pub offers: offer::OfferBodies,
+    /// Wakes workers after a webhook's event is stored (coalesced `NOTIFY`).
+    pub wakeups: kopilka_queue::Wakeups,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
             .ok()
             .flatten();
         Self {
+            wakeups: kopilka_queue::Wakeups::new(pool.clone()),
             pool,
             accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
             keyring: entitlements::SharedKeyring::empty(&settings),

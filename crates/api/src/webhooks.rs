@@ -88,6 +88,10 @@ async fn stripe_webhook(
             }
             other => AppError::internal(other),
         })?;
+    if new {
+        // Stored quietly (a NOTIFY per event would serialize the commits): wake them now.
+        state.wakeups.wake();
+    }
     Ok(Json(Received {
         received: true,
         duplicate: !new,

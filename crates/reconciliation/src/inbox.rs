@@ -9,8 +9,9 @@ use kopilka_stripe::Event;
 
 use crate::{APPLY_EVENT, ReconciliationError};
 
-/// Stores `event` (its verified raw `body`) and enqueues its application. Returns `true`
-/// for a new event, `false` for a duplicate.
+/// Stores `event` (its verified raw `body`) and enqueues its application, quietly: the
+/// caller wakes workers after a new event (`kopilka_queue::Wakeups`), or applies it itself.
+/// Returns `true` for a new event, `false` for a duplicate.
 ///
 /// # Errors
 /// Storage errors (the caller answers 503 so Stripe retries).
@@ -58,7 +59,8 @@ pub async fn receive(
         return Ok(false);
     }
     let job = NewJob::new(APPLY_EVENT, serde_json::json!({"event_id": event.id}))
-        .dedup(format!("{APPLY_EVENT}:{}", event.id));
+        .dedup(format!("{APPLY_EVENT}:{}", event.id))
+        .quiet();
     kopilka_queue::enqueue(&mut tx, &job).await?;
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     tracing::info!(event_id = %event.id, event_type = %event.event_type, "event stored");

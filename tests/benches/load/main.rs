@@ -12,7 +12,7 @@
     clippy::cast_sign_loss,
     clippy::print_stdout,
     unsafe_code,
-    reason = "a benchmark: ratios of measured figures, printed; wait4 and kill on its own children"
+    reason = "a benchmark: ratios of measured figures, printed; SIGINT to its own wrk"
 )]
 
 mod rig;
@@ -53,6 +53,7 @@ async fn main() {
     let started = time::OffsetDateTime::now_utc();
     let rig = Rig::start().await;
     let pid = rig.server_pid();
+    eprintln!("bench: the API is process {pid}");
     let mut rows = Vec::new();
 
     // Idle: started, keys loaded, nothing served yet.
@@ -65,35 +66,53 @@ async fn main() {
     let (idle_kib, _) = rig::memory_kib(pid);
 
     let records = signing_keys(&rig).await;
-    let tokens = wrk::data_file(
-        "tokens.txt",
-        supporter_tokens(&records, SUPPORTER_TOKENS),
-    );
-    eprintln!("bench: offer against the bare handler ({OFFER_ROUNDS} rounds)");
-    rows.extend(offer_rows(&rig, &tokens).await);
-    let (_, loaded_kib) = rig::memory_kib(pid);
-
-    eprintln!("bench: token verifications on one core");
-    rows.push(token_row(records).await);
-    eprintln!("bench: webhook ingest against pgbench");
-    rows.push(webhook_row(&rig).await);
-    eprintln!("bench: {DUE_REMINDERS} due reminders against a plain SMTP client");
-    rows.push(reminder_row(&rig).await);
-    eprintln!("bench: admin reconcile over 10 000 and 100 000 objects");
-    rows.push(reconcile_row(&rig).await);
-    eprintln!("bench: login storm");
-    rows.push(login_storm_row(&rig).await);
-    rows.push(Row {
-        measure: "server RSS idle / under the offer load",
-        result: format!("{} / {}", mib(idle_kib), mib(loaded_kib)),
-        baseline: "—".into(),
-        ratio: "—".into(),
-        goal: "< 30 MiB / < 120 MiB",
-        meets: idle_kib < 30 * 1024 && loaded_kib < 120 * 1024,
-    });
+    let mut loaded_kib = 0;
+    if wanted("offer") {
+        let tokens = wrk::data_file("tokens.txt", supporter_tokens(&records, SUPPORTER_TOKENS));
+        eprintln!("bench: offer against the bare handler ({OFFER_ROUNDS} rounds)");
+        rows.extend(offer_rows(&rig, &tokens).await);
+        loaded_kib = rig::memory_kib(pid).1;
+    }
+    if wanted("tokens") {
+        eprintln!("bench: token verifications on one core");
+        rows.push(token_row(records).await);
+    }
+    if wanted("webhooks") {
+        eprintln!("bench: webhook ingest against pgbench");
+        rows.push(webhook_row(&rig).await);
+    }
+    if wanted("reminders") {
+        eprintln!("bench: {DUE_REMINDERS} due reminders against a plain SMTP client");
+        rows.push(reminder_row(&rig).await);
+    }
+    if wanted("reconcile") {
+        eprintln!("bench: admin reconcile over 10 000 and 100 000 objects");
+        rows.push(reconcile_row(&rig).await);
+    }
+    if wanted("storm") {
+        eprintln!("bench: login storm");
+        rows.push(login_storm_row(&rig).await);
+    }
+    if wanted("offer") {
+        rows.push(Row {
+            measure: "server RSS idle / under the offer load",
+            result: format!("{} / {}", mib(idle_kib), mib(loaded_kib)),
+            baseline: "—".into(),
+            ratio: "—".into(),
+            goal: "< 30 MiB / < 120 MiB",
+            meets: idle_kib < 30 * 1024 && loaded_kib < 120 * 1024,
+        });
+    }
     rig.stop().await;
     wrk::clean_up();
     report(started, &rows);
+}
+
+/// Whether row group `name` runs: all of them, unless `KOPILKA_BENCH_ONLY` lists some
+/// (offer, tokens, webhooks, reminders, reconcile, storm), e.g. while profiling one.
+fn wanted(name: &str) -> bool {
+    std::env::var("KOPILKA_BENCH_ONLY")
+        .map_or(true, |only| only.split(',').any(|n| n.trim() == name))
 }
 
 fn mib(kib: u64) -> String {
@@ -221,6 +240,30 @@ async fn statements(rig: &Rig) -> (i64, Vec<String>) {
         .map(|(q, c)| format!("{c}× {}", q.split_whitespace().collect::<Vec<_>>().join(" ")))
         .collect();
     (total, texts)
+}
+
+/// With `KOPILKA_BENCH_SQL` set, prints the statements that took the most time since the
+/// last reset (for profiling), then resets the statistics.
+async fn top_statements(rig: &Rig, during: &str) {
+    if std::env::var_os("KOPILKA_BENCH_SQL").is_some() {
+        let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+            "SELECT s.query, s.calls, s.total_exec_time FROM pg_stat_statements s
+             JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()
+             ORDER BY s.total_exec_time DESC LIMIT 8",
+        )
+        .fetch_all(&rig.pool)
+        .await
+        .expect("pg_stat_statements");
+        eprintln!("bench: the slowest statements during {during}:");
+        for (query, calls, ms) in rows {
+            let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("  {ms:>9.0} ms {calls:>7}× {}", query.chars().take(160).collect::<String>());
+        }
+    }
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&rig.pool)
+        .await
+        .expect("statistics reset");
 }
 
 /// Rows 1–3: the offer (anonymous, and with supporter tokens in rotation) against the bare
@@ -496,6 +539,11 @@ async fn webhook_row(rig: &Rig) -> Row {
     assert_eq!(stored as usize, WEBHOOK_EVENTS, "every distinct event stored once");
     assert_eq!(run.failed, 0, "every webhook answered 2xx");
     let per_sec = sent as f64 / elapsed.as_secs_f64();
+    // The events would be applied by the reminder row's worker run; they are not its work.
+    sqlx::query("DELETE FROM jobs WHERE kind = 'stripe_event'")
+        .execute(&rig.pool)
+        .await
+        .expect("the ingest's jobs removed");
     Row {
         measure: "webhook ingest: signed events/s (10 % duplicates), ack p99",
         result: format!(
@@ -529,6 +577,7 @@ async fn reminder_row(rig: &Rig) -> Row {
         stored.iter().all(|s| (200..300).contains(s)),
         "every reminder stored"
     );
+    top_statements(rig, "the reminders' seeding").await;
     let before = rig.smtp.count();
     let as_of = format!("{tomorrow}T00:05:00Z");
     let command = rig.kopilka(&["worker", "--once", "--as-of", &as_of]);
@@ -537,6 +586,7 @@ async fn reminder_row(rig: &Rig) -> Row {
             .await
             .expect("joins");
     assert!(status.success(), "the worker ran: {out}");
+    top_statements(rig, "the worker's run").await;
     let delivered = rig.smtp.count() - before;
     assert_eq!(delivered, DUE_REMINDERS, "every due reminder delivered once: {out}");
     let per_sec = delivered as f64 / elapsed.as_secs_f64();

@@ -228,9 +228,11 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Runs `command` to its end; its wall time and peak RSS (KiB, from `wait4`'s rusage).
-pub fn run_measured(mut command: std::process::Command) -> (std::process::ExitStatus, Duration, u64, String) {
-    use std::os::unix::process::ExitStatusExt as _;
+/// Runs `command` to its end: its status, wall time, peak RSS (KiB, the last `VmHWM` read
+/// while it ran, every 10 ms) and what it printed.
+pub fn run_measured(
+    mut command: std::process::Command,
+) -> (std::process::ExitStatus, Duration, u64, String) {
     let started = std::time::Instant::now();
     let mut child = command
         .stdout(Stdio::piped())
@@ -243,21 +245,14 @@ pub fn run_measured(mut command: std::process::Command) -> (std::process::ExitSt
         let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
         text
     });
-    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our child, not yet waited for; both pointers are valid.
-    let waited = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
-    assert_eq!(waited, pid, "wait4 on the child");
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        peak_kib = peak_kib.max(memory_kib(child.id()).1);
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let elapsed = started.elapsed();
-    let out = reader.join().expect("joins");
-    // The child was reaped by wait4; `child` must not be waited for again.
-    drop(child);
-    (
-        std::process::ExitStatus::from_raw(status),
-        elapsed,
-        u64::try_from(usage.ru_maxrss).unwrap_or(0),
-        out,
-    )
+    (status, elapsed, peak_kib, reader.join().expect("joins"))
 }

@@ -307,6 +307,52 @@ mod tests {
         assert!(Password::parse(&"x".repeat(MAX_CHARS + 1)).is_err());
     }
 
+    /// The nice value of each of this process's threads named `prefix…` (Linux).
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(prefix: &str) -> Vec<i64> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|name| name.starts_with(prefix))
+            })
+            .filter_map(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+                // After the parenthesised name: state is field 3, nice field 19.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                rest.split_whitespace().nth(16)?.parse().ok()
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_on_its_own_threads_at_a_lower_priority() {
+        let mut config = settings(1024);
+        config.hash_concurrency = 2;
+        let passwords = Passwords::from_settings(&config);
+        let pw = Password::parse("correct horse battery").unwrap();
+        let hash = passwords.hash(&pw).await.unwrap();
+        assert!(matches!(
+            passwords.verify(Some(hash), &pw).await.unwrap(),
+            Verdict::Right
+        ));
+        // (Other tests' hashers may be alive too: every such thread is at +10.)
+        let nice = nice_of_threads("kopilka-hash-");
+        assert!(nice.len() >= 2, "this hasher's two threads: {nice:?}");
+        assert!(nice.iter().all(|n| *n == 10), "all at nice +10: {nice:?}");
+        // The thread that asked keeps its priority.
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let own: i64 = own[own.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(own, 0);
+    }
+
     #[tokio::test]
     async fn a_hash_is_argon2id_with_the_configured_cost_and_verifies() {
         let passwords = Passwords::from_settings(&settings(19_456));

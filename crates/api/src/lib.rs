@@ -40,9 +40,22 @@ pub use offer::OfferBodies;
 pub use serve::serve;
 pub use widget::WIDGET_JS;
 
-/// What every handler may reach. Cheap to clone.
+/// What every handler may reach: one shared [`Parts`], so extracting it per request is one
+/// reference count, not one per field (measured: cloning the fields cost 3 % of the offer's
+/// CPU).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Parts {
     /// The Postgres pool.
     pub pool: PgPool,
     /// The validated settings.
@@ -69,7 +82,7 @@ impl AppState {
             .inspect_err(|err| tracing::error!(error = %err, "Stripe client not built"))
             .ok()
             .flatten();
-        Self {
+        Self(Arc::new(Parts {
             wakeups: kopilka_queue::Wakeups::new(pool.clone()),
             pool,
             accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
@@ -78,7 +91,7 @@ impl AppState {
             settings: Arc::new(settings),
             stripe,
             goal: kopilka_recurring::GoalCache::default(),
-        }
+        }))
     }
 
     /// Starts what runs beside the requests: the goal's refresher and the keyring's reloader.
@@ -111,7 +124,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .merge(widget::routes(&settings));
     if settings.server.baseline_route {
-        routes = routes.route("/_baseline", get(baseline));
+        let body = axum::body::Bytes::from(offer::constant_body(&settings));
+        routes = routes.route("/_baseline", get(move || baseline(body.clone())));
     }
     let routes = routes
         .route_layer(axum::middleware::from_fn(metrics::track))
@@ -120,16 +134,15 @@ pub fn router(state: AppState) -> Router {
     with_layers(routes, &settings)
 }
 
-/// `GET /_baseline` (with `server.baseline_route`): a constant JSON answer, for
-/// `scripts/bench` to measure the offer's own cost against.
-async fn baseline() -> impl axum::response::IntoResponse {
-    const BODY: &str = r#"{"show":true,"reason":"baseline","currency":"usd","presets":{"once":[500,1000,2500],"month":[300,500,1000],"year":[3000,5000,10000]}}"#;
+/// `GET /_baseline` (with `server.baseline_route`): a constant, the size and shape of an
+/// anonymous offer, for `scripts/bench` to measure the offer's own work against.
+async fn baseline(body: axum::body::Bytes) -> impl axum::response::IntoResponse {
     (
         [
             (axum::http::header::CONTENT_TYPE, "application/json"),
             (axum::http::header::CACHE_CONTROL, "private, no-store"),
         ],
-        BODY,
+        body,
     )
 }
 

@@ -225,6 +225,28 @@ impl OfferBodies {
     }
 }
 
+/// An anonymous reader's offer in the default currency, rendered once: what the benchmark
+/// baseline (`GET /_baseline`) answers, so the two differ in work, not in size.
+pub(crate) fn constant_body(settings: &Settings) -> String {
+    let head = ReaderPart {
+        show: true,
+        reason: "baseline",
+        supporter: false,
+        renew: false,
+        meter: None,
+    };
+    let mut body = serde_json::to_string(&head).unwrap_or_default();
+    body.pop();
+    body.push(',');
+    body.push_str(&render_tail(
+        &settings.offer,
+        "asks_only",
+        settings.offer.default_currency,
+        None,
+    ));
+    body
+}
+
 fn render_tail(
     settings: &OfferSettings,
     meter_mode: &'static str,
@@ -265,8 +287,11 @@ fn render_tail(
 async fn offer(
     State(state): State<AppState>,
     Query(query): Query<OfferQuery>,
-    headers: HeaderMap,
+    // The whole request, not `HeaderMap`: that extractor copies every header (this is the
+    // hottest route; the copy cost 10 % of its throughput against the bare baseline).
+    request: axum::extract::Request,
 ) -> Result<Response, AppError> {
+    let headers = request.headers();
     let settings = &state.settings.offer;
     let requested = match query.currency.as_deref() {
         None | Some("") => None,
@@ -289,7 +314,7 @@ async fn offer(
         .offers
         .tail(settings, currency, state.goal.get().as_ref());
     let now = time::OffsetDateTime::now_utc();
-    let (decision, renew, meter_cookie) = decide_view(&state, &headers, query.view == Some(1), now);
+    let (decision, renew, meter_cookie) = decide_view(&state, headers, query.view == Some(1), now);
     let head = ReaderPart {
         show: decision.show,
         reason: decision.reason,
@@ -300,10 +325,11 @@ async fn offer(
             wall: m.wall.to_owned(),
         }),
     };
-    let mut body = serde_json::to_string(&head).unwrap_or_default();
+    let mut body = Vec::with_capacity(128 + tail.len());
+    serde_json::to_writer(&mut body, &head).map_err(AppError::internal)?;
     body.pop();
-    body.push(',');
-    body.push_str(&tail);
+    body.push(b',');
+    body.extend_from_slice(tail.as_bytes());
     let mut response = (
         [
             (header::CONTENT_TYPE, "application/json"),

@@ -32,6 +32,31 @@ async fn an_unknown_route_is_a_404_envelope() {
 }
 
 #[tokio::test]
+async fn the_benchmark_baseline_route_exists_only_when_configured_and_behind_every_layer() {
+    let plain = TestApp::spawn().await;
+    assert_eq!(
+        plain.api.get("/_baseline").await.error_code(404),
+        "not_found"
+    );
+
+    let app = TestApp::spawn_with(|settings| settings.server.baseline_route = true).await;
+    let baseline = app.api.get("/_baseline").await;
+    assert_eq!(baseline.status, StatusCode::OK);
+    assert_eq!(baseline.json()["reason"], "baseline");
+    assert!(
+        baseline.headers.contains_key("x-request-id"),
+        "the request-id layer ran"
+    );
+    let metrics = String::from_utf8(app.api.get("/metrics").await.body).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/_baseline\"")),
+        "the metrics layer ran: {metrics}"
+    );
+}
+
+#[tokio::test]
 async fn a_wrong_method_is_a_405_envelope_with_allow() {
     let app = TestApp::spawn().await;
     let response = app.api.post_json("/healthz", &json!({})).await;

@@ -146,8 +146,7 @@ pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary,
     // `worker.concurrency` lanes claim and run jobs side by side until none is due; each
     // job is claimed by one lane only (SKIP LOCKED), as with several workers.
     let lanes = worker.settings.worker.concurrency.max(1);
-    let results =
-        futures_util::future::join_all((0..lanes).map(|_| run_lane(worker, now))).await;
+    let results = futures_util::future::join_all((0..lanes).map(|_| run_lane(worker, now))).await;
     let mut summary = RunSummary::default();
     for result in results {
         let lane = result?;

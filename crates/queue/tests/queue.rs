@@ -170,3 +170,63 @@ async fn enqueueing_notifies_listening_workers() {
         .unwrap();
     assert_eq!(note.payload(), "wake");
 }
+
+#[tokio::test]
+async fn a_quiet_job_sends_no_notify_and_wakeups_send_one_after_the_commit() {
+    let db = fresh_database().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        .await
+        .unwrap();
+    listener.listen(kopilka_queue::CHANNEL).await.unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    for n in 0..3 {
+        enqueue(&mut conn, &NewJob::new("hot", json!({"n": n})).quiet())
+            .await
+            .unwrap();
+    }
+    let silent = tokio::time::timeout(std::time::Duration::from_millis(500), listener.recv()).await;
+    assert!(silent.is_err(), "a quiet job notifies nobody");
+
+    let wakeups = kopilka_queue::Wakeups::new(db.pool.clone());
+    wakeups.wake();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a wake-up in time")
+        .unwrap();
+    assert_eq!(note.payload(), "wake");
+    // Three jobs due, claimable as usual.
+    let now = OffsetDateTime::now_utc();
+    for _ in 0..3 {
+        assert!(claim(&db.pool, now).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn completing_a_job_its_handler_completed_writes_nothing() {
+    let db = fresh_database().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    enqueue(&mut conn, &NewJob::new("once", json!({})))
+        .await
+        .unwrap();
+    let job = claim(&db.pool, OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+        .unwrap();
+    kopilka_queue::complete_in(&mut conn, &job).await.unwrap();
+    let version = || async {
+        sqlx::query_scalar::<_, String>("SELECT xmin::text FROM jobs WHERE id = $1")
+            .bind(job.id.as_uuid())
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    let before = version().await;
+    complete(&db.pool, &job).await.unwrap();
+    assert_eq!(version().await, before, "no second row version");
+    let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(job.id.as_uuid())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "done");
+}

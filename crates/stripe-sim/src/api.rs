@@ -271,34 +271,33 @@ fn page(
     };
     let matching = |o: &&Value| created_matches(&query, o) && filter(&query, o);
     sim.with_state(|state| {
-        let (data, has_more): (Vec<Value>, bool) = if let Some(before) =
-            query.get("ending_before").and_then(Value::as_str)
-        {
-            let all: Vec<&Value> = state.newest_first(kind).filter(matching).collect();
-            let before = all
-                .iter()
-                .position(|o| o["id"] == before)
-                .ok_or_else(|| StripeError::no_such(kind, before))?;
-            let head = &all[..before];
-            let start = head.len().saturating_sub(limit);
-            (
-                head[start..].iter().map(|o| (*o).clone()).collect(),
-                start > 0,
-            )
-        } else {
-            // Read lazily from the cursor: a page costs its own length, not the list's.
-            let after = query.get("starting_after").and_then(Value::as_str);
-            let mut data: Vec<Value> = state
-                .newest_first_after(kind, after)
-                .ok_or_else(|| StripeError::no_such(kind, after.unwrap_or_default()))?
-                .filter(matching)
-                .take(limit + 1)
-                .cloned()
-                .collect();
-            let has_more = data.len() > limit;
-            data.truncate(limit);
-            (data, has_more)
-        };
+        let (data, has_more): (Vec<Value>, bool) =
+            if let Some(before) = query.get("ending_before").and_then(Value::as_str) {
+                let all: Vec<&Value> = state.newest_first(kind).filter(matching).collect();
+                let before = all
+                    .iter()
+                    .position(|o| o["id"] == before)
+                    .ok_or_else(|| StripeError::no_such(kind, before))?;
+                let head = &all[..before];
+                let start = head.len().saturating_sub(limit);
+                (
+                    head[start..].iter().map(|o| (*o).clone()).collect(),
+                    start > 0,
+                )
+            } else {
+                // Read lazily from the cursor: a page costs its own length, not the list's.
+                let after = query.get("starting_after").and_then(Value::as_str);
+                let mut data: Vec<Value> = state
+                    .newest_first_after(kind, after)
+                    .ok_or_else(|| StripeError::no_such(kind, after.unwrap_or_default()))?
+                    .filter(matching)
+                    .take(limit + 1)
+                    .cloned()
+                    .collect();
+                let has_more = data.len() > limit;
+                data.truncate(limit);
+                (data, has_more)
+            };
         Ok(Json(objects::list(url, data, has_more)))
     })
 }

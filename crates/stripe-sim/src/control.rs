@@ -152,7 +152,10 @@ async fn seed_payments(
         ));
     }
     if body.amount <= 0 {
-        return Err(StripeError::invalid("amount", "The amount must be positive."));
+        return Err(StripeError::invalid(
+            "amount",
+            "The amount must be positive.",
+        ));
     }
     let ids = sim.act(|state| {
         let now = state.now();

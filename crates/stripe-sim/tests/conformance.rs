@@ -583,3 +583,73 @@ async fn errors_idempotency_and_pagination_follow_stripe() {
     );
     assert!(back.has_more);
 }
+
+#[tokio::test]
+async fn seeded_payments_conform_and_page_through_every_charge_once() {
+    let sim = Sim::start().await;
+    let seeded = sim
+        .control(
+            "/_sim/seed/payments",
+            json!({"count": 250, "amount": 1500, "currency": "usd"}),
+        )
+        .await;
+    let seeded: Vec<String> = seeded["payment_intents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seeded.len(), 250);
+    let (intent, _) = stripe::<stripe_shared::PaymentIntent>(
+        &sim.get(&format!("/v1/payment_intents/{}", seeded[0])).await,
+    );
+    assert_eq!(intent.amount, 1500);
+
+    // Newest first, 100 a page, each charge once, pointing at its seeded intent.
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            None => "/v1/charges?limit=100".to_owned(),
+            Some(last) => format!("/v1/charges?limit=100&starting_after={last}"),
+        };
+        let (page, json) =
+            stripe::<stripe_types::List<stripe_shared::Charge>>(&sim.get(&path).await);
+        assert!(page.data.iter().all(|c| c.paid && c.amount == 1500));
+        listed.extend(
+            json["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["payment_intent"].as_str().unwrap().to_owned()),
+        );
+        after = json["data"]
+            .as_array()
+            .unwrap()
+            .last()
+            .map(|c| c["id"].as_str().unwrap().to_owned());
+        if !page.has_more {
+            break;
+        }
+    }
+    let mut newest_first = seeded.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first, "every charge once, newest first");
+
+    // A cursor that is not a charge is Stripe's 404; a seed too large is refused.
+    let (status, _) = sim
+        .send(
+            sim.http
+                .get(sim.url("/v1/charges?starting_after=ch_unknown")),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let too_many = sim
+        .http
+        .post(sim.url("/_sim/seed/payments"))
+        .json(&json!({"count": 200_001, "amount": 1500, "currency": "usd"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_many.status(), 400);
+}

@@ -39,8 +39,8 @@ struct Row {
 }
 
 /// How long each offer run lasts, and how many rounds alternate baseline and offer.
-const OFFER_RUN: Duration = Duration::from_secs(4);
-const OFFER_ROUNDS: usize = 3;
+const OFFER_RUN: Duration = Duration::from_secs(3);
+const OFFER_ROUNDS: usize = 6;
 const OFFER_CONNECTIONS: u32 = 32;
 const SUPPORTER_TOKENS: usize = 1_000;
 const VERIFICATIONS: usize = 20_000;
@@ -121,7 +121,12 @@ fn mib(kib: u64) -> String {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let middle = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
 }
 
 fn verdict(meets: bool) -> &'static str {
@@ -237,7 +242,12 @@ async fn statements(rig: &Rig) -> (i64, Vec<String>) {
     let texts = rows
         .into_iter()
         .filter(|(q, _)| !mine(q))
-        .map(|(q, c)| format!("{c}× {}", q.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .map(|(q, c)| {
+            format!(
+                "{c}× {}",
+                q.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })
         .collect();
     (total, texts)
 }
@@ -257,7 +267,10 @@ async fn top_statements(rig: &Rig, during: &str) {
         eprintln!("bench: the slowest statements during {during}:");
         for (query, calls, ms) in rows {
             let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("  {ms:>9.0} ms {calls:>7}× {}", query.chars().take(160).collect::<String>());
+            eprintln!(
+                "  {ms:>9.0} ms {calls:>7}× {}",
+                query.chars().take(160).collect::<String>()
+            );
         }
     }
     sqlx::query("SELECT pg_stat_statements_reset()")
@@ -267,7 +280,8 @@ async fn top_statements(rig: &Rig, during: &str) {
 }
 
 /// Rows 1–3: the offer (anonymous, and with supporter tokens in rotation) against the bare
-/// handler, alternating in rounds so drift hits all alike; the statements they issued.
+/// handler, in rounds; each ratio is the median of the rounds' own ratios (raw figures: the
+/// medians of the runs). Then the statements they issued.
 async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
     let load = |path: &str, script, args: Vec<String>, duration| Load {
         url: format!("{}{path}", rig.base),
@@ -292,12 +306,24 @@ async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
         .await
         .expect("statistics reset");
     let (mut bare, mut anonymous, mut supporters) = (vec![], vec![], vec![]);
-    for _ in 0..OFFER_ROUNDS {
-        bare.push(wrk::run(&load("/_baseline", wrk::GET, vec![], OFFER_RUN)).await);
-        anonymous.push(wrk::run(&load(offer, wrk::GET, vec![], OFFER_RUN)).await);
-        supporters.push(
-            wrk::run(&load(offer, wrk::BEARER_TOKENS, token_args.clone(), OFFER_RUN)).await,
-        );
+    // Each round runs all three back to back, in turn forwards and backwards, so a drift of
+    // the machine's speed hits all alike; ratios are taken within a round.
+    for round in 0..OFFER_ROUNDS {
+        for which in if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] } {
+            match which {
+                0 => bare.push(wrk::run(&load("/_baseline", wrk::GET, vec![], OFFER_RUN)).await),
+                1 => anonymous.push(wrk::run(&load(offer, wrk::GET, vec![], OFFER_RUN)).await),
+                _ => supporters.push(
+                    wrk::run(&load(
+                        offer,
+                        wrk::BEARER_TOKENS,
+                        token_args.clone(),
+                        OFFER_RUN,
+                    ))
+                    .await,
+                ),
+            }
+        }
     }
     let (issued, texts) = statements(rig).await;
     let failed: u64 = [&bare, &anonymous, &supporters]
@@ -315,30 +341,40 @@ async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
     let (bare_rps, bare_p99) = (rps(&bare), p99(&bare));
     let (anon_rps, anon_p99) = (rps(&anonymous), p99(&anonymous));
     let token_rps = rps(&supporters);
+    let within_rounds = |runs: &[wrk::Run], figure: fn(&wrk::Run) -> f64| {
+        median(
+            runs.iter()
+                .zip(&bare)
+                .map(|(run, base)| figure(run) / figure(base))
+                .collect(),
+        )
+    };
+    let anon_ratio = within_rounds(&anonymous, |r| r.rps);
+    let anon_p99_ratio = within_rounds(&anonymous, |r| r.p99_ms);
+    let token_ratio = within_rounds(&supporters, |r| r.rps);
     let per_10k = issued as f64 * 10_000.0 / offers.max(1) as f64;
     if issued > 0 {
-        eprintln!("bench: statements during the offer runs:\n  {}", texts.join("\n  "));
+        eprintln!(
+            "bench: statements during the offer runs:\n  {}",
+            texts.join("\n  ")
+        );
     }
     vec![
         Row {
             measure: "`GET /v1/offer`, anonymous: req/s and p99",
             result: format!("{anon_rps:.0} req/s, p99 {anon_p99:.2} ms"),
             baseline: format!("bare handler: {bare_rps:.0} req/s, p99 {bare_p99:.2} ms"),
-            ratio: format!(
-                "{:.2}× throughput, {:.2}× p99",
-                anon_rps / bare_rps,
-                anon_p99 / bare_p99
-            ),
+            ratio: format!("{anon_ratio:.2}× throughput, {anon_p99_ratio:.2}× p99"),
             goal: "≥ 0.9× throughput, p99 ≤ 1.5×",
-            meets: anon_rps >= 0.9 * bare_rps && anon_p99 <= 1.5 * bare_p99,
+            meets: anon_ratio >= 0.9 && anon_p99_ratio <= 1.5,
         },
         Row {
             measure: "`GET /v1/offer`, 1 000 supporter tokens in rotation: req/s",
             result: format!("{token_rps:.0} req/s"),
             baseline: format!("bare handler: {bare_rps:.0} req/s"),
-            ratio: format!("{:.2}×", token_rps / bare_rps),
+            ratio: format!("{token_ratio:.2}×"),
             goal: "≥ 0.6×",
-            meets: token_rps >= 0.6 * bare_rps,
+            meets: token_ratio >= 0.6,
         },
         Row {
             measure: "SQL statements per 10 000 offer requests",
@@ -409,7 +445,8 @@ async fn seeded_payments(rig: &Rig, count: usize) -> Vec<String> {
 }
 
 fn pgbench() -> std::path::PathBuf {
-    let from_env = std::env::var_os("KOPILKA_PG_BIN").map(|d| std::path::PathBuf::from(d).join("pgbench"));
+    let from_env =
+        std::env::var_os("KOPILKA_PG_BIN").map(|d| std::path::PathBuf::from(d).join("pgbench"));
     let mut installed: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -422,6 +459,44 @@ fn pgbench() -> std::path::PathBuf {
         .filter(|p| p.is_file())
         .or_else(|| installed.pop())
         .unwrap_or_else(|| "pgbench".into())
+}
+
+/// Flushes what earlier rows wrote, so no checkpoint lands inside the next measurement.
+async fn checkpoint(rig: &Rig) {
+    sqlx::query("CHECKPOINT")
+        .execute(&rig.pool)
+        .await
+        .expect("a checkpoint");
+}
+
+/// Transactions per second of pgbench running `script` over `connections` for 5 s.
+async fn pgbench_tps(rig: &Rig, script: &std::path::Path, connections: u32) -> f64 {
+    checkpoint(rig).await;
+    let output = tokio::process::Command::new(pgbench())
+        .args(["-n", "-M", "prepared", "-j", "1", "-T", "5"])
+        .arg(format!("-c{connections}"))
+        .arg("-f")
+        .arg(script)
+        .arg(rig.db_url().expose_secret())
+        .output()
+        .await
+        .expect("pgbench runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let failed = text
+        .lines()
+        .any(|l| l.starts_with("number of failed transactions: ") && !l.contains(": 0 "));
+    let tps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .filter(|_| !failed);
+    tps.unwrap_or_else(|| {
+        panic!(
+            "pgbench failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
 
 /// Row 5: signed webhook events (10 % sent twice) against pgbench inserting a row of the
@@ -457,42 +532,18 @@ async fn webhook_row(rig: &Rig) -> Row {
         .execute(&rig.pool)
         .await
         .expect("the baseline's table");
-    let script = wrk::data_file(
+    let literal = body.replace('\'', "''");
+    let id = "('evt_pgb_' || CAST(:client_id AS text) || '_' || CAST(:n AS text))";
+    let single = wrk::data_file(
         "insert.sql",
         [
             r"\set n random(1, 2000000000)".to_owned(),
             format!(
-                "INSERT INTO bench_inbox (id, payload) VALUES ('evt_' || :client_id || '_' || :n, CAST('{}' AS jsonb)) ON CONFLICT DO NOTHING;",
-                body.replace('\'', "''")
+                "INSERT INTO bench_inbox (id, payload) VALUES ({id}, CAST('{literal}' AS jsonb)) ON CONFLICT DO NOTHING;"
             ),
         ],
     );
-    let output = tokio::process::Command::new(pgbench())
-        .args(["-n", "-M", "prepared", "-j", "1", "-T", "5"])
-        .arg(format!("-c{connections}"))
-        .arg("-f")
-        .arg(&script)
-        .arg(rig.db_url().expose_secret())
-        .output()
-        .await
-        .expect("pgbench runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let tps: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("tps = "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "pgbench printed no tps: {text}{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-    sqlx::query("DROP TABLE bench_inbox")
-        .execute(&rig.pool)
-        .await
-        .expect("dropped");
-
+    let tps = pgbench_tps(rig, &single, connections).await;
     // Kopilka: every tenth request repeats an earlier event; the last one is new.
     let now = now();
     let lines: Vec<String> = (0..WEBHOOK_EVENTS)
@@ -513,6 +564,7 @@ async fn webhook_row(rig: &Rig) -> Row {
     }
     let sent = sequence.len();
     let file = wrk::data_file("webhooks.txt", sequence);
+    checkpoint(rig).await;
     let started = Instant::now();
     let child = wrk::start(&Load {
         url: format!("{}/v1/webhooks/stripe", rig.base),
@@ -536,22 +588,56 @@ async fn webhook_row(rig: &Rig) -> Row {
     tokio::time::sleep(Duration::from_millis(300)).await;
     wrk::interrupt(&child);
     let run = wrk::finish(child).await;
-    assert_eq!(stored as usize, WEBHOOK_EVENTS, "every distinct event stored once");
+    assert_eq!(
+        stored as usize, WEBHOOK_EVENTS,
+        "every distinct event stored once"
+    );
     assert_eq!(run.failed, 0, "every webhook answered 2xx");
     let per_sec = sent as f64 / elapsed.as_secs_f64();
-    // The events would be applied by the reminder row's worker run; they are not its work.
-    sqlx::query("DELETE FROM jobs WHERE kind = 'stripe_event'")
-        .execute(&rig.pool)
-        .await
-        .expect("the ingest's jobs removed");
+    // For reference, not the goal: the inbox's own transaction (the event, its job, in one
+    // transaction; the same statements the API sends) straight from pgbench.
+    let inbox = wrk::data_file(
+        "inbox.sql",
+        [
+            r"\set n random(1, 2000000000)".to_owned(),
+            "BEGIN;".to_owned(),
+            format!(
+                "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload) VALUES ({id}, 'charge.succeeded', 1, false, null, 'ch_x', CAST('{literal}' AS jsonb)) ON CONFLICT (id) DO NOTHING;"
+            ),
+            format!(
+                "WITH new AS (INSERT INTO jobs (id, kind, payload, dedup_key, run_at, max_attempts) VALUES (gen_random_uuid(), 'bench', jsonb_build_object('event_id', {id}), 'bench:' || {id}, now(), 10) ON CONFLICT (dedup_key) DO NOTHING RETURNING kind) SELECT count(kind) FROM new;"
+            ),
+            "COMMIT;".to_owned(),
+        ],
+    );
+    let inbox_tps = pgbench_tps(rig, &inbox, connections).await;
+    for cleanup in [
+        "DROP TABLE bench_inbox",
+        // The events would be applied by the reminder row's worker run; not its work.
+        "DELETE FROM jobs WHERE kind = 'stripe_event'",
+        "DELETE FROM jobs WHERE kind = 'bench'",
+        "DELETE FROM stripe_events WHERE id LIKE 'evt\\_pgb\\_%'",
+    ] {
+        sqlx::query(cleanup)
+            .execute(&rig.pool)
+            .await
+            .expect("the baselines' rows removed");
+    }
+
     Row {
         measure: "webhook ingest: signed events/s (10 % duplicates), ack p99",
         result: format!(
             "{per_sec:.0} events/s ({sent} sent, {stored} stored), p99 {:.1} ms",
             run.p99_ms
         ),
-        baseline: format!("pgbench insert of the same {bytes}-byte JSONB row: {tps:.0} TPS"),
-        ratio: format!("{:.2}×", per_sec / tps),
+        baseline: format!(
+            "pgbench insert of the same {bytes}-byte JSONB row: {tps:.0} TPS (the inbox's own transaction in pgbench: {inbox_tps:.0} TPS)"
+        ),
+        ratio: format!(
+            "{:.2}× ({:.2}× of its own transaction)",
+            per_sec / tps,
+            per_sec / inbox_tps
+        ),
         goal: "≥ 0.5×, ack p99 < 50 ms",
         meets: per_sec >= 0.5 * tps && run.p99_ms < 50.0,
     }
@@ -581,14 +667,16 @@ async fn reminder_row(rig: &Rig) -> Row {
     let before = rig.smtp.count();
     let as_of = format!("{tomorrow}T00:05:00Z");
     let command = rig.kopilka(&["worker", "--once", "--as-of", &as_of]);
-    let (status, elapsed, _, out) =
-        tokio::task::spawn_blocking(move || rig::run_measured(command))
-            .await
-            .expect("joins");
+    let (status, elapsed, _, out) = tokio::task::spawn_blocking(move || rig::run_measured(command))
+        .await
+        .expect("joins");
     assert!(status.success(), "the worker ran: {out}");
     top_statements(rig, "the worker's run").await;
     let delivered = rig.smtp.count() - before;
-    assert_eq!(delivered, DUE_REMINDERS, "every due reminder delivered once: {out}");
+    assert_eq!(
+        delivered, DUE_REMINDERS,
+        "every due reminder delivered once: {out}"
+    );
     let per_sec = delivered as f64 / elapsed.as_secs_f64();
 
     let sample = rig.smtp.raw_messages().pop().expect("a delivered reminder");
@@ -602,7 +690,10 @@ async fn reminder_row(rig: &Rig) -> Row {
     let plain = plain_client_rate(port, sample.into_bytes()).await;
     Row {
         measure: "reminders delivered/s, 10 000 due (`worker --once`)",
-        result: format!("{per_sec:.0}/s ({delivered} in {:.1} s)", elapsed.as_secs_f64()),
+        result: format!(
+            "{per_sec:.0}/s ({delivered} in {:.1} s)",
+            elapsed.as_secs_f64()
+        ),
         baseline: format!("plain SMTP client to the same sink: {plain:.0} messages/s"),
         ratio: format!("{:.2}×", per_sec / plain),
         goal: "≥ 0.5×",
@@ -614,9 +705,10 @@ async fn reminder_row(rig: &Rig) -> Row {
 /// sink to accept.
 async fn plain_client_rate(port: u16, raw: Vec<u8>) -> f64 {
     use lettre::AsyncTransport as _;
-    let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
-        .port(port)
-        .build();
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(port)
+            .build();
     let envelope = lettre::address::Envelope::new(
         Some("support@example.org".parse().expect("an address")),
         vec!["plain-client@example.org".parse().expect("an address")],
@@ -675,7 +767,8 @@ async fn reconcile_row(rig: &Rig) -> Row {
 /// Row 8: the offer's p99 while sign-ins arrive at twice the rate the hasher can serve,
 /// against its p99 idle.
 async fn login_storm_row(rig: &Rig) -> Row {
-    let login = json!({"email": "nobody@example.org", "password": "not the right password"}).to_string();
+    let login =
+        json!({"email": "nobody@example.org", "password": "not the right password"}).to_string();
     let capacity = wrk::run(&Load {
         url: format!("{}/v1/sessions", rig.base),
         script: wrk::POST_JSON,

@@ -89,7 +89,8 @@ impl Rig {
         let smtp = SmtpSink::start().await;
         let sim_port = free_port();
         let sim = format!("http://127.0.0.1:{sim_port}");
-        let mut sim_child = kopilka_tests::kopilka(&["stripe-sim", "--addr", &format!("127.0.0.1:{sim_port}")]);
+        let mut sim_child =
+            kopilka_tests::kopilka(&["stripe-sim", "--addr", &format!("127.0.0.1:{sim_port}")]);
         sim_child
             .env("KOPILKA_SIM_SECRET_KEY", SIM_SECRET_KEY)
             .env("KOPILKA_SIM_WEBHOOK_SECRET", WEBHOOK_SECRET)
@@ -107,7 +108,10 @@ impl Rig {
             ("KOPILKA__DATABASE__ACQUIRE_TIMEOUT_SECS", "3".into()),
             ("KOPILKA__SERVER__REQUEST_TIMEOUT_SECS", "30".into()),
             ("KOPILKA__LOG__FORMAT", "json".into()),
-            ("KOPILKA__LOG__FILTER", "info,sqlx=warn,tower_http=info".into()),
+            (
+                "KOPILKA__LOG__FILTER",
+                "info,sqlx=warn,tower_http=info".into(),
+            ),
             ("DATABASE_URL", db_url.expose_secret().to_owned()),
             ("KOPILKA__SERVER__ADDR", format!("127.0.0.1:{api_port}")),
             ("KOPILKA__SERVER__BASELINE_ROUTE", "true".into()),
@@ -119,8 +123,14 @@ impl Rig {
             ("KOPILKA__ACCOUNTS__SECRET", ACCOUNTS_SECRET.into()),
             ("KOPILKA__PAYWALL__SIGNING_SECRET", SIGNING_SECRET.into()),
             // The login storm must reach the hasher: throttling would answer it cheaply.
-            ("KOPILKA__ACCOUNTS__FREE_FAILURES_PER_IP", "100000000".into()),
-            ("KOPILKA__ACCOUNTS__FREE_FAILURES_PER_ACCOUNT", "100000000".into()),
+            (
+                "KOPILKA__ACCOUNTS__FREE_FAILURES_PER_IP",
+                "100000000".into(),
+            ),
+            (
+                "KOPILKA__ACCOUNTS__FREE_FAILURES_PER_ACCOUNT",
+                "100000000".into(),
+            ),
             // Background refreshes would blur the statement count; none falls in the run.
             ("KOPILKA__OFFER__GOAL__REFRESH_SECS", "3600".into()),
             ("KOPILKA__PAYWALL__KEYS_RELOAD_SECS", "3600".into()),

@@ -134,7 +134,9 @@ pub fn start(load: &Load<'_>) -> tokio::process::Child {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    command.spawn().expect("wrk runs (scripts/bench installs it)")
+    command
+        .spawn()
+        .expect("wrk runs (scripts/bench installs it)")
 }
 
 /// Waits for wrk and reads its figures.
@@ -190,4 +192,3 @@ pub fn data_file(name: &str, lines: impl IntoIterator<Item = String>) -> PathBuf
 pub fn clean_up() {
     let _ = std::fs::remove_dir_all(scripts_dir());
 }
-

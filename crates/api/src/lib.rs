@@ -125,7 +125,10 @@ pub fn router(state: AppState) -> Router {
         .merge(widget::routes(&settings));
     if settings.server.baseline_route {
         let body = axum::body::Bytes::from(offer::constant_body(&settings));
-        routes = routes.route("/_baseline", get(move || baseline(body.clone())));
+        routes = routes.route(
+            "/_baseline",
+            get(move || std::future::ready(baseline(body.clone()))),
+        );
     }
     let routes = routes
         .route_layer(axum::middleware::from_fn(metrics::track))
@@ -136,7 +139,7 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /_baseline` (with `server.baseline_route`): a constant, the size and shape of an
 /// anonymous offer, for `scripts/bench` to measure the offer's own work against.
-async fn baseline(body: axum::body::Bytes) -> impl axum::response::IntoResponse {
+fn baseline(body: axum::body::Bytes) -> impl axum::response::IntoResponse {
     (
         [
             (axum::http::header::CONTENT_TYPE, "application/json"),

@@ -122,7 +122,7 @@ fn mib(kib: u64) -> String {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
-    if values.len() % 2 == 0 {
+    if values.len().is_multiple_of(2) {
         (values[middle - 1] + values[middle]) / 2.0
     } else {
         values[middle]
@@ -309,7 +309,11 @@ async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
     // Each round runs all three back to back, in turn forwards and backwards, so a drift of
     // the machine's speed hits all alike; ratios are taken within a round.
     for round in 0..OFFER_ROUNDS {
-        for which in if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] } {
+        for which in if round.is_multiple_of(2) {
+            [0, 1, 2]
+        } else {
+            [2, 1, 0]
+        } {
             match which {
                 0 => bare.push(wrk::run(&load("/_baseline", wrk::GET, vec![], OFFER_RUN)).await),
                 1 => anonymous.push(wrk::run(&load(offer, wrk::GET, vec![], OFFER_RUN)).await),

@@ -153,31 +153,38 @@ async fn a_worker_that_died_mid_job_leaves_it_to_another_after_the_lease() {
     assert_eq!((again.id, again.attempt), (first.id, 2));
 }
 
-#[tokio::test]
-async fn enqueueing_notifies_listening_workers() {
-    let db = fresh_database().await;
-    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+/// A listener on the queue's channel, as a worker has.
+async fn listening(pool: &sqlx::PgPool) -> sqlx::postgres::PgListener {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
         .await
         .unwrap();
     listener.listen(kopilka_queue::CHANNEL).await.unwrap();
+    listener
+}
+
+/// The next notification, within five seconds.
+async fn next_note(listener: &mut sqlx::postgres::PgListener) -> sqlx::postgres::PgNotification {
+    tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification in time")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn enqueueing_notifies_listening_workers() {
+    let db = fresh_database().await;
+    let mut listener = listening(&db.pool).await;
     let mut conn = db.pool.acquire().await.unwrap();
     enqueue(&mut conn, &NewJob::new("wake", json!({})))
         .await
         .unwrap();
-    let note = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
-        .await
-        .expect("a notification in time")
-        .unwrap();
-    assert_eq!(note.payload(), "wake");
+    assert_eq!(next_note(&mut listener).await.payload(), "wake");
 }
 
 #[tokio::test]
 async fn a_quiet_job_sends_no_notify_and_wakeups_send_one_after_the_commit() {
     let db = fresh_database().await;
-    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
-        .await
-        .unwrap();
-    listener.listen(kopilka_queue::CHANNEL).await.unwrap();
+    let mut listener = listening(&db.pool).await;
     let mut conn = db.pool.acquire().await.unwrap();
     for n in 0..3 {
         enqueue(&mut conn, &NewJob::new("hot", json!({"n": n})).quiet())
@@ -189,11 +196,7 @@ async fn a_quiet_job_sends_no_notify_and_wakeups_send_one_after_the_commit() {
 
     let wakeups = kopilka_queue::Wakeups::new(db.pool.clone());
     wakeups.wake();
-    let note = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
-        .await
-        .expect("a wake-up in time")
-        .unwrap();
-    assert_eq!(note.payload(), "wake");
+    assert_eq!(next_note(&mut listener).await.payload(), "wake");
     // Three jobs due, claimable as usual.
     let now = OffsetDateTime::now_utc();
     for _ in 0..3 {

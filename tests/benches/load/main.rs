@@ -73,25 +73,28 @@ async fn main() {
         rows.extend(offer_rows(&rig, &tokens).await);
         loaded_kib = rig::memory_kib(pid).1;
     }
-    if wanted("tokens") {
-        eprintln!("bench: token verifications on one core");
-        rows.push(token_row(records).await);
-    }
-    if wanted("webhooks") {
-        eprintln!("bench: webhook ingest against pgbench");
-        rows.push(webhook_row(&rig).await);
-    }
-    if wanted("reminders") {
-        eprintln!("bench: {DUE_REMINDERS} due reminders against a plain SMTP client");
-        rows.push(reminder_row(&rig).await);
-    }
-    if wanted("reconcile") {
-        eprintln!("bench: admin reconcile over 10 000 and 100 000 objects");
-        rows.push(reconcile_row(&rig).await);
-    }
-    if wanted("storm") {
-        eprintln!("bench: login storm");
-        rows.push(login_storm_row(&rig).await);
+    let due = format!("{DUE_REMINDERS} due reminders against a plain SMTP client");
+    for (name, what) in [
+        ("tokens", "token verifications on one core"),
+        ("webhooks", "webhook ingest against pgbench"),
+        ("reminders", due.as_str()),
+        (
+            "reconcile",
+            "admin reconcile over 10 000 and 100 000 objects",
+        ),
+        ("storm", "login storm"),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
+        eprintln!("bench: {what}");
+        rows.push(match name {
+            "tokens" => token_row(records.clone()).await,
+            "webhooks" => webhook_row(&rig).await,
+            "reminders" => reminder_row(&rig).await,
+            "reconcile" => reconcile_row(&rig).await,
+            _ => login_storm_row(&rig).await,
+        });
     }
     if wanted("offer") {
         rows.push(Row {

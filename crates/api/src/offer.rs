@@ -5,7 +5,7 @@
 //! cookies only: no SQL per request.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -152,12 +152,13 @@ fn terms(offer: &IntervalOffer) -> IntervalTerms {
 #[derive(Clone)]
 pub struct OfferBodies {
     mode: MeterMode,
-    rendered: Arc<RwLock<Rendered>>,
+    /// Read on every view without a lock; replaced whole when a tail is added.
+    rendered: Arc<arc_swap::ArcSwap<Rendered>>,
 }
 
 /// The pre-rendered tails (each a JSON object's members without the opening brace) and the
 /// goal figure they show.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Rendered {
     /// The figure's amount and time (two refreshes may fall in one second).
     goal: Option<(i64, i64)>,
@@ -187,21 +188,22 @@ impl OfferBodies {
         }
     }
 
-    /// The tail for `currency` under the goal's current `figure`, rendered now if the figure
-    /// changed since.
-    fn tail(
+    /// Hands `write` the tail for `currency` under the goal's current `figure` (rendered now
+    /// if the figure changed since), borrowed: no count is touched on the hot path.
+    fn with_tail<R>(
         &self,
         settings: &OfferSettings,
         currency: Currency,
         figure: Option<&GoalFigure>,
-    ) -> Arc<str> {
+        write: impl FnOnce(&str) -> R,
+    ) -> R {
         let goal = figure.map(|f| (f.current_minor, f.computed_at));
         {
-            let rendered = self.rendered.read().unwrap_or_else(PoisonError::into_inner);
+            let rendered = self.rendered.load();
             if rendered.goal == goal
                 && let Some(tail) = rendered.tails.get(&currency)
             {
-                return Arc::clone(tail);
+                return write(tail);
             }
         }
         let mode = match self.mode {
@@ -210,18 +212,20 @@ impl OfferBodies {
             MeterMode::Hard => "hard",
         };
         let tail = render_tail(settings, mode, currency, figure);
-        let mut rendered = self
-            .rendered
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if rendered.goal != goal {
-            *rendered = Rendered {
-                goal,
-                tails: BTreeMap::new(),
+        // Two views may render at once; either result is the same.
+        self.rendered.rcu(|current| {
+            let mut next = if current.goal == goal {
+                Rendered::clone(current)
+            } else {
+                Rendered {
+                    goal,
+                    tails: BTreeMap::new(),
+                }
             };
-        }
-        rendered.tails.insert(currency, Arc::clone(&tail));
-        tail
+            next.tails.insert(currency, Arc::clone(&tail));
+            next
+        });
+        write(&tail)
     }
 }
 
@@ -310,9 +314,7 @@ async fn offer(
             code: "currency_not_offered",
             message: "that currency is not offered".into(),
         })?;
-    let tail = state
-        .offers
-        .tail(settings, currency, state.goal.get().as_ref());
+
     let now = time::OffsetDateTime::now_utc();
     let (decision, renew, meter_cookie) = decide_view(&state, headers, query.view == Some(1), now);
     let head = ReaderPart {
@@ -325,11 +327,15 @@ async fn offer(
             wall: m.wall.to_owned(),
         }),
     };
-    let mut body = Vec::with_capacity(128 + tail.len());
+    let mut body = Vec::with_capacity(1024);
     serde_json::to_writer(&mut body, &head).map_err(AppError::internal)?;
     body.pop();
     body.push(b',');
-    body.extend_from_slice(tail.as_bytes());
+    state
+        .offers
+        .with_tail(settings, currency, state.goal.get().as_ref(), |tail| {
+            body.extend_from_slice(tail.as_bytes());
+        });
     let mut response = (
         [
             (header::CONTENT_TYPE, "application/json"),

@@ -4,7 +4,7 @@
 //! It is computed off the request path and kept in a [`GoalCache`] that the offer endpoint
 //! reads without touching Postgres.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kopilka_config::OfferSettings;
@@ -124,7 +124,7 @@ pub async fn compute(
 /// The latest figure, shared by the refresher (writes) and the offer endpoint (reads).
 #[derive(Clone, Default)]
 pub struct GoalCache {
-    figure: Arc<RwLock<Option<GoalFigure>>>,
+    figure: Arc<arc_swap::ArcSwapOption<GoalFigure>>,
     nudge: Arc<Notify>,
 }
 
@@ -140,10 +140,8 @@ impl GoalCache {
     /// The last computed figure; `None` until the first computation succeeded.
     #[must_use]
     pub fn get(&self) -> Option<GoalFigure> {
-        self.figure
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        // Every page view reads it: a lock-free load, no shared count touched.
+        self.figure.load().as_deref().cloned()
     }
 
     /// Asks the refresher to recompute now (a payment landed).
@@ -167,7 +165,7 @@ impl GoalCache {
             .map_err(kopilka_store::StoreError::from)?;
         let figure = compute(&mut conn, offer, now).await?;
         tracing::debug!(current_minor = figure.current_minor, "goal refreshed");
-        *self.figure.write().unwrap_or_else(PoisonError::into_inner) = Some(figure);
+        self.figure.store(Some(Arc::new(figure)));
         Ok(())
     }
 

@@ -72,6 +72,8 @@ pub struct Parts {
     pub offers: offer::OfferBodies,
     /// Wakes workers after a webhook's event is stored (coalesced `NOTIFY`).
     pub wakeups: kopilka_queue::Wakeups,
+    /// Checks webhook signatures against the configured endpoint secrets.
+    pub webhooks: kopilka_stripe::WebhookVerifier,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             .flatten();
         Self(Arc::new(Parts {
             wakeups: kopilka_queue::Wakeups::new(pool.clone()),
+            webhooks: kopilka_stripe::WebhookVerifier::from_settings(&settings.stripe),
             pool,
             accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
             keyring: entitlements::SharedKeyring::empty(&settings),

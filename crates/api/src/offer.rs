@@ -231,7 +231,7 @@ impl OfferBodies {
 
 /// An anonymous reader's offer in the default currency, rendered once: what the benchmark
 /// baseline (`GET /_baseline`) answers, so the two differ in work, not in size.
-pub(crate) fn constant_body(settings: &Settings) -> String {
+pub(crate) fn constant_body(settings: &Settings) -> Vec<u8> {
     let head = ReaderPart {
         show: true,
         reason: "baseline",
@@ -239,16 +239,23 @@ pub(crate) fn constant_body(settings: &Settings) -> String {
         renew: false,
         meter: None,
     };
-    let mut body = serde_json::to_string(&head).unwrap_or_default();
-    body.pop();
-    body.push(',');
-    body.push_str(&render_tail(
+    let tail = render_tail(
         &settings.offer,
         "asks_only",
         settings.offer.default_currency,
         None,
-    ));
-    body
+    );
+    offer_body(&head, &tail).unwrap_or_default()
+}
+
+/// One answer: the reader's part, then the shared tail, as one JSON object.
+fn offer_body(head: &ReaderPart, tail: &str) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body = Vec::with_capacity(128 + tail.len());
+    serde_json::to_writer(&mut body, head)?;
+    body.pop();
+    body.push(b',');
+    body.extend_from_slice(tail.as_bytes());
+    Ok(body)
 }
 
 fn render_tail(
@@ -327,15 +334,12 @@ async fn offer(
             wall: m.wall.to_owned(),
         }),
     };
-    let mut body = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut body, &head).map_err(AppError::internal)?;
-    body.pop();
-    body.push(b',');
-    state
+    let body = state
         .offers
         .with_tail(settings, currency, state.goal.get().as_ref(), |tail| {
-            body.extend_from_slice(tail.as_bytes());
-        });
+            offer_body(&head, tail)
+        })
+        .map_err(AppError::internal)?;
     let mut response = (
         [
             (header::CONTENT_TYPE, "application/json"),

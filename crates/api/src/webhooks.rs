@@ -7,8 +7,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
+use kopilka_stripe::SignatureError;
 use kopilka_stripe::webhook::WebhookError;
-use kopilka_stripe::{SignatureError, WebhookVerifier};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -68,12 +68,12 @@ async fn stripe_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Received>, AppError> {
-    let verifier = WebhookVerifier::from_settings(&state.settings.stripe);
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let event = verifier
+    let event = state
+        .webhooks
         .verify_event(signature, &body, now)
         .map_err(|err| {
             tracing::warn!(error = %err, "webhook refused");

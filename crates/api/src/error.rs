@@ -195,6 +195,17 @@ impl IntoResponse for AppError {
             } => Some((*retry_after_secs).max(1)),
             _ => None,
         };
+        // RFC 6750: a refused bearer token says so in WWW-Authenticate.
+        if let Self::Unauthorized {
+            code: "invalid_token",
+            ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

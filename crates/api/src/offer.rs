@@ -293,6 +293,7 @@ fn render_tail(
 #[utoipa::path(get, path = "/v1/offer", tag = "contributions", params(OfferQuery),
     responses(
         (status = 200, description = "The offer", body = Offer),
+        (status = 401, description = "The bearer supporter token is forged, expired or not for us (a bad cookie counts as no token)", body = ErrorBody),
         (status = 422, description = "Unknown or not offered currency", body = ErrorBody)
     ))]
 async fn offer(
@@ -323,7 +324,7 @@ async fn offer(
         })?;
 
     let now = time::OffsetDateTime::now_utc();
-    let (decision, renew, meter_cookie) = decide_view(&state, headers, query.view == Some(1), now);
+    let (decision, renew, meter_cookie) = decide_view(&state, headers, query.view == Some(1), now)?;
     let head = ReaderPart {
         show: decision.show,
         reason: decision.reason,
@@ -355,29 +356,47 @@ async fn offer(
     Ok(response)
 }
 
-/// The supporter token a request carries: a JWT as the bearer token, else the cookie.
-fn supporter_token(headers: &HeaderMap) -> Option<String> {
+/// The supporter token a request carries: a JWT as the bearer token (`true`), else the
+/// cookie (`false`).
+fn supporter_token(headers: &HeaderMap) -> Option<(String, bool)> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .filter(|t| t.matches('.').count() == 2)
-        .map(str::to_owned)
-        .or_else(|| cookie(headers, crate::entitlements::SUPPORTER_COOKIE))
+        .map(|t| (t.to_owned(), true))
+        .or_else(|| cookie(headers, crate::entitlements::SUPPORTER_COOKIE).map(|t| (t, false)))
 }
 
 /// Decides this view from the request's token and cookies alone; returns the meter's new
 /// cookie when the view was counted.
+///
+/// # Errors
+/// 401 `invalid_token` when a bearer supporter token fails verification: a caller that sends
+/// one (an edge function, an app) must learn it is refused. A bad cookie is the browser's
+/// leftover and counts as no token, so the page still gets its answer.
 fn decide_view(
     state: &AppState,
     headers: &HeaderMap,
     count: bool,
     now: time::OffsetDateTime,
-) -> (kopilka_paywall::Decision, bool, Option<HeaderValue>) {
+) -> Result<(kopilka_paywall::Decision, bool, Option<HeaderValue>), AppError> {
     let unix = now.unix_timestamp();
-    // An invalid or expired token counts as no token: the page still gets its answer.
-    let claims =
-        supporter_token(headers).and_then(|token| state.keyring.get().verify(&token, unix).ok());
+    let claims = match supporter_token(headers) {
+        None => None,
+        Some((token, bearer)) => match state.keyring.get().verify(&token, unix) {
+            Ok(claims) => Some(claims),
+            Err(_) if bearer => {
+                return Err(AppError::Unauthorized {
+                    code: "invalid_token",
+                    message: "the supporter token is not valid here (forged, expired or for \
+                              another site); get a new one from GET /v1/entitlements"
+                        .into(),
+                });
+            }
+            Err(_) => None,
+        },
+    };
     // Only the session cookie's presence: checking it would take a query.
     let renew = claims.is_none() && cookie(headers, crate::identity::SESSION_COOKIE).is_some();
     let hide_until = match &claims {
@@ -407,5 +426,5 @@ fn decide_view(
             now + time::Duration::days(40),
         )
     });
-    (decision, renew, set_cookie)
+    Ok((decision, renew, set_cookie))
 }

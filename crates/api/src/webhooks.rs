@@ -68,9 +68,10 @@ async fn stripe_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Received>, AppError> {
+    // A header that is there but not visible ASCII is malformed, not missing.
     let signature = headers
         .get("stripe-signature")
-        .and_then(|v| v.to_str().ok());
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let event = state
         .webhooks

@@ -310,10 +310,18 @@ async fn the_offer_hides_the_banner_for_a_supporter_token_and_shows_it_otherwise
         offer(&app, "", &[("cookie", &cookie)]).await.json()["supporter"],
         true
     );
-    // A forged or foreign token is no token.
-    let forged = format!("Bearer {}x", &token[..token.len() - 1]);
+    // A forged bearer token is refused; a forged cookie counts as no token.
+    let forged_token = format!("{}x", &token[..token.len() - 1]);
+    let forged = format!("Bearer {forged_token}");
+    let refused = offer(&app, "", &[("authorization", &forged)]).await;
+    assert_eq!(refused.error_code(401), "invalid_token");
     assert_eq!(
-        offer(&app, "", &[("authorization", &forged)]).await.json()["show"],
+        refused.headers["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
+    let forged_cookie = format!("__Host-kopilka_supporter={forged_token}");
+    assert_eq!(
+        offer(&app, "", &[("cookie", &forged_cookie)]).await.json()["show"],
         true
     );
     // A session token (not a JWT) as the bearer is simply not a supporter token.

@@ -72,6 +72,9 @@ pub struct StripeSettings {
     pub webhook_secret: Vec<SecretString>,
     /// How far a webhook's signed timestamp may be from now, either way.
     pub webhook_tolerance_secs: u32,
+    /// How long one Stripe API call may take before the caller gets a 503 (retry with the
+    /// same idempotency key).
+    pub timeout_secs: u32,
 }
 
 /// The HTTP server's address and limits.

@@ -136,6 +136,9 @@ fn check_stripe(
             "KOPILKA__STRIPE__WEBHOOK_SECRET is required when KOPILKA_ENV={env} (the endpoint's whsec_… secret)"
         ));
     }
+    if !(1..=120).contains(&stripe.timeout_secs) {
+        return invalid("stripe.timeout_secs must be between 1 and 120".into());
+    }
     if !(1..=3600).contains(&stripe.webhook_tolerance_secs) {
         return invalid("stripe.webhook_tolerance_secs must be between 1 and 3600".into());
     }
@@ -425,6 +428,7 @@ mod tests {
                 "0",
                 "webhook_tolerance_secs",
             ),
+            ("KOPILKA__STRIPE__TIMEOUT_SECS", "0", "timeout_secs"),
         ];
         for (key, value, expected) in cases {
             Jail::expect_with(|jail| {

@@ -50,7 +50,25 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .fallback(|| async { StripeError::invalid("path", "Unrecognized request URL. The simulator serves the subset of Stripe's API that Kopilka uses.") })
         .layer(axum::middleware::from_fn_with_state(sim.clone(), idempotency))
         .layer(axum::middleware::from_fn_with_state(sim.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(sim.clone(), inject_faults))
         .with_state(sim)
+}
+
+/// Faults armed by `POST /_sim/faults` (a test's Stripe outage): a 5xx `api_error` without
+/// doing anything, or the request done and its answer held back past the caller's timeout.
+async fn inject_faults(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    match sim.next_fault() {
+        None => next.run(request).await,
+        Some(crate::Fault::Fail(status)) => StripeError::api_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        )
+        .into_response(),
+        Some(crate::Fault::SlowAnswer(delay)) => {
+            let response = next.run(request).await;
+            tokio::time::sleep(delay).await;
+            response
+        }
+    }
 }
 
 /// `Authorization: Bearer <the simulator's secret key>`, as Stripe requires.

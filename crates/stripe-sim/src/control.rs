@@ -21,6 +21,7 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/_sim/subscriptions/{id}/card", post(card))
         .route("/_sim/totals", get(totals))
         .route("/_sim/seed/payments", post(seed_payments))
+        .route("/_sim/faults", post(faults))
         .with_state(sim)
 }
 
@@ -92,6 +93,45 @@ async fn delivery(
     Json(
         json!({"duplicates": mode.duplicates, "shuffle": mode.shuffle, "webhook_url": mode.webhook_url}),
     )
+}
+
+#[derive(Deserialize)]
+struct FaultsBody {
+    /// How many of the next `/v1/…` requests meet the fault (0 disarms).
+    count: u32,
+    /// Answer this 5xx status (`api_error`) without doing the request.
+    status: Option<u16>,
+    /// Or: do the request and hold its answer this many milliseconds.
+    delay_ms: Option<u64>,
+}
+
+/// `{"count": 2, "status": 500}` or `{"count": 1, "delay_ms": 5000}`: Stripe failing or slow
+/// for the next requests; `{"count": 0}` disarms.
+async fn faults(
+    State(sim): State<Simulator>,
+    Json(body): Json<FaultsBody>,
+) -> Result<Json<serde_json::Value>, StripeError> {
+    if body.count == 0 {
+        sim.set_faults(crate::Faults::default());
+        return Ok(Json(json!({"count": 0})));
+    }
+    let fault = match (body.status, body.delay_ms) {
+        (Some(status), None) if (500..600).contains(&status) => crate::Fault::Fail(status),
+        (None, Some(ms)) if ms <= 120_000 => {
+            crate::Fault::SlowAnswer(std::time::Duration::from_millis(ms))
+        }
+        _ => {
+            return Err(StripeError::invalid(
+                "status",
+                "Give either a 5xx status or delay_ms (at most 120000).",
+            ));
+        }
+    };
+    sim.set_faults(crate::Faults {
+        remaining: body.count,
+        fault: Some(fault),
+    });
+    Ok(Json(json!({"count": body.count})))
 }
 
 #[derive(Deserialize)]

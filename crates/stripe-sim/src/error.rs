@@ -68,6 +68,17 @@ impl StripeError {
         }
     }
 
+    /// An `api_error`: Stripe failed on its side (5xx).
+    pub fn api_error(status: StatusCode) -> Self {
+        Self {
+            status,
+            kind: "api_error",
+            code: None,
+            message: "An error occurred with our connection to Stripe. Request req_simulated failed (injected by the simulator).".into(),
+            param: None,
+        }
+    }
+
     /// An `idempotency_error` (400 for a reused key, 409 while the first use runs).
     pub fn idempotency(status: StatusCode, message: impl Into<String>) -> Self {
         Self {

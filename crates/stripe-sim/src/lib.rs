@@ -49,6 +49,23 @@ impl Default for SimOptions {
     }
 }
 
+/// What an injected fault does to one `/v1/…` request.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Answer Stripe's `api_error` with this 5xx status, doing nothing.
+    Fail(u16),
+    /// Do the request, then hold the answer this long (the caller's timeout fires first;
+    /// a retry with the same idempotency key gets the stored answer, as at Stripe).
+    SlowAnswer(std::time::Duration),
+}
+
+/// Faults armed through `POST /_sim/faults`: the next `remaining` requests meet `fault`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    remaining: u32,
+    fault: Option<Fault>,
+}
+
 /// A running simulator's handle; cheap to clone.
 #[derive(Clone)]
 pub struct Simulator {
@@ -60,6 +77,7 @@ struct Inner {
     options: SimOptions,
     base_url: String,
     mode: Mutex<delivery::Mode>,
+    faults: Mutex<Faults>,
     deliveries: UnboundedSender<delivery::Delivery>,
 }
 
@@ -83,6 +101,7 @@ impl Simulator {
                 options,
                 base_url,
                 mode: Mutex::new(mode),
+                faults: Mutex::new(Faults::default()),
                 deliveries,
             }),
         }
@@ -150,6 +169,18 @@ impl Simulator {
                 copies: mode.duplicates + 1,
             });
         }
+    }
+
+    /// The fault the next `/v1/…` request meets, if any are armed (each is used once).
+    fn next_fault(&self) -> Option<Fault> {
+        let mut faults = lock(&self.inner.faults);
+        let fault = faults.fault?;
+        faults.remaining = faults.remaining.checked_sub(1)?;
+        Some(fault)
+    }
+
+    fn set_faults(&self, faults: Faults) {
+        *lock(&self.inner.faults) = faults;
     }
 
     fn set_delivery(&self, change: impl FnOnce(&mut delivery::Mode)) -> delivery::Mode {

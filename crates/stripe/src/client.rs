@@ -264,6 +264,21 @@ impl StripeClient {
     /// # Errors
     /// [`ClientError::Config`] when the key or URL cannot be used.
     pub fn new(secret_key: &SecretString, api_base: Option<&url::Url>) -> Result<Self> {
+        Self::with_timeout(secret_key, api_base, Self::DEFAULT_TIMEOUT)
+    }
+
+    /// How long a call may take by default (`stripe.timeout_secs`).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// A client whose calls give up after `timeout` ([`ClientError::Unavailable`]).
+    ///
+    /// # Errors
+    /// [`ClientError::Config`] when the key or URL cannot be used.
+    pub fn with_timeout(
+        secret_key: &SecretString,
+        api_base: Option<&url::Url>,
+        timeout: Duration,
+    ) -> Result<Self> {
         let mut base =
             api_base.map_or_else(|| Self::STRIPE_API_BASE.to_owned(), url::Url::to_string);
         if !base.ends_with('/') {
@@ -271,7 +286,7 @@ impl StripeClient {
         }
         let inner = stripe::ClientBuilder::new(secret_key.expose_secret())
             .url(base)
-            .timeout(Duration::from_secs(20))
+            .timeout(timeout)
             .app_info("Kopilka", Some(env!("CARGO_PKG_VERSION").to_owned()), None)
             .build()?;
         Ok(Self { inner })
@@ -289,7 +304,13 @@ impl StripeClient {
         settings
             .secret_key
             .as_ref()
-            .map(|key| Self::new(key, settings.api_base.as_ref()))
+            .map(|key| {
+                Self::with_timeout(
+                    key,
+                    settings.api_base.as_ref(),
+                    Duration::from_secs(u64::from(settings.timeout_secs)),
+                )
+            })
             .transpose()
     }
 

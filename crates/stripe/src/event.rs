@@ -79,8 +79,11 @@ impl Event {
         if envelope.id.is_empty() || envelope.event_type.is_empty() {
             return Err(EventError::Invalid("empty id or type".into()));
         }
-        let head: ObjectHead = serde_json::from_str(envelope.data.object.get())
-            .map_err(|_| EventError::Invalid("data.object is not an object".into()))?;
+        // serde would also read a struct from a JSON array; only an object is an object.
+        let head: ObjectHead = Some(envelope.data.object.get())
+            .filter(|raw| raw.trim_start().starts_with('{'))
+            .and_then(|raw| serde_json::from_str(raw).ok())
+            .ok_or_else(|| EventError::Invalid("data.object is not an object".into()))?;
         Ok(Self {
             id: envelope.id,
             event_type: envelope.event_type,
@@ -145,6 +148,9 @@ mod tests {
             br#"{"id":"evt_1","type":"x","data":{"object":{}}}"#,
             br#"{"id":"evt_1","type":"x","created":1}"#,
             br#"{"id":"evt_1","type":"x","created":1,"data":{"object":[1]}}"#,
+            // serde reads a struct from an array too; the fault suite's fuzzing found these.
+            br#"{"id":"evt_1","type":"x","created":1,"data":{"object":[]}}"#,
+            br#"{"id":"evt_1","type":"x","created":1,"data":{"object":["ch_1","charge"]}}"#,
             br#"{"id":"","type":"x","created":1,"data":{"object":{}}}"#,
             br#"{"id":"evt_1","type":"x","created":"yesterday","data":{"object":{}}}"#,
         ] {

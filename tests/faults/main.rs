@@ -1,0 +1,134 @@
+//! The fault and abuse suite: what Stripe, the network, Postgres, SMTP and attackers do to
+//! Kopilka, one test per promise (README, "Guarantees"), each on the real `kopilka` binary
+//! with a database of its own, the Stripe simulator and a real SMTP server; then bounded
+//! fuzzing of the parsers that meet untrusted bytes. Ends with `faults: N passed, N failed`.
+//!
+//! `cargo test -p kopilka-tests --test faults [-- FILTER]`; `KOPILKA_FUZZ_SECS` sets each fuzz
+//! target's time (default 3 s).
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a test harness reports on stdout, as libtest does"
+)]
+
+mod access;
+mod fuzz;
+mod input;
+mod logs;
+mod outages;
+mod stack;
+mod webhooks;
+
+use std::future::Future;
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Trial};
+
+/// No row may take longer (a hang is a failure, not a stuck suite).
+const ROW_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// A row run on a runtime of its own.
+fn row<F, Fut>(name: &str, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let what = name.to_owned();
+    Trial::test(name, move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            tokio::time::timeout(ROW_TIMEOUT, test())
+                .await
+                .unwrap_or_else(|_| panic!("{what} took longer than {ROW_TIMEOUT:?}"));
+        });
+        Ok(())
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Arguments::from_args();
+    let trials = vec![
+        row(
+            "webhooks::forged_tampered_unsigned_and_stale_deliveries_are_400_and_store_nothing",
+            webhooks::forged_tampered_unsigned_and_stale_deliveries_are_400_and_store_nothing,
+        ),
+        row(
+            "webhooks::rotated_secrets_and_several_signatures_are_accepted",
+            webhooks::rotated_secrets_and_several_signatures_are_accepted,
+        ),
+        row(
+            "webhooks::one_event_five_times_at_once_across_two_servers_has_one_effect",
+            webhooks::one_event_five_times_at_once_across_two_servers_has_one_effect,
+        ),
+        row(
+            "webhooks::a_plans_events_in_every_order_end_in_the_same_state",
+            webhooks::a_plans_events_in_every_order_end_in_the_same_state,
+        ),
+        row(
+            "webhooks::an_event_stored_before_sigkill_is_applied_once_after_restart",
+            webhooks::an_event_stored_before_sigkill_is_applied_once_after_restart,
+        ),
+        row(
+            "outages::postgres_restarted_mid_webhook_and_mid_checkout_leaves_no_partial_write",
+            outages::postgres_restarted_mid_webhook_and_mid_checkout_leaves_no_partial_write,
+        ),
+        row(
+            "outages::killed_and_racing_workers_do_each_job_once",
+            outages::killed_and_racing_workers_do_each_job_once,
+        ),
+        row(
+            "outages::smtp_down_421_and_550_during_reminders_lose_and_double_nothing",
+            outages::smtp_down_421_and_550_during_reminders_lose_and_double_nothing,
+        ),
+        row(
+            "outages::stripe_failing_or_slow_at_checkout_is_a_clear_5xx_and_retries_are_idempotent",
+            outages::stripe_failing_or_slow_at_checkout_is_a_clear_5xx_and_retries_are_idempotent,
+        ),
+        row(
+            "input::malformed_oversized_deep_and_non_utf8_bodies_are_4xx_envelopes",
+            input::malformed_oversized_deep_and_non_utf8_bodies_are_4xx_envelopes,
+        ),
+        row(
+            "input::impossible_amounts_are_422_and_create_nothing",
+            input::impossible_amounts_are_422_and_create_nothing,
+        ),
+        row(
+            "input::hostile_names_and_addresses_are_kept_verbatim_or_refused_and_escaped_in_email",
+            input::hostile_names_and_addresses_are_kept_verbatim_or_refused_and_escaped_in_email,
+        ),
+        row(
+            "access::forged_supporter_tokens_are_401",
+            access::forged_supporter_tokens_are_401,
+        ),
+        row(
+            "access::guessing_is_throttled_and_the_emailed_link_still_works",
+            access::guessing_is_throttled_and_the_emailed_link_still_works,
+        ),
+        row(
+            "access::answers_do_not_tell_whether_an_address_has_an_account",
+            access::answers_do_not_tell_whether_an_address_has_an_account,
+        ),
+        row(
+            "access::other_origins_and_cross_site_cookie_posts_are_refused",
+            access::other_origins_and_cross_site_cookie_posts_are_refused,
+        ),
+        row(
+            "logs::a_full_journey_with_abuse_logs_no_secret_or_personal_data",
+            logs::a_full_journey_with_abuse_logs_no_secret_or_personal_data,
+        ),
+        Trial::test("fuzz::signature_header", fuzz::signature_header),
+        Trial::test("fuzz::event_envelope", fuzz::event_envelope),
+        Trial::test("fuzz::money", fuzz::money),
+        Trial::test("fuzz::meter_cookie", fuzz::meter_cookie),
+    ];
+    let conclusion = libtest_mimic::run(&args, trials);
+    println!(
+        "faults: {} passed, {} failed",
+        conclusion.num_passed, conclusion.num_failed
+    );
+    conclusion.exit_code()
+}

@@ -45,9 +45,13 @@ async fn signed_in(stack: &Stack, email: &str, nth_email: usize) -> String {
     let token = link_token(stack, email, nth_email).await;
     let session = stack
         .api()
-        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": token, "password": PASSWORD}),
+        )
         .await;
     assert_eq!(session.status, StatusCode::CREATED, "{:?}", session.body);
+    assert_eq!(session.json()["password_confirmed"], true);
     session.json()["token"]
         .as_str()
         .expect("a token")
@@ -390,6 +394,32 @@ pub async fn answers_do_not_tell_whether_an_address_has_an_account() {
             assert_eq!(shape(&a), shape(&b), "{path} for {existing}");
             assert!(a.status.as_u16() < 500, "{path}");
         }
+        // Signing up with a password, then signing in with it at once: the same refusal
+        // whether or not the address already had a confirmed password.
+        let chosen = "a password chosen just now";
+        let mut answers = vec![];
+        for address in [existing, unknown.as_str()] {
+            stack
+                .api()
+                .post_json(
+                    "/v1/accounts",
+                    &json!({"email": address, "password": chosen}),
+                )
+                .await;
+            let signed = stack
+                .api()
+                .post_json(
+                    "/v1/sessions",
+                    &json!({"email": address, "password": chosen}),
+                )
+                .await;
+            answers.push(shape(&signed));
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "sign-up then sign-in for {existing}"
+        );
+        assert_eq!(answers[0].0, 401);
     }
     // The known reader's password still works: the second sign-up changed nothing.
     assert_eq!(
@@ -572,5 +602,58 @@ pub async fn other_origins_and_cross_site_cookie_posts_are_refused() {
     )
     .await;
     assert_eq!(same_site.status, StatusCode::NO_CONTENT);
+    stack.finish().await;
+}
+
+pub async fn a_strangers_password_never_becomes_the_mailbox_owners() {
+    let mut stack = Stack::options().worker_in_serve(true).start().await;
+    let victim = "mailbox-owner@example.org";
+    let stranger_password = "the stranger's own password";
+    stack.watch([victim, stranger_password]);
+    // The stranger signs up with the victim's address; the victim gets the email.
+    let up = stack
+        .api()
+        .post_json(
+            "/v1/accounts",
+            &json!({"email": victim, "password": stranger_password}),
+        )
+        .await;
+    assert_eq!(up.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        stack
+            .api()
+            .post_json(
+                "/v1/sessions",
+                &json!({"email": victim, "password": stranger_password})
+            )
+            .await
+            .error_code(401),
+        "invalid_credentials",
+        "an unconfirmed password opens nothing"
+    );
+    // The victim uses the link with a password of their own guessing, or none at all.
+    let token = link_token(&stack, victim, 1).await;
+    let used = stack
+        .api()
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": token, "password": "what the victim would type"}),
+        )
+        .await;
+    assert_eq!(used.status, StatusCode::CREATED, "the mailbox signs in");
+    assert_eq!(used.json()["password_confirmed"], false);
+    assert_eq!(
+        stack
+            .api()
+            .post_json(
+                "/v1/sessions",
+                &json!({"email": victim, "password": stranger_password})
+            )
+            .await
+            .error_code(401),
+        "invalid_credentials",
+        "the stranger's password was dropped"
+    );
+    assert_eq!(stack.count("SELECT count(*) FROM credentials").await, 0);
     stack.finish().await;
 }

@@ -64,9 +64,13 @@ pub async fn a_full_journey_with_abuse_logs_no_secret_or_personal_data() {
     stack.watch([verify.as_str()]);
     let consumed = stack
         .api()
-        .post_json("/v1/sessions/magic-link/consume", &json!({"token": verify}))
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": verify, "password": password}),
+        )
         .await;
     assert_eq!(consumed.status, StatusCode::CREATED);
+    assert_eq!(consumed.json()["password_confirmed"], true);
     let wrong = stack
         .api()
         .post_json(

@@ -109,6 +109,10 @@ fn main() -> std::process::ExitCode {
             access::guessing_is_throttled_and_the_emailed_link_still_works,
         ),
         row(
+            "access::a_strangers_password_never_becomes_the_mailbox_owners",
+            access::a_strangers_password_never_becomes_the_mailbox_owners,
+        ),
+        row(
             "access::answers_do_not_tell_whether_an_address_has_an_account",
             access::answers_do_not_tell_whether_an_address_has_an_account,
         ),

@@ -127,11 +127,14 @@ pub struct Consumed {
     pub reader_id: ReaderId,
     /// What it was for.
     pub purpose: LinkPurpose,
+    /// When it was issued (a password set after it is not the one it was sent for).
+    pub issued_at: OffsetDateTime,
 }
 
-/// Uses the link of `token` once: the address counts as verified from now on, and a
-/// verification link also confirms the password its sign-up set (if it was not replaced
-/// since). Unknown, forged, used and expired tokens are all [`AccountError::InvalidLink`].
+/// Uses the link of `token` once: the address counts as verified from now on. (Whether a
+/// verification link also confirms a password is the caller's decision: see
+/// `Accounts::sign_in_with_link`.) Unknown, forged, used and expired tokens are all
+/// [`AccountError::InvalidLink`].
 ///
 /// # Errors
 /// [`AccountError::InvalidLink`]; storage errors.
@@ -167,21 +170,11 @@ pub async fn consume(
     if verified.rows_affected() == 0 {
         return Err(AccountError::InvalidLink);
     }
-    if purpose == LinkPurpose::Verify {
-        sqlx::query(
-            "UPDATE credentials SET confirmed_at = coalesce(confirmed_at, $2)
-             WHERE reader_id = $1 AND set_at <= $3",
-        )
-        .bind(reader)
-        .bind(now)
-        .bind(issued_at)
-        .execute(&mut *conn)
-        .await?;
-    }
     tracing::info!(reader_id = %reader, link_id = %id, purpose = purpose.as_str(), "email link used");
     Ok(Consumed {
         reader_id: ReaderId::from_uuid(reader),
         purpose,
+        issued_at,
     })
 }
 

@@ -140,8 +140,9 @@ impl Accounts {
         if let Some(retry_after) = throttle::reserve(&mut tx, &keys, &self.settings, now).await? {
             return Err(AccountError::Throttled { retry_after });
         }
-        let stored: Option<(uuid::Uuid, String)> = sqlx::query_as(
-            "SELECT r.id, c.password_hash FROM readers r JOIN credentials c ON c.reader_id = r.id
+        let stored: Option<(uuid::Uuid, String, bool)> = sqlx::query_as(
+            "SELECT r.id, c.password_hash, c.confirmed_at IS NOT NULL
+             FROM readers r JOIN credentials c ON c.reader_id = r.id
              WHERE lower(r.email) = $1",
         )
         .bind(email.expose())
@@ -151,14 +152,20 @@ impl Accounts {
         // An over-long password is simply wrong; it is still hashed so it takes as long.
         let password = Password::parse(password)
             .or_else(|_| Password::parse(&"x".repeat(crate::password::MIN_CHARS)))?;
-        let (reader, hash) = stored.map_or((None, None), |(r, h)| (Some(r), Some(h)));
+        let (reader, hash, confirmed) =
+            stored.map_or((None, None, false), |(r, h, c)| (Some(r), Some(h), c));
         let verdict = self.passwords.verify(hash, &password).await?;
+        // A password nobody has confirmed from the mailbox is no password yet: refused like a
+        // wrong one, after the same hashing (whether an address has a confirmed password must
+        // not show through a sign-up followed by a sign-in).
         let reader = match (verdict, reader) {
-            (Verdict::Wrong, _) | (_, None) => {
+            (verdict, Some(reader)) if confirmed && !matches!(verdict, Verdict::Wrong) => {
+                (verdict, reader)
+            }
+            _ => {
                 tracing::info!("password sign-in refused");
                 return Err(AccountError::InvalidCredentials);
             }
-            (verdict, Some(reader)) => (verdict, reader),
         };
         let mut tx = pool.begin().await?;
         let reader = match reader {
@@ -216,16 +223,64 @@ impl Accounts {
 
     /// Signs in with an emailed link's token (once): the address is verified from now on.
     ///
+    /// A verification link confirms the password its sign-up set only when `password` is
+    /// that password: whoever signed up may not be whoever owns the mailbox, and a click in
+    /// the owner's mailbox must never make a stranger's password theirs. Without it (or with
+    /// another), the address is verified and the reader signed in by the mailbox, and the
+    /// unconfirmed password is dropped. Returns the session and whether a password was
+    /// confirmed.
+    ///
     /// # Errors
-    /// [`AccountError::InvalidLink`], storage errors.
+    /// [`AccountError::InvalidLink`], hashing and storage errors.
     pub async fn sign_in_with_link(
         &self,
         pool: &PgPool,
         token: &str,
+        password: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<NewSession, AccountError> {
+    ) -> Result<(NewSession, bool), AccountError> {
         let mut tx = pool.begin().await?;
         let used = link::consume(&mut tx, &self.keys, token, now).await?;
+        let mut confirmed = false;
+        if used.purpose == LinkPurpose::Verify {
+            // The password set by the sign-up this link was sent for (not one set later).
+            let pending: Option<String> = sqlx::query_scalar(
+                "SELECT password_hash FROM credentials
+                 WHERE reader_id = $1 AND confirmed_at IS NULL AND set_at <= $2 FOR UPDATE",
+            )
+            .bind(used.reader_id.as_uuid())
+            .bind(used.issued_at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(hash) = pending {
+                let proven = match password.and_then(|p| Password::parse(p).ok()) {
+                    Some(given) => !matches!(
+                        self.passwords.verify(Some(hash), &given).await?,
+                        Verdict::Wrong
+                    ),
+                    None => false,
+                };
+                if proven {
+                    sqlx::query("UPDATE credentials SET confirmed_at = $2 WHERE reader_id = $1")
+                        .bind(used.reader_id.as_uuid())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    confirmed = true;
+                } else {
+                    sqlx::query(
+                        "DELETE FROM credentials WHERE reader_id = $1 AND confirmed_at IS NULL",
+                    )
+                    .bind(used.reader_id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?;
+                    tracing::info!(
+                        reader_id = %used.reader_id,
+                        "an unconfirmed password was dropped: the link was used without it"
+                    );
+                }
+            }
+        }
         let session = session::begin(
             &mut tx,
             used.reader_id,
@@ -235,7 +290,7 @@ impl Accounts {
         )
         .await?;
         tx.commit().await.map_err(kopilka_store::StoreError::from)?;
-        Ok(session)
+        Ok((session, confirmed))
     }
 
     fn sign_in_link_lifetime(&self) -> time::Duration {

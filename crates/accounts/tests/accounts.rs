@@ -37,6 +37,11 @@ async fn a_password_stored_with_an_old_cost_is_rehashed_at_login() {
             .unwrap()
     };
     assert!(stored().await.contains("m=8192"));
+    // Confirmed, as the verification link used with the password does.
+    sqlx::query("UPDATE credentials SET confirmed_at = now()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
 
     let today = accounts_with_memory(19_456);
     today

@@ -58,6 +58,10 @@ pub struct LinkRequestBody {
 pub struct ConsumeBody {
     /// The `token` of the emailed link.
     token: String,
+    /// With a verification link: the password chosen at sign-up, which this confirms.
+    /// Without it the reader is signed in by the mailbox and that password is dropped.
+    #[serde(default)]
+    password: Option<String>,
 }
 
 /// `{"status":"check_email"}`.
@@ -75,6 +79,10 @@ pub struct SessionStarted {
     pub token: String,
     /// RFC 3339.
     pub expires_at: String,
+    /// Whether this confirmed the password chosen at sign-up (only a verification link used
+    /// with that password does); absent for password sign-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_confirmed: Option<bool>,
 }
 
 fn check_email() -> (StatusCode, ApiJson<CheckEmail>) {
@@ -86,7 +94,10 @@ fn check_email() -> (StatusCode, ApiJson<CheckEmail>) {
     )
 }
 
-fn started(session: &kopilka_accounts::session::NewSession) -> Response {
+fn started(
+    session: &kopilka_accounts::session::NewSession,
+    password_confirmed: Option<bool>,
+) -> Response {
     let expires_at = session
         .expires_at
         .format(&time::format_description::well_known::Rfc3339)
@@ -96,6 +107,7 @@ fn started(session: &kopilka_accounts::session::NewSession) -> Response {
         ApiJson(SessionStarted {
             token: session.token.expose_secret().to_owned(),
             expires_at,
+            password_confirmed,
         }),
     )
         .into_response();
@@ -111,8 +123,9 @@ fn started(session: &kopilka_accounts::session::NewSession) -> Response {
 }
 
 /// Signs up. Always 202 "check your email": a new address gets a verification link, an
-/// address with an account gets a sign-in link. The account can sign in at once but sees
-/// nothing linked to the address until a link from that mailbox is used.
+/// address with an account gets a sign-in link. The password works once the verification
+/// link is used with it (`POST /v1/sessions/magic-link/consume {token, password}`), which
+/// proves that whoever chose it also reads the mailbox.
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = SignUpBody,
     responses(
         (status = 202, description = "Check your email", body = CheckEmail),
@@ -168,7 +181,7 @@ async fn sign_in(
             OffsetDateTime::now_utc(),
         )
         .await?;
-    Ok(started(&session))
+    Ok(started(&session, None))
 }
 
 /// Signs out: the session ends and its cookie is cleared.
@@ -249,9 +262,14 @@ async fn consume_link(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ConsumeBody>,
 ) -> Result<Response, AppError> {
-    let session = state
+    let (session, confirmed) = state
         .accounts
-        .sign_in_with_link(&state.pool, &body.token, OffsetDateTime::now_utc())
+        .sign_in_with_link(
+            &state.pool,
+            &body.token,
+            body.password.as_deref(),
+            OffsetDateTime::now_utc(),
+        )
         .await?;
-    Ok(started(&session))
+    Ok(started(&session, Some(confirmed)))
 }

@@ -28,9 +28,14 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> ApiResponse {
         .await
 }
 
+/// Uses an emailed link as its reader does, typing the password they chose at sign-up (it
+/// confirms that password when the link is a verification link).
 async fn consume(app: &TestApp, token: &str) -> ApiResponse {
     app.api
-        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": token, "password": PASSWORD}),
+        )
         .await
 }
 
@@ -88,7 +93,23 @@ async fn a_reader_signs_up_signs_in_lists_and_revokes_sessions_and_signs_out() {
         verify.subject
     );
 
-    // A new account can sign in at once, with a cookie and a bearer token.
+    // The password works only once the mailbox has confirmed it.
+    assert_eq!(
+        sign_in(&app, email, PASSWORD).await.error_code(401),
+        "invalid_credentials"
+    );
+    // The verification link, used with the password, proves the address and confirms it;
+    // a session from it sees what is linked.
+    let second = sign_in_by_link(&app, email, 1).await;
+    let me = as_reader(&app, Method::GET, "/v1/me", &second, None)
+        .await
+        .json();
+    assert_eq!(
+        (me["verified"].as_bool(), me["sees_linked"].as_bool()),
+        (Some(true), Some(true))
+    );
+
+    // Then the password signs in, with a cookie and a bearer token.
     let first = sign_in(&app, email, PASSWORD).await;
     assert_eq!(first.status, StatusCode::CREATED);
     let cookie = first.headers["set-cookie"].to_str().unwrap().to_owned();
@@ -112,19 +133,8 @@ async fn a_reader_signs_up_signs_in_lists_and_revokes_sessions_and_signs_out() {
     assert_eq!(me["email"], email);
     assert_eq!(
         (me["verified"].as_bool(), me["sees_linked"].as_bool()),
-        (Some(false), Some(false))
-    );
-
-    // The verification link proves the address; a session from it sees what is linked.
-    let second = sign_in_by_link(&app, email, 1).await;
-    let me = as_reader(&app, Method::GET, "/v1/me", &second, None)
-        .await
-        .json();
-    assert_eq!(
-        (me["verified"].as_bool(), me["sees_linked"].as_bool()),
         (Some(true), Some(true))
     );
-    // The password set at sign-up was confirmed by that link too.
     let third = sign_in(&app, email, PASSWORD).await.json()["token"]
         .as_str()
         .unwrap()
@@ -477,48 +487,54 @@ async fn failed_logins_are_throttled_and_an_emailed_link_still_works() {
 }
 
 #[tokio::test]
-async fn an_unverified_account_sees_nothing_linked_to_its_address() {
+async fn a_strangers_sign_up_with_a_donors_address_never_lets_them_in() {
     let app = TestApp::spawn().await;
     app.deliver_webhooks_here(Some((0, false))).await;
     let donor = "donor@example.org";
     app.give(donor, "once", 2500).await;
     app.give(donor, "month", 500).await;
 
-    // Someone else signs up with the donor's address and signs in with their password.
+    // Someone else signs up with the donor's address: their password never signs in.
     sign_up(&app, donor, "attacker password").await;
-    let attacker = sign_in(&app, donor, "attacker password").await.json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let history = as_reader(&app, Method::GET, "/v1/me/contributions", &attacker, None)
-        .await
-        .json();
     assert_eq!(
-        history,
-        json!({"sees_linked": false, "contributions": [], "plans": []})
-    );
-    let me = as_reader(&app, Method::GET, "/v1/me", &attacker, None)
-        .await
-        .json();
-    assert_eq!(
-        me["banner"]["gave_at"],
-        Value::Null,
-        "not even when they last gave"
-    );
-    assert_eq!(
-        as_reader(&app, Method::DELETE, "/v1/me", &attacker, None)
+        sign_in(&app, donor, "attacker password")
             .await
-            .error_code(403),
-        "address_not_verified"
+            .error_code(401),
+        "invalid_credentials"
     );
-    let export = as_reader(&app, Method::GET, "/v1/me/export", &attacker, None)
-        .await
-        .json();
-    assert!(export.get("contributions").is_none(), "{export}");
+    assert_eq!(
+        scalar_i64(&app, "SELECT count(*) FROM sessions").await,
+        0,
+        "no session exists for the address"
+    );
+
+    // The donor finds the verification email that sign-up sent and uses it, without the
+    // stranger's password (they do not know it): signed in by the mailbox, and the
+    // stranger's password is gone.
+    let stranger_link = app.link_token(donor, 1).await;
+    let used = app
+        .api
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": stranger_link}),
+        )
+        .await;
+    assert_eq!(used.status, StatusCode::CREATED);
+    assert_eq!(used.json()["password_confirmed"], false);
+    assert_eq!(
+        scalar_i64(&app, "SELECT count(*) FROM credentials").await,
+        0,
+        "the unconfirmed password was dropped"
+    );
+    assert_eq!(
+        sign_in(&app, donor, "attacker password")
+            .await
+            .error_code(401),
+        "invalid_credentials"
+    );
 
     // The donor, from their mailbox, sees both gifts with what a receipt needs.
-    request_link(&app, donor).await;
-    let owner = sign_in_by_link(&app, donor, 2).await;
+    let owner = used.json()["token"].as_str().unwrap().to_owned();
     let history = as_reader(&app, Method::GET, "/v1/me/contributions", &owner, None)
         .await
         .json();
@@ -533,11 +549,6 @@ async fn an_unverified_account_sees_nothing_linked_to_its_address() {
     assert_eq!(once["movements"][0]["kind"], "payment");
     assert!(once["paid_at"].is_string());
     assert_eq!(history["plans"].as_array().unwrap().len(), 1);
-    // The attacker's password session still sees nothing: their sign-up was never confirmed.
-    let history = as_reader(&app, Method::GET, "/v1/me/contributions", &attacker, None)
-        .await
-        .json();
-    assert_eq!(history["sees_linked"], false);
 }
 
 #[tokio::test]
@@ -1126,7 +1137,9 @@ async fn erasure_removes_every_copy_of_the_address_and_keeps_the_ledger() {
         .await;
     }
     // Signing up again with the address starts from nothing.
+    let n = app.emails_to(email) + 1;
     sign_up(&app, email, PASSWORD).await;
+    sign_in_by_link(&app, email, n).await;
     let fresh = sign_in(&app, email, PASSWORD).await.json()["token"]
         .as_str()
         .unwrap()
@@ -1138,39 +1151,25 @@ async fn erasure_removes_every_copy_of_the_address_and_keeps_the_ledger() {
 }
 
 #[tokio::test]
-async fn a_password_session_never_gains_access_through_someone_elses_later_confirmation() {
+async fn a_password_chosen_by_someone_else_never_becomes_the_owners() {
     let app = TestApp::spawn().await;
     app.deliver_webhooks_here(Some((0, false))).await;
     let donor = "target-donor@example.org";
     app.give(donor, "once", 2500).await;
-    // The attacker sets a password on the donor's address first and keeps the session.
+    // The attacker sets a password on the donor's address first: it cannot sign in.
     sign_up(&app, donor, "attacker password").await;
-    let attacker = sign_in(&app, donor, "attacker password").await.json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let peek = as_reader(&app, Method::GET, "/v1/me", &attacker, None)
-        .await
-        .json();
     assert_eq!(
-        (peek["verified"].as_bool(), peek["name"].clone()),
-        (Some(false), Value::Null)
+        sign_in(&app, donor, "attacker password")
+            .await
+            .error_code(401),
+        "invalid_credentials"
     );
-    assert_eq!(
-        as_reader(
-            &app,
-            Method::PATCH,
-            "/v1/me",
-            &attacker,
-            Some(json!({"name": "Pay at evil.example"}))
-        )
-        .await
-        .error_code(403),
-        "address_not_verified"
-    );
-    // The donor signs up with their own password and confirms it from their mailbox.
+    // The donor signs up with their own password (it replaces the unconfirmed one) and
+    // confirms it from their mailbox.
+    app.email_to(donor, 1).await;
+    let n = app.emails_to(donor) + 1;
+    assert_eq!(n, 2, "the stranger's sign-up sent the first link");
     sign_up(&app, donor, PASSWORD).await;
-    let n = app.emails_to(donor);
     let owner = sign_in_by_link(&app, donor, n).await;
     assert_eq!(
         as_reader(&app, Method::GET, "/v1/me/contributions", &owner, None)
@@ -1178,13 +1177,21 @@ async fn a_password_session_never_gains_access_through_someone_elses_later_confi
             .json()["sees_linked"],
         true
     );
-    // The attacker's session ended when the password it began with was replaced.
+    // The attacker's earlier link, if the donor uses it too, no longer confirms anything.
+    let earlier = app.link_token(donor, n - 1).await;
+    let late = app
+        .api
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": earlier, "password": "attacker password"}),
+        )
+        .await;
     assert_eq!(
-        as_reader(&app, Method::GET, "/v1/me", &attacker, None)
-            .await
-            .error_code(401),
-        "unauthenticated"
+        late.status,
+        StatusCode::CREATED,
+        "the donor's mailbox signs in"
     );
+    assert_eq!(late.json()["password_confirmed"], false);
     assert_eq!(
         sign_in(&app, donor, "attacker password")
             .await

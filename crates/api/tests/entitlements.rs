@@ -109,13 +109,9 @@ async fn a_monthly_supporters_token_verifies_with_the_published_keys_alone() {
             &json!({"email": email, "password": "a password of theirs"}),
         )
         .await;
-    // They can sign in (the address has no password yet), but their session has not proven
-    // the address: the token says nothing about what it gave.
-    assert_eq!(theirs.status, StatusCode::CREATED);
-    let stranger = theirs.json()["token"].as_str().unwrap().to_owned();
-    let claims = entitlements(&app, &stranger).await["claims"].clone();
-    assert_eq!(claims["supporter"], false);
-    assert!(claims.get("paid_through").is_none(), "{claims}");
+    // Their password is not confirmed from the mailbox, so it opens nothing: no session,
+    // no token.
+    assert_eq!(theirs.error_code(401), "invalid_credentials");
 }
 
 #[tokio::test]
@@ -167,6 +163,16 @@ async fn a_rotated_key_keeps_verifying_through_its_grace_and_not_after() {
             &json!({"email": email, "password": "correct horse battery"}),
         )
         .await;
+    // Confirmed from the mailbox: the verification link used with the password.
+    let link = app.link_token(email, 1).await;
+    let confirmed = app
+        .api
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": link, "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(confirmed.json()["password_confirmed"], true);
     let session = app
         .api
         .post_json(

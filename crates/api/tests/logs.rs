@@ -83,6 +83,16 @@ async fn a_whole_reader_journey_logs_no_address_password_or_token() {
         )
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let link = app.link_token(email, 1).await;
+    secrets.push(link.clone());
+    let by_link = app
+        .api
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": link, "password": password}),
+        )
+        .await;
+    let token = by_link.json()["token"].as_str().unwrap().to_owned();
     let right = app
         .api
         .post_json(
@@ -91,13 +101,6 @@ async fn a_whole_reader_journey_logs_no_address_password_or_token() {
         )
         .await;
     secrets.push(right.json()["token"].as_str().unwrap().to_owned());
-    let link = app.link_token(email, 1).await;
-    secrets.push(link.clone());
-    let by_link = app
-        .api
-        .post_json("/v1/sessions/magic-link/consume", &json!({"token": link}))
-        .await;
-    let token = by_link.json()["token"].as_str().unwrap().to_owned();
     secrets.push(token.clone());
     let reminder: uuid::Uuid = sqlx::query_scalar("SELECT id FROM reminders")
         .fetch_one(&app.pool)

@@ -252,6 +252,7 @@ async fn route(
                     .ok_or_else(|| malformed("current_period_end"))?,
                 cancel_at_period_end: object["cancel_at_period_end"].as_bool().unwrap_or(false),
                 occurred_at: created,
+                answered: false,
             };
             let applied = recurring::subscription_changed(conn, &fact).await?;
             if applied == Applied::Unknown && contribution_id.is_none() {

@@ -32,11 +32,14 @@ pub struct SubscriptionFact {
     pub cancel_at_period_end: bool,
     /// When Stripe reported this state (the event's `created`).
     pub occurred_at: i64,
+    /// Whether this is Stripe's answer to Kopilka's own call (not an event): within its
+    /// second it follows every event, which Stripe sent before answering.
+    pub answered: bool,
 }
 
 /// Stores a subscription state unless a newer one is already stored. Within the same second
-/// (Stripe's resolution), `incomplete` never replaces a later state, and nothing replaces an
-/// ended one.
+/// (Stripe's resolution), `incomplete` never replaces a later state, nothing replaces an
+/// ended one, and an event never replaces the state of an answer to our own call.
 ///
 /// # Errors
 /// Storage errors.
@@ -73,15 +76,17 @@ pub async fn subscription_changed(
     let written = sqlx::query(
         "INSERT INTO recurring_plans AS p
              (id, contribution_id, stripe_subscription_id, stripe_customer_id, status, interval, amount_minor,
-              currency, current_period_end, cancel_at_period_end, stripe_watermark)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+              currency, current_period_end, cancel_at_period_end, stripe_watermark, stripe_state_answered)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (stripe_subscription_id) DO UPDATE SET
              stripe_customer_id = coalesce(p.stripe_customer_id, EXCLUDED.stripe_customer_id),
              status = EXCLUDED.status, interval = EXCLUDED.interval, amount_minor = EXCLUDED.amount_minor,
              currency = EXCLUDED.currency, current_period_end = EXCLUDED.current_period_end,
-             cancel_at_period_end = EXCLUDED.cancel_at_period_end, stripe_watermark = EXCLUDED.stripe_watermark
+             cancel_at_period_end = EXCLUDED.cancel_at_period_end, stripe_watermark = EXCLUDED.stripe_watermark,
+             stripe_state_answered = EXCLUDED.stripe_state_answered
          WHERE p.stripe_watermark < EXCLUDED.stripe_watermark
             OR (p.stripe_watermark = EXCLUDED.stripe_watermark
+                AND (EXCLUDED.stripe_state_answered OR NOT p.stripe_state_answered)
                 AND p.status NOT IN ('canceled', 'incomplete_expired')
                 AND EXCLUDED.status <> 'incomplete'
                 AND (p.status, p.amount_minor, p.interval, p.current_period_end, p.cancel_at_period_end)
@@ -99,6 +104,7 @@ pub async fn subscription_changed(
     .bind(end)
     .bind(fact.cancel_at_period_end)
     .bind(fact.occurred_at)
+    .bind(fact.answered)
     .execute(&mut *conn)
     .await?;
     Ok(Applied::from_changed(written.rows_affected() == 1))

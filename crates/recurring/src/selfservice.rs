@@ -85,6 +85,7 @@ pub async fn change_plan(
         current_period_end: answer.current_period_end,
         cancel_at_period_end: answer.cancel_at_period_end,
         occurred_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        answered: true,
     };
     let mut conn = pool
         .acquire()

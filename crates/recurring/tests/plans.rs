@@ -147,6 +147,7 @@ fn subscription_fact(sub: &Value, occurred_at: i64) -> SubscriptionFact {
             .unwrap(),
         cancel_at_period_end: sub["cancel_at_period_end"].as_bool().unwrap(),
         occurred_at,
+        answered: false,
     }
 }
 
@@ -536,6 +537,49 @@ async fn an_older_subscription_state_never_overwrites_a_newer_one() {
         .unwrap()
         .unwrap();
     assert_eq!(plan.status, "past_due");
+
+    // A reader cancels, then resumes, within one second; the cancel's event (sent by Stripe
+    // before the resume's answer) is applied after the answer: the answer stands.
+    let cancel_answer = SubscriptionFact {
+        cancel_at_period_end: true,
+        occurred_at: 4_000,
+        answered: true,
+        ..past_due.clone()
+    };
+    let resume_answer = SubscriptionFact {
+        cancel_at_period_end: false,
+        ..cancel_answer.clone()
+    };
+    let cancel_event = SubscriptionFact {
+        answered: false,
+        ..cancel_answer.clone()
+    };
+    for (fact, applied) in [
+        (&cancel_answer, Applied::Changed),
+        (&resume_answer, Applied::Changed),
+        (&cancel_event, Applied::Unchanged),
+    ] {
+        assert_eq!(
+            facts::subscription_changed(&mut conn, fact).await.unwrap(),
+            applied
+        );
+    }
+    let plan = kopilka_recurring::plan_by_subscription(&mut conn, &active.subscription_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!plan.cancel_at_period_end, "the resume stands");
+    // A later second's event wins as always.
+    let later = SubscriptionFact {
+        occurred_at: 4_001,
+        ..cancel_event
+    };
+    assert_eq!(
+        facts::subscription_changed(&mut conn, &later)
+            .await
+            .unwrap(),
+        Applied::Changed
+    );
 }
 
 /// The reader row a contribution names (the ledger refers to readers by id).
@@ -613,6 +657,7 @@ async fn plan(
         current_period_end: datetime!(2026-12-15 0:00 UTC).unix_timestamp(),
         cancel_at_period_end: false,
         occurred_at: 1,
+        answered: false,
     };
     assert_eq!(
         facts::subscription_changed(&mut conn, &fact).await.unwrap(),

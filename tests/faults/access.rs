@@ -9,7 +9,6 @@ use kopilka_test_support::{ApiResponse, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::input::link_token;
 use crate::stack::{SIGNING_SECRET, SITE, Stack};
 
 const PASSWORD: &str = "a perfectly good passphrase";
@@ -32,30 +31,9 @@ async fn offer_with_bearer(stack: &Stack, token: &str) -> ApiResponse {
     .await
 }
 
-/// Signs a reader up, follows the emailed link and returns a session token.
+/// Signs a reader up with [`PASSWORD`] and confirms it from the mailbox; a session token.
 async fn signed_in(stack: &Stack, email: &str, nth_email: usize) -> String {
-    let up = stack
-        .api()
-        .post_json(
-            "/v1/accounts",
-            &json!({"email": email, "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(up.status, StatusCode::ACCEPTED);
-    let token = link_token(stack, email, nth_email).await;
-    let session = stack
-        .api()
-        .post_json(
-            "/v1/sessions/magic-link/consume",
-            &json!({"token": token, "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(session.status, StatusCode::CREATED, "{:?}", session.body);
-    assert_eq!(session.json()["password_confirmed"], true);
-    session.json()["token"]
-        .as_str()
-        .expect("a token")
-        .to_owned()
+    stack.sign_up_confirmed(email, PASSWORD, nth_email).await.1
 }
 
 pub async fn forged_supporter_tokens_are_401() {
@@ -271,7 +249,7 @@ pub async fn guessing_is_throttled_and_the_emailed_link_still_works() {
         .post_json("/v1/sessions/magic-link", &json!({"email": email}))
         .await;
     assert!(link.status.is_success());
-    let token = link_token(&stack, email, 2).await;
+    let token = stack.link_token(email, 2).await;
     let session = stack
         .api()
         .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
@@ -620,19 +598,12 @@ pub async fn a_strangers_password_never_becomes_the_mailbox_owners() {
         .await;
     assert_eq!(up.status, StatusCode::ACCEPTED);
     assert_eq!(
-        stack
-            .api()
-            .post_json(
-                "/v1/sessions",
-                &json!({"email": victim, "password": stranger_password})
-            )
-            .await
-            .error_code(401),
-        "invalid_credentials",
+        sign_in(&stack, victim, stranger_password, "203.0.113.9").await,
+        StatusCode::UNAUTHORIZED,
         "an unconfirmed password opens nothing"
     );
     // The victim uses the link with a password of their own guessing, or none at all.
-    let token = link_token(&stack, victim, 1).await;
+    let token = stack.link_token(victim, 1).await;
     let used = stack
         .api()
         .post_json(
@@ -643,15 +614,8 @@ pub async fn a_strangers_password_never_becomes_the_mailbox_owners() {
     assert_eq!(used.status, StatusCode::CREATED, "the mailbox signs in");
     assert_eq!(used.json()["password_confirmed"], false);
     assert_eq!(
-        stack
-            .api()
-            .post_json(
-                "/v1/sessions",
-                &json!({"email": victim, "password": stranger_password})
-            )
-            .await
-            .error_code(401),
-        "invalid_credentials",
+        sign_in(&stack, victim, stranger_password, "203.0.113.9").await,
+        StatusCode::UNAUTHORIZED,
         "the stranger's password was dropped"
     );
     assert_eq!(stack.count("SELECT count(*) FROM credentials").await, 0);

@@ -354,49 +354,6 @@ pub async fn impossible_amounts_are_422_and_create_nothing() {
     stack.finish().await;
 }
 
-/// The reader's session token after sign-up and the emailed verification link.
-async fn verified_reader(stack: &Stack, email: &str, password: &str) -> String {
-    let up = stack
-        .api()
-        .post_json(
-            "/v1/accounts",
-            &json!({"email": email, "password": password}),
-        )
-        .await;
-    assert_eq!(up.status, StatusCode::ACCEPTED);
-    let token = link_token(stack, email, 1).await;
-    let session = stack
-        .api()
-        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
-        .await;
-    assert_eq!(session.status, StatusCode::CREATED, "{:?}", session.body);
-    session.json()["token"]
-        .as_str()
-        .expect("a token")
-        .to_owned()
-}
-
-/// The token in the `n`th email to `email` (its link's `token=` parameter).
-pub async fn link_token(stack: &Stack, email: &str, n: usize) -> String {
-    let smtp = &stack.smtp;
-    let message = kopilka_test_support::eventually(
-        "the emailed link",
-        std::time::Duration::from_secs(20),
-        || async {
-            smtp.messages()
-                .into_iter()
-                .filter(|m| m.to.eq_ignore_ascii_case(email))
-                .nth(n - 1)
-        },
-    )
-    .await;
-    let at = message.text.find("token=").expect("a link with a token") + "token=".len();
-    message.text[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
-        .collect()
-}
-
 pub async fn hostile_names_and_addresses_are_kept_verbatim_or_refused_and_escaped_in_email() {
     let mut stack = Stack::options()
         .worker_in_serve(true)
@@ -406,7 +363,7 @@ pub async fn hostile_names_and_addresses_are_kept_verbatim_or_refused_and_escape
     let email = "hostile-names@example.org";
     let password = "a long enough password, surely";
     stack.watch([email, password]);
-    let token = verified_reader(&stack, email, password).await;
+    let (_, token) = stack.sign_up_confirmed(email, password, 1).await;
     let names = [
         "Robert'); DROP TABLE readers;--",
         "<script>alert('x')</script> & <b>bold</b>",

@@ -7,7 +7,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
 
-use crate::input::link_token;
 use crate::stack::Stack;
 
 pub async fn a_full_journey_with_abuse_logs_no_secret_or_personal_data() {
@@ -52,25 +51,8 @@ pub async fn a_full_journey_with_abuse_logs_no_secret_or_personal_data() {
     .await;
 
     // Signs up, gets it wrong, then right, then by link; takes a supporter token.
-    let up = stack
-        .api()
-        .post_json(
-            "/v1/accounts",
-            &json!({"email": email, "password": password}),
-        )
-        .await;
-    assert_eq!(up.status, StatusCode::ACCEPTED);
-    let verify = link_token(&stack, email, 2).await;
+    let (verify, _) = stack.sign_up_confirmed(email, password, 2).await;
     stack.watch([verify.as_str()]);
-    let consumed = stack
-        .api()
-        .post_json(
-            "/v1/sessions/magic-link/consume",
-            &json!({"token": verify, "password": password}),
-        )
-        .await;
-    assert_eq!(consumed.status, StatusCode::CREATED);
-    assert_eq!(consumed.json()["password_confirmed"], true);
     let wrong = stack
         .api()
         .post_json(

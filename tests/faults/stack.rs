@@ -310,6 +310,57 @@ impl Stack {
             .await;
     }
 
+    /// The token in the `n`th email to `email` (its link's `token=` parameter).
+    pub async fn link_token(&self, email: &str, n: usize) -> String {
+        let smtp = &self.smtp;
+        let message = eventually("the emailed link", Duration::from_secs(20), || async {
+            smtp.messages()
+                .into_iter()
+                .filter(|m| m.to.eq_ignore_ascii_case(email))
+                .nth(n - 1)
+        })
+        .await;
+        let at = message.text.find("token=").expect("a link with a token") + "token=".len();
+        message.text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .collect()
+    }
+
+    /// Signs `email` up with `password`, then uses the verification link (the `n`th email to
+    /// the address) with that password, as its owner does; returns the link's token and the
+    /// session's.
+    pub async fn sign_up_confirmed(
+        &self,
+        email: &str,
+        password: &str,
+        n: usize,
+    ) -> (String, String) {
+        let up = self
+            .api()
+            .post_json(
+                "/v1/accounts",
+                &serde_json::json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(up.status, StatusCode::ACCEPTED);
+        let link = self.link_token(email, n).await;
+        let session = self
+            .api()
+            .post_json(
+                "/v1/sessions/magic-link/consume",
+                &serde_json::json!({"token": link, "password": password}),
+            )
+            .await;
+        assert_eq!(session.status, StatusCode::CREATED, "{:?}", session.body);
+        assert_eq!(session.json()["password_confirmed"], true);
+        let token = session.json()["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned();
+        (link, token)
+    }
+
     /// A count from the stack's database.
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))

@@ -274,6 +274,15 @@ impl Accounts {
                     .bind(used.reader_id.as_uuid())
                     .execute(&mut *tx)
                     .await?;
+                    // Sessions that password began (before passwords needed confirming) end.
+                    sqlx::query(
+                        "UPDATE sessions SET revoked_at = $2
+                         WHERE reader_id = $1 AND proof = 'password' AND revoked_at IS NULL",
+                    )
+                    .bind(used.reader_id.as_uuid())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                     tracing::info!(
                         reader_id = %used.reader_id,
                         "an unconfirmed password was dropped: the link was used without it"

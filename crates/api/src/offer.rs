@@ -372,9 +372,10 @@ fn supporter_token(headers: &HeaderMap) -> Option<(String, bool)> {
 /// cookie when the view was counted.
 ///
 /// # Errors
-/// 401 `invalid_token` when a bearer supporter token fails verification: a caller that sends
-/// one (an edge function, an app) must learn it is refused. A bad cookie is the browser's
-/// leftover and counts as no token, so the page still gets its answer.
+/// 401 `invalid_token` when a bearer supporter token fails verification (forged, expired,
+/// another audience or issuer): a caller that sends one (an edge function, an app) must
+/// learn it is refused. A bad cookie is the browser's leftover and counts as no token, so the
+/// page still gets its answer; so does a token under a key this instance has not loaded.
 fn decide_view(
     state: &AppState,
     headers: &HeaderMap,
@@ -386,6 +387,10 @@ fn decide_view(
         None => None,
         Some((token, bearer)) => match state.keyring.get().verify(&token, unix) {
             Ok(claims) => Some(claims),
+            // A key this instance has not loaded yet (a rotation minutes old, or the keys not
+            // read since start-up) says nothing against the token: no token, not a 401 that
+            // would send the caller for a new token signed with the same key.
+            Err(kopilka_paywall::TokenError::UnknownKey) => None,
             Err(_) if bearer => {
                 return Err(AppError::Unauthorized {
                     code: "invalid_token",

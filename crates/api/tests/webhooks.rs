@@ -315,7 +315,7 @@ async fn an_event_waiting_for_its_object_is_retried_then_dead_lettered_and_repla
     .await;
 
     assert_eq!(
-        kopilka_reconciliation::apply_event(&app.pool, "evt_refund_early")
+        kopilka_reconciliation::apply_event(&app.pool, None, "evt_refund_early")
             .await
             .unwrap(),
         kopilka_reconciliation::Outcome::Processed
@@ -461,4 +461,71 @@ async fn with_postgres_down_a_delivery_gets_503_so_stripe_retries() {
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_same_second_event_after_our_own_change_re_reads_the_subscription() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    app.give("same-second@example.org", "month", 500).await;
+    let (plan, sub): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, stripe_subscription_id FROM recurring_plans")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    // From here on, events arrive only as this test sends them.
+    app.deliver_webhooks_here(None).await;
+    let stripe = app.state.stripe.as_ref().unwrap();
+    let changed = kopilka_recurring::change_plan(
+        &app.pool,
+        stripe,
+        plan,
+        kopilka_recurring::PlanChange::CancelAtPeriodEnd,
+        "same-second-cancel",
+    )
+    .await
+    .unwrap();
+    assert!(changed.cancel_at_period_end);
+    let watermark: i64 = sqlx::query_scalar("SELECT stripe_watermark FROM recurring_plans")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    // A snapshot from before our change, then the subscription ended at Stripe by someone
+    // else (the dashboard) — all reported within the same second as our own change.
+    let mut stale = app.sim_get(&format!("/v1/subscriptions/{sub}")).await;
+    stale["cancel_at_period_end"] = json!(false);
+    let ended = reqwest::Client::new()
+        .delete(format!(
+            "{}/v1/subscriptions/{sub}",
+            app.stripe.simulator.base_url()
+        ))
+        .bearer_auth(app.stripe.simulator.secret_key())
+        .send()
+        .await
+        .unwrap();
+    assert!(ended.status().is_success());
+    let body =
+        json!({"id": "evt_same_second", "object": "event", "type": "customer.subscription.updated",
+        "created": watermark, "livemode": false, "data": {"object": stale}})
+        .to_string();
+    assert_eq!(
+        send(signed(&app, &body, now())).await.status,
+        StatusCode::OK
+    );
+    let pool = app.pool.clone();
+    let status = eventually("the event applied", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            let (event, plan): (String, String) = sqlx::query_as(
+                "SELECT e.status, p.status FROM stripe_events e, recurring_plans p WHERE e.id = 'evt_same_second'",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (event == "processed").then_some(plan)
+        }
+    })
+    .await;
+    // Neither the stale snapshot nor our own answer: Stripe's state, re-read.
+    assert_eq!(status, "canceled");
 }

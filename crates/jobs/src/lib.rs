@@ -96,7 +96,8 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
             let event_id = job.payload["event_id"]
                 .as_str()
                 .ok_or("a stripe_event job without event_id")?;
-            match kopilka_reconciliation::apply_event(pool, event_id).await {
+            match kopilka_reconciliation::apply_event(pool, worker.stripe.as_ref(), event_id).await
+            {
                 Ok(_) => Ok(()),
                 Err(ReconciliationError::NotYet(why)) => Err(format!("waiting: {why}")),
                 Err(err) => Err(err.to_string()),

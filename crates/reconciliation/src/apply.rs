@@ -51,12 +51,18 @@ fn contribution_in(value: Option<&str>) -> Option<ContributionId> {
     value.and_then(|v| v.parse().ok())
 }
 
-/// Applies stored event `event_id` and records the outcome on it.
+/// Applies stored event `event_id` and records the outcome on it. With `stripe`, a
+/// subscription event from the same second as a state our own call stored re-reads the
+/// subscription (neither can be ordered by time; Stripe's current state can).
 ///
 /// # Errors
 /// [`ReconciliationError::NotYet`] when it must wait for another event (the job retries);
-/// malformed objects and storage errors.
-pub async fn apply_event(pool: &PgPool, event_id: &str) -> Result<Outcome, ReconciliationError> {
+/// malformed objects, Stripe (on a re-read) and storage errors.
+pub async fn apply_event(
+    pool: &PgPool,
+    stripe: Option<&kopilka_stripe::StripeClient>,
+    event_id: &str,
+) -> Result<Outcome, ReconciliationError> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, i64, Value, Option<uuid::Uuid>)> = sqlx::query_as(
         "SELECT type, created, payload, reader_id FROM stripe_events WHERE id = $1 FOR UPDATE",
@@ -68,7 +74,7 @@ pub async fn apply_event(pool: &PgPool, event_id: &str) -> Result<Outcome, Recon
         row.ok_or_else(|| ReconciliationError::UnknownEvent(event_id.to_owned()))?;
     let object = &payload["data"]["object"];
     let reader = reader.map(ReaderId::from_uuid);
-    let result = route(&mut tx, &kind, created, object, reader).await;
+    let result = route(&mut tx, stripe, &kind, created, object, reader).await;
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(err) => {
@@ -121,6 +127,7 @@ fn moves_money(kind: &str) -> bool {
 
 async fn route(
     conn: &mut sqlx::PgConnection,
+    stripe: Option<&kopilka_stripe::StripeClient>,
     kind: &str,
     created: i64,
     object: &Value,
@@ -253,6 +260,21 @@ async fn route(
                 cancel_at_period_end: object["cancel_at_period_end"].as_bool().unwrap_or(false),
                 occurred_at: created,
                 answered: false,
+            };
+            let fact = match stripe {
+                Some(stripe)
+                    if recurring::ties_with_an_answer(conn, &fact.subscription_id, created)
+                        .await? =>
+                {
+                    let live = stripe
+                        .retrieve_subscription(&fact.subscription_id)
+                        .await
+                        .map_err(|e| {
+                            ReconciliationError::NotYet(format!("re-reading the subscription: {e}"))
+                        })?;
+                    recurring::answered_state(&live, fact.contribution_id, created)?
+                }
+                _ => fact,
             };
             let applied = recurring::subscription_changed(conn, &fact).await?;
             if applied == Applied::Unknown && contribution_id.is_none() {

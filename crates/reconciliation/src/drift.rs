@@ -91,7 +91,7 @@ pub async fn fetch_missing_events(
     }
     for id in &missing {
         // Waiting events stay queued for the worker.
-        match crate::apply_event(pool, id).await {
+        match crate::apply_event(pool, Some(stripe), id).await {
             Ok(_) | Err(ReconciliationError::NotYet(_)) => {}
             Err(err) => return Err(err),
         }

@@ -39,7 +39,8 @@ pub struct SubscriptionFact {
 
 /// Stores a subscription state unless a newer one is already stored. Within the same second
 /// (Stripe's resolution), `incomplete` never replaces a later state, nothing replaces an
-/// ended one, and an event never replaces the state of an answer to our own call.
+/// ended one, and an event never replaces the state of an answer to our own call (the
+/// event's caller re-reads the subscription instead: see [`ties_with_an_answer`]).
 ///
 /// # Errors
 /// Storage errors.
@@ -108,6 +109,56 @@ pub async fn subscription_changed(
     .execute(&mut *conn)
     .await?;
     Ok(Applied::from_changed(written.rows_affected() == 1))
+}
+
+/// The state in Stripe's answer (to a change, or a re-read) as a fact at `occurred_at`.
+///
+/// # Errors
+/// [`RecurringError::Stripe`] when the answer has no amount or interval.
+pub fn answered_state(
+    answer: &kopilka_stripe::Subscription,
+    contribution_id: Option<ContributionId>,
+    occurred_at: i64,
+) -> Result<SubscriptionFact, RecurringError> {
+    let (Some(amount), Some(interval)) = (answer.amount, answer.interval) else {
+        return Err(RecurringError::Stripe(
+            kopilka_stripe::ClientError::Unexpected("a subscription without an amount".into()),
+        ));
+    };
+    Ok(SubscriptionFact {
+        subscription_id: answer.id.clone(),
+        customer: Some(answer.customer.clone()),
+        contribution_id,
+        status: answer.status.clone(),
+        amount,
+        interval,
+        current_period_end: answer.current_period_end,
+        cancel_at_period_end: answer.cancel_at_period_end,
+        occurred_at,
+        answered: true,
+    })
+}
+
+/// Whether an event about `subscription_id` created at `created` falls in the same second as
+/// a stored state from one of our own calls. Neither can be ordered by time then: the caller
+/// re-reads the subscription from Stripe and stores that instead of the event.
+///
+/// # Errors
+/// Storage errors.
+pub async fn ties_with_an_answer(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    created: i64,
+) -> Result<bool, RecurringError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM recurring_plans
+                        WHERE stripe_subscription_id = $1 AND stripe_watermark = $2
+                          AND stripe_state_answered)",
+    )
+    .bind(subscription_id)
+    .bind(created)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// `invoice.paid` for a subscription.

@@ -8,7 +8,7 @@ use kopilka_store::PgPool;
 use kopilka_stripe::StripeClient;
 
 use crate::RecurringError;
-use crate::facts::{self, SubscriptionFact};
+use crate::facts;
 use crate::plan::{Plan, plan_by_id};
 
 /// What the reader asks for.
@@ -70,23 +70,11 @@ pub async fn change_plan(
         PlanChange::Resume => stripe.cancel_at_period_end(sub, change_id, false).await?,
         PlanChange::CancelNow => stripe.cancel_subscription_now(sub).await?,
     };
-    let (Some(amount), Some(interval)) = (answer.amount, answer.interval) else {
-        return Err(RecurringError::Stripe(
-            kopilka_stripe::ClientError::Unexpected("a subscription without an amount".into()),
-        ));
-    };
-    let fact = SubscriptionFact {
-        subscription_id: answer.id.clone(),
-        customer: Some(answer.customer.clone()),
-        contribution_id: Some(plan.contribution_id),
-        status: answer.status.clone(),
-        amount,
-        interval,
-        current_period_end: answer.current_period_end,
-        cancel_at_period_end: answer.cancel_at_period_end,
-        occurred_at: time::OffsetDateTime::now_utc().unix_timestamp(),
-        answered: true,
-    };
+    let fact = facts::answered_state(
+        &answer,
+        Some(plan.contribution_id),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )?;
     let mut conn = pool
         .acquire()
         .await

@@ -26,7 +26,8 @@ pub struct Args {
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    let (_, pool) = super::connect().await?;
+    let (settings, pool) = super::connect().await?;
+    let stripe = kopilka_stripe::StripeClient::from_settings(&settings.stripe)?;
     let ids: Vec<String> = match (&args.id, &args.event_type) {
         (Some(id), _) => vec![id.clone()],
         (None, Some(pattern)) => {
@@ -41,7 +42,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     for id in &ids {
-        let outcome = match kopilka_reconciliation::apply_event(&pool, id).await {
+        let outcome = match kopilka_reconciliation::apply_event(&pool, stripe.as_ref(), id).await {
             Ok(outcome) => format!("{outcome:?}").to_lowercase(),
             Err(err) => format!("error: {err}"),
         };

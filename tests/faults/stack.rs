@@ -275,32 +275,12 @@ impl Stack {
 
     /// `POST` to a simulator control path (`/_sim/…`).
     pub async fn sim_control(&self, path: &str, body: &Value) -> Value {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.sim_base))
-            .json(body)
-            .send()
-            .await
-            .expect("the simulator answers");
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.expect("JSON from the simulator")
+        kopilka_test_support::sim_control(&self.sim_base, path, body).await
     }
 
     /// `GET` a Stripe-shaped simulator path with the secret key.
     pub async fn sim_get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.sim_base))
-            .bearer_auth(SIM_SECRET_KEY)
-            .send()
-            .await
-            .expect("the simulator answers")
-            .json()
-            .await
-            .expect("JSON from the simulator")
+        kopilka_test_support::sim_get(&self.sim_base, SIM_SECRET_KEY, path).await
     }
 
     /// Points the simulator's webhook deliveries at server `index`.

@@ -178,6 +178,37 @@ pub async fn consume(
     })
 }
 
+/// The unconfirmed password hash a usable verification link `token` would confirm (the one
+/// its sign-up set, not replaced since), read without locking: a caller checks a password
+/// against it before taking any lock, then [`consume`]s and compares again under the lock.
+///
+/// # Errors
+/// Storage errors.
+pub async fn pending_password(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<Option<String>, AccountError> {
+    let Some(id) = keys
+        .open(Purpose::EmailLink, token)
+        .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
+    else {
+        return Ok(None);
+    };
+    Ok(sqlx::query_scalar(
+        "SELECT c.password_hash FROM email_links l
+         JOIN credentials c ON c.reader_id = l.reader_id
+         WHERE l.id = $1 AND l.token_hash = $2 AND l.used_at IS NULL AND l.expires_at > $3
+           AND l.purpose = 'verify' AND c.confirmed_at IS NULL AND c.set_at <= l.created_at",
+    )
+    .bind(id)
+    .bind(token_hash(token))
+    .bind(now)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// What the email for link `id` needs: its reader, purpose and whether it is still usable.
 ///
 /// # Errors

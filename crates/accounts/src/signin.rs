@@ -239,6 +239,26 @@ impl Accounts {
         password: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<(NewSession, bool), AccountError> {
+        // The password is checked before any lock is taken (hashing takes a while); the hash
+        // it matched must still be the pending one under the lock.
+        let proven_hash = match password.and_then(|p| Password::parse(p).ok()) {
+            Some(given) => {
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(kopilka_store::StoreError::from)?;
+                let pending = link::pending_password(&mut conn, &self.keys, token, now).await?;
+                drop(conn);
+                match pending {
+                    Some(hash) => match self.passwords.verify(Some(hash.clone()), &given).await? {
+                        Verdict::Wrong => None,
+                        _ => Some(hash),
+                    },
+                    None => None,
+                }
+            }
+            None => None,
+        };
         let mut tx = pool.begin().await?;
         let used = link::consume(&mut tx, &self.keys, token, now).await?;
         let mut confirmed = false;
@@ -253,14 +273,7 @@ impl Accounts {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(hash) = pending {
-                let proven = match password.and_then(|p| Password::parse(p).ok()) {
-                    Some(given) => !matches!(
-                        self.passwords.verify(Some(hash), &given).await?,
-                        Verdict::Wrong
-                    ),
-                    None => false,
-                };
-                if proven {
+                if proven_hash.as_ref() == Some(&hash) {
                     sqlx::query("UPDATE credentials SET confirmed_at = $2 WHERE reader_id = $1")
                         .bind(used.reader_id.as_uuid())
                         .bind(now)

@@ -180,41 +180,56 @@ impl TestApp {
     }
 }
 
+/// `GET` a path of the simulator at `base` (`/v1/…` with `secret_key`, or `/_sim/…`) as JSON.
+///
+/// # Panics
+/// When the simulator does not answer JSON.
+pub async fn sim_get(base: &str, secret_key: &str, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(secret_key)
+        .send()
+        .await
+        .expect("the simulator answers")
+        .json()
+        .await
+        .expect("JSON from the simulator")
+}
+
+/// `POST` JSON to a control path (`/_sim/…`) of the simulator at `base`.
+///
+/// # Panics
+/// When the simulator refuses.
+pub async fn sim_control(base: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await
+        .expect("the simulator answers");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.expect("JSON from the simulator")
+}
+
 /// Driving the Stripe simulator the app talks to.
 impl TestApp {
     /// `GET` a simulator path (`/v1/…` with its secret key, or `/_sim/…`) as JSON.
-    ///
-    /// # Panics
-    /// When the simulator does not answer JSON.
     pub async fn sim_get(&self, path: &str) -> serde_json::Value {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.stripe.simulator.base_url()))
-            .bearer_auth(self.stripe.simulator.secret_key())
-            .send()
-            .await
-            .expect("the simulator answers")
-            .json()
-            .await
-            .expect("JSON from the simulator")
+        sim_get(
+            &self.stripe.simulator.base_url(),
+            self.stripe.simulator.secret_key(),
+            path,
+        )
+        .await
     }
 
     /// `POST` JSON to a simulator control path (`/_sim/…`).
-    ///
-    /// # Panics
-    /// When the simulator refuses.
     pub async fn sim_control(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.stripe.simulator.base_url()))
-            .json(body)
-            .send()
-            .await
-            .expect("the simulator answers");
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.expect("JSON from the simulator")
+        sim_control(&self.stripe.simulator.base_url(), path, body).await
     }
 
     /// Points the simulator's webhook deliveries at this app, with `duplicates` extra copies

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use kopilka_config::{Environment, Settings};
 
-pub use app::TestApp;
+pub use app::{TestApp, sim_control, sim_get};
 pub use client::{ApiClient, ApiResponse, send};
 pub use postgres::{TestDatabase, fresh_database, server_url};
 pub use smtp::SmtpSink;

@@ -263,30 +263,33 @@ impl Accounts {
         let used = link::consume(&mut tx, &self.keys, token, now).await?;
         let mut confirmed = false;
         if used.purpose == LinkPurpose::Verify {
-            // The password set by the sign-up this link was sent for (not one set later).
-            let pending: Option<String> = sqlx::query_scalar(
-                "SELECT password_hash FROM credentials
-                 WHERE reader_id = $1 AND confirmed_at IS NULL AND set_at <= $2 FOR UPDATE",
-            )
-            .bind(used.reader_id.as_uuid())
-            .bind(used.issued_at)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(hash) = pending {
-                if proven_hash.as_ref() == Some(&hash) {
-                    sqlx::query("UPDATE credentials SET confirmed_at = $2 WHERE reader_id = $1")
-                        .bind(used.reader_id.as_uuid())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    confirmed = true;
-                } else {
-                    sqlx::query(
-                        "DELETE FROM credentials WHERE reader_id = $1 AND confirmed_at IS NULL",
-                    )
-                    .bind(used.reader_id.as_uuid())
-                    .execute(&mut *tx)
-                    .await?;
+            // The password set by the sign-up this link was sent for (not one set later) is
+            // confirmed only if it is still the hash the given password matched.
+            if let Some(hash) = &proven_hash {
+                confirmed = sqlx::query(
+                    "UPDATE credentials SET confirmed_at = $2
+                     WHERE reader_id = $1 AND confirmed_at IS NULL AND set_at <= $3
+                       AND password_hash = $4",
+                )
+                .bind(used.reader_id.as_uuid())
+                .bind(now)
+                .bind(used.issued_at)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+            }
+            if !confirmed {
+                let dropped = sqlx::query(
+                    "DELETE FROM credentials
+                     WHERE reader_id = $1 AND confirmed_at IS NULL AND set_at <= $2",
+                )
+                .bind(used.reader_id.as_uuid())
+                .bind(used.issued_at)
+                .execute(&mut *tx)
+                .await?;
+                if dropped.rows_affected() > 0 {
                     // Sessions that password began (before passwords needed confirming) end.
                     sqlx::query(
                         "UPDATE sessions SET revoked_at = $2

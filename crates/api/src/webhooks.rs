@@ -71,7 +71,7 @@ async fn stripe_webhook(
     // A header that is there but not visible ASCII is malformed, not missing.
     let signature = headers
         .get("stripe-signature")
-        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        .map(|v| v.to_str().unwrap_or_default());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let event = state
         .webhooks

@@ -253,6 +253,65 @@ async fn reconcile_finds_what_deliveries_missed_and_apply_repairs_it() {
 }
 
 #[tokio::test]
+async fn reconcile_apply_makes_no_reader_of_another_products_checkout() {
+    let (db, url, app) = app_on_fresh_database().await;
+    app.deliver_webhooks_here(None).await;
+    // Another product on the same Stripe account: its own reference, an address at Stripe.
+    let stripe = app.state.stripe.as_ref().unwrap();
+    let other_product = uuid::Uuid::new_v4().to_string();
+    let address: kopilka_domain::Email = "someone-elses-customer@example.org".parse().unwrap();
+    let session = stripe
+        .create_checkout_session(&kopilka_stripe::NewCheckout {
+            contribution_id: &other_product,
+            interval: kopilka_domain::Interval::Month,
+            amount: kopilka_domain::Money::new(900, "usd".parse().unwrap()),
+            product_name: "Another product",
+            success_url: "https://shop.example.org/thanks",
+            cancel_url: None,
+            customer_email: Some(&address),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    app.sim_control(&format!("/_sim/checkout/{}/pay", session.id), &json!({}))
+        .await;
+    admin_json(
+        &app,
+        &url,
+        &["reconcile", "--since", "2020-01-01", "--apply"],
+    )
+    .await;
+    settled(&db, "the fetched events applied", "true").await;
+    let stored: Vec<(String, String, Option<uuid::Uuid>)> =
+        sqlx::query_as("SELECT type, status, reader_id FROM stripe_events ORDER BY created")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|(kind, _, _)| kind == "checkout.session.completed"),
+        "{stored:?}"
+    );
+    for (kind, status, reader) in &stored {
+        assert_eq!(status, "ignored", "{kind} is not Kopilka's");
+        assert_eq!(*reader, None, "{kind} names no reader");
+    }
+    let readers: i64 = sqlx::query_scalar("SELECT count(*) FROM readers")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(readers, 0, "no reader for another product's customer");
+    let (contributions, plans): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM contributions), (SELECT count(*) FROM recurring_plans)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((contributions, plans), (0, 0));
+}
+
+#[tokio::test]
 async fn a_simulated_month_with_duplicates_and_shuffling_matches_stripe_to_the_cent() {
     let (db, url, app) = app_on_fresh_database().await;
     app.deliver_webhooks_here(Some((2, true))).await;

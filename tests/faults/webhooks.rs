@@ -268,7 +268,8 @@ fn plan_events(n: usize, contribution: uuid::Uuid, base: i64) -> Vec<String> {
             "invoice.paid",
             base + 1,
             &json!({"id": format!("in_order_{n}"), "object": "invoice", "amount_paid": 700, "currency": "eur",
-                    "parent": {"subscription_details": {"subscription": sub_id}},
+                    "parent": {"subscription_details": {"subscription": sub_id,
+                        "metadata": {"contribution_id": contribution.to_string()}}},
                     "payments": {"data": [{"payment": {"payment_intent": format!("pi_order_{n}")}}]}}),
         ),
         event(

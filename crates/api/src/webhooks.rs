@@ -80,7 +80,7 @@ async fn stripe_webhook(
             tracing::warn!(error = %err, "webhook refused");
             refused(&err)
         })?;
-    let new = kopilka_reconciliation::inbox::receive(&state.pool, &event, &body)
+    let new = kopilka_reconciliation::inbox::receive(&state.pool, &event)
         .await
         .map_err(|err| match err {
             kopilka_reconciliation::ReconciliationError::Store(store) => AppError::from(store),

@@ -365,7 +365,7 @@ async fn a_subscriptions_events_in_any_order_end_in_the_same_state() {
             "evt_d".into(),
             base + 1,
             "invoice.paid",
-            json!({"id": "in_1", "object": "invoice", "amount_paid": 700, "currency": "eur", "parent": {"subscription_details": {"subscription": "sub_1"}}, "payments": {"data": [{"payment": {"payment_intent": "pi_1"}}]}}),
+            json!({"id": "in_1", "object": "invoice", "amount_paid": 700, "currency": "eur", "parent": {"subscription_details": {"subscription": "sub_1", "metadata": {"contribution_id": contribution.to_string()}}}, "payments": {"data": [{"payment": {"payment_intent": "pi_1"}}]}}),
         ),
         (
             "evt_e".into(),
@@ -528,4 +528,236 @@ async fn a_same_second_event_after_our_own_change_re_reads_the_subscription() {
     .await;
     // Neither the stale snapshot nor our own answer: Stripe's state, re-read.
     assert_eq!(status, "canceled");
+}
+
+/// Fields whose fixture values stay as they are, so events route as Stripe's would: each is
+/// one of Stripe's fixed values, never a person's.
+const ROUTING: &[&str] = &[
+    "object",
+    "currency",
+    "status",
+    "payment_status",
+    "mode",
+    "interval",
+    "type",
+    "usage_type",
+    "collection_method",
+    "billing_reason",
+];
+
+/// Fields a projection keeps by design whose planted marker may therefore be stored: Stripe's
+/// ids (the ledger's keys) and Stripe's fixed reasons. Never free text, an address, a name,
+/// an IP, a URL or card details.
+const KEPT_BY_DESIGN: &[&str] = &[
+    "id",
+    "customer",
+    "payment_intent",
+    "subscription",
+    "invoice",
+    "charge",
+    "latest_charge",
+    "latest_invoice",
+    "balance_transaction",
+    "failure_balance_transaction",
+    "product",
+    "source",
+    "reason",
+    "failure_reason",
+    "cancellation_reason",
+    "feedback",
+    "reporting_category",
+    "behavior",
+];
+
+const MARKER_IP: &str = "203.0.113.77";
+
+/// Plants a unique marker in every string or null leaf of `value` (an address-shaped one in
+/// address fields, one IP in IP fields), but for [`ROUTING`] fields; records each marker's
+/// field name.
+fn plant(value: &mut Value, key: &str, markers: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (field, inner) in map.iter_mut() {
+                plant(inner, field, markers);
+            }
+        }
+        Value::Array(items) => {
+            for item in items.iter_mut() {
+                plant(item, key, markers);
+            }
+        }
+        Value::String(_) | Value::Null if !ROUTING.contains(&key) => {
+            if key == "ip" || key.ends_with("_ip") || key.contains("ip_address") {
+                *value = Value::String(MARKER_IP.to_owned());
+                return;
+            }
+            let marker = format!("MKR{:06}", markers.len());
+            markers.push((marker.clone(), key.to_owned()));
+            *value = Value::String(if key == "email" || key.ends_with("_email") {
+                format!("{}@example.org", marker.to_lowercase())
+            } else {
+                marker
+            });
+        }
+        _ => {}
+    }
+}
+
+/// The object kind `data.object` has for each event type Kopilka handles.
+fn kind_of(event_type: &str) -> &'static str {
+    match event_type {
+        t if t.starts_with("checkout.session.") => "checkout.session",
+        t if t.starts_with("payment_intent.") => "payment_intent",
+        "refund.created" | "refund.updated" | "charge.refund.updated" => "refund",
+        "charge.refunded" => "charge",
+        t if t.starts_with("charge.dispute.") => "dispute",
+        t if t.starts_with("customer.subscription.") => "subscription",
+        t if t.starts_with("invoice.") => "invoice",
+        other => panic!("a handled type the test does not know: {other}"),
+    }
+}
+
+/// Each table's rows in a `pg_dump`, by table name.
+fn dumped_tables(dump: &str) -> Vec<(String, String)> {
+    let mut tables = Vec::new();
+    let mut lines = dump.lines();
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.strip_prefix("COPY public.") {
+            let table = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let rows: Vec<&str> = lines.by_ref().take_while(|l| *l != "\\.").collect();
+            tables.push((table, rows.join("\n")));
+        }
+    }
+    tables
+}
+
+fn markers_in(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let upper = text.to_uppercase();
+    let mut rest = upper.as_str();
+    while let Some(at) = rest.find("MKR") {
+        let digits: String = rest[at + 3..].chars().take(6).collect();
+        if digits.len() == 6 && digits.chars().all(|c| c.is_ascii_digit()) {
+            found.push(format!("MKR{digits}"));
+        }
+        rest = &rest[at + 3..];
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_pg_dump_holds_nothing_of_stripes_objects_but_ids_and_the_readers_address() {
+    let app = TestApp::spawn().await;
+    let fixtures: Value =
+        serde_json::from_str(include_str!("fixtures/stripe-fixtures3.json")).unwrap();
+    let resources = fixtures["resources"].as_object().unwrap();
+    // A contribution of Kopilka's, made without an address: the completed session's address
+    // names its reader (the one place an address may land, in `readers`).
+    let started = app
+        .api
+        .post_json(
+            "/v1/checkout",
+            &json!({"interval": "once", "amount_minor": 500, "currency": "usd"}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::CREATED);
+    let contribution = started.json()["contribution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut deliveries = Vec::new();
+    for kind in kopilka_reconciliation::projection::handled_event_types() {
+        deliveries.push((kind.to_owned(), resources[kind_of(kind)].clone()));
+    }
+    for (name, object) in resources {
+        // Every other object Stripe can send, under a type Kopilka does not handle.
+        deliveries.push((format!("{name}.updated"), object.clone()));
+    }
+    let mut markers = Vec::new();
+    let mut sent = 0;
+    for (n, (kind, mut object)) in deliveries.into_iter().enumerate() {
+        let mut previous = object.clone();
+        plant(&mut object, "", &mut markers);
+        plant(&mut previous, "", &mut markers);
+        if kind.starts_with("checkout.session.") {
+            object["client_reference_id"] = json!(contribution);
+            object["amount_total"] = json!(500);
+            object["currency"] = json!("usd");
+            object["payment_status"] = json!("paid");
+        }
+        // Another product's metadata key beside Kopilka's own.
+        let note = format!("MKR{:06}", markers.len());
+        markers.push((note.clone(), "note".to_owned()));
+        object["metadata"] = json!({"contribution_id": contribution, "note": note});
+        let mut request = json!({"id": null, "idempotency_key": null});
+        plant(&mut request, "request", &mut markers);
+        let body = json!({"id": format!("evt_dump_{n}"), "object": "event", "type": kind,
+            "created": now(), "livemode": false, "api_version": "2026-09-30.endive",
+            "request": request, "pending_webhooks": 1,
+            "data": {"object": object, "previous_attributes": previous}})
+        .to_string();
+        assert_eq!(
+            send(signed(&app, &body, now())).await.status,
+            StatusCode::OK,
+            "{kind}"
+        );
+        sent += 1;
+    }
+    assert!(markers.len() > 3_000, "markers planted: {}", markers.len());
+    eventually(
+        "every event applied once",
+        Duration::from_secs(60),
+        || async {
+            let waiting: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE attempts = 0")
+                    .fetch_one(&app.pool)
+                    .await
+                    .unwrap();
+            (waiting == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(stored(&app).await, sent);
+
+    let dump = kopilka_test_support::pg_dump(&app.db.as_ref().unwrap().url);
+    assert!(!dump.contains(MARKER_IP), "an IP address was stored");
+    let field_of: std::collections::HashMap<&str, &str> = markers
+        .iter()
+        .map(|(marker, field)| (marker.as_str(), field.as_str()))
+        .collect();
+    let mut in_readers = 0;
+    let mut kept = std::collections::BTreeSet::new();
+    for (table, rows) in dumped_tables(&dump) {
+        for marker in markers_in(&rows) {
+            let field = field_of[marker.as_str()];
+            if table == "readers" {
+                in_readers += 1;
+                continue;
+            }
+            assert!(
+                KEPT_BY_DESIGN.contains(&field),
+                "{marker} of field `{field}` was stored in {table}"
+            );
+            kept.insert(field);
+        }
+    }
+    assert!(
+        in_readers >= 1,
+        "the completed session's address names a reader"
+    );
+    assert!(kept.contains("id"), "ids are kept: {kept:?}");
+    let rows: Vec<(String, Value)> = sqlx::query_as("SELECT type, payload FROM stripe_events")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    for (kind, payload) in rows {
+        if !kopilka_reconciliation::projection::is_handled(&kind) {
+            assert_eq!(payload, json!({}), "{kind} keeps its envelope only");
+        }
+    }
 }

@@ -55,9 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let pool = kopilka_store::connect(&settings.database, &url)?;
-    let report = kopilka_store::migrate(&pool)
-        .await
-        .context("applying migrations")?;
+    let report = crate::database::migrate(&pool).await?;
     let shutdown = shutdown::signal_received();
     let listener = tokio::net::TcpListener::bind(settings.server.addr)
         .await

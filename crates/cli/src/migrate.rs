@@ -1,16 +1,12 @@
 //! `kopilka migrate`: apply pending migrations; a no-op when the schema is current.
 
-use anyhow::Context as _;
-
 use crate::{database, logging, output};
 
 pub async fn run() -> anyhow::Result<()> {
     let settings = kopilka_config::load()?;
     logging::init(&settings.log);
     let pool = database::pool(&settings)?;
-    let report = kopilka_store::migrate(&pool)
-        .await
-        .context("applying migrations")?;
+    let report = crate::database::migrate(&pool).await?;
     if report.applied.is_empty() {
         output::line(&format!(
             "schema up to date ({} migrations); nothing applied",

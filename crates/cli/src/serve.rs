@@ -18,9 +18,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     logging::init(&settings.log);
     let pool = database::pool(&settings)?;
     if args.migrate {
-        let report = kopilka_store::migrate(&pool)
-            .await
-            .context("applying migrations")?;
+        let report = crate::database::migrate(&pool).await?;
         tracing::info!(
             applied = report.applied.len(),
             known = report.known,

@@ -60,6 +60,43 @@ pub struct CheckoutCompleted {
     pub occurred_at: i64,
 }
 
+/// Whether contribution `id` is Kopilka's own: an object naming any other id (another
+/// product on a shared Stripe account) is none of Kopilka's business.
+///
+/// # Errors
+/// Storage errors.
+pub async fn is_kopilkas(
+    conn: &mut PgConnection,
+    id: ContributionId,
+) -> Result<bool, ContributionError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM contributions WHERE id = $1)")
+            .bind(id.as_uuid())
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Whether a Checkout Session's address may name the reader of contribution `id`: it is
+/// Kopilka's (the row exists), has no reader yet, and its reader was never erased. Anything
+/// else — another product's session on a shared Stripe account, an erased donor's later
+/// events — must not create or link a reader.
+///
+/// # Errors
+/// Storage errors.
+pub async fn awaits_reader(
+    conn: &mut PgConnection,
+    id: ContributionId,
+) -> Result<bool, ContributionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM contributions
+                        WHERE id = $1 AND reader_id IS NULL AND reader_erased_at IS NULL)",
+    )
+    .bind(id.as_uuid())
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Reads a contribution's status and watermark, locking its row for the transaction.
 async fn status_for_update(
     conn: &mut PgConnection,
@@ -118,7 +155,7 @@ pub async fn checkout_completed(
              stripe_customer_id = coalesce(stripe_customer_id, $3),
              stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $4),
              stripe_subscription_id = coalesce(stripe_subscription_id, $5),
-             reader_id = coalesce(reader_id, $6)
+             reader_id = CASE WHEN reader_erased_at IS NULL THEN coalesce(reader_id, $6) END
          WHERE id = $1",
     )
     .bind(fact.contribution_id.as_uuid())

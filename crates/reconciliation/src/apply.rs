@@ -51,6 +51,17 @@ fn contribution_in(value: Option<&str>) -> Option<ContributionId> {
     value.and_then(|v| v.parse().ok())
 }
 
+/// The contribution `value` names, when it is one of Kopilka's.
+async fn ours(
+    conn: &mut sqlx::PgConnection,
+    value: Option<&str>,
+) -> Result<Option<ContributionId>, ReconciliationError> {
+    match contribution_in(value) {
+        Some(id) if contribution::is_kopilkas(conn, id).await? => Ok(Some(id)),
+        _ => Ok(None),
+    }
+}
+
 /// Applies stored event `event_id` and records the outcome on it. With `stripe`, a
 /// subscription event from the same second as a state our own call stored re-reads the
 /// subscription (neither can be ordered by time; Stripe's current state can).
@@ -64,15 +75,26 @@ pub async fn apply_event(
     event_id: &str,
 ) -> Result<Outcome, ReconciliationError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, i64, Value, Option<uuid::Uuid>)> = sqlx::query_as(
-        "SELECT type, created, payload, reader_id FROM stripe_events WHERE id = $1 FOR UPDATE",
+    let row: Option<(String, i64, Value, i16, Option<uuid::Uuid>)> = sqlx::query_as(
+        "SELECT type, created, payload, projection_version, reader_id
+         FROM stripe_events WHERE id = $1 FOR UPDATE",
     )
     .bind(event_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (kind, created, payload, reader) =
+    let (kind, created, mut payload, version, reader) =
         row.ok_or_else(|| ReconciliationError::UnknownEvent(event_id.to_owned()))?;
-    let object = &payload["data"]["object"];
+    if version < crate::projection::VERSION {
+        // Stored before these rules: applied from (and left as) its projection.
+        payload = crate::projection::project_stored(&kind, &payload);
+        sqlx::query("UPDATE stripe_events SET payload = $2, projection_version = $3 WHERE id = $1")
+            .bind(event_id)
+            .bind(&payload)
+            .bind(crate::projection::VERSION)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let object = &payload["object"];
     let reader = reader.map(ReaderId::from_uuid);
     let result = route(&mut tx, stripe, &kind, created, object, reader).await;
     let outcome = match result {
@@ -133,9 +155,13 @@ async fn route(
     object: &Value,
     reader: Option<ReaderId>,
 ) -> Result<Outcome, ReconciliationError> {
+    if !crate::projection::is_handled(kind) {
+        return Ok(Outcome::Ignored);
+    }
     let applied = match kind {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-            let Some(contribution_id) = contribution_in(text(object, "client_reference_id")) else {
+            let Some(contribution_id) = ours(conn, text(object, "client_reference_id")).await?
+            else {
                 return Ok(Outcome::Ignored);
             };
             let fact = contribution::CheckoutCompleted {
@@ -154,7 +180,8 @@ async fn route(
             contribution::checkout_completed(conn, &fact).await?
         }
         "checkout.session.expired" | "checkout.session.async_payment_failed" => {
-            let Some(contribution_id) = contribution_in(text(object, "client_reference_id")) else {
+            let Some(contribution_id) = ours(conn, text(object, "client_reference_id")).await?
+            else {
                 return Ok(Outcome::Ignored);
             };
             if kind.ends_with("expired") {
@@ -164,11 +191,14 @@ async fn route(
             }
         }
         "payment_intent.succeeded" | "payment_intent.payment_failed" => {
-            let Some(contribution_id) = contribution_in(
+            let Some(contribution_id) = ours(
+                conn,
                 object["metadata"]
                     .get("contribution_id")
                     .and_then(Value::as_str),
-            ) else {
+            )
+            .await?
+            else {
                 return Ok(Outcome::Ignored);
             };
             if kind.ends_with("succeeded") {
@@ -238,11 +268,14 @@ async fn route(
             else {
                 return Err(malformed("items.data[0].price.recurring.interval"));
             };
-            let contribution_id = contribution_in(
-                object["metadata"]
-                    .get("contribution_id")
-                    .and_then(Value::as_str),
-            );
+            let named = object["metadata"]
+                .get("contribution_id")
+                .and_then(Value::as_str);
+            let contribution_id = ours(conn, named).await?;
+            if named.is_some() && contribution_id.is_none() {
+                // Another product's subscription (or a contribution id that is not ours).
+                return Ok(Outcome::Ignored);
+            }
             let fact = SubscriptionFact {
                 subscription_id: text(object, "id")
                     .ok_or_else(|| malformed("id"))?
@@ -284,8 +317,7 @@ async fn route(
             applied
         }
         "invoice.paid" | "invoice.payment_succeeded" => {
-            let Some(sub) = object["parent"]["subscription_details"]["subscription"].as_str()
-            else {
+            let Some(sub) = kopilkas_invoice(conn, object).await? else {
                 return Ok(Outcome::Ignored);
             };
             let payment_intent = object["payments"]["data"]
@@ -310,8 +342,7 @@ async fn route(
         // The plan's status arrives with customer.subscription.updated; a failed renewal
         // queues its email (once per attempt).
         "invoice.payment_failed" => {
-            let Some(sub) = object["parent"]["subscription_details"]["subscription"].as_str()
-            else {
+            let Some(sub) = kopilkas_invoice(conn, object).await? else {
                 return Ok(Outcome::Ignored);
             };
             let fact = recurring::InvoiceFailed {
@@ -333,6 +364,27 @@ async fn route(
             "{kind} names an object not known yet"
         ))),
         Applied::Changed | Applied::Unchanged => Ok(Outcome::Processed),
+    }
+}
+
+/// The subscription a plan invoice belongs to, when the plan is Kopilka's: its
+/// subscription's metadata (copied onto the invoice by Stripe) names one of Kopilka's
+/// contributions, or the subscription is a known plan. Another product's invoice is `None`.
+async fn kopilkas_invoice<'a>(
+    conn: &mut sqlx::PgConnection,
+    object: &'a Value,
+) -> Result<Option<&'a str>, ReconciliationError> {
+    let details = &object["parent"]["subscription_details"];
+    let Some(sub) = details["subscription"].as_str() else {
+        return Ok(None);
+    };
+    let named = details["metadata"]
+        .get("contribution_id")
+        .and_then(Value::as_str);
+    if ours(conn, named).await?.is_some() || recurring::is_plan(conn, sub).await? {
+        Ok(Some(sub))
+    } else {
+        Ok(None)
     }
 }
 

@@ -85,7 +85,7 @@ pub async fn fetch_missing_events(
         let raw = stripe.raw_event(id).await?;
         let event = Event::parse(raw.as_bytes())
             .map_err(|e| ReconciliationError::Malformed(e.to_string()))?;
-        if crate::inbox::receive(pool, &event, raw.as_bytes()).await? {
+        if crate::inbox::receive(pool, &event).await? {
             stored += 1;
         }
     }

@@ -1,34 +1,30 @@
 //! The inbox: a verified event is stored (unique on its id) and its processing job enqueued
 //! in one transaction; only then is Stripe told 2xx. A duplicate delivery changes nothing.
-//! Personal data is taken out first (see [`crate::pii`]): the stored event names the
-//! reader by id.
+//! What is stored is an allowlisted projection ([`crate::projection`]), never Stripe's
+//! body; a reader is linked (by id) only for a Checkout Session of Kopilka's own.
 
+use kopilka_domain::id::ContributionId;
 use kopilka_queue::NewJob;
 use kopilka_store::PgPool;
 use kopilka_stripe::Event;
 
 use crate::{APPLY_EVENT, ReconciliationError};
 
-/// Stores `event` (its verified raw `body`) and enqueues its application, quietly: the
+/// Stores the projection of verified `event` and enqueues its application, quietly: the
 /// caller wakes workers after a new event (`kopilka_queue::Wakeups`), or applies it itself.
 /// Returns `true` for a new event, `false` for a duplicate.
 ///
 /// # Errors
 /// Storage errors (the caller answers 503 so Stripe retries).
-pub async fn receive(
-    pool: &PgPool,
-    event: &Event,
-    body: &[u8],
-) -> Result<bool, ReconciliationError> {
-    let mut payload: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ReconciliationError::Malformed(e.to_string()))?;
-    let email = crate::pii::reader_email(&payload);
-    crate::pii::redact_event(&mut payload);
+pub async fn receive(pool: &PgPool, event: &Event) -> Result<bool, ReconciliationError> {
+    let object: serde_json::Value = serde_json::from_str(event.object.get())
+        .map_err(|_| ReconciliationError::Malformed("data.object".to_owned()))?;
+    let projection = crate::projection::project(&event.event_type, &object);
     let mut tx = pool.begin().await?;
-    let reader = match email.as_deref().map(kopilka_domain::Email::parse) {
-        Some(Ok(email)) => {
-            // A duplicate must not create a reader (nor lock one); most events carry no
-            // address and skip this round trip.
+    let reader = match reader_candidate(&event.event_type, &object) {
+        Some((contribution, email)) => {
+            // A duplicate must not create a reader (nor lock one); most events name no
+            // reader and skip these round trips.
             let known: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $1)")
                     .bind(&event.id)
@@ -37,13 +33,17 @@ pub async fn receive(
             if known {
                 return Ok(false);
             }
-            Some(kopilka_accounts::reader::find_or_create(&mut tx, &email).await?)
+            if kopilka_contributions::facts::awaits_reader(&mut tx, contribution).await? {
+                Some(kopilka_accounts::reader::find_or_create(&mut tx, &email).await?)
+            } else {
+                None
+            }
         }
-        _ => None,
+        None => None,
     };
     let stored = sqlx::query(
-        "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload, reader_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload, reader_id, projection_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&event.id)
     .bind(&event.event_type)
@@ -51,8 +51,9 @@ pub async fn receive(
     .bind(event.livemode)
     .bind(&event.api_version)
     .bind(&event.object_id)
-    .bind(&payload)
+    .bind(&projection)
     .bind(reader.map(kopilka_domain::id::ReaderId::as_uuid))
+    .bind(crate::projection::VERSION)
     .execute(&mut *tx)
     .await?;
     if stored.rows_affected() == 0 {
@@ -65,6 +66,25 @@ pub async fn receive(
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     tracing::info!(event_id = %event.id, event_type = %event.event_type, "event stored");
     Ok(true)
+}
+
+/// The contribution and the address a completed Checkout Session names, when its address
+/// could name the contribution's reader: only a session that carries Kopilka's
+/// contribution id (`client_reference_id`) and a valid address. Whether the contribution
+/// exists and still waits for a reader is asked in the transaction.
+fn reader_candidate(
+    kind: &str,
+    object: &serde_json::Value,
+) -> Option<(ContributionId, kopilka_domain::Email)> {
+    if !matches!(
+        kind,
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded"
+    ) {
+        return None;
+    }
+    let contribution = object["client_reference_id"].as_str()?.parse().ok()?;
+    let email = kopilka_domain::Email::parse(crate::pii::checkout_email(object)?).ok()?;
+    Some((contribution, email))
 }
 
 /// A stored event, as `admin events list` shows it.

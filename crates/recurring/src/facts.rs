@@ -161,6 +161,22 @@ pub async fn ties_with_an_answer(
     .await?)
 }
 
+/// Whether `subscription_id` is one of Kopilka's plans.
+///
+/// # Errors
+/// Storage errors.
+pub async fn is_plan(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+) -> Result<bool, RecurringError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM recurring_plans WHERE stripe_subscription_id = $1)",
+    )
+    .bind(subscription_id)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// `invoice.paid` for a subscription.
 #[derive(Debug, Clone)]
 pub struct InvoicePaid {

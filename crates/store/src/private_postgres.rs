@@ -434,9 +434,13 @@ fn step(what: &'static str) -> impl Fn(io::Error) -> PrivatePostgresError {
     }
 }
 
-/// Where `initdb` and `postgres` are: `KOPILKA_PG_BIN`, the newest Debian-style
-/// `/usr/lib/postgresql/<version>/bin`, then `PATH`.
-fn find_bin_dir() -> Result<PathBuf, PrivatePostgresError> {
+/// Where the PostgreSQL server programs (`initdb`, `postgres`, and beside them `pg_dump`)
+/// are: `KOPILKA_PG_BIN`, the newest Debian-style `/usr/lib/postgresql/<version>/bin`, then
+/// `PATH`.
+///
+/// # Errors
+/// [`PrivatePostgresError::NotInstalled`] when none has both `initdb` and `postgres`.
+pub fn find_bin_dir() -> Result<PathBuf, PrivatePostgresError> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
     if let Some(dir) = std::env::var_os("KOPILKA_PG_BIN").map(PathBuf::from) {
         return if has_both(&dir) {

@@ -22,7 +22,7 @@ use kopilka_config::{Environment, Settings};
 
 pub use app::{TestApp, sim_control, sim_get};
 pub use client::{ApiClient, ApiResponse, send};
-pub use postgres::{TestDatabase, fresh_database, server_url};
+pub use postgres::{TestDatabase, fresh_database, pg_dump, server_url};
 pub use smtp::SmtpSink;
 
 /// The repository's `config/` folder.

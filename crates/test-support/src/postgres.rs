@@ -132,3 +132,24 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// The whole database at `url` as `pg_dump` writes it (schema and every row, as text): what
+/// a leaked backup would hold, for tests that look for personal data in it.
+///
+/// # Panics
+/// When `pg_dump` cannot be found or fails.
+#[must_use]
+pub fn pg_dump(url: &SecretString) -> String {
+    let bin = kopilka_store::private_postgres::find_bin_dir().expect("the PostgreSQL programs");
+    let output = std::process::Command::new(bin.join("pg_dump"))
+        .arg("--no-owner")
+        .arg(format!("--dbname={}", url.expose_secret()))
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        output.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("a text dump")
+}

@@ -73,6 +73,10 @@ fn main() -> std::process::ExitCode {
             webhooks::an_event_stored_before_sigkill_is_applied_once_after_restart,
         ),
         row(
+            "webhooks::an_upgraded_database_and_another_products_objects_keep_no_personal_data",
+            webhooks::an_upgraded_database_and_another_products_objects_keep_no_personal_data,
+        ),
+        row(
             "outages::postgres_restarted_mid_webhook_and_mid_checkout_leaves_no_partial_write",
             outages::postgres_restarted_mid_webhook_and_mid_checkout_leaves_no_partial_write,
         ),

@@ -400,3 +400,122 @@ pub async fn an_event_stored_before_sigkill_is_applied_once_after_restart() {
     );
     stack.finish().await;
 }
+
+/// A database written by an earlier Kopilka (whole Stripe bodies in `stripe_events`) and
+/// another product's objects on the same Stripe account: after `kopilka migrate` and the
+/// worker, no stored event holds an address, a name or an IP, and no reader was made.
+pub async fn an_upgraded_database_and_another_products_objects_keep_no_personal_data() {
+    let mut stack = Stack::options().start().await;
+    let personal = [
+        "old-donor@example.org",
+        "Marina Old-Donor",
+        "198.51.100.23",
+        "Ulitsa Lenina 1",
+        "buyer-of-another-product@example.org",
+        "Shop Customer",
+    ];
+    stack.watch(personal);
+    let contribution = pending_contribution(&stack, 900).await;
+    // As an earlier Kopilka stored them: the whole event, projection version 0.
+    let whole = [
+        event(
+            "evt_old_dispute",
+            "charge.dispute.created",
+            now() - 100,
+            &json!({"id": "dp_old", "object": "dispute", "amount": 900, "currency": "eur",
+                    "charge": "ch_old", "payment_intent": "pi_old", "status": "needs_response",
+                    "reason": "fraudulent", "created": now() - 100,
+                    "evidence": {"customer_email_address": personal[0], "customer_name": personal[1],
+                                 "customer_purchase_ip": personal[2], "billing_address": personal[3]}}),
+        ),
+        event(
+            "evt_old_checkout",
+            "checkout.session.completed",
+            now() - 100,
+            &json!({"id": "cs_old", "object": "checkout.session", "client_reference_id": contribution.to_string(),
+                    "payment_status": "paid", "payment_intent": "pi_old", "amount_total": 900, "currency": "eur",
+                    "customer_details": {"email": personal[0], "name": personal[1],
+                                         "address": {"line1": personal[3]}}}),
+        ),
+    ];
+    for body in &whole {
+        let value: Value = serde_json::from_str(body).expect("json");
+        sqlx::query(
+            "INSERT INTO stripe_events (id, type, created, livemode, payload, projection_version)
+             VALUES ($1, $2, $3, false, $4, 0)",
+        )
+        .bind(value["id"].as_str())
+        .bind(value["type"].as_str())
+        .bind(value["created"].as_i64())
+        .bind(&value)
+        .execute(&stack.pool)
+        .await
+        .expect("an old row");
+    }
+    let migrated = stack.run(&["migrate"]).await;
+    assert!(migrated.status.success(), "migrate: {}", migrated.stderr);
+
+    // Another product's checkout and invoice on the same Stripe account.
+    let foreign = [
+        event(
+            "evt_shop_checkout",
+            "checkout.session.completed",
+            now(),
+            &json!({"id": "cs_shop", "object": "checkout.session", "client_reference_id": "order-1234",
+                    "payment_status": "paid", "payment_intent": "pi_shop", "amount_total": 4200, "currency": "eur",
+                    "customer_details": {"email": personal[4], "name": personal[5]}}),
+        ),
+        event(
+            "evt_shop_invoice",
+            "invoice.paid",
+            now(),
+            &json!({"id": "in_shop", "object": "invoice", "amount_paid": 4200, "currency": "eur",
+                    "customer_email": personal[4], "customer_name": personal[5],
+                    "parent": {"subscription_details": {"subscription": "sub_shop", "metadata": {"order": "1234"}}},
+                    "payments": {"data": [{"payment": {"payment_intent": "pi_shop_2"}}]}}),
+        ),
+    ];
+    for body in &foreign {
+        assert_eq!(stack.deliver(0, body).await.status, StatusCode::OK);
+    }
+    stack.work_through(5).await;
+    // Replay works from the projection alone.
+    let replayed = stack
+        .run(&["admin", "events", "replay", "--id", "evt_old_checkout"])
+        .await;
+    assert!(replayed.status.success(), "replay: {}", replayed.stderr);
+
+    let stored: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, status, payload::text FROM stripe_events ORDER BY id")
+            .fetch_all(&stack.pool)
+            .await
+            .expect("events");
+    assert_eq!(stored.len(), 4);
+    for (id, status, payload) in &stored {
+        for value in personal {
+            assert!(!payload.contains(value), "{id} still holds {value:?}");
+        }
+        if id.starts_with("evt_shop") {
+            assert_eq!(status, "ignored", "{id} is another product's");
+        }
+    }
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM stripe_events WHERE projection_version = 0")
+            .await,
+        0
+    );
+    assert_eq!(
+        stack.count("SELECT count(*) FROM readers").await,
+        0,
+        "another product's buyer became a reader"
+    );
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM contributions WHERE status = 'paid'")
+            .await,
+        1,
+        "the old checkout is applied from its projection"
+    );
+    stack.finish().await;
+}

@@ -367,7 +367,7 @@ fn keep_object(value: &Value, rules: &[(&str, Rule)]) -> Value {
         };
         let projected = keep(field, rule);
         // A field of the wrong shape is dropped rather than stored as something else.
-        if !(projected.is_null() && !field.is_null()) {
+        if !projected.is_null() || field.is_null() {
             kept.insert((*name).to_owned(), projected);
         }
     }

@@ -26,11 +26,13 @@ impl std::fmt::Debug for StripeClient {
     }
 }
 
-/// What went wrong talking to Stripe, with Stripe's own code kept.
+/// What went wrong talking to Stripe, with Stripe's own code kept. Stripe's free-text
+/// message is never kept: a refusal can echo what was sent (an address, a name), and this
+/// error is logged and mapped to answers. Every text here is Kopilka's own.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Stripe answered with an error (4xx): the request was refused.
-    #[error("Stripe refused the request ({status} {kind}{}): {message}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    #[error("Stripe refused the request ({status} {kind}{}{})", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(), param.as_deref().map(|p| format!(", parameter {p}")).unwrap_or_default())]
     Refused {
         /// The HTTP status.
         status: u16,
@@ -38,9 +40,7 @@ pub enum ClientError {
         kind: String,
         /// Stripe's error code, e.g. `resource_missing`, `amount_too_small`.
         code: Option<String>,
-        /// Stripe's message.
-        message: String,
-        /// The parameter at fault.
+        /// The name of the parameter at fault (a name from Stripe's API, never a value).
         param: Option<String>,
     },
     /// Stripe could not be reached, timed out or failed on its side (5xx): retry later
@@ -66,8 +66,22 @@ impl ClientError {
     }
 }
 
+/// Only a name from Stripe's own vocabulary (`snake_case`, brackets, dots) passes; anything
+/// else Stripe put in a code or parameter field is dropped.
+fn vocabulary(word: Option<&str>) -> Option<String> {
+    word.filter(|w| {
+        !w.is_empty()
+            && w.len() <= 100
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']'))
+    })
+    .map(str::to_owned)
+}
+
 impl From<stripe::StripeError> for ClientError {
     fn from(err: stripe::StripeError) -> Self {
+        // Stripe's and the transport's texts are dropped here (see the type's docs); the
+        // status, type, code and parameter name say what happened.
         match err {
             // 409 (a request with this key still running) and 429 (rate limit) pass; retry.
             stripe::StripeError::Stripe(api, status)
@@ -76,18 +90,21 @@ impl From<stripe::StripeError> for ClientError {
                 Self::Refused {
                     status,
                     kind: api.type_.as_str().to_owned(),
-                    code: api.code.as_ref().map(|c| c.as_str().to_owned()),
-                    message: api.message.clone().unwrap_or_default(),
-                    param: api.param.clone(),
+                    code: vocabulary(api.code.as_ref().map(stripe::ApiErrorsCode::as_str)),
+                    param: vocabulary(api.param.as_deref()),
                 }
             }
-            stripe::StripeError::Stripe(api, status) => Self::Unavailable(format!(
-                "{status}: {}",
-                api.message.clone().unwrap_or_default()
-            )),
-            stripe::StripeError::ClientError(message) => Self::Unavailable(message),
+            stripe::StripeError::Stripe(_, status) => {
+                Self::Unavailable(format!("Stripe answered {status}"))
+            }
+            stripe::StripeError::ClientError(_) => {
+                Self::Unavailable("the request did not complete (network or TLS)".into())
+            }
             stripe::StripeError::Timeout => Self::Unavailable("timed out".into()),
-            stripe::StripeError::JSONDeserialize(message) => Self::Unexpected(message),
+            stripe::StripeError::JSONDeserialize(_) => {
+                Self::Unexpected("the answer did not parse".into())
+            }
+            // The builder's own words about our settings (never a request's data).
             stripe::StripeError::ConfigError(message) => Self::Config(message),
         }
     }

@@ -277,3 +277,53 @@ async fn an_erased_readers_customer_loses_its_personal_fields() {
         "{missing}"
     );
 }
+
+/// A Stripe that refuses every request (`status`) with a message echoing an address, as
+/// real Stripe does ("Invalid email address: …").
+async fn echoing_stripe(status: u16) -> (StripeClient, tokio::task::JoinHandle<()>) {
+    use axum::http::StatusCode;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move || async move {
+        (
+            StatusCode::from_u16(status).unwrap(),
+            axum::Json(json!({"error": {
+                "type": "invalid_request_error",
+                "code": "email_invalid",
+                "param": "customer_email",
+                "message": "Invalid email address: echoed-donor@example.org (Echoed Name)",
+            }})),
+        )
+    });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let client = StripeClient::new(
+        &SecretString::from("sk_test_x".to_owned()),
+        Some(&format!("http://{addr}").parse().unwrap()),
+    )
+    .unwrap();
+    (client, server)
+}
+
+#[tokio::test]
+async fn stripe_refusal_text_never_reaches_our_errors() {
+    for status in [400, 402, 500, 503] {
+        let (client, server) = echoing_stripe(status).await;
+        let err = client
+            .retrieve_checkout_session("cs_test_x")
+            .await
+            .unwrap_err();
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(
+                !text.contains("echoed-donor") && !text.contains("Echoed Name"),
+                "{status}: {text}"
+            );
+        }
+        if status < 500 {
+            assert_eq!(err.code(), Some("email_invalid"), "{err}");
+            assert!(err.to_string().contains("customer_email"), "{err}");
+        }
+        server.abort();
+    }
+}

@@ -67,6 +67,16 @@ pub struct GoalSettings {
     pub target_minor: i64,
     /// How often the figure is recomputed (it also refreshes when a payment lands).
     pub refresh_secs: u64,
+    /// The public figure is rounded down to a multiple of this (minor units), so no single
+    /// gift shows as a step (`KOPILKA__OFFER__GOAL__ROUND_MINOR`). 0: exact.
+    #[serde(default)]
+    pub round_minor: i64,
+    /// The public figure moves at most once per window of this many seconds, aligned to
+    /// the Unix epoch (86400: midnight UTC): it is the figure as of the window's start, so
+    /// each day's gifts appear together, the next day (`KOPILKA__OFFER__GOAL__PUBLISH_LAG_SECS`).
+    /// 0: live.
+    #[serde(default)]
+    pub publish_lag_secs: u64,
 }
 
 impl CurrencyOffer {
@@ -137,6 +147,12 @@ impl OfferSettings {
         }
         if self.goal.refresh_secs == 0 {
             return invalid("offer.goal.refresh_secs must be at least 1".into());
+        }
+        if self.goal.round_minor < 0 {
+            return invalid("offer.goal.round_minor must be 0 (exact) or positive".into());
+        }
+        if self.goal.publish_lag_secs > 31 * 86_400 {
+            return invalid("offer.goal.publish_lag_secs must be at most 31 days".into());
         }
         if self.supporter_days == 0 {
             return invalid("offer.supporter_days must be at least 1".into());

@@ -3,6 +3,12 @@
 //! (UTC), in the goal's currency; other currencies count only through the configured rates.
 //! It is computed off the request path and kept in a [`GoalCache`] that the offer endpoint
 //! reads without touching Postgres.
+//!
+//! What the cache holds is the *published* figure ([`publish`]): so that a watcher cannot
+//! read single gifts off its steps, it is the figure as of the start of the current
+//! `offer.goal.publish_lag_secs` window (epoch-aligned: 86400 = as of the last midnight UTC;
+//! only payments and plans from before that instant count), rounded down to a multiple of
+//! `offer.goal.round_minor`. Both 0 (the default) publish the exact, live figure.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +58,7 @@ pub fn month_bounds(now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
     (start, next)
 }
 
-/// Computes the figure at `now`.
+/// Computes the exact figure at `now` (what `admin report goal` shows as `current_minor`).
 ///
 /// # Errors
 /// Storage errors, or an overflow (never with real amounts).
@@ -61,16 +67,75 @@ pub async fn compute(
     offer: &OfferSettings,
     now: OffsetDateTime,
 ) -> Result<GoalFigure, RecurringError> {
+    figure(conn, offer, now, None).await
+}
+
+/// The start of the publication window `now` falls in (`now` itself when `lag_secs` is 0).
+#[must_use]
+pub fn window_start(now: OffsetDateTime, lag_secs: u64) -> OffsetDateTime {
+    let Ok(lag) = i64::try_from(lag_secs) else {
+        return now;
+    };
+    if lag == 0 {
+        return now;
+    }
+    let at = now.unix_timestamp();
+    OffsetDateTime::from_unix_timestamp(at - at.rem_euclid(lag)).unwrap_or(now)
+}
+
+/// `minor` rounded down to a multiple of `step` (unchanged when `step` is 0 or less).
+#[must_use]
+pub fn round_down(minor: i64, step: i64) -> i64 {
+    if step <= 0 {
+        minor
+    } else {
+        minor - minor.rem_euclid(step)
+    }
+}
+
+/// The figure the public sees at `now` (see the module docs): as of the start of the
+/// current publication window, counting only plans started and gifts made before it,
+/// rounded down to `offer.goal.round_minor`. `computed_at` is the window's start.
+///
+/// # Errors
+/// Storage errors, or an overflow (never with real amounts).
+pub async fn publish(
+    conn: &mut PgConnection,
+    offer: &OfferSettings,
+    now: OffsetDateTime,
+) -> Result<GoalFigure, RecurringError> {
+    let lag = offer.goal.publish_lag_secs;
+    let mut published = if lag == 0 {
+        figure(conn, offer, now, None).await?
+    } else {
+        let as_of = window_start(now, lag);
+        figure(conn, offer, as_of, Some(as_of)).await?
+    };
+    published.current_minor = round_down(published.current_minor, offer.goal.round_minor);
+    Ok(published)
+}
+
+/// The figure at `now`; with a `cutoff`, only plans created and gifts made before it count.
+async fn figure(
+    conn: &mut PgConnection,
+    offer: &OfferSettings,
+    now: OffsetDateTime,
+    cutoff: Option<OffsetDateTime>,
+) -> Result<GoalFigure, RecurringError> {
     let goal = offer.goal.currency;
     // Annualised per currency (monthly × 12 + annual), divided by 12 once at the end, so
     // twelve annual plans of 1 200 make exactly 1 200 a month.
     let recurring: Vec<(String, i64)> = sqlx::query_as(
         "SELECT currency, sum(CASE interval WHEN 'month' THEN amount_minor * 12 ELSE amount_minor END)::bigint
-         FROM recurring_plans WHERE status IN ('active', 'past_due', 'trialing') GROUP BY currency",
+         FROM recurring_plans WHERE status IN ('active', 'past_due', 'trialing')
+           AND ($1::timestamptz IS NULL OR created_at < $1)
+         GROUP BY currency",
     )
+    .bind(cutoff)
     .fetch_all(&mut *conn)
     .await?;
     let (start, end) = month_bounds(now);
+    let end = cutoff.map_or(end, |cutoff| cutoff.min(end));
     let one_off: Vec<(String, i64)> = sqlx::query_as(
         "SELECT l.currency, sum(l.amount_minor)::bigint
          FROM ledger_entries l JOIN contributions c ON c.id = l.contribution_id
@@ -149,7 +214,7 @@ impl GoalCache {
         self.nudge.notify_one();
     }
 
-    /// Recomputes the figure from `pool` at `now`.
+    /// Recomputes the published figure (see [`publish`]) from `pool` at `now`.
     ///
     /// # Errors
     /// Storage errors; the previous figure stays.
@@ -163,8 +228,8 @@ impl GoalCache {
             .acquire()
             .await
             .map_err(kopilka_store::StoreError::from)?;
-        let figure = compute(&mut conn, offer, now).await?;
-        tracing::debug!(current_minor = figure.current_minor, "goal refreshed");
+        let figure = publish(&mut conn, offer, now).await?;
+        tracing::debug!("goal refreshed");
         self.figure.store(Some(Arc::new(figure)));
         Ok(())
     }
@@ -223,7 +288,26 @@ impl GoalCache {
 mod tests {
     use time::macros::datetime;
 
-    use super::month_bounds;
+    use super::{month_bounds, round_down, window_start};
+
+    #[test]
+    fn publication_windows_align_to_the_epoch_and_rounding_goes_down() {
+        assert_eq!(
+            window_start(datetime!(2026-11-29 14:05 UTC), 86_400),
+            datetime!(2026-11-29 0:00 UTC)
+        );
+        assert_eq!(
+            window_start(datetime!(2026-11-29 0:00 UTC), 86_400),
+            datetime!(2026-11-29 0:00 UTC)
+        );
+        assert_eq!(
+            window_start(datetime!(2026-11-29 14:05:07 UTC), 0),
+            datetime!(2026-11-29 14:05:07 UTC)
+        );
+        assert_eq!(round_down(123_456, 10_000), 120_000);
+        assert_eq!(round_down(9_999, 10_000), 0);
+        assert_eq!(round_down(123_456, 0), 123_456);
+    }
 
     #[test]
     fn months_start_at_midnight_utc_on_the_first() {

@@ -732,6 +732,75 @@ async fn the_goal_counts_live_plans_monthly_and_this_months_gifts_in_its_currenc
 }
 
 #[tokio::test]
+async fn the_published_goal_is_rounded_and_moves_once_a_window() {
+    let app = TestApp::spawn().await;
+    // A plan from before the window, one from within it; gifts before and within it.
+    plan(&app, None, money(1_500, "usd"), Interval::Month, "active").await;
+    plan(&app, None, money(700, "usd"), Interval::Month, "active").await;
+    sqlx::query(
+        "UPDATE recurring_plans SET created_at = CASE amount_minor
+           WHEN 1500 THEN '2026-11-28 10:00Z'::timestamptz ELSE '2026-11-29 09:00Z'::timestamptz END",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    gift(
+        &app,
+        None,
+        money(12_345, "usd"),
+        datetime!(2026-11-28 23:00 UTC),
+    )
+    .await;
+    gift(
+        &app,
+        None,
+        money(3_000, "usd"),
+        datetime!(2026-11-29 08:00 UTC),
+    )
+    .await;
+
+    let mut offer = app.settings.offer.clone();
+    let now = datetime!(2026-11-29 12:00 UTC);
+    let mut conn = app.pool.acquire().await.unwrap();
+    let exact = goal::compute(&mut conn, &offer, now).await.unwrap();
+    assert_eq!(exact.current_minor, 1_500 + 700 + 12_345 + 3_000);
+    // Off (the default): the public figure is the exact one.
+    assert_eq!(goal::publish(&mut conn, &offer, now).await.unwrap(), exact);
+
+    offer.goal.round_minor = 1_000;
+    offer.goal.publish_lag_secs = 86_400;
+    let published = goal::publish(&mut conn, &offer, now).await.unwrap();
+    // As of midnight: the first plan and yesterday's gift only, rounded down to 1 000.
+    assert_eq!(published.current_minor, 13_000);
+    assert_eq!(
+        published.computed_at,
+        datetime!(2026-11-29 0:00 UTC).unix_timestamp()
+    );
+    // A gift within the window does not move it; the next window counts the day at once.
+    gift(
+        &app,
+        None,
+        money(50_000, "usd"),
+        datetime!(2026-11-29 12:30 UTC),
+    )
+    .await;
+    let later = goal::publish(&mut conn, &offer, datetime!(2026-11-29 23:59 UTC))
+        .await
+        .unwrap();
+    assert_eq!(
+        later.current_minor, 13_000,
+        "one gift is not a visible step"
+    );
+    let next_day = goal::publish(&mut conn, &offer, datetime!(2026-11-30 0:05 UTC))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_day.current_minor,
+        goal::round_down(1_500 + 700 + 12_345 + 3_000 + 50_000, 1_000)
+    );
+}
+
+#[tokio::test]
 async fn supporters_are_live_plans_or_recent_gifts() {
     let app = TestApp::spawn().await;
     let (monthly, recent, lapsed, stranger) = (

@@ -27,6 +27,10 @@ pub enum Purpose {
     BannerCookie,
     /// The per-address throttle key (no address is stored).
     AddressKey,
+    /// The record that a one-click plan link was used (keyed, so no token is stored).
+    PlanLinkUse,
+    /// The checkout-return cookie that tells the widget how a checkout ended.
+    CheckoutReturn,
 }
 
 impl Purpose {
@@ -37,6 +41,8 @@ impl Purpose {
             Self::PlanAction => b"kopilka/plan-action/v1\0",
             Self::BannerCookie => b"kopilka/banner/v1\0",
             Self::AddressKey => b"kopilka/address/v1\0",
+            Self::PlanLinkUse => b"kopilka/plan-link-use/v1\0",
+            Self::CheckoutReturn => b"kopilka/checkout-return/v1\0",
         }
     }
 }

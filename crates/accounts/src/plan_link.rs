@@ -1,8 +1,15 @@
 //! One-click plan links for emails: "cancel my monthly contribution" without signing in.
 //! The token names the plan, the action and an expiry, signed with the accounts secret.
+//!
+//! A link is single use: [`redeem`] records its use in `plan_link_uses` under a keyed HMAC
+//! of the link (never the token itself) in one `INSERT … ON CONFLICT DO NOTHING`, so a
+//! second use — even one racing the first — finds the row and is refused. The rows are
+//! needed only while the link could still work; [`forget_expired_uses`] deletes the rest.
 
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 
+use crate::AccountError;
 use crate::keys::{Keys, Purpose};
 
 /// What a plan link does.
@@ -45,9 +52,28 @@ pub fn token(
     keys.sign(Purpose::PlanAction, &payload)
 }
 
+/// A genuine, unexpired plan link, opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLink {
+    /// The plan it acts on.
+    pub plan: uuid::Uuid,
+    /// What it does.
+    pub action: PlanAction,
+    /// When it stops working.
+    pub expires_at: OffsetDateTime,
+    /// The keyed HMAC that records its use (the same for every spelling of the token).
+    use_key: String,
+}
+
 /// The plan and action of a genuine, unexpired token.
 #[must_use]
 pub fn open(keys: &Keys, token: &str, now: OffsetDateTime) -> Option<(uuid::Uuid, PlanAction)> {
+    verify(keys, token, now).map(|link| (link.plan, link.action))
+}
+
+/// The link a genuine, unexpired token stands for; `None` when forged, malformed or expired.
+#[must_use]
+pub fn verify(keys: &Keys, token: &str, now: OffsetDateTime) -> Option<PlanLink> {
     let payload = keys.open(Purpose::PlanAction, token)?;
     if payload.len() != 16 + 1 + 8 {
         return None;
@@ -55,7 +81,59 @@ pub fn open(keys: &Keys, token: &str, now: OffsetDateTime) -> Option<(uuid::Uuid
     let plan = uuid::Uuid::from_slice(&payload[..16]).ok()?;
     let action = PlanAction::from_byte(payload[16])?;
     let expires = i64::from_be_bytes(payload[17..].try_into().ok()?);
-    (now.unix_timestamp() < expires).then_some((plan, action))
+    let expires_at = OffsetDateTime::from_unix_timestamp(expires).ok()?;
+    (now < expires_at).then(|| PlanLink {
+        plan,
+        action,
+        expires_at,
+        use_key: keys.digest(Purpose::PlanLinkUse, &payload),
+    })
+}
+
+/// Records the use of `link`: `true` the first time, `false` when it was used before (one
+/// atomic insert, so of two racing uses exactly one gets `true`).
+///
+/// # Errors
+/// Storage errors.
+pub async fn redeem(conn: &mut PgConnection, link: &PlanLink) -> Result<bool, AccountError> {
+    let inserted = sqlx::query(
+        "INSERT INTO plan_link_uses (use_key, link_expires_at) VALUES ($1, $2)
+         ON CONFLICT (use_key) DO NOTHING",
+    )
+    .bind(&link.use_key)
+    .bind(link.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Takes back a use whose action did not happen (Stripe failed), so the link works again.
+///
+/// # Errors
+/// Storage errors.
+pub async fn release(conn: &mut PgConnection, link: &PlanLink) -> Result<(), AccountError> {
+    sqlx::query("DELETE FROM plan_link_uses WHERE use_key = $1")
+        .bind(&link.use_key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Forgets the uses of links that expired before `before` (they cannot work again, so their
+/// record is no longer needed); answers how many were forgotten. For the daily retention
+/// job.
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_expired_uses(
+    pool: &kopilka_store::PgPool,
+    before: OffsetDateTime,
+) -> Result<u64, AccountError> {
+    let gone = sqlx::query("DELETE FROM plan_link_uses WHERE link_expires_at < $1")
+        .bind(before)
+        .execute(pool)
+        .await?;
+    Ok(gone.rows_affected())
 }
 
 #[cfg(test)]
@@ -76,5 +154,30 @@ mod tests {
         );
         assert_eq!(open(&keys, &t, now), Some((plan, PlanAction::Cancel)));
         assert_eq!(open(&keys, &t, now + time::Duration::days(15)), None);
+    }
+
+    #[test]
+    fn a_links_use_key_is_keyed_and_never_the_token() {
+        let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+        let other = Keys::new(b"fedcba9876543210fedcba9876543210");
+        let now = datetime!(2026-11-29 12:00 UTC);
+        let plan = uuid::Uuid::now_v7();
+        let expires = now + time::Duration::days(14);
+        let t = token(&keys, plan, PlanAction::Cancel, expires);
+        let link = verify(&keys, &t, now).expect("genuine");
+        assert!(!link.use_key.contains(&t) && !t.contains(&link.use_key));
+        // The same link spelled with surrounding space is the same use.
+        let spaced = verify(&keys, &format!(" {t} "), now).expect("genuine");
+        assert_eq!(spaced.use_key, link.use_key);
+        // Another secret gives another key (a keyed HMAC, not a bare hash).
+        let t2 = token(&other, plan, PlanAction::Cancel, expires);
+        let link2 = verify(&other, &t2, now).expect("genuine");
+        assert_ne!(link2.use_key, link.use_key);
+        // The other action on the same plan is another link.
+        let card = token(&keys, plan, PlanAction::UpdateCard, expires);
+        assert_ne!(
+            verify(&keys, &card, now).expect("genuine").use_key,
+            link.use_key
+        );
     }
 }

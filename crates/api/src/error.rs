@@ -65,6 +65,14 @@ pub enum AppError {
         /// Why.
         message: String,
     },
+    /// Gone for good (410), e.g. a single-use link used before or revoked.
+    #[error("{message}")]
+    Gone {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What to do instead.
+        message: String,
+    },
     /// Too many attempts (429), with `Retry-After`.
     #[error("{message}")]
     TooManyRequests {
@@ -118,6 +126,7 @@ impl AppError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Gone { .. } => StatusCode::GONE,
             Self::Upstream { retry: false, .. } => StatusCode::BAD_GATEWAY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -140,6 +149,7 @@ impl AppError {
             | Self::Unauthorized { code, .. }
             | Self::Forbidden { code, .. }
             | Self::TooManyRequests { code, .. }
+            | Self::Gone { code, .. }
             | Self::Upstream { code, .. } => code,
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -290,6 +300,18 @@ impl From<kopilka_recurring::RecurringError> for AppError {
             E::Refused(message) => Self::Unprocessable {
                 code: "plan_change_refused",
                 message,
+            },
+            E::LinkInvalid => Self::BadRequest {
+                code: "invalid_link",
+                message: err.to_string(),
+            },
+            E::LinkUsed => Self::Gone {
+                code: "link_used",
+                message: err.to_string(),
+            },
+            E::LinkRevoked => Self::Gone {
+                code: "link_revoked",
+                message: err.to_string(),
             },
             E::Stripe(kopilka_stripe::ClientError::Unavailable(_)) => Self::Upstream {
                 code: "payment_provider_unavailable",

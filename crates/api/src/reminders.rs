@@ -5,7 +5,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use kopilka_accounts::banner::{BannerChange, BannerState};
-use kopilka_accounts::plan_link::{self, PlanAction};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
@@ -191,34 +190,32 @@ async fn plan_link_page(Path(token): Path<String>) -> Response {
 
 /// Does what a one-click plan link says, without signing in (the link is signed and
 /// expires): cancel at period end (answers the plan), or update the card (answers
-/// `{"url"}`, Stripe's page).
+/// `{"url"}`, Stripe's page). A link works once (410 `link_used` after), and only while
+/// the plan runs and its reader is not erased (410 `link_revoked`).
 #[utoipa::path(post, path = "/v1/plan-links/{token}", tag = "self-service",
     params(("token" = String, Path, description = "From the email")),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody),
+        (status = 410, description = "Used before, or the plan ended / the reader was erased", body = ErrorBody)))]
 async fn use_plan_link(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<Response, AppError> {
-    let (plan, action) = plan_link::open(&state.accounts.keys, &token, OffsetDateTime::now_utc())
-        .ok_or(AppError::BadRequest {
-        code: "invalid_link",
-        message: "this link is not valid any more; sign in to manage the plan".into(),
-    })?;
     let stripe = crate::me::stripe(&state)?;
-    match action {
-        PlanAction::Cancel => {
-            // The same link clicked twice is one change (Stripe's idempotency key).
-            let change_id = format!("plan-link-cancel-{plan}-{}", &token[..token.len().min(32)]);
-            let plan = kopilka_recurring::change_plan(
-                &state.pool,
-                stripe,
-                plan,
-                kopilka_recurring::PlanChange::CancelAtPeriodEnd,
-                &change_id,
-            )
-            .await?;
-            Ok(ApiJson(kopilka_recurring::privacy::PlanExport::from(plan)).into_response())
+    let done = kopilka_recurring::use_plan_link(
+        &state.pool,
+        stripe,
+        &state.accounts.keys,
+        &token,
+        OffsetDateTime::now_utc(),
+        state.settings.public_url.as_str(),
+    )
+    .await?;
+    Ok(match done {
+        kopilka_recurring::PlanLinkDone::Cancelled(plan) => {
+            ApiJson(kopilka_recurring::privacy::PlanExport::from(plan)).into_response()
         }
-        PlanAction::UpdateCard => Ok(crate::me::card_page(&state, plan).await?.into_response()),
-    }
+        kopilka_recurring::PlanLinkDone::CardPage(url) => {
+            ApiJson(crate::me::Redirect { url }).into_response()
+        }
+    })
 }

@@ -11,6 +11,15 @@ pub enum RecurringError {
     /// The change makes no sense for this plan (e.g. resuming a canceled plan).
     #[error("{0}")]
     Refused(String),
+    /// A one-click link that is forged, malformed or expired.
+    #[error("this link is not valid any more; sign in to manage the plan")]
+    LinkInvalid,
+    /// A one-click link used before (links are single use).
+    #[error("this link has been used already; sign in to manage the plan")]
+    LinkUsed,
+    /// A one-click link about a plan that has ended or a reader who was erased.
+    #[error("this link no longer applies; sign in to manage the plan")]
+    LinkRevoked,
     /// Stripe refused or could not be reached.
     #[error(transparent)]
     Stripe(#[from] ClientError),

@@ -15,5 +15,5 @@ mod supporter;
 pub use error::RecurringError;
 pub use goal::{GoalCache, GoalFigure};
 pub use plan::{Plan, list_plans, plan_by_id, plan_by_subscription, plans_of_reader};
-pub use selfservice::{PlanChange, card_update_page, change_plan};
+pub use selfservice::{PlanChange, PlanLinkDone, card_update_page, change_plan, use_plan_link};
 pub use supporter::{SupporterStatus, supporter_status};

@@ -114,3 +114,101 @@ pub async fn card_update_page(
     tracing::info!(plan_id = %plan.id, "card update page opened");
     Ok(url)
 }
+
+/// What a one-click plan link did.
+#[derive(Debug, Clone)]
+pub enum PlanLinkDone {
+    /// The plan now ends at its period's end.
+    Cancelled(Plan),
+    /// Stripe's page where the reader updates the card.
+    CardPage(String),
+}
+
+/// Uses an emailed one-click plan link (see `kopilka_accounts::plan_link`): refused when
+/// forged or expired ([`RecurringError::LinkInvalid`]), when the plan has ended or its reader
+/// was erased ([`RecurringError::LinkRevoked`]), and when it was used before
+/// ([`RecurringError::LinkUsed`]); a link is used once, in one atomic insert. When Stripe
+/// fails the use is taken back, so the reader can try again.
+///
+/// # Errors
+/// [`RecurringError`]: the refusals above, Stripe, storage.
+pub async fn use_plan_link(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    keys: &kopilka_accounts::Keys,
+    token: &str,
+    now: time::OffsetDateTime,
+    return_url: &str,
+) -> Result<PlanLinkDone, RecurringError> {
+    use kopilka_accounts::plan_link::{self, PlanAction};
+
+    let link = plan_link::verify(keys, token, now).ok_or(RecurringError::LinkInvalid)?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(kopilka_store::StoreError::from)?;
+    if !plan_is_live_with_reader(&mut conn, link.plan).await? {
+        return Err(RecurringError::LinkRevoked);
+    }
+    if !plan_link::redeem(&mut conn, &link).await? {
+        tracing::info!(plan_id = %link.plan, "a used plan link was refused");
+        return Err(RecurringError::LinkUsed);
+    }
+    drop(conn);
+    let done = match link.action {
+        PlanAction::Cancel => {
+            let change_id = format!(
+                "plan-link-cancel-{}-{}",
+                link.plan,
+                link.expires_at.unix_timestamp()
+            );
+            change_plan(
+                pool,
+                stripe,
+                link.plan,
+                PlanChange::CancelAtPeriodEnd,
+                &change_id,
+            )
+            .await
+            .map(PlanLinkDone::Cancelled)
+        }
+        PlanAction::UpdateCard => card_update_page(pool, stripe, link.plan, return_url)
+            .await
+            .map(PlanLinkDone::CardPage),
+    };
+    if done.is_err() {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(kopilka_store::StoreError::from)?;
+        plan_link::release(&mut conn, &link).await?;
+    }
+    done
+}
+
+/// Whether plan `plan_id` is still running and its contribution still has a reader (not
+/// erased): only then does a link about it work.
+async fn plan_is_live_with_reader(
+    conn: &mut sqlx::PgConnection,
+    plan_id: uuid::Uuid,
+) -> Result<bool, RecurringError> {
+    let Some(plan) = plan_by_id(conn, plan_id).await? else {
+        return Ok(false);
+    };
+    if matches!(plan.status.as_str(), "canceled" | "incomplete_expired") {
+        return Ok(false);
+    }
+    let reader: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT reader_id FROM contributions WHERE id = $1")
+            .bind(plan.contribution_id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
+    let Some(reader) = reader else {
+        return Ok(false);
+    };
+    let reader =
+        kopilka_accounts::reader::by_id(conn, kopilka_domain::id::ReaderId::from_uuid(reader))
+            .await?;
+    Ok(reader.is_some_and(|r| r.email.is_some()))
+}

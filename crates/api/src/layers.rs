@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use kopilka_config::Settings;
 use tower::ServiceBuilder;
@@ -19,13 +19,57 @@ use crate::error::envelope;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps `routes` in the API's layers, outermost first: request id, tracing (the span
-/// carries the request id, method and path, never the query string, which may hold
-/// tokens), compression, the error envelope, panic catching, CORS from the configured
-/// allowlist, the request timeout and the body limit.
+/// The route label of requests no route matched (their raw path is never logged).
+pub(crate) const UNMATCHED: &str = "unmatched";
+
+/// The route template a request matched (`/v1/plan-links/{token}`), or [`UNMATCHED`]: what
+/// logs and metrics name a request by, so no token, address or query in a path reaches them.
+pub(crate) fn route_of<B>(request: &Request<B>) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str)
+}
+
+/// Whether a client's `x-request-id` may be kept: 8 to 64 hex digits and dashes (a UUID,
+/// a proxy's hex id). Anything else is replaced by a fresh id, so no text a client chooses
+/// (a token, an address) can ride into the logs on it.
+fn acceptable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    (8..=64).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_hexdigit() || *b == b'-')
+}
+
+/// Drops a client's request id that [`acceptable_request_id`] refuses (one is generated).
+fn strict_request_id(mut request: Request<Body>) -> Request<Body> {
+    if request
+        .headers()
+        .get_all(REQUEST_ID)
+        .iter()
+        .any(|v| !acceptable_request_id(v))
+        || request.headers().get_all(REQUEST_ID).iter().count() > 1
+    {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// A caught panic's answer: its message is not logged (it may carry request data); the
+/// envelope rule logs the 500 with the request's span.
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<String> {
+    let mut response = Response::new(String::new());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+/// Wraps `routes` in the API's layers, outermost first: request id (a client's only when
+/// it is a plain hex id), tracing (the span carries the request id, method and matched
+/// route template — never the raw path or query, which may hold tokens), compression, the
+/// error envelope, panic catching (the panic's message is not logged), CORS from the
+/// configured allowlist, the request timeout and the body limit.
 pub fn with_layers(routes: Router, settings: &Settings) -> Router {
     let server = &settings.server;
     let outer = ServiceBuilder::new()
+        .map_request(strict_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
@@ -38,14 +82,14 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
                     "request",
                     request_id,
                     method = %request.method(),
-                    path = request.uri().path(),
+                    route = route_of(request),
                 )
             }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CompressionLayer::new());
     let inner = ServiceBuilder::new()
-        .layer(CatchPanicLayer::new())
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors(&server.cors_allowed_origins))
         // 503, not 408: a 408 invites clients to resend, which a POST must not do blindly.
         .layer(TimeoutLayer::with_status_code(

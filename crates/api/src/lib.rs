@@ -36,8 +36,9 @@ pub use error::{AppError, ErrorBody, ErrorDetail};
 pub use extract::ApiJson;
 pub use identity::{ClientIp, MaybeSignedIn, SignedIn};
 pub use layers::with_layers;
+pub use metrics::admin_router;
 pub use offer::OfferBodies;
-pub use serve::serve;
+pub use serve::{serve, serve_admin};
 pub use widget::WIDGET_JS;
 
 /// What every handler may reach: one shared [`Parts`], so extracting it per request is one
@@ -124,8 +125,18 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(document) }
             }),
         )
-        .route("/metrics", get(metrics::render))
         .merge(widget::routes(&settings));
+    // Metrics are for operators: on the admin listener (`admin_router`), and here only to
+    // the configured bearer token; without one the public API answers 404.
+    if let Some(token) = &settings.server.metrics_token {
+        let token = Arc::new(token.clone());
+        routes = routes.route(
+            "/metrics",
+            get(move |headers: axum::http::HeaderMap| {
+                metrics::render_to_bearer(axum::extract::State(Arc::clone(&token)), headers)
+            }),
+        );
+    }
     if settings.server.baseline_route {
         let body = axum::body::Bytes::from(offer::constant_body(&settings));
         routes = routes.route(

@@ -44,3 +44,12 @@ pub async fn serve(
         }
     }
 }
+
+/// Serves the operators' routes ([`crate::admin_router`]: `GET /metrics`) on `listener`
+/// until the task is dropped.
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve_admin(listener: TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, crate::admin_router()).await
+}

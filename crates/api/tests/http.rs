@@ -39,7 +39,11 @@ async fn the_benchmark_baseline_route_exists_only_when_configured_and_behind_eve
         "not_found"
     );
 
-    let app = TestApp::spawn_with(|settings| settings.server.baseline_route = true).await;
+    let app = TestApp::spawn_with(|settings| {
+        settings.server.baseline_route = true;
+        settings.server.metrics_token = Some(METRICS_TOKEN.to_owned().into());
+    })
+    .await;
     let baseline = app.api.get("/_baseline").await;
     assert_eq!(baseline.status, StatusCode::OK);
     assert_eq!(baseline.json()["reason"], "baseline");
@@ -47,7 +51,16 @@ async fn the_benchmark_baseline_route_exists_only_when_configured_and_behind_eve
         baseline.headers.contains_key("x-request-id"),
         "the request-id layer ran"
     );
-    let metrics = String::from_utf8(app.api.get("/metrics").await.body).unwrap();
+    let metrics = String::from_utf8(
+        send(
+            app.api
+                .request(Method::GET, "/metrics")
+                .bearer_auth(METRICS_TOKEN),
+        )
+        .await
+        .body,
+    )
+    .unwrap();
     assert!(
         metrics
             .lines()
@@ -96,10 +109,10 @@ async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
     let given = send(
         app.api
             .request(Method::GET, "/healthz")
-            .header("x-request-id", "abc-123"),
+            .header("x-request-id", "abc-1234-def"),
     )
     .await;
-    assert_eq!(given.headers.get("x-request-id").unwrap(), "abc-123");
+    assert_eq!(given.headers.get("x-request-id").unwrap(), "abc-1234-def");
 }
 
 #[tokio::test]
@@ -139,11 +152,51 @@ async fn cors_answers_only_the_configured_origins() {
     );
 }
 
+const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
+
 #[tokio::test]
-async fn metrics_count_requests_by_route_and_status() {
-    let app = TestApp::spawn().await;
+async fn metrics_are_not_public_only_on_the_admin_listener_or_to_the_bearer() {
+    // No token configured: the public API has no /metrics at all.
+    let plain = TestApp::spawn().await;
+    assert_eq!(plain.api.get("/metrics").await.error_code(404), "not_found");
+    assert_eq!(
+        send(
+            plain
+                .api
+                .request(Method::GET, "/metrics")
+                .bearer_auth(METRICS_TOKEN)
+        )
+        .await
+        .error_code(404),
+        "not_found"
+    );
+
+    // With a token: 404 (as if absent) without it or with another, 200 with it.
+    let app = TestApp::spawn_with(|settings| {
+        settings.server.metrics_token = Some(METRICS_TOKEN.to_owned().into());
+    })
+    .await;
     assert_eq!(app.api.readyz().await.status, StatusCode::OK);
-    let metrics = app.api.get("/metrics").await;
+    assert_eq!(app.api.get("/metrics").await.error_code(404), "not_found");
+    for wrong in [
+        "",
+        "metrics-token-for-tests-012345678",
+        "metrics-token-for-tests-0123456789x",
+    ] {
+        let refused = send(
+            app.api
+                .request(Method::GET, "/metrics")
+                .header("authorization", format!("Bearer {wrong}")),
+        )
+        .await;
+        assert_eq!(refused.error_code(404), "not_found", "{wrong:?}");
+    }
+    let metrics = send(
+        app.api
+            .request(Method::GET, "/metrics")
+            .bearer_auth(METRICS_TOKEN),
+    )
+    .await;
     assert_eq!(metrics.status, StatusCode::OK);
     let text = String::from_utf8(metrics.body).unwrap();
     assert!(
@@ -152,6 +205,56 @@ async fn metrics_count_requests_by_route_and_status() {
             && l.contains("status=\"200\"")),
         "{text}"
     );
+
+    // The admin listener serves them to anyone who can reach it (keep it private), and
+    // nothing of the public API.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    let server = tokio::spawn(kopilka_api::serve_admin(listener));
+    let on_admin = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(on_admin.status(), StatusCode::OK);
+    assert!(
+        on_admin
+            .text()
+            .await
+            .unwrap()
+            .contains("http_requests_total")
+    );
+    let offer = reqwest::get(format!("http://{admin}/v1/offer"))
+        .await
+        .unwrap();
+    assert_eq!(offer.status(), StatusCode::NOT_FOUND);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_client_request_id_is_kept_only_when_it_is_a_plain_hex_id() {
+    let app = TestApp::spawn().await;
+    for (sent, kept) in [
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", true),
+        ("a1b2c3d4e5f60718", true),
+        ("reader@example.org", false),
+        ("eyJhbGciOiJFZERTQSJ9.token", false),
+        ("short", false),
+        ("deadbeef injected", false),
+    ] {
+        let answer = send(
+            app.api
+                .request(Method::GET, "/healthz")
+                .header("x-request-id", sent),
+        )
+        .await;
+        let echoed = answer
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(echoed == sent, kept, "{sent:?} → {echoed:?}");
+        assert!(!echoed.is_empty(), "an id is always set");
+    }
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    quiet_panics();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -30,4 +31,20 @@ pub fn init(settings: &LogSettings) {
     } else {
         builder.try_init()
     };
+}
+
+/// Replaces the default panic hook (which prints the panic's message) with one that logs
+/// where the panic happened and nothing else: a message can carry request data (an
+/// address in a failed `expect`, a token in a formatted value).
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            %location,
+            "a task panicked (its message is not logged: it may hold request data)"
+        );
+    }));
 }

@@ -40,11 +40,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .in_serve
         .then(|| crate::worker::in_process(&state.pool, &state.settings))
         .transpose()?;
+    let admin = match state.settings.server.admin_addr {
+        Some(admin_addr) => Some(admin_listener(admin_addr).await?),
+        None => None,
+    };
     let app = kopilka_api::router(state);
     kopilka_api::serve(listener, app, shutdown, grace).await?;
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     if let Some(worker) = worker {
         worker.stop().await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the operators' routes (`GET /metrics`) on `addr`, apart from the public API;
+/// stopped when the public listener stops.
+async fn admin_listener(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (server.admin_addr)"))?;
+    let admin_addr = listener.local_addr()?;
+    tracing::info!(%admin_addr, "serving metrics on the admin listener");
+    Ok(tokio::spawn(async move {
+        if let Err(err) = kopilka_api::serve_admin(listener).await {
+            tracing::error!(error = %err, "the admin listener stopped");
+        }
+    }))
 }

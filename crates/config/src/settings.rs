@@ -101,6 +101,15 @@ pub struct ServerSettings {
     /// the baseline `scripts/bench` measures the offer against. Off unless set.
     #[serde(default)]
     pub baseline_route: bool,
+    /// A second listener for operators (`KOPILKA__SERVER__ADMIN_ADDR`, e.g.
+    /// `127.0.0.1:9090`): `GET /metrics` is served there, never on the public API. Unset:
+    /// no admin listener.
+    #[serde(default)]
+    pub admin_addr: Option<SocketAddr>,
+    /// When set (`KOPILKA__SERVER__METRICS_TOKEN`), `GET /metrics` is also served on the
+    /// public listener, to `Authorization: Bearer <token>` only. Unset: 404 there.
+    #[serde(default, serialize_with = "masked")]
+    pub metrics_token: Option<SecretString>,
 }
 
 impl ServerSettings {

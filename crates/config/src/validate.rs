@@ -44,6 +44,17 @@ impl Settings {
         for origin in &server.cors_allowed_origins {
             check_origin(origin, local)?;
         }
+        if let Some(token) = &server.metrics_token
+            && token.expose_secret().len() < 16
+        {
+            return invalid("server.metrics_token must be at least 16 characters".into());
+        }
+        if server
+            .admin_addr
+            .is_some_and(|admin| admin == server.addr && admin.port() != 0)
+        {
+            return invalid("server.admin_addr must differ from server.addr".into());
+        }
 
         let db = &self.database;
         if db.max_connections == 0 {

@@ -1,4 +1,7 @@
-//! `POST /v1/checkout`: start a contribution and get Stripe's hosted page.
+//! `POST /v1/checkout`: start a contribution and get Stripe's hosted page; the return from
+//! it (`GET /v1/checkout/return`), which hands the newsroom's page back a clean URL and
+//! keeps the outcome in a short-lived cookie that the widget asks about
+//! (`GET /v1/checkout/outcome`).
 
 use axum::Json;
 use axum::extract::State;
@@ -11,7 +14,109 @@ use crate::identity::MaybeSignedIn;
 use crate::{ApiJson, AppError, AppState, ErrorBody};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(checkout))
+    OpenApiRouter::new()
+        .routes(routes!(checkout))
+        .routes(routes!(checkout_return))
+        .routes(routes!(checkout_outcome))
+}
+
+/// The cookie that carries a checkout's outcome from the return route to the widget.
+pub(crate) const OUTCOME_COOKIE: &str = "__Host-kopilka_checkout";
+
+/// How long the outcome cookie lasts: long enough for the page to load and ask.
+const OUTCOME_COOKIE_SECS: i64 = 600;
+
+/// `GET /v1/checkout/return?ref=…`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct ReturnQuery {
+    /// The signed reference Kopilka gave Stripe as the success or cancel URL.
+    #[serde(rename = "ref")]
+    reference: String,
+}
+
+/// Where Stripe's page sends the reader back (Kopilka's `success_url` and `cancel_url`):
+/// keeps the outcome in a short-lived `__Host-kopilka_checkout` cookie (Secure, HttpOnly,
+/// SameSite=Lax, 10 minutes) and redirects (303) to the newsroom's page, whose URL then
+/// holds no Stripe or contribution id. Only pages on the configured origins are redirected
+/// to, and only by a reference Kopilka signed; anything else is 400.
+#[utoipa::path(get, path = "/v1/checkout/return", tag = "contributions", params(ReturnQuery),
+    responses(
+        (status = 303, description = "Back to the newsroom's page, with the outcome cookie"),
+        (status = 400, description = "Forged or malformed reference, or a page no longer allowed", body = ErrorBody)
+    ))]
+async fn checkout_return(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<ReturnQuery>,
+) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse as _;
+    let back =
+        kopilka_contributions::open_return(&state.settings, &state.accounts.keys, &query.reference)
+            .ok_or(AppError::BadRequest {
+                code: "invalid_return",
+                message: "this return link is not valid".into(),
+            })?;
+    let expires_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(OUTCOME_COOKIE_SECS);
+    let value = kopilka_contributions::outcome_cookie(&state.accounts.keys, &back, expires_at);
+    tracing::info!(contribution_id = %back.contribution, outcome = back.outcome.as_str(), "back from checkout");
+    let mut response = axum::response::Redirect::to(back.to.as_str()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::SET_COOKIE,
+        crate::identity::host_cookie(OUTCOME_COOKIE, &value, expires_at),
+    );
+    headers.insert(
+        axum::http::header::REFERRER_POLICY,
+        axum::http::HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+/// `{"outcome": "success" | "cancelled" | null}`.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Outcome {
+    /// How the reader's last checkout on this browser ended, if they just came back from it.
+    pub outcome: Option<String>,
+}
+
+/// What the widget asks after the page loads (`credentials: "include"`): how the checkout
+/// this browser just came back from ended, from the outcome cookie; `null` when there is
+/// none. Answered once: the cookie is cleared, so a reload does not thank twice.
+#[utoipa::path(get, path = "/v1/checkout/outcome", tag = "contributions",
+    responses((status = 200, body = Outcome)))]
+async fn checkout_outcome(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let found = crate::identity::cookie(&headers, OUTCOME_COOKIE).and_then(|value| {
+        kopilka_contributions::open_outcome_cookie(
+            &state.accounts.keys,
+            &value,
+            time::OffsetDateTime::now_utc(),
+        )
+    });
+    let mut response = ApiJson(Outcome {
+        outcome: found.map(|(_, outcome)| outcome.as_str().to_owned()),
+    })
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("private, no-store"),
+    );
+    if found.is_some() {
+        headers.insert(
+            axum::http::header::SET_COOKIE,
+            axum::http::HeaderValue::from_static(
+                "__Host-kopilka_checkout=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
+            ),
+        );
+    }
+    response
 }
 
 /// The request body.

@@ -155,3 +155,30 @@ async fn the_offer_asks_for_a_token_only_when_a_session_has_none() {
     assert_eq!(renewed["renew"], false);
     assert_eq!(renewed["supporter"], false);
 }
+
+#[tokio::test]
+async fn the_served_widget_tells_the_page_nothing_it_need_not() {
+    let app = TestApp::spawn().await;
+    let served = String::from_utf8(app.api.get("/widget.js").await.body).unwrap();
+    // The supporter event carries no claims: one shape, `{supporter: true}`.
+    let events: Vec<&str> = served
+        .lines()
+        .filter(|l| l.contains("new CustomEvent(\"kopilka:supporter\""))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains("{ detail: { supporter: true } }"),
+        "{}",
+        events[0]
+    );
+    assert!(
+        !served.contains("supporter(answer.body.claims)") && !served.contains("supporter(offer)"),
+        "no claims or offer handed to the page"
+    );
+    // The outcome of a checkout comes from Kopilka, not from the page's URL.
+    assert!(served.contains("\"/v1/checkout/outcome\""));
+    assert!(
+        !served.contains("searchParams.get(\"checkout\")")
+            && !served.contains(".get(\"checkout\")")
+    );
+}

@@ -147,18 +147,134 @@ fn allowed_return_url(
     }
 }
 
-/// `base` with the checkout's outcome in its query, for Stripe's success and cancel URLs.
-fn with_outcome(base: &url::Url, contribution: ContributionId, outcome: &str) -> String {
-    let mut url = base.clone();
-    url.query_pairs_mut()
-        .append_pair("checkout", outcome)
-        .append_pair("contribution_id", &contribution.to_string());
-    // Stripe fills in {CHECKOUT_SESSION_ID}; the braces must stay unescaped.
-    let mut text = url.to_string();
-    if outcome == "success" {
-        text.push_str("&session_id={CHECKOUT_SESSION_ID}");
+/// How a checkout ended, as Stripe's return says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutOutcome {
+    /// The reader paid (Stripe's `success_url`; the webhook confirms it).
+    Success,
+    /// The reader went back without paying (Stripe's `cancel_url`).
+    Cancelled,
+}
+
+impl CheckoutOutcome {
+    /// `success` or `cancelled`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Cancelled => "cancelled",
+        }
     }
-    text
+
+    fn byte(self) -> u8 {
+        match self {
+            Self::Success => b's',
+            Self::Cancelled => b'c',
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            b's' => Some(Self::Success),
+            b'c' => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// A genuine return from Stripe's page, opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutReturn {
+    /// The contribution the checkout was for.
+    pub contribution: ContributionId,
+    /// How it ended.
+    pub outcome: CheckoutOutcome,
+    /// The newsroom's page to send the reader back to (checked against the allowlist when
+    /// the checkout started and again now), with no id of ours or Stripe's in it.
+    pub to: url::Url,
+}
+
+const RETURN_TAG: u8 = b'r';
+const COOKIE_TAG: u8 = b'k';
+
+/// Kopilka's own return route for Stripe's success and cancel URLs:
+/// `{public_url}/v1/checkout/return?ref=…`, the reference signed with the accounts secret
+/// and naming the contribution, the outcome and the page. Stripe's page sends the reader
+/// there, never straight to the newsroom's page, so the page's URL holds no Stripe or
+/// contribution id (third-party scripts on the page read URLs).
+fn return_route(
+    settings: &Settings,
+    keys: &kopilka_accounts::Keys,
+    contribution: ContributionId,
+    page: &url::Url,
+    outcome: CheckoutOutcome,
+) -> String {
+    let mut payload = vec![RETURN_TAG, outcome.byte()];
+    payload.extend_from_slice(contribution.as_uuid().as_bytes());
+    payload.extend_from_slice(page.as_str().as_bytes());
+    let reference = keys.sign(kopilka_accounts::keys::Purpose::CheckoutReturn, &payload);
+    let mut url = settings
+        .public_url
+        .join("v1/checkout/return")
+        .unwrap_or_else(|_| settings.public_url.clone());
+    url.query_pairs_mut().append_pair("ref", &reference);
+    url.into()
+}
+
+/// The return a genuine reference names, when its page is still on the allowlist; `None`
+/// for anything forged, malformed or no longer allowed (so the route redirects nowhere it
+/// was not configured to).
+#[must_use]
+pub fn open_return(
+    settings: &Settings,
+    keys: &kopilka_accounts::Keys,
+    reference: &str,
+) -> Option<CheckoutReturn> {
+    let payload = keys.open(kopilka_accounts::keys::Purpose::CheckoutReturn, reference)?;
+    let (&tag, rest) = payload.split_first()?;
+    let (&outcome, rest) = rest.split_first()?;
+    if tag != RETURN_TAG || rest.len() < 16 {
+        return None;
+    }
+    let (id, page) = rest.split_at(16);
+    let contribution = ContributionId::from_uuid(uuid::Uuid::from_slice(id).ok()?);
+    let page = std::str::from_utf8(page).ok()?;
+    let to = allowed_return_url(page, &settings.offer.return_origins, &settings.public_url).ok()?;
+    Some(CheckoutReturn {
+        contribution,
+        outcome: CheckoutOutcome::from_byte(outcome)?,
+        to,
+    })
+}
+
+/// The value of the short-lived outcome cookie for `back`, valid until `expires_at`.
+#[must_use]
+pub fn outcome_cookie(
+    keys: &kopilka_accounts::Keys,
+    back: &CheckoutReturn,
+    expires_at: time::OffsetDateTime,
+) -> String {
+    let mut payload = vec![COOKIE_TAG, back.outcome.byte()];
+    payload.extend_from_slice(back.contribution.as_uuid().as_bytes());
+    payload.extend_from_slice(&expires_at.unix_timestamp().to_be_bytes());
+    keys.sign(kopilka_accounts::keys::Purpose::CheckoutReturn, &payload)
+}
+
+/// The contribution and outcome of a genuine, unexpired outcome cookie.
+#[must_use]
+pub fn open_outcome_cookie(
+    keys: &kopilka_accounts::Keys,
+    value: &str,
+    now: time::OffsetDateTime,
+) -> Option<(ContributionId, CheckoutOutcome)> {
+    let payload = keys.open(kopilka_accounts::keys::Purpose::CheckoutReturn, value)?;
+    if payload.len() != 2 + 16 + 8 || payload[0] != COOKIE_TAG {
+        return None;
+    }
+    let outcome = CheckoutOutcome::from_byte(payload[1])?;
+    let contribution = ContributionId::from_uuid(uuid::Uuid::from_slice(&payload[2..18]).ok()?);
+    let expires = i64::from_be_bytes(payload[18..].try_into().ok()?);
+    (now.unix_timestamp() < expires).then_some((contribution, outcome))
 }
 
 /// Starts a checkout (see the module docs). `signed_in` is the reader of the session that
@@ -236,8 +352,21 @@ pub async fn start_checkout(
         Interval::Month => "Monthly contribution",
         Interval::Year => "Annual contribution",
     };
-    let success_url = with_outcome(&valid.return_url, contribution, "success");
-    let cancel_url = with_outcome(&valid.return_url, contribution, "cancelled");
+    let keys = kopilka_accounts::Keys::from_settings(&settings.accounts);
+    let success_url = return_route(
+        settings,
+        &keys,
+        contribution,
+        &valid.return_url,
+        CheckoutOutcome::Success,
+    );
+    let cancel_url = return_route(
+        settings,
+        &keys,
+        contribution,
+        &valid.return_url,
+        CheckoutOutcome::Cancelled,
+    );
     let session = stripe
         .create_checkout_session(&NewCheckout {
             contribution_id: &id,

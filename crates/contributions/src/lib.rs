@@ -12,5 +12,8 @@ pub mod facts;
 pub mod history;
 pub mod ledger;
 
-pub use checkout::{CheckoutInput, CheckoutStarted, ValidCheckout, start_checkout};
+pub use checkout::{
+    CheckoutInput, CheckoutOutcome, CheckoutReturn, CheckoutStarted, ValidCheckout,
+    open_outcome_cookie, open_return, outcome_cookie, start_checkout,
+};
 pub use error::{ContributionError, Refusal};

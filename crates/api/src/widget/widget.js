@@ -7,7 +7,11 @@
  * data-target      CSS selector to render into (default: right after this tag)
  * data-return-url  where the reader comes back after paying (default: this page)
  * data-count-view  "false" on pages that are not articles (the meter counts the rest)
- * It fires "kopilka:supporter" on document when the reader turns out to be a supporter, and
+ * After Stripe's page the reader comes back through Kopilka to this page with a clean URL (no
+ * Stripe or contribution id for the page's other scripts to read); the widget asks Kopilka
+ * how it went (GET /v1/checkout/outcome, a short-lived cookie of Kopilka's own).
+ * It fires "kopilka:supporter" on document (detail: {supporter: true}, no claims) when the
+ * reader turns out to be a supporter, and
  * marks the element it renders into with data-kopilka: loading, shown, hidden, thanks,
  * confirmed or reminded (for a site's own CSS).
  * No dependencies, no build step; amounts are integers in minor units throughout. */
@@ -170,7 +174,8 @@
     return "/v1/offer" + (query.toString() ? "?" + query : "");
   };
 
-  const supporter = (claims) => document.dispatchEvent(new CustomEvent("kopilka:supporter", { detail: claims }));
+  // The page learns that the reader supports it, nothing more (no id, expiry or plan).
+  const supporter = () => document.dispatchEvent(new CustomEvent("kopilka:supporter", { detail: { supporter: true } }));
 
   // Sign in with an emailed link (a supporter then stops seeing asks on every device).
   const signIn = () => {
@@ -213,7 +218,7 @@
       if (answer.ok && answer.body && answer.body.claims.supporter) {
         note.textContent = T.confirmed;
         host.dataset.kopilka = "confirmed";
-        supporter(answer.body.claims);
+        supporter();
         return;
       }
       await new Promise((done) => setTimeout(done, 1500));
@@ -346,7 +351,9 @@
   const start = async () => {
     const host = mount();
     host.dataset.kopilka = "loading";
-    const outcome = new URLSearchParams(location.search).get("checkout");
+    // How a checkout this browser just came back from ended: Kopilka's cookie, not the URL.
+    const back = await call("GET", "/v1/checkout/outcome");
+    const outcome = back.ok && back.body ? back.body.outcome : null;
     style();
     if (outcome === "success") return thanks(host);
     let answer = await call("GET", offerPath(data.countView !== "false"));
@@ -356,7 +363,7 @@
     }
     if (!answer.ok || !answer.body) { host.dataset.kopilka = "hidden"; return; }
     const offer = answer.body;
-    if (offer.supporter) supporter(offer);
+    if (offer.supporter) supporter();
     if (!offer.show) { host.replaceChildren(); host.dataset.kopilka = "hidden"; return; }
     render(host, offer, outcome);
   };

@@ -123,7 +123,22 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
     let goal = admin_json(&app, &url, &["report", "goal"]).await;
     assert_eq!(
         goal,
-        json!({"currency": "usd", "target_minor": 1_000_000, "current_minor": 3000})
+        json!({"currency": "usd", "target_minor": 1_000_000, "current_minor": 3000, "published_minor": 3000})
+    );
+    // Rounded for the public (as production does): the exact figure stays admin-only.
+    let mut command = kopilka(&["admin", "report", "goal", "--format", "json"]);
+    command
+        .env("KOPILKA_ENV", "test")
+        .env("DATABASE_URL", &url)
+        .env("KOPILKA__OFFER__GOAL__ROUND_MINOR", "10000")
+        .env("KOPILKA__OFFER__GOAL__PUBLISH_LAG_SECS", "86400");
+    let out = run(command).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let rounded: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&rounded["current_minor"], &rounded["published_minor"]),
+        (&json!(3000), &json!(0)),
+        "{rounded}"
     );
 
     let events = admin_json(&app, &url, &["events", "list"]).await;

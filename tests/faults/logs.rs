@@ -2,6 +2,7 @@
 //! and the abuse around it, hold no address, password, token or secret. (Every other row
 //! runs the same search over its own logs when it finishes.)
 
+use kopilka_accounts::plan_link::{self, PlanAction};
 use kopilka_test_support::{eventually, send};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -49,6 +50,87 @@ pub async fn a_full_journey_with_abuse_logs_no_secret_or_personal_data() {
         (plans == 1).then_some(())
     })
     .await;
+
+    // The plan's emailed one-click links: page, use, a second use refused; and the return
+    // from Stripe's page through Kopilka, the page's URL left clean.
+    let plan: uuid::Uuid = sqlx::query_scalar("SELECT id FROM recurring_plans")
+        .fetch_one(&stack.pool)
+        .await
+        .expect("the plan");
+    let keys = kopilka_accounts::Keys::new(crate::stack::ACCOUNTS_SECRET.as_bytes());
+    let until = time::OffsetDateTime::now_utc() + time::Duration::days(14);
+    for action in [PlanAction::UpdateCard, PlanAction::Cancel] {
+        let link = plan_link::token(&keys, plan, action, until);
+        stack.watch([link.as_str()]);
+        let page = stack.api().get(&format!("/v1/plan-links/{link}")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let first = send(
+            stack
+                .api()
+                .request(Method::POST, &format!("/v1/plan-links/{link}")),
+        )
+        .await;
+        assert_eq!(first.status, StatusCode::OK, "{action:?}");
+        if let Some(url) = first.json()["url"].as_str() {
+            stack.watch([url]);
+        }
+        let again = send(
+            stack
+                .api()
+                .request(Method::POST, &format!("/v1/plan-links/{link}")),
+        )
+        .await;
+        assert_eq!(again.error_code(410), "link_used");
+    }
+    let page = format!("{}/story/7?utm_campaign=x", crate::stack::SITE);
+    let once = stack
+        .api()
+        .post_json(
+            "/v1/checkout",
+            &json!({"interval": "once", "amount_minor": 500, "currency": "usd", "return_url": page}),
+        )
+        .await;
+    assert_eq!(once.status, StatusCode::CREATED);
+    let once_session = once.json()["checkout_url"]
+        .as_str()
+        .expect("a URL")
+        .rsplit('/')
+        .next()
+        .expect("an id")
+        .to_owned();
+    let stripe_session = stack
+        .sim_get(&format!("/v1/checkout/sessions/{once_session}"))
+        .await;
+    let success = stripe_session["success_url"]
+        .as_str()
+        .expect("a success URL");
+    let at = success
+        .find("/v1/checkout/return?ref=")
+        .expect("Kopilka's route");
+    stack.watch([&success[at + "/v1/checkout/return?ref=".len()..]]);
+    let back = stack.api().get(&success[at..]).await;
+    assert_eq!(back.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        back.headers["location"],
+        page.as_str(),
+        "the page's own URL"
+    );
+    let cookie = back.headers["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .expect("a value")
+        .to_owned();
+    stack.watch([cookie.trim_start_matches("__Host-kopilka_checkout=")]);
+    let outcome = send(
+        stack
+            .api()
+            .request(Method::GET, "/v1/checkout/outcome")
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(outcome.json(), json!({"outcome": "success"}));
 
     // Signs up, gets it wrong, then right, then by link; takes a supporter token.
     let (verify, _) = stack.sign_up_confirmed(email, password, 2).await;

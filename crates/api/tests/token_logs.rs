@@ -361,6 +361,37 @@ async fn routes_with_tokens_log_their_template_and_never_the_token() {
         )
         .await;
 
+    // A handler that panics with request data in its message: a 500 envelope, and the
+    // message reaches neither the answer nor the logs.
+    let marker = "panic-marker-token-0123456789";
+    secrets.push(marker.into());
+    let boom = kopilka_api::with_layers(
+        axum::Router::new().route(
+            "/v1/boom/{token}",
+            axum::routing::get(
+                |axum::extract::Path(token): axum::extract::Path<String>| async move {
+                    panic!("a handler failed holding {token}");
+                    #[allow(unreachable_code)]
+                    ""
+                },
+            ),
+        ),
+        &app.settings,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let boom_at = listener.local_addr().unwrap();
+    let boom_server = tokio::spawn(async move { axum::serve(listener, boom).await });
+    let failed = reqwest::get(format!("http://{boom_at}/v1/boom/{marker}"))
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = failed.text().await.unwrap();
+    assert!(
+        body.contains("internal_error") && !body.contains(marker),
+        "{body}"
+    );
+    boom_server.abort();
+
     // Metrics: route templates only.
     let metrics = send(
         app.api
@@ -379,7 +410,8 @@ async fn routes_with_tokens_log_their_template_and_never_the_token() {
         logs.contains("/v1/plan-links/{token}")
             && logs.contains("/v1/checkout/return")
             && logs.contains("/v1/reminders/unsubscribe")
-            && logs.contains("route=\"unmatched\""),
+            && logs.contains("route=\"unmatched\"")
+            && logs.contains("a request failed without a handled error"),
         "the requests were logged by their route template: {}",
         logs.lines()
             .filter(|l| l.contains("route"))

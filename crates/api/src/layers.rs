@@ -31,6 +31,21 @@ pub(crate) fn route_of<B>(request: &Request<B>) -> &str {
         .map_or(UNMATCHED, MatchedPath::as_str)
 }
 
+/// The request's method for logs and metrics: a standard one, or `OTHER` (an extension
+/// method is any token a client likes, so it could carry text into the logs).
+pub(crate) fn method_of<B>(request: &Request<B>) -> &'static str {
+    match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 /// Whether a client's `x-request-id` may be kept: 8 to 64 hex digits and dashes (a UUID,
 /// a proxy's hex id). Anything else is replaced by a fresh id, so no text a client chooses
 /// (a token, an address) can ride into the logs on it.
@@ -81,7 +96,7 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
                 tracing::info_span!(
                     "request",
                     request_id,
-                    method = %request.method(),
+                    method = method_of(request),
                     route = route_of(request),
                 )
             }),

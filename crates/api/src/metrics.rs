@@ -75,7 +75,7 @@ pub fn admin_router() -> axum::Router {
 pub(crate) async fn track(request: Request, next: Next) -> Response {
     let _ = handle();
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = crate::layers::method_of(&request).to_owned();
     let route = crate::layers::route_of(&request).to_owned();
     let response = next.run(request).await;
     let labels = [

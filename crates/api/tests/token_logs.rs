@@ -361,6 +361,17 @@ async fn routes_with_tokens_log_their_template_and_never_the_token() {
         )
         .await;
 
+    // An extension method is any token a client likes: it is logged and counted as OTHER.
+    let method = "SMUGGLEDMETHODTOKEN";
+    secrets.push(method.into());
+    for path in ["/v1/plan-links/abcdef", "/v1/nowhere"] {
+        send(
+            app.api
+                .request(Method::from_bytes(method.as_bytes()).unwrap(), path),
+        )
+        .await;
+    }
+
     // A handler that panics with request data in its message: a 500 envelope, and the
     // message reaches neither the answer nor the logs.
     let marker = "panic-marker-token-0123456789";

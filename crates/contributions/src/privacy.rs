@@ -64,6 +64,26 @@ pub async fn stripe_trail(
     })
 }
 
+/// Every Stripe id the contributions of `reader` carry (checkout sessions, payment
+/// intents, subscriptions, customers): what ties a stored event to them.
+///
+/// # Errors
+/// Storage errors.
+pub async fn stripe_ids_of(
+    conn: &mut PgConnection,
+    reader: ReaderId,
+) -> Result<Vec<String>, ContributionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT s.stripe_id FROM contributions c,
+             unnest(ARRAY[c.stripe_checkout_session_id, c.stripe_payment_intent_id,
+                          c.stripe_subscription_id, c.stripe_customer_id]) AS s(stripe_id)
+         WHERE c.reader_id = $1 AND s.stripe_id IS NOT NULL ORDER BY s.stripe_id",
+    )
+    .bind(reader.as_uuid())
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Unlinks every contribution of `reader` (in the caller's transaction): the checkout
 /// requests' fingerprints are deleted, `reader_id` becomes NULL and `reader_erased_at` says
 /// when. Returns how many contributions were unlinked.

@@ -282,7 +282,8 @@ pub struct ReaderExport {
     /// The account, contributions and plans.
     #[serde(flatten)]
     pub held: kopilka_recurring::privacy::ReaderExport,
-    /// The stored Stripe events linked to them (what Kopilka kept of each).
+    /// The stored Stripe events linked to them or about their Stripe objects (what Kopilka
+    /// kept of each: its projection).
     pub stripe_events: Vec<kopilka_reconciliation::privacy::EventExport>,
     /// Every email sent (or to be sent) to them.
     pub email_sends: Vec<SendExport>,
@@ -297,7 +298,9 @@ pub async fn export_reader(
     reader: ReaderId,
 ) -> Result<ReaderExport, PrivacyError> {
     let held = kopilka_recurring::privacy::export(&mut *conn, reader).await?;
-    let stripe_events = kopilka_reconciliation::privacy::events_of(&mut *conn, reader).await?;
+    let stripe_ids = kopilka_contributions::privacy::stripe_ids_of(&mut *conn, reader).await?;
+    let stripe_events =
+        kopilka_reconciliation::privacy::events_of(&mut *conn, reader, &stripe_ids).await?;
     let email_sends = crate::sends::of_reader(conn, reader).await?;
     Ok(ReaderExport {
         held,

@@ -42,7 +42,8 @@ pub async fn receive(pool: &PgPool, event: &Event) -> Result<bool, Reconciliatio
                 subscription.as_deref(),
             )
             .await?;
-            if !erased && kopilka_contributions::facts::awaits_reader(&mut tx, contribution).await? {
+            if !erased && kopilka_contributions::facts::awaits_reader(&mut tx, contribution).await?
+            {
                 Some(kopilka_accounts::reader::find_or_create(&mut tx, &email).await?)
             } else {
                 None

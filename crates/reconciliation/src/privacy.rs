@@ -26,19 +26,28 @@ pub struct EventExport {
     pub payload: Value,
 }
 
-/// The stored events linked to `reader`, oldest first.
+/// The stored events linked to `reader`, oldest first: those stored with their id and
+/// those about one of their Stripe objects (`stripe_ids`: their checkout sessions, payment
+/// intents, subscriptions and customers), whether as the event's object or named by it.
 ///
 /// # Errors
 /// Storage errors.
 pub async fn events_of(
     conn: &mut PgConnection,
     reader: ReaderId,
+    stripe_ids: &[String],
 ) -> Result<Vec<EventExport>, ReconciliationError> {
     Ok(sqlx::query_as(
         "SELECT id, type, created, payload FROM stripe_events
-         WHERE reader_id = $1 ORDER BY created, id",
+         WHERE reader_id = $1 OR object_id = ANY($2)
+            OR payload->'object'->>'customer' = ANY($2)
+            OR payload->'object'->>'subscription' = ANY($2)
+            OR payload->'object'->>'payment_intent' = ANY($2)
+            OR payload->'object'->'parent'->'subscription_details'->>'subscription' = ANY($2)
+         ORDER BY created, id",
     )
     .bind(reader.as_uuid())
+    .bind(stripe_ids)
     .fetch_all(conn)
     .await?)
 }

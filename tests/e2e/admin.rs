@@ -586,7 +586,7 @@ async fn admin_shows_exports_and_erases_a_reader_and_audits_each_step() {
     );
 
     let audit: Vec<(String, String, Option<uuid::Uuid>, String)> =
-        sqlx::query_as("SELECT actor, action, reader_id, detail::text FROM audit_log ORDER BY id")
+        sqlx::query_as("SELECT actor, action, reader_id, detail::text FROM audit_log WHERE action LIKE 'reader.%' ORDER BY id")
             .fetch_all(&db.pool)
             .await
             .unwrap();
@@ -608,6 +608,16 @@ async fn admin_shows_exports_and_erases_a_reader_and_audits_each_step() {
     );
     let (_, _, nobody, detail) = audit.last().unwrap();
     assert_eq!((nobody, detail.as_str()), (&None, r#"{"found": false}"#));
+    // Other commands that read or change donor data are audited too.
+    admin_json(&app, &url, &["events", "list"]).await;
+    admin_json(&app, &url, &["recurring", "list"]).await;
+    let others: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE action NOT LIKE 'reader.%' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(others, ["events.list", "recurring.list"]);
     for tamper in [
         "DELETE FROM audit_log",
         "UPDATE audit_log SET actor = 'someone-else'",

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use kopilka_test_support::{TestApp, TestDatabase, eventually, fresh_database};
-use kopilka_tests::{kopilka, run};
+use kopilka_tests::{kopilka, run, run_with_stdin};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -510,60 +510,122 @@ async fn admin_shows_exports_and_erases_a_reader_and_audits_each_step() {
     .await;
     let totals = admin_json(&app, &url, &["report", "totals"]).await;
 
-    let as_admin = |args: &[&str]| {
+    let as_admin = |args: &[&str], stdin: String| {
         let mut command = kopilka(&[&["admin", "reader"], args].concat());
         command
             .env("KOPILKA_ENV", "test")
             .env("DATABASE_URL", &url)
-            .env("KOPILKA_ADMIN_ACTOR", "ops-ana");
-        run(command)
+            .env("KOPILKA_ADMIN_ACTOR", "ops-ana")
+            .env(
+                "KOPILKA__STRIPE__SECRET_KEY",
+                app.stripe.simulator.secret_key(),
+            )
+            .env("KOPILKA__STRIPE__API_BASE", app.stripe.simulator.base_url());
+        async move { run_with_stdin(command, &stdin).await }
     };
-    let shown = as_admin(&["show", email, "--format", "json"]).await;
+    let line = format!("{email}\n");
+    // The address on the command line is refused (shell history, /proc), saying why.
+    let typed = as_admin(&["show", email], String::new()).await;
+    assert!(!typed.status.success());
+    assert!(
+        typed.stderr.contains("command line") && typed.stderr.contains("--email-file"),
+        "{}",
+        typed.stderr
+    );
+    assert!(
+        !typed.stderr.contains(email),
+        "errors never repeat the address"
+    );
+
+    let shown = as_admin(&["show", "--format", "json"], line.clone()).await;
     assert!(shown.status.success(), "{}", shown.stderr);
     let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
     assert_eq!(shown["contributions"], 1);
     assert_eq!(shown["verified"], false);
 
-    let exported = as_admin(&["export", email]).await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &line).unwrap();
+    let file_arg = file.path().to_str().unwrap();
+    let exported = as_admin(&["export", "--email-file", file_arg], String::new()).await;
+    assert!(exported.status.success(), "{}", exported.stderr);
     let exported: Value = serde_json::from_str(&exported.stdout).unwrap();
     assert_eq!(exported["account"]["email"], email);
     assert_eq!(exported["contributions"][0]["amount_minor"], 4200);
+    let events = exported["stripe_events"].as_array().unwrap();
+    assert!(!events.is_empty(), "{exported}");
+    assert!(events.iter().all(
+        |e| e["id"].as_str().is_some_and(|id| id.starts_with("evt_"))
+            && e["type"].is_string()
+            && e["created"].is_i64()
+            && e["payload"].is_object()
+    ));
+    assert!(exported["email_sends"].is_array(), "{exported}");
 
-    let erased = as_admin(&["erase", email, "--format", "json"]).await;
+    let erased = as_admin(&["erase", "--format", "json"], line.clone()).await;
     assert!(erased.status.success(), "{}", erased.stderr);
     let erased: Value = serde_json::from_str(&erased.stdout).unwrap();
     assert_eq!(erased["erased"], true);
+    assert_eq!(erased["plans_cancelled"], 0);
+    assert_eq!(erased["checkouts_expired"], 0);
+    assert_eq!(erased["stripe_retains"][0]["object"], "charge", "{erased}");
     assert_eq!(
         admin_json(&app, &url, &["report", "totals"]).await,
         totals,
         "erasure keeps the ledger"
     );
-    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM readers WHERE email IS NOT NULL")
+    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM readers")
         .fetch_one(&db.pool)
         .await
         .unwrap();
     assert_eq!(remaining, 0);
-    let again = as_admin(&["show", email]).await;
+    let again = as_admin(&["show"], line.clone()).await;
     assert!(!again.status.success(), "an erased reader is not found");
     assert!(
         !again.stderr.contains(email),
         "errors never repeat the address"
     );
 
-    let audit: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT actor, action, detail::text FROM audit_log ORDER BY id")
+    let audit: Vec<(String, String, Option<uuid::Uuid>, String)> =
+        sqlx::query_as("SELECT actor, action, reader_id, detail::text FROM audit_log WHERE action LIKE 'reader.%' ORDER BY id")
             .fetch_all(&db.pool)
             .await
             .unwrap();
-    let actions: Vec<&str> = audit.iter().map(|(_, a, _)| a.as_str()).collect();
-    assert_eq!(actions, ["reader.show", "reader.export", "reader.erase"]);
+    let actions: Vec<&str> = audit.iter().map(|(_, a, _, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "reader.show",
+            "reader.export",
+            "reader.erase",
+            "reader.show"
+        ],
+        "the lookup that found nobody is audited too"
+    );
     assert!(
         audit
             .iter()
-            .all(|(actor, _, detail)| actor == "admin:ops-ana" && !detail.contains('@'))
+            .all(|(actor, _, _, detail)| actor == "admin:ops-ana" && !detail.contains('@'))
     );
-    let tampered = sqlx::query("DELETE FROM audit_log").execute(&db.pool).await;
-    assert!(tampered.is_err(), "the audit log is append-only");
+    let (_, _, nobody, detail) = audit.last().unwrap();
+    assert_eq!((nobody, detail.as_str()), (&None, r#"{"found": false}"#));
+    // Other commands that read or change donor data are audited too.
+    admin_json(&app, &url, &["events", "list"]).await;
+    admin_json(&app, &url, &["recurring", "list"]).await;
+    let others: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE action NOT LIKE 'reader.%' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(others, ["events.list", "recurring.list"]);
+    for tamper in [
+        "DELETE FROM audit_log",
+        "UPDATE audit_log SET actor = 'someone-else'",
+        "TRUNCATE audit_log",
+    ] {
+        let tampered = sqlx::query(tamper).execute(&db.pool).await;
+        assert!(tampered.is_err(), "the audit log is append-only: {tamper}");
+    }
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod dev;
+mod erasure;
 mod mail;
 mod serve;
 mod stripe_sim;

@@ -12,6 +12,7 @@
 )]
 
 mod access;
+mod erasure;
 mod fuzz;
 mod input;
 mod logs;
@@ -91,6 +92,10 @@ fn main() -> std::process::ExitCode {
         row(
             "outages::stripe_failing_or_slow_at_checkout_is_a_clear_5xx_and_retries_are_idempotent",
             outages::stripe_failing_or_slow_at_checkout_is_a_clear_5xx_and_retries_are_idempotent,
+        ),
+        row(
+            "erasure::stripe_failing_or_slow_during_erasure_forgets_nothing_and_the_retry_ends_it_all",
+            erasure::stripe_failing_or_slow_during_erasure_forgets_nothing_and_the_retry_ends_it_all,
         ),
         row(
             "input::malformed_oversized_deep_and_non_utf8_bodies_are_4xx_envelopes",

@@ -123,6 +123,34 @@ pub async fn run(mut command: Command) -> Output {
     }
 }
 
+/// Runs `command` to completion (within a minute) with `input` on its standard input.
+///
+/// # Panics
+/// When it cannot start or does not finish in time.
+pub async fn run_with_stdin(mut command: Command, input: &str) -> Output {
+    use tokio::io::AsyncWriteExt as _;
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("the command starts");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(input.as_bytes())
+        .await
+        .expect("stdin takes the input");
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the command finishes within a minute")
+        .expect("the command runs");
+    Output {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// A long-running `kopilka` process (serve, dev).
 pub struct Running {
     child: Child,

@@ -1,8 +1,10 @@
-//! GDPR: what Kopilka holds about a reader (export) and erasure. Erasure removes the
-//! address and name and every row that describes the reader (credentials, sessions, links,
-//! reminders, banner state); the reader row stays, without PII, so the ledger's amounts,
-//! currencies, dates and Stripe ids keep their meaning.
+//! GDPR: what Kopilka holds about a reader (export) and the accounts' part of erasure.
+//! Erasure removes every row that describes the reader (credentials, sessions, links,
+//! reminders, banner state, the address's throttle) and then the reader row itself; the
+//! ledger keeps amounts, currencies, dates and Stripe ids with no reader. Their supporter
+//! tokens are revoked at once (`revoked_supporters`, announced by NOTIFY).
 
+use kopilka_domain::Email;
 use kopilka_domain::id::ReaderId;
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -10,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::banner::{self, BannerState};
 use crate::reminder::{self, Reminder};
-use crate::{AccountError, reader};
+use crate::{AccountError, Keys, reader};
 
 /// Everything the accounts crate holds about a reader.
 #[derive(Debug, Clone, Serialize)]
@@ -74,26 +76,43 @@ pub async fn export(conn: &mut PgConnection, id: ReaderId) -> Result<AccountExpo
     })
 }
 
-/// Erases reader `id`'s PII and what describes them (see the module docs). Returns `false`
-/// when they were already erased.
+/// The NOTIFY channel that tells every API instance a supporter token was revoked.
+pub const REVOKED_SUPPORTERS_CHANNEL: &str = "kopilka_revoked_supporters";
+
+/// Locks reader `id` for erasure (in the caller's transaction) and returns their address,
+/// if any is left.
 ///
 /// # Errors
 /// [`AccountError::NotFound`]; storage errors.
-pub async fn erase(
+pub async fn lock_for_erasure(
     conn: &mut PgConnection,
     id: ReaderId,
-    now: OffsetDateTime,
-) -> Result<bool, AccountError> {
-    let erased: Option<bool> =
-        sqlx::query_scalar("SELECT erased_at IS NOT NULL FROM readers WHERE id = $1 FOR UPDATE")
+) -> Result<Option<Email>, AccountError> {
+    let row: Option<Option<String>> =
+        sqlx::query_scalar("SELECT email FROM readers WHERE id = $1 FOR UPDATE")
             .bind(id.as_uuid())
             .fetch_optional(&mut *conn)
             .await?;
-    match erased {
-        None => return Err(AccountError::NotFound),
-        Some(true) => return Ok(false),
-        Some(false) => {}
-    }
+    let email = row.ok_or(AccountError::NotFound)?;
+    Ok(email.and_then(|e| Email::parse(&e).ok()))
+}
+
+/// Forgets reader `id` (in the caller's transaction, after [`lock_for_erasure`] and after
+/// every other crate unlinked its rows): sessions, magic links, credentials, reminders,
+/// banner state, the address's sign-in throttle and the reader row itself go. Their
+/// supporter tokens are revoked until `revoke_until` (when the last one issued expires), and
+/// every API instance hears of it on commit (NOTIFY).
+///
+/// # Errors
+/// Storage errors (e.g. a row of another crate still pointing at the reader).
+pub async fn forget(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    id: ReaderId,
+    email: Option<&Email>,
+    now: OffsetDateTime,
+    revoke_until: OffsetDateTime,
+) -> Result<(), AccountError> {
     for table in [
         "DELETE FROM sessions WHERE reader_id = $1",
         "DELETE FROM email_links WHERE reader_id = $1",
@@ -106,14 +125,44 @@ pub async fn erase(
             .execute(&mut *conn)
             .await?;
     }
+    if let Some(email) = email {
+        crate::throttle::forget_address(&mut *conn, keys, email).await?;
+    }
     sqlx::query(
-        "UPDATE readers SET email = NULL, name = NULL, verified_at = NULL, erased_at = $2
-         WHERE id = $1",
+        "INSERT INTO revoked_supporters (reader_id, revoked_at, until) VALUES ($1, $2, $3)
+         ON CONFLICT (reader_id) DO UPDATE SET until = greatest(revoked_supporters.until, $3)",
     )
     .bind(id.as_uuid())
     .bind(now)
-    .execute(conn)
+    .bind(revoke_until)
+    .execute(&mut *conn)
     .await?;
+    sqlx::query("DELETE FROM readers WHERE id = $1")
+        .bind(id.as_uuid())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(REVOKED_SUPPORTERS_CHANNEL)
+        .bind(id.to_string())
+        .execute(conn)
+        .await?;
     tracing::info!(reader_id = %id, "reader erased");
-    Ok(true)
+    Ok(())
+}
+
+/// The former reader ids whose supporter tokens are revoked and may still be unexpired at
+/// `now` (what an API instance loads at start and on each NOTIFY).
+///
+/// # Errors
+/// Storage errors.
+pub async fn revoked_supporters(
+    conn: &mut PgConnection,
+    now: OffsetDateTime,
+) -> Result<Vec<uuid::Uuid>, AccountError> {
+    Ok(
+        sqlx::query_scalar("SELECT reader_id FROM revoked_supporters WHERE until > $1")
+            .bind(now)
+            .fetch_all(conn)
+            .await?,
+    )
 }

@@ -136,6 +136,23 @@ pub async fn succeeded(
     Ok(())
 }
 
+/// Forgets the sign-in throttle of `email` (erasure: the key is a keyed digest of the
+/// address, so it would still tie the address to attempts).
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_address(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    email: &Email,
+) -> Result<(), AccountError> {
+    sqlx::query("DELETE FROM login_throttles WHERE key = $1")
+        .bind(&LoginKeys::new(keys, email, None).address)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

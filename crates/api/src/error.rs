@@ -334,6 +334,34 @@ impl From<kopilka_recurring::RecurringError> for AppError {
     }
 }
 
+impl From<kopilka_jobs::privacy::PrivacyError> for AppError {
+    fn from(err: kopilka_jobs::privacy::PrivacyError) -> Self {
+        use kopilka_jobs::privacy::PrivacyError as E;
+        match err {
+            E::NotFound => Self::NotFound,
+            E::NoStripe => Self::Upstream {
+                code: "payment_provider_not_configured",
+                message:
+                    "payments are not configured, so plans cannot be ended; nothing was erased"
+                        .into(),
+                retry: false,
+            },
+            // Stripe's own text is not logged (it can echo an address); its code is.
+            E::Stripe(source) => {
+                tracing::warn!(stripe_code = source.code(), "erasure: Stripe failed");
+                Self::Upstream {
+                    code: "payment_provider_unavailable",
+                    message: "the payment provider could not end your plans and payment \
+                              details; nothing was erased; retry"
+                        .into(),
+                    retry: true,
+                }
+            }
+            E::Storage(_) => Self::internal(err),
+        }
+    }
+}
+
 impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         if err.is_unavailable() {

@@ -18,6 +18,7 @@ mod metrics;
 mod offer;
 mod openapi;
 mod reminders;
+mod revocation;
 mod serve;
 mod webhooks;
 mod widget;
@@ -38,6 +39,7 @@ pub use identity::{ClientIp, MaybeSignedIn, SignedIn};
 pub use layers::with_layers;
 pub use metrics::admin_router;
 pub use offer::OfferBodies;
+pub use revocation::RevokedSupporters;
 pub use serve::{serve, serve_admin};
 pub use widget::WIDGET_JS;
 
@@ -75,6 +77,8 @@ pub struct Parts {
     pub wakeups: kopilka_queue::Wakeups,
     /// Checks webhook signatures against the configured endpoint secrets.
     pub webhooks: kopilka_stripe::WebhookVerifier,
+    /// Supporter tokens of erased readers, refused without a query.
+    pub revoked: revocation::RevokedSupporters,
 }
 
 impl AppState {
@@ -95,11 +99,17 @@ impl AppState {
             settings: Arc::new(settings),
             stripe,
             goal: kopilka_recurring::GoalCache::default(),
+            revoked: revocation::RevokedSupporters::default(),
         }))
     }
 
-    /// Starts what runs beside the requests: the goal's refresher and the keyring's reloader.
+    /// Starts what runs beside the requests: the goal's refresher, the keyring's reloader and
+    /// the revoked supporters' listener.
     pub fn start_background(&self) -> tokio::task::JoinHandle<()> {
+        self.revoked.spawn_listener(
+            self.pool.clone(),
+            std::time::Duration::from_secs(self.settings.paywall.keys_reload_secs.max(1)),
+        );
         self.keyring.spawn_reloader(
             self.pool.clone(),
             Arc::clone(&self.settings),

@@ -430,7 +430,9 @@ pub(crate) async fn card_page(
 async fn export_me(State(state): State<AppState>, reader: SignedIn) -> Result<Response, AppError> {
     let mut conn = conn(&state).await?;
     let body = if reader.sees_linked {
-        serde_json::to_value(kopilka_recurring::privacy::export(&mut conn, reader.reader_id).await?)
+        serde_json::to_value(
+            kopilka_jobs::privacy::export_reader(&mut conn, reader.reader_id).await?,
+        )
     } else {
         // Only what this session itself brought: the address it signed up with.
         let account = kopilka_accounts::privacy::export(&mut conn, reader.reader_id).await?;
@@ -460,25 +462,29 @@ fn not_proven() -> AppError {
     }
 }
 
-/// Erases the reader (GDPR art. 17): address, name, sessions, reminders and banner state go;
-/// the ledger keeps amounts, currencies, dates and Stripe ids; Stripe's customer loses its
-/// address. Only a session that proved the address may do it.
+/// Erases the reader (GDPR art. 17), ending everything first: open checkouts expire, live
+/// plans are cancelled at Stripe at once and their Stripe customers deleted; then every row
+/// tied to them goes or loses its link (the ledger keeps amounts, currencies, dates and
+/// Stripe ids), and their supporter tokens stop working. Only a session that proved the
+/// address may do it. If Stripe fails, nothing is erased (503) and a retry is safe.
 #[utoipa::path(delete, path = "/v1/me", tag = "self-service",
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Object, description = "`{erased, plans_cancelled, customers_deleted, checkouts_expired, stripe_retains:[{object, why}]}`"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn erase_me(State(state): State<AppState>, reader: SignedIn) -> Result<Response, AppError> {
     if !reader.sees_linked {
         return Err(not_proven());
     }
-    let mut tx = state
-        .pool
-        .begin()
-        .await
-        .map_err(|e| AppError::from(kopilka_store::StoreError::from(e)))?;
-    kopilka_recurring::privacy::erase(&mut tx, reader.reader_id, OffsetDateTime::now_utc()).await?;
-    tx.commit()
-        .await
-        .map_err(|e| AppError::from(kopilka_store::StoreError::from(e)))?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
+    let erasure = kopilka_jobs::privacy::erase_reader(
+        &state.pool,
+        state.stripe.as_ref(),
+        &state.accounts.keys,
+        reader.reader_id,
+        OffsetDateTime::now_utc(),
+        time::Duration::hours(i64::from(state.settings.paywall.token_hours)),
+    )
+    .await?;
+    state.revoked.revoke(reader.reader_id);
+    let mut response = ([(header::CACHE_CONTROL, "no-store")], axum::Json(erasure)).into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, cleared_session_cookie());

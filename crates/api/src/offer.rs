@@ -386,6 +386,18 @@ fn decide_view(
     let claims = match supporter_token(headers) {
         None => None,
         Some((token, bearer)) => match state.keyring.get().verify(&token, unix) {
+            // An erased reader's token, refused like a forged one.
+            Ok(claims) if state.revoked.contains(&claims.sub) => {
+                if bearer {
+                    return Err(AppError::Unauthorized {
+                        code: "invalid_token",
+                        message: "the supporter token is not valid here (revoked); get a new \
+                                  one from GET /v1/entitlements"
+                            .into(),
+                    });
+                }
+                None
+            }
             Ok(claims) => Some(claims),
             // A key this instance has not loaded yet (a rotation minutes old, or the keys not
             // read since start-up) says nothing against the token: no token, not a 401 that

@@ -485,15 +485,16 @@ async fn plan_links_stop_working_when_the_plan_ends_or_the_reader_is_erased() {
     let erased = app.give("erased-reader@example.org", "month", 500).await;
     let (plan, reader) = plan_of(erased["contribution_id"].as_str().unwrap().into()).await;
     let card = plan_link::token(keys, plan, PlanAction::UpdateCard, in_two_weeks);
-    let mut conn = app.pool.acquire().await.unwrap();
-    kopilka_accounts::privacy::erase(
-        &mut conn,
+    kopilka_jobs::privacy::erase_reader(
+        &app.pool,
+        app.state.stripe.as_ref(),
+        &app.state.accounts.keys,
         kopilka_domain::id::ReaderId::from_uuid(reader),
         time::OffsetDateTime::now_utc(),
+        time::Duration::hours(24),
     )
     .await
     .unwrap();
-    drop(conn);
     let refused = send(
         app.api
             .request(Method::POST, &format!("/v1/plan-links/{card}")),

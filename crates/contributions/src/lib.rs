@@ -11,6 +11,7 @@ mod error;
 pub mod facts;
 pub mod history;
 pub mod ledger;
+pub mod privacy;
 
 pub use checkout::{
     CheckoutInput, CheckoutOutcome, CheckoutReturn, CheckoutStarted, ValidCheckout,

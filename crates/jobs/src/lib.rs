@@ -3,10 +3,12 @@
 //! each kind's handler, and records success, a retry with backoff, or the dead letter. It wakes on `LISTEN kopilka_jobs` and also polls.
 //!
 //! Kinds: applying a Stripe event, emailing an account link, a due reminder, a receipt or
-//! a failed-payment notice, clearing an erased reader's Stripe customer. Emails are sent once each (see `sends`).
+//! a failed-payment notice, deleting an erased reader's Stripe customer (queued by older
+//! versions; erasure itself now ends everything at Stripe first, see `privacy`). Emails are sent once each (see `sends`).
 
 mod account_mail;
 mod notices;
+pub mod privacy;
 mod reminders;
 mod sends;
 mod statements;
@@ -119,12 +121,12 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
                 .ok_or("a clear_stripe_customer job without customer_id")?;
             let stripe = worker.stripe.as_ref().ok_or("Stripe is not configured")?;
             stripe
-                .clear_customer(customer)
+                .delete_customer(customer)
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(
                 customer_id = customer,
-                "Stripe customer's personal data cleared"
+                "erased reader's Stripe customer deleted"
             );
             Ok(())
         }

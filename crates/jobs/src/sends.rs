@@ -12,6 +12,51 @@ use time::OffsetDateTime;
 
 use crate::Worker;
 
+/// An email send, as the reader's export shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct SendExport {
+    /// Kopilka's id of the logical email (its kind and the ids it is about).
+    pub logical_id: String,
+    /// Which email.
+    pub kind: String,
+    /// `pending`, `sent`, `failed` or `skipped`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// When it went out.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sent_at: Option<OffsetDateTime>,
+    /// When it was first queued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Every email send to `reader`, oldest first.
+pub(crate) async fn of_reader(
+    conn: &mut PgConnection,
+    reader: ReaderId,
+) -> Result<Vec<SendExport>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT logical_id, kind, status, attempts, sent_at, created_at FROM email_sends
+         WHERE reader_id = $1 ORDER BY created_at, logical_id",
+    )
+    .bind(reader.as_uuid())
+    .fetch_all(conn)
+    .await
+}
+
+/// Deletes every email send to `reader` (erasure).
+pub(crate) async fn forget_reader(
+    conn: &mut PgConnection,
+    reader: ReaderId,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM email_sends WHERE reader_id = $1")
+        .bind(reader.as_uuid())
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
 /// Creates the record of `logical_id` if new and locks it; `true` when it still has to be
 /// sent (a record already `sent`, `failed` or `skipped` is left alone).
 pub(crate) async fn claim(

@@ -33,7 +33,17 @@ pub async fn receive(pool: &PgPool, event: &Event) -> Result<bool, Reconciliatio
             if known {
                 return Ok(false);
             }
-            if kopilka_contributions::facts::awaits_reader(&mut tx, contribution).await? {
+            // An erased reader's customer or subscription never gets a reader again,
+            // whatever address the event carries (issue #17, item 3).
+            let (customer, subscription) = crate::privacy::customer_and_subscription(&object);
+            let erased = crate::privacy::about_erased_reader(
+                &mut tx,
+                customer.as_deref(),
+                subscription.as_deref(),
+            )
+            .await?;
+            if !erased && kopilka_contributions::facts::awaits_reader(&mut tx, contribution).await?
+            {
                 Some(kopilka_accounts::reader::find_or_create(&mut tx, &email).await?)
             } else {
                 None

@@ -9,6 +9,7 @@ mod error;
 pub mod inbox;
 pub mod payouts;
 pub mod pii;
+pub mod privacy;
 pub mod projection;
 
 pub use apply::{Outcome, apply_event};

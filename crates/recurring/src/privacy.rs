@@ -1,16 +1,17 @@
-//! A reader's data across the crates, for GDPR: the export (account, contributions with
-//! their money movements, plans) and erasure (the account's PII and rows go; the ledger
-//! stays; each Stripe customer's address is cleared by a job, retried until Stripe agrees).
+//! A reader's data across the crates, for GDPR: the export's account, contributions (with
+//! their money movements) and plans, and what erasure must end at Stripe (live plans). The
+//! erasure itself, which calls Stripe first, is `kopilka_jobs::privacy::erase_reader`.
 
 use kopilka_domain::id::ReaderId;
-use kopilka_queue::NewJob;
 use serde::Serialize;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use crate::{Plan, RecurringError, plans_of_reader};
 
-/// The job kind that clears a Stripe customer's personal fields (payload: `customer_id`).
+/// The job kind that ends an erased reader's Stripe customer (payload: `customer_id`).
+/// Erasure now deletes customers before it forgets anything; the kind stays for jobs queued
+/// by an older version, and its handler deletes the customer too.
 pub const CLEAR_STRIPE_CUSTOMER: &str = "privacy.clear_stripe_customer";
 
 /// Everything Kopilka holds about a reader.
@@ -83,27 +84,38 @@ pub async fn export(
     })
 }
 
-/// Erases `reader` in the caller's transaction and enqueues the clearing of their Stripe
-/// customers. Returns how many customers will be cleared, or `None` when already erased.
+/// The plans of `reader` that can still charge (every status but `canceled` and
+/// `incomplete_expired`), whose subscriptions erasure cancels at Stripe at once.
 ///
 /// # Errors
-/// `NotFound` (through the accounts error), storage and queue errors.
-pub async fn erase(
+/// Storage errors.
+pub async fn plans_to_end(
     conn: &mut PgConnection,
     reader: ReaderId,
-    now: OffsetDateTime,
-) -> Result<Option<usize>, RecurringError> {
-    if !kopilka_accounts::privacy::erase(&mut *conn, reader, now).await? {
-        return Ok(None);
-    }
-    let customers = kopilka_contributions::history::stripe_customers_of(&mut *conn, reader).await?;
-    for customer in &customers {
-        let job = NewJob::new(
-            CLEAR_STRIPE_CUSTOMER,
-            serde_json::json!({"customer_id": customer}),
-        )
-        .dedup(format!("{CLEAR_STRIPE_CUSTOMER}:{customer}"));
-        kopilka_queue::enqueue(&mut *conn, &job).await?;
-    }
-    Ok(Some(customers.len()))
+) -> Result<Vec<Plan>, RecurringError> {
+    Ok(plans_of_reader(conn, reader)
+        .await?
+        .into_iter()
+        .filter(|p| !matches!(p.status.as_str(), "canceled" | "incomplete_expired"))
+        .collect())
+}
+
+/// The Stripe customers of `reader`'s plans (a plan's customer is also on its
+/// contribution, but an older plan may know it alone).
+///
+/// # Errors
+/// Storage errors.
+pub async fn plan_customers(
+    conn: &mut PgConnection,
+    reader: ReaderId,
+) -> Result<Vec<String>, RecurringError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT stripe_customer_id FROM recurring_plans
+         WHERE stripe_customer_id IS NOT NULL
+           AND contribution_id IN (SELECT id FROM contributions WHERE reader_id = $1)
+         ORDER BY 1",
+    )
+    .bind(reader.as_uuid())
+    .fetch_all(conn)
+    .await?)
 }

@@ -16,6 +16,7 @@ pub use error::StoreError;
 pub use migrate::{AppliedMigration, MIGRATOR, MigrationReport, migrate};
 pub use pool::{connect, create_database, ping};
 pub use private_postgres::{PrivatePostgres, PrivatePostgresError};
+pub use sqlx::postgres::PgListener;
 pub use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 /// A connection borrowed from the pool.

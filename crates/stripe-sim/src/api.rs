@@ -18,7 +18,10 @@ type Answer = Result<Json<Value>, StripeError>;
 pub fn routes(sim: Simulator) -> axum::Router {
     axum::Router::new()
         .route("/v1/customers", post(create_customer).get(list_customers))
-        .route("/v1/customers/{id}", get(retrieve("customer")).post(update_customer))
+        .route(
+            "/v1/customers/{id}",
+            get(retrieve("customer")).post(update_customer).delete(delete_customer),
+        )
         .route("/v1/billing_portal/sessions", post(create_billing_portal_session))
         .route("/v1/checkout/sessions", post(create_checkout_session).get(list_checkout_sessions))
         .route("/v1/checkout/sessions/{id}", get(retrieve("checkout.session")))
@@ -191,6 +194,11 @@ async fn update_customer(
     sim.object(&id)
 }
 
+async fn delete_customer(State(sim): State<Simulator>, Path(id): Path<String>) -> Answer {
+    sim.act(|state| flows::delete_customer(state, &id, &request_id()))?;
+    sim.object(&id)
+}
+
 async fn create_billing_portal_session(State(sim): State<Simulator>, body: Bytes) -> Answer {
     let params = form::decode(&body);
     let base = sim.base_url();
@@ -328,9 +336,13 @@ macro_rules! lister {
     };
 }
 
-lister!(list_customers, "customer", "/v1/customers", |q, o| matches(
-    q, "email", o, "email"
-));
+// A deleted customer is left out of the list, as Stripe does.
+lister!(
+    list_customers,
+    "customer",
+    "/v1/customers",
+    |q, o| o["deleted"] != true && matches(q, "email", o, "email")
+);
 lister!(
     list_checkout_sessions,
     "checkout.session",

@@ -187,7 +187,7 @@ pub fn create_checkout_session(
         .to_owned();
     let customer = string(params, "customer");
     if let Some(customer) = customer
-        && state.get(customer).is_none()
+        && !live_customer(state, customer)
     {
         return Err(StripeError::no_such("customer", customer));
     }
@@ -756,6 +756,38 @@ pub fn create_customer(state: &mut State, params: &Value, request_id: &str) -> S
     id
 }
 
+/// Whether `id` names a customer that exists and is not deleted (Stripe answers "No such
+/// customer" to every use of a deleted one but a retrieve).
+pub fn live_customer(state: &State, id: &str) -> bool {
+    state
+        .get(id)
+        .is_some_and(|c| c["object"] == "customer" && c["deleted"] != true)
+}
+
+/// `DELETE /v1/customers/{id}`: as Stripe does, every subscription of the customer that is
+/// not yet canceled is canceled at once (`customer.subscription.deleted`), then
+/// `customer.deleted` carries the customer as it was, and the stored object becomes
+/// `{"id","object":"customer","deleted":true}` (what a retrieve answers from then on). A
+/// second delete is 404 `resource_missing`.
+pub fn delete_customer(state: &mut State, id: &str, request_id: &str) -> Result<(), StripeError> {
+    if !live_customer(state, id) {
+        return Err(StripeError::no_such("customer", id));
+    }
+    let live: Vec<String> = state
+        .newest_first("subscription")
+        .filter(|s| s["customer"] == id && s["status"] != "canceled")
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect();
+    for sub in live {
+        cancel_subscription(state, &sub, Some(request_id), "cancellation_requested")?;
+    }
+    state.emit("customer.deleted", id, None, Some(request_id));
+    if let Some(customer) = state.get_mut(id) {
+        *customer = json!({"id": id, "object": "customer", "deleted": true});
+    }
+    Ok(())
+}
+
 /// `POST /v1/billing_portal/sessions`: a portal page for an existing customer.
 pub fn create_billing_portal_session(
     state: &mut State,
@@ -765,11 +797,7 @@ pub fn create_billing_portal_session(
     let customer = string(params, "customer")
         .ok_or_else(|| StripeError::missing("customer"))?
         .to_owned();
-    if state
-        .get(&customer)
-        .filter(|c| c["object"] == "customer")
-        .is_none()
-    {
+    if !live_customer(state, &customer) {
         return Err(StripeError::no_such("customer", &customer));
     }
     let id = objects::new_id("bps_");
@@ -795,9 +823,11 @@ pub fn update_customer(
     params: &Value,
     request_id: &str,
 ) -> Result<(), StripeError> {
+    if !live_customer(state, id) {
+        return Err(StripeError::no_such("customer", id));
+    }
     let customer = state
         .get_mut(id)
-        .filter(|o| o["object"] == "customer")
         .ok_or_else(|| StripeError::no_such("customer", id))?;
     let mut previous = serde_json::Map::new();
     for field in ["email", "name", "phone", "description"] {

@@ -653,3 +653,101 @@ async fn seeded_payments_conform_and_page_through_every_charge_once() {
         .unwrap();
     assert_eq!(too_many.status(), 400);
 }
+
+#[tokio::test]
+async fn deleting_a_customer_cancels_its_plans_and_answers_as_stripe_does() {
+    let sim = Sim::start().await;
+    let body = sim
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "subscription"),
+                ("line_items[0][price_data][currency]", "eur"),
+                ("line_items[0][price_data][unit_amount]", "500"),
+                ("line_items[0][price_data][recurring][interval]", "month"),
+                (
+                    "line_items[0][price_data][product_data][name]",
+                    "Membership",
+                ),
+                ("line_items[0][quantity]", "1"),
+                ("success_url", "https://news.example.org/thanks"),
+                ("customer_email", "erase-me@example.org"),
+            ],
+        )
+        .await;
+    let (_, session) = stripe::<stripe_shared::CheckoutSession>(&body);
+    sim.control(&format!("/_sim/checkout/{}/pay", id(&session)), json!({}))
+        .await;
+    let session: Value = serde_json::from_str(
+        &sim.get(&format!("/v1/checkout/sessions/{}", id(&session)))
+            .await,
+    )
+    .unwrap();
+    let customer = session["customer"].as_str().unwrap().to_owned();
+    let sub = session["subscription"].as_str().unwrap().to_owned();
+
+    let (status, body) = sim
+        .send(
+            sim.http
+                .delete(sim.url(&format!("/v1/customers/{customer}"))),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, deleted) = stripe::<stripe_shared::DeletedCustomer>(&body);
+    assert_eq!(
+        deleted,
+        json!({"id": customer, "object": "customer", "deleted": true})
+    );
+    // A retrieve answers the stub; every other use, and a second delete, is "No such".
+    assert_eq!(
+        serde_json::from_str::<Value>(&sim.get(&format!("/v1/customers/{customer}")).await)
+            .unwrap(),
+        deleted
+    );
+    let (status, body) = sim
+        .send(
+            sim.http
+                .delete(sim.url(&format!("/v1/customers/{customer}"))),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "resource_missing");
+    assert_eq!(
+        error["error"]["message"],
+        format!("No such customer: '{customer}'")
+    );
+    let (status, _) = sim
+        .send(
+            sim.http
+                .post(sim.url(&format!("/v1/customers/{customer}")))
+                .form(&[("email", "again@example.org")]),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let listed: Value = serde_json::from_str(&sim.get("/v1/customers").await).unwrap();
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != customer.as_str()),
+        "{listed}"
+    );
+    // Its plan ended with it, announced as Stripe does.
+    let (_, subscription) =
+        stripe::<stripe_shared::Subscription>(&sim.get(&format!("/v1/subscriptions/{sub}")).await);
+    assert_eq!(subscription["status"], "canceled");
+    let events: Value = serde_json::from_str(&sim.get("/v1/events?limit=100").await).unwrap();
+    let types: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"customer.subscription.deleted"),
+        "{types:?}"
+    );
+    assert!(types.contains(&"customer.deleted"), "{types:?}");
+}

@@ -455,6 +455,25 @@ impl StripeClient {
         Ok(())
     }
 
+    /// Deletes a customer for good (Stripe's `DELETE /v1/customers/{id}`): Stripe cancels
+    /// its remaining subscriptions at once and it can no longer be charged. Returns `false`
+    /// when Stripe no longer knows it (already deleted, so a retry is safe).
+    ///
+    /// # Errors
+    /// [`ClientError`] other than `resource_missing`.
+    pub async fn delete_customer(&self, id: &str) -> Result<bool> {
+        match stripe_core::customer::DeleteCustomer::new(id)
+            .send(&self.inner)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => match ClientError::from(err) {
+                missing if missing.code() == Some("resource_missing") => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
     /// A page on Stripe where the reader of `customer` updates their card (a Billing Portal
     /// session opened on its payment-method flow); the reader comes back to `return_url`.
     ///

@@ -327,3 +327,28 @@ async fn stripe_refusal_text_never_reaches_our_errors() {
         server.abort();
     }
 }
+
+#[tokio::test]
+async fn an_erased_readers_customer_is_deleted_once_and_a_retry_is_safe() {
+    let (sim, client) = simulator().await;
+    let email = Email::parse("member@example.org").unwrap();
+    let customer = client.create_customer("reader-3", &email).await.unwrap();
+    assert!(client.delete_customer(&customer).await.unwrap());
+    assert!(!client.delete_customer(&customer).await.unwrap());
+    let stored: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/customers/{customer}",
+            sim.simulator.base_url()
+        ))
+        .bearer_auth(sim.simulator.secret_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        serde_json::json!({"id": customer, "object": "customer", "deleted": true})
+    );
+}

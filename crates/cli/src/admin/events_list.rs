@@ -35,6 +35,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         Status::Failed => "failed",
     });
     let events = kopilka_reconciliation::inbox::list(&pool, status).await?;
+    super::audit_command(
+        &pool,
+        "events.list",
+        serde_json::json!({"events": events.len()}),
+    )
+    .await?;
     if args.format == Format::Json {
         let document: Vec<serde_json::Value> = events
             .iter()

@@ -52,6 +52,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .filter(|(_, o)| o.starts_with("error"))
         .count();
+    super::audit_command(
+        &pool,
+        "events.replay",
+        serde_json::json!({"replayed": results.len(), "failed": failures}),
+    )
+    .await?;
     if args.format == Format::Json {
         let replayed: Vec<serde_json::Value> = results
             .iter()

@@ -134,6 +134,19 @@ async fn connect() -> anyhow::Result<(kopilka_config::Settings, kopilka_store::P
     Ok((settings, pool))
 }
 
+/// Records in the audit log that the operator (`KOPILKA_ADMIN_ACTOR`, else the OS user) ran
+/// `action`, a command that reads or changes donor data; `detail` holds counts and ids only.
+async fn audit_command(
+    pool: &kopilka_store::PgPool,
+    action: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    kopilka_accounts::audit::record(&mut conn, &reader::actor_name(None), action, None, &detail)
+        .await?;
+    Ok(())
+}
+
 /// A day (`2026-11-01`, midnight UTC) or an instant (RFC 3339).
 pub fn parse_when(text: &str) -> Result<time::OffsetDateTime, String> {
     use time::format_description::well_known::Rfc3339;

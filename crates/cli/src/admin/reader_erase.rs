@@ -1,6 +1,9 @@
-//! `kopilka admin reader erase EMAIL`: GDPR erasure. The address, name, sessions, reminders
-//! and banner state go; the ledger keeps amounts, currencies, dates and Stripe ids; each
-//! Stripe customer's address is cleared by a job (`kopilka worker` runs it).
+//! `kopilka admin reader erase` (address on stdin or `--email-file`): GDPR erasure, the
+//! same use-case as `DELETE /v1/me` (`kopilka_jobs::privacy::erase_reader`): open
+//! checkouts expire, live plans are cancelled at Stripe at once, the Stripe customers are
+//! deleted; then every row tied to the reader goes or loses its link, the ledger keeping
+//! amounts, currencies, dates and Stripe ids. The JSON is the same document as the API's.
+//! If Stripe fails, nothing is erased and the command can be run again.
 
 use super::reader::{Target, audit};
 use crate::output::{self, Format};
@@ -16,31 +19,51 @@ pub struct Args {
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    let (_, pool) = super::connect().await?;
-    let mut tx = pool.begin().await?;
-    let id = args.target.reader(&mut tx).await?;
+    let (settings, pool) = super::connect().await?;
+    let id = args.target.reader(&pool, "reader.erase").await?;
+    let stripe = kopilka_stripe::StripeClient::from_settings(&settings.stripe)?;
+    let accounts = kopilka_accounts::Accounts::from_settings(&settings.accounts);
     let now = time::OffsetDateTime::now_utc();
-    let customers = kopilka_recurring::privacy::erase(&mut tx, id, now)
-        .await?
-        .unwrap_or(0);
-    audit(
-        &mut tx,
-        &args.target,
-        "reader.erase",
+    let result = kopilka_jobs::privacy::erase_reader(
+        &pool,
+        stripe.as_ref(),
+        &accounts.keys,
         id,
-        serde_json::json!({"stripe_customers": customers}),
+        now,
+        time::Duration::hours(i64::from(settings.paywall.token_hours)),
     )
-    .await?;
-    tx.commit().await?;
-    let summary =
-        serde_json::json!({"id": id, "erased": true, "stripe_customers_to_clear": customers});
+    .await;
+    let detail = match &result {
+        Ok(erasure) => serde_json::json!({
+            "plans_cancelled": erasure.plans_cancelled,
+            "customers_deleted": erasure.customers_deleted,
+            "checkouts_expired": erasure.checkouts_expired,
+        }),
+        Err(err) => serde_json::json!({"failed": err.to_string()}),
+    };
+    let mut conn = pool.acquire().await?;
+    audit(&mut conn, &args.target, "reader.erase", id, detail).await?;
+    let erasure = result?;
     if args.format == Format::Json {
-        output::line(&summary.to_string());
+        output::line(&serde_json::to_string(&erasure)?);
     } else {
+        let retains: Vec<&str> = erasure.stripe_retains.iter().map(|r| r.object).collect();
         output::rows(
             args.format,
-            &["id", "erased", "stripe_customers_to_clear"],
-            &[vec![id.to_string(), "true".into(), customers.to_string()]],
+            &[
+                "erased",
+                "plans_cancelled",
+                "customers_deleted",
+                "checkouts_expired",
+                "stripe_retains",
+            ],
+            &[vec![
+                erasure.erased.to_string(),
+                erasure.plans_cancelled.to_string(),
+                erasure.customers_deleted.to_string(),
+                erasure.checkouts_expired.to_string(),
+                retains.join(" "),
+            ]],
         );
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! `kopilka admin reader export EMAIL`: everything held about the reader, one JSON document
-//! (GDPR access and portability).
+//! `kopilka admin reader export` (address on stdin or `--email-file`): everything held
+//! about the reader, one JSON document (GDPR access and portability), including the stored
+//! Stripe events linked to them and every email send.
 
 use super::reader::{Target, audit};
 use crate::output;
@@ -13,15 +14,16 @@ pub struct Args {
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     let (_, pool) = super::connect().await?;
+    let id = args.target.reader(&pool, "reader.export").await?;
     let mut tx = pool.begin().await?;
-    let id = args.target.reader(&mut tx).await?;
-    let export = kopilka_recurring::privacy::export(&mut tx, id).await?;
+    let export = kopilka_jobs::privacy::export_reader(&mut tx, id).await?;
     audit(
         &mut tx,
         &args.target,
         "reader.export",
         id,
-        serde_json::json!({}),
+        serde_json::json!({"stripe_events": export.stripe_events.len(),
+            "email_sends": export.email_sends.len()}),
     )
     .await?;
     tx.commit().await?;

@@ -1,4 +1,4 @@
-//! `kopilka admin reader show EMAIL`.
+//! `kopilka admin reader show` (address on stdin or `--email-file`).
 
 use super::reader::{Target, audit};
 use crate::output::{self, Format};
@@ -15,8 +15,8 @@ pub struct Args {
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     let (_, pool) = super::connect().await?;
+    let id = args.target.reader(&pool, "reader.show").await?;
     let mut tx = pool.begin().await?;
-    let id = args.target.reader(&mut tx).await?;
     let export = kopilka_recurring::privacy::export(&mut tx, id).await?;
     audit(
         &mut tx,

@@ -45,6 +45,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     bar.set_message("comparing");
     let report = kopilka_reconciliation::drift::reconcile(&pool, &stripe, since, &tick).await?;
     bar.finish_and_clear();
+    super::audit_command(
+        &pool,
+        "reconcile",
+        serde_json::json!({"apply": args.apply, "checked": report.checked, "drift": report.drift.len()}),
+    )
+    .await?;
     if args.format == Format::Json {
         output::line(&serde_json::to_string(&report)?);
     } else {

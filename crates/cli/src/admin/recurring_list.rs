@@ -14,6 +14,13 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let (_, pool) = super::connect().await?;
     let mut conn = pool.acquire().await?;
     let plans = kopilka_recurring::list_plans(&mut conn).await?;
+    drop(conn);
+    super::audit_command(
+        &pool,
+        "recurring.list",
+        serde_json::json!({"plans": plans.len()}),
+    )
+    .await?;
     let rows: Vec<Vec<String>> = plans
         .iter()
         .map(|p| {

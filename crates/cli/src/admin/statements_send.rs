@@ -46,6 +46,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let queued = kopilka_jobs::queue_statements(&pool, from, to)
         .await
         .map_err(anyhow::Error::msg)?;
+    super::audit_command(
+        &pool,
+        "statements.send",
+        serde_json::json!({"year": args.year, "queued": queued}),
+    )
+    .await?;
     let (first, last) = (
         from.date().to_string(),
         (to.date() - time::Duration::days(1)).to_string(),

@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod dev;
 mod mail;
+mod retention;
 mod serve;
 mod stripe_sim;
 mod widget;

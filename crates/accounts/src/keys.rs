@@ -27,6 +27,11 @@ pub enum Purpose {
     BannerCookie,
     /// The per-address throttle key (no address is stored).
     AddressKey,
+    /// The per-client-IP throttle key (no IP is stored).
+    IpKey,
+    /// The fingerprint of a checkout request's body, kept with its `Idempotency-Key` (the
+    /// body may hold an address; a bare hash of it could be reversed by guessing).
+    CheckoutRequest,
 }
 
 impl Purpose {
@@ -37,6 +42,8 @@ impl Purpose {
             Self::PlanAction => b"kopilka/plan-action/v1\0",
             Self::BannerCookie => b"kopilka/banner/v1\0",
             Self::AddressKey => b"kopilka/address/v1\0",
+            Self::IpKey => b"kopilka/ip/v1\0",
+            Self::CheckoutRequest => b"kopilka/checkout-request/v1\0",
         }
     }
 }

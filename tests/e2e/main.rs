@@ -5,6 +5,7 @@ mod cli;
 mod dev;
 mod erasure;
 mod mail;
+mod retention;
 mod serve;
 mod stripe_sim;
 mod widget;

@@ -31,6 +31,11 @@ pub enum Purpose {
     PlanLinkUse,
     /// The checkout-return cookie that tells the widget how a checkout ended.
     CheckoutReturn,
+    /// The per-client-IP throttle key (no IP is stored).
+    IpKey,
+    /// The fingerprint of a checkout request's body, kept with its `Idempotency-Key` (the
+    /// body may hold an address; a bare hash of it could be reversed by guessing).
+    CheckoutRequest,
 }
 
 impl Purpose {
@@ -43,6 +48,8 @@ impl Purpose {
             Self::AddressKey => b"kopilka/address/v1\0",
             Self::PlanLinkUse => b"kopilka/plan-link-use/v1\0",
             Self::CheckoutReturn => b"kopilka/checkout-return/v1\0",
+            Self::IpKey => b"kopilka/ip/v1\0",
+            Self::CheckoutRequest => b"kopilka/checkout-request/v1\0",
         }
     }
 }

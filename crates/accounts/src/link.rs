@@ -230,3 +230,27 @@ pub async fn pending(
         LinkPurpose::parse(&purpose).map(|p| (ReaderId::from_uuid(reader), p, expires))
     }))
 }
+
+/// Deletes up to `limit` emailed links that were used or expired before `before`; returns
+/// how many. Run by the daily retention sweep (`retention.link_days`). (Unsubscribe and
+/// one-click plan tokens are signed, not stored: nothing of theirs is here.)
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_spent(
+    conn: &mut PgConnection,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, AccountError> {
+    let done = sqlx::query(
+        "DELETE FROM email_links WHERE id IN (
+             SELECT id FROM email_links
+             WHERE least(expires_at, coalesce(used_at, expires_at)) < $1
+             LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -166,3 +166,94 @@ pub async fn suppress_mail(
     .await?;
     Ok(changed)
 }
+
+/// Where a pass of [`forget_unverified`] stopped: the next batch starts after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderCursor {
+    created_at: OffsetDateTime,
+    id: uuid::Uuid,
+}
+
+/// Deletes readers who signed up (or were named at a checkout or reminder) before
+/// `before`, never verified their address, were never erased, and have nothing linked,
+/// looking at up to `limit` candidates after `after`; returns how many were deleted and,
+/// when the batch was full, where the next batch starts. Run by the daily retention sweep
+/// (`retention.unverified_reader_days`), one transaction per batch.
+///
+/// Nothing linked means: no reminder (of any status) and no live session here, no
+/// contribution (and so no plan), and no row of any other table naming the reader (a
+/// stored event…). Those tables reference `readers` without cascading, so their foreign
+/// keys refuse the delete; each reader is deleted under its own savepoint and a refused one
+/// is kept. What cascades with the reader is the reader's own: credentials, spent links,
+/// banner state, ended sessions, email-send records.
+///
+/// The candidates are locked first (`FOR UPDATE SKIP LOCKED`: a reader another
+/// transaction is linking right now is skipped), and the delete re-reads what is linked
+/// in a later snapshot: a reminder or contribution committed meanwhile keeps the reader,
+/// and one written after the lock waits for this transaction and then finds no reader (a
+/// checkout or reminder for the same address creates a fresh one).
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_unverified(
+    conn: &mut PgConnection,
+    before: OffsetDateTime,
+    now: OffsetDateTime,
+    limit: i64,
+    after: Option<ReaderCursor>,
+) -> Result<(u64, Option<ReaderCursor>), AccountError> {
+    // Readers with a contribution are by far the most common linked ones (most donors
+    // never sign in): leave them out here, so a batch is not filled with keepers.
+    let candidates: Vec<(uuid::Uuid, OffsetDateTime)> = sqlx::query_as(
+        "SELECT id, created_at FROM readers r
+         WHERE verified_at IS NULL AND erased_at IS NULL AND created_at < $1
+           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+           AND NOT EXISTS (SELECT 1 FROM reminders m WHERE m.reader_id = r.id)
+           AND NOT EXISTS (SELECT 1 FROM contributions c WHERE c.reader_id = r.id)
+         ORDER BY created_at, id
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(before)
+    .bind(limit)
+    .bind(after.map(|c| c.created_at))
+    .bind(after.map(|c| c.id))
+    .fetch_all(&mut *conn)
+    .await?;
+    let next = (i64::try_from(candidates.len()).unwrap_or(i64::MAX) >= limit)
+        .then(|| candidates.last().map(|&(id, created_at)| ReaderCursor { created_at, id }))
+        .flatten();
+    let mut deleted = 0;
+    for (id, _) in candidates {
+        sqlx::query("SAVEPOINT forget_reader")
+            .execute(&mut *conn)
+            .await?;
+        let outcome = sqlx::query(
+            "DELETE FROM readers r
+             WHERE id = $1 AND verified_at IS NULL AND erased_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM reminders m WHERE m.reader_id = r.id)
+               AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.reader_id = r.id
+                               AND s.revoked_at IS NULL AND s.expires_at > $2)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await;
+        match outcome {
+            Ok(done) => {
+                deleted += done.rows_affected();
+                sqlx::query("RELEASE SAVEPOINT forget_reader")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            // Another table's row names the reader: linked, so kept.
+            Err(sqlx::Error::Database(err)) if err.is_foreign_key_violation() => {
+                sqlx::query("ROLLBACK TO SAVEPOINT forget_reader")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok((deleted, next))
+}

@@ -223,3 +223,26 @@ pub async fn list(
         )
         .collect())
 }
+
+/// Deletes up to `limit` sessions that expired or were revoked before `before`; returns
+/// how many. Run by the daily retention sweep (`retention.session_days`).
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_ended(
+    conn: &mut PgConnection,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, AccountError> {
+    let done = sqlx::query(
+        "DELETE FROM sessions WHERE id IN (
+             SELECT id FROM sessions
+             WHERE least(expires_at, coalesce(revoked_at, expires_at)) < $1
+             LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,6 +1,7 @@
-//! Failed-login throttling with exponential backoff, per address and per client IP. The
-//! address is keyed with the accounts secret (no address is stored, and an unknown address
-//! is throttled exactly like a known one).
+//! Failed-login throttling with exponential backoff, per address and per client IP. Both
+//! keys are HMACs under the accounts secret (no address and no IP is stored, and an unknown
+//! address is throttled exactly like a known one). A row goes when its backoff has ended
+//! and `retention.throttle_hours` have passed ([`forget_spent`]).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -29,7 +30,12 @@ impl LoginKeys {
                 "address:{}",
                 keys.digest(Purpose::AddressKey, email.expose().as_bytes())
             ),
-            ip: ip.map(|ip| format!("ip:{}", canonical(ip))),
+            ip: ip.map(|ip| {
+                format!(
+                    "ip:{}",
+                    keys.digest(Purpose::IpKey, canonical(ip).as_bytes())
+                )
+            }),
         }
     }
 }
@@ -130,8 +136,13 @@ pub async fn succeeded(
         )
         .bind(ip)
         .bind(i64::from(settings.free_failures_per_ip))
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+        // An IP with nothing counted against it needs no row.
+        sqlx::query("DELETE FROM login_throttles WHERE key = $1 AND failures <= 0")
+            .bind(ip)
+            .execute(conn)
+            .await?;
     }
     Ok(())
 }
@@ -151,6 +162,30 @@ pub async fn forget_address(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Deletes up to `limit` counters whose backoff ended (or, never blocked, whose last
+/// failure was) before `before`; returns how many. A key that fails again later starts
+/// from zero. Run by the daily retention sweep (`retention.throttle_hours`).
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_spent(
+    conn: &mut PgConnection,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, AccountError> {
+    let done = sqlx::query(
+        "DELETE FROM login_throttles WHERE key IN (
+             SELECT key FROM login_throttles
+             WHERE greatest(updated_at, coalesce(blocked_until, updated_at)) < $1
+             LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 #[cfg(test)]

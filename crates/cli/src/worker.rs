@@ -39,6 +39,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             summary.failed,
             now.format(&Rfc3339)?
         ));
+        if summary.sweeps > 0 {
+            output::line(&format!(
+                "kopilka worker: retention sweep: {}",
+                summary.swept
+            ));
+        }
         return Ok(());
     }
     let shutdown = shutdown::signal_received();

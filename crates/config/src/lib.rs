@@ -11,6 +11,7 @@ mod list;
 mod mail;
 mod offer;
 mod paywall;
+mod retention;
 mod settings;
 mod validate;
 
@@ -26,6 +27,7 @@ pub use offer::{
     CurrencyOffer, GoalSettings, IntervalOffer, OfferSettings, STRIPE_MAXIMUM, stripe_minimum,
 };
 pub use paywall::{LOCAL_PAYWALL_SECRET, PaywallSettings};
+pub use retention::RetentionSettings;
 pub use settings::{
     DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings, StripeSettings,
     WorkerSettings,

@@ -39,6 +39,8 @@ pub struct Settings {
     pub notices: crate::NoticeSettings,
     /// The supporter token and the meter.
     pub paywall: crate::PaywallSettings,
+    /// How long rows that tie something to a person are kept after their use.
+    pub retention: crate::RetentionSettings,
 }
 
 /// `[worker]`: background jobs (webhook processing, emails).

@@ -97,6 +97,7 @@ impl Settings {
             return invalid("smtp.timeout_secs and smtp.max_connections must be at least 1".into());
         }
         self.paywall.validate(local)?;
+        self.retention.validate()?;
         self.offer.validate()?;
         for origin in &self.offer.return_origins {
             check_origin(origin, local).map_err(|e| {
@@ -370,8 +371,11 @@ mod tests {
                 "KOPILKA__SERVER__CORS_ALLOWED_ORIGINS",
                 "https://news.example.org, https://www.news.example.org",
             );
+            jail.set_env("KOPILKA__RETENTION__UNVERIFIED_READER_DAYS", "3");
             let settings = load(Environment::Dev).expect("settings");
             assert_eq!(settings.server.addr.to_string(), "0.0.0.0:9999");
+            assert_eq!(settings.retention.unverified_reader_days, 3);
+            assert_eq!(settings.retention.session_days, 7, "the documented default");
             assert_eq!(settings.database.max_connections, 42);
             assert_eq!(
                 settings.server.cors_allowed_origins,
@@ -440,6 +444,16 @@ mod tests {
                 "webhook_tolerance_secs",
             ),
             ("KOPILKA__STRIPE__TIMEOUT_SECS", "0", "timeout_secs"),
+            (
+                "KOPILKA__RETENTION__SESSION_DAYS",
+                "0",
+                "retention.session_days must be at least 1",
+            ),
+            (
+                "KOPILKA__RETENTION__CHECKOUT_REQUEST_HOURS",
+                "0",
+                "retention.checkout_request_hours",
+            ),
         ];
         for (key, value, expected) in cases {
             Jail::expect_with(|jail| {

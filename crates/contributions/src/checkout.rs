@@ -9,8 +9,8 @@ use kopilka_domain::id::{ContributionId, ReaderId};
 use kopilka_domain::{Currency, Email, Interval, Money};
 use kopilka_store::PgPool;
 use kopilka_stripe::{NewCheckout, StripeClient};
+use kopilka_accounts::keys::{Keys, Purpose};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::{ContributionError, Refusal};
 
@@ -119,10 +119,12 @@ impl CheckoutInput {
         })
     }
 
-    /// A stable digest of the request, to recognise a replay of the same body.
-    fn digest(&self) -> String {
+    /// A stable fingerprint of the request, to recognise a replay of the same body: an
+    /// HMAC under the accounts secret, because the body may hold an address and a bare hash
+    /// of a body this small is reversed by guessing.
+    fn fingerprint(&self, keys: &Keys) -> String {
         let canonical = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(Sha256::digest(canonical))
+        keys.digest(Purpose::CheckoutRequest, &canonical)
     }
 }
 
@@ -294,7 +296,7 @@ pub async fn start_checkout(
         .validate(settings)
         .map_err(ContributionError::Refused)?;
     let stripe = stripe.ok_or(ContributionError::NoStripe)?;
-    let digest = input.digest();
+    let digest = input.fingerprint(&Keys::from_settings(&settings.accounts));
 
     // Record the contribution (and the key's claim on it) before calling Stripe.
     let mut tx = pool.begin().await?;
@@ -423,4 +425,27 @@ async fn insert_contribution(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Deletes up to `limit` checkout requests (an `Idempotency-Key` with the keyed
+/// fingerprint of its body and the answer given) made before `before`; returns how many.
+/// The contributions stay. Run by the daily retention sweep
+/// (`retention.checkout_request_hours`); a retry after that starts a new checkout.
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_old_requests(
+    conn: &mut sqlx::PgConnection,
+    before: time::OffsetDateTime,
+    limit: i64,
+) -> Result<u64, ContributionError> {
+    let done = sqlx::query(
+        "DELETE FROM checkout_requests WHERE idempotency_key IN (
+             SELECT idempotency_key FROM checkout_requests WHERE created_at < $1 LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -4,15 +4,18 @@
 //!
 //! Kinds: applying a Stripe event, emailing an account link, a due reminder, a receipt or
 //! a failed-payment notice, deleting an erased reader's Stripe customer (queued by older
-//! versions; erasure itself now ends everything at Stripe first, see `privacy`). Emails are sent once each (see `sends`).
+//! versions; erasure itself now ends everything at Stripe first, see `privacy`), and the
+//! daily retention sweep (see `retention`). Emails are sent once each (see `sends`).
 
 mod account_mail;
 mod notices;
 pub mod privacy;
 mod reminders;
+mod retention;
 mod sends;
 mod statements;
 
+pub use retention::{RETENTION_SWEEP, Swept, sweep};
 pub use statements::{STATEMENT_JOB, queue_statements};
 use std::future::Future;
 use std::sync::Arc;
@@ -82,12 +85,16 @@ impl Worker {
 /// How a run of the worker went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunSummary {
-    /// Jobs that succeeded.
+    /// Jobs that succeeded (the retention sweep is counted apart, in `sweeps`).
     pub done: usize,
     /// Jobs that failed and will be retried.
     pub retrying: usize,
     /// Jobs that failed for good (the dead letter).
     pub failed: usize,
+    /// Retention sweeps that ran to the end (at most one a day).
+    pub sweeps: usize,
+    /// What they deleted.
+    pub swept: Swept,
 }
 
 /// Runs one job's handler.
@@ -146,6 +153,9 @@ pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary,
     if let Err(error) = notices::queue_renewal_notices(worker, now).await {
         tracing::warn!(error, "renewal notices not queued");
     }
+    if let Err(error) = retention::queue_daily(worker, now).await {
+        tracing::warn!(error, "the retention sweep not queued");
+    }
     // `worker.concurrency` lanes claim and run jobs side by side until none is due; each
     // job is claimed by one lane only (SKIP LOCKED), as with several workers.
     let lanes = worker.settings.worker.concurrency.max(1);
@@ -156,6 +166,8 @@ pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary,
         summary.done += lane.done;
         summary.retrying += lane.retrying;
         summary.failed += lane.failed;
+        summary.sweeps += lane.sweeps;
+        summary.swept += lane.swept;
     }
     Ok(summary)
 }
@@ -166,10 +178,23 @@ async fn run_lane(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary, Qu
     let mut summary = RunSummary::default();
     // Jobs retried in this run are due later, so the loop ends.
     while let Some(job) = kopilka_queue::claim(pool, now).await? {
-        match run(worker, &job, now).await {
-            Ok(()) => {
+        let outcome = if job.kind == RETENTION_SWEEP {
+            retention::sweep(pool, &worker.settings.retention, now)
+                .await
+                .map(Some)
+        } else {
+            run(worker, &job, now).await.map(|()| None)
+        };
+        match outcome {
+            Ok(swept) => {
                 kopilka_queue::complete(pool, &job).await?;
-                summary.done += 1;
+                match swept {
+                    Some(swept) => {
+                        summary.sweeps += 1;
+                        summary.swept += swept;
+                    }
+                    None => summary.done += 1,
+                }
             }
             Err(error) => {
                 let retry = kopilka_queue::fail(pool, &job, &error, now).await?;

@@ -84,6 +84,31 @@ pub(crate) async fn claim(
     Ok(status == "pending")
 }
 
+/// Forgets the details of up to `limit` finished email sends last changed before `before`:
+/// the reader they went to and the mail server's last answer are cleared; the logical id,
+/// kind and status stay, so the same email is still never sent twice. Returns how many.
+/// Run by the daily retention sweep (`retention.email_send_days`).
+pub(crate) async fn forget_details(
+    conn: &mut PgConnection,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, String> {
+    let done = sqlx::query(
+        "UPDATE email_sends SET reader_id = NULL, last_error = NULL
+         WHERE logical_id IN (
+             SELECT logical_id FROM email_sends
+             WHERE status <> 'pending' AND updated_at < $1
+               AND (reader_id IS NOT NULL OR last_error IS NOT NULL)
+             LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(done.rows_affected())
+}
+
 /// Records that `logical_id` will not be sent (`why`: an id-free reason).
 pub(crate) async fn skip(
     conn: &mut PgConnection,

@@ -302,6 +302,29 @@ pub async fn retry_failed(pool: &PgPool, kind: Option<&str>) -> Result<u64, Queu
     Ok(done.rows_affected())
 }
 
+/// Deletes up to `limit` jobs that finished (`done`) before `before`; returns how many.
+/// Failed jobs (the dead letter) stay until someone retries or reads them. Run by the
+/// daily retention sweep (`retention.done_job_days`). A job's dedup key goes with it: by
+/// then its work is recorded where it belongs (an event's status, an email's send record).
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_done(
+    conn: &mut PgConnection,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, QueueError> {
+    let done = sqlx::query(
+        "DELETE FROM jobs WHERE id IN (
+             SELECT id FROM jobs WHERE status = 'done' AND updated_at < $1 LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

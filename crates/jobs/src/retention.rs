@@ -1,0 +1,193 @@
+//! The daily retention sweep (`retention.sweep`): deletes what outlived its window in
+//! `[retention]`. Each table's owner does its own deleting (accounts: sessions, links,
+//! throttles, unverified readers; contributions: checkout requests; the queue: finished
+//! jobs; this crate: email-send details); the sweep only asks each in turn, as of the
+//! worker's clock (`worker --once --as-of` moves it).
+//!
+//! Every step deletes whole rows in batches of [`BATCH`], one transaction per batch, and
+//! asks again until a batch comes back short: a sweep cut off anywhere leaves every row
+//! either gone or whole (a reader goes with its own credentials, links and sessions in one
+//! statement), and the job's retry simply carries on.
+
+use kopilka_config::RetentionSettings;
+use kopilka_queue::NewJob;
+use kopilka_store::PgPool;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::Worker;
+
+/// The kind of the daily sweep job (payload `{"day": "YYYY-MM-DD"}`, one per day).
+pub const RETENTION_SWEEP: &str = "retention.sweep";
+
+/// Rows per transaction.
+const BATCH: i64 = 1000;
+
+/// What one sweep deleted (or, for email sends, unlinked).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Swept {
+    /// Sessions deleted (`retention.session_days` after they ended).
+    pub sessions: u64,
+    /// Emailed links deleted (`retention.link_days` after use or expiry).
+    pub links: u64,
+    /// Login-throttle counters deleted (`retention.throttle_hours` after the backoff).
+    pub throttles: u64,
+    /// Email sends whose reader and last error were cleared (`retention.email_send_days`).
+    pub email_sends: u64,
+    /// Unverified readers with nothing linked deleted (`retention.unverified_reader_days`).
+    pub readers: u64,
+    /// Finished queue jobs deleted (`retention.done_job_days`).
+    pub jobs: u64,
+    /// Checkout requests (idempotency fingerprints) deleted
+    /// (`retention.checkout_request_hours`).
+    pub checkout_requests: u64,
+}
+
+impl std::ops::AddAssign for Swept {
+    fn add_assign(&mut self, other: Self) {
+        self.sessions += other.sessions;
+        self.links += other.links;
+        self.throttles += other.throttles;
+        self.email_sends += other.email_sends;
+        self.readers += other.readers;
+        self.jobs += other.jobs;
+        self.checkout_requests += other.checkout_requests;
+    }
+}
+
+impl std::fmt::Display for Swept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} sessions, {} links, {} throttles, {} readers, {} jobs, {} checkout requests deleted; {} email sends unlinked",
+            self.sessions,
+            self.links,
+            self.throttles,
+            self.readers,
+            self.jobs,
+            self.checkout_requests,
+            self.email_sends
+        )
+    }
+}
+
+/// Queues the sweep of `now`'s day (UTC) unless it was queued already; `true` when new.
+pub(crate) async fn queue_daily(worker: &Worker, now: OffsetDateTime) -> Result<bool, String> {
+    let day = now.date().to_string();
+    let job = NewJob::new(RETENTION_SWEEP, serde_json::json!({ "day": day }))
+        .dedup(format!("{RETENTION_SWEEP}:{day}"));
+    let job = NewJob {
+        run_at: Some(now),
+        ..job
+    };
+    let mut conn = worker.pool.acquire().await.map_err(|e| e.to_string())?;
+    let queued = kopilka_queue::enqueue(&mut conn, &job)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(queued.is_some())
+}
+
+/// Runs one step until a batch comes back short; returns the total.
+async fn in_batches<F>(pool: &PgPool, what: &str, mut step: F) -> Result<u64, String>
+where
+    F: AsyncFnMut(&mut sqlx::PgConnection) -> Result<u64, String>,
+{
+    let mut total = 0;
+    loop {
+        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+        let done = step(&mut *tx).await.map_err(|e| format!("{what}: {e}"))?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        total += done;
+        if done < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Deletes everything past its window as of `now`; returns the counts.
+///
+/// # Errors
+/// Storage errors (what was deleted before one stays deleted; a rerun continues).
+pub async fn sweep(
+    pool: &PgPool,
+    windows: &RetentionSettings,
+    now: OffsetDateTime,
+) -> Result<Swept, String> {
+    use kopilka_accounts::{link, reader, session, throttle};
+    let mut swept = Swept {
+        sessions: in_batches(pool, "sessions", async |c| {
+            session::forget_ended(c, now - windows.sessions(), BATCH)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?,
+        links: in_batches(pool, "links", async |c| {
+            link::forget_spent(c, now - windows.links(), BATCH)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?,
+        throttles: in_batches(pool, "throttles", async |c| {
+            throttle::forget_spent(c, now - windows.throttles(), BATCH)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?,
+        email_sends: in_batches(pool, "email sends", async |c| {
+            crate::sends::forget_details(c, now - windows.email_sends(), BATCH).await
+        })
+        .await?,
+        readers: 0,
+        jobs: in_batches(pool, "jobs", async |c| {
+            kopilka_queue::forget_done(c, now - windows.done_jobs(), BATCH)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?,
+        checkout_requests: in_batches(pool, "checkout requests", async |c| {
+            kopilka_contributions::checkout::forget_old_requests(
+                c,
+                now - windows.checkout_requests(),
+                BATCH,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+        .await?,
+    };
+    // Readers last: what the steps above deleted no longer keeps anyone. A cursor walks
+    // the candidates, so readers kept for a link outside this crate's view never fill a
+    // batch for ever.
+    let mut after = None;
+    loop {
+        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+        let (deleted, next) = reader::forget_unverified(
+            &mut tx,
+            now - windows.unverified_readers(),
+            now,
+            BATCH,
+            after,
+        )
+        .await
+        .map_err(|e| format!("readers: {e}"))?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        swept.readers += deleted;
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    // Single-use plan-link records (issue 17, item 2) join here at merge:
+    // `kopilka_accounts::plan_link::forget_expired_uses(...)` as one more `in_batches` step.
+    tracing::info!(
+        sessions = swept.sessions,
+        links = swept.links,
+        throttles = swept.throttles,
+        email_sends = swept.email_sends,
+        readers = swept.readers,
+        jobs = swept.jobs,
+        checkout_requests = swept.checkout_requests,
+        "retention sweep done"
+    );
+    Ok(swept)
+}

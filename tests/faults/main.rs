@@ -17,6 +17,7 @@ mod fuzz;
 mod input;
 mod logs;
 mod outages;
+mod retention;
 mod stack;
 mod webhooks;
 
@@ -96,6 +97,10 @@ fn main() -> std::process::ExitCode {
         row(
             "erasure::stripe_failing_or_slow_during_erasure_forgets_nothing_and_the_retry_ends_it_all",
             erasure::stripe_failing_or_slow_during_erasure_forgets_nothing_and_the_retry_ends_it_all,
+        ),
+        row(
+            "retention::a_month_and_a_half_on_no_ip_no_spent_row_and_no_unlinked_reader_remain",
+            retention::a_month_and_a_half_on_no_ip_no_spent_row_and_no_unlinked_reader_remain,
         ),
         row(
             "input::malformed_oversized_deep_and_non_utf8_bodies_are_4xx_envelopes",

@@ -349,6 +349,17 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The whole database as `pg_dump` writes it (schema and data).
+    pub fn pg_dump(&self) -> String {
+        let url = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "DATABASE_URL")
+            .map(|(_, v)| secrecy::SecretString::from(v.clone()))
+            .expect("the stack's database");
+        kopilka_test_support::pg_dump(&url)
+    }
+
     /// Every log line so far, from every process.
     pub fn logs(&self) -> String {
         let mut logs = self.old_logs.clone();

@@ -119,20 +119,25 @@ pub async fn release(conn: &mut PgConnection, link: &PlanLink) -> Result<(), Acc
     Ok(())
 }
 
-/// Forgets the uses of links that expired before `before` (they cannot work again, so their
-/// record is no longer needed); answers how many were forgotten. For the daily retention
-/// job.
+/// Forgets up to `limit` uses of links that expired before `before` (they cannot work
+/// again, so their record is no longer needed); answers how many were forgotten. Run by the
+/// daily retention sweep (`retention.sweep`) as of the worker's clock.
 ///
 /// # Errors
 /// Storage errors.
 pub async fn forget_expired_uses(
-    pool: &kopilka_store::PgPool,
+    conn: &mut PgConnection,
     before: OffsetDateTime,
+    limit: i64,
 ) -> Result<u64, AccountError> {
-    let gone = sqlx::query("DELETE FROM plan_link_uses WHERE link_expires_at < $1")
-        .bind(before)
-        .execute(pool)
-        .await?;
+    let gone = sqlx::query(
+        "DELETE FROM plan_link_uses WHERE use_key IN (
+             SELECT use_key FROM plan_link_uses WHERE link_expires_at < $1 LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
     Ok(gone.rows_affected())
 }
 

@@ -221,7 +221,11 @@ pub async fn forget_unverified(
     .fetch_all(&mut *conn)
     .await?;
     let next = (i64::try_from(candidates.len()).unwrap_or(i64::MAX) >= limit)
-        .then(|| candidates.last().map(|&(id, created_at)| ReaderCursor { created_at, id }))
+        .then(|| {
+            candidates
+                .last()
+                .map(|&(id, created_at)| ReaderCursor { created_at, id })
+        })
         .flatten();
     let mut deleted = 0;
     for (id, _) in candidates {

@@ -3,7 +3,7 @@
 //! client IP reaches the database in any form — checked over a `pg_dump` of it.
 
 use kopilka_accounts::keys::{Keys, Purpose};
-use kopilka_contributions::checkout::CheckoutInput;
+use kopilka_contributions::CheckoutInput;
 use kopilka_test_support::{TestApp, send};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
@@ -87,7 +87,9 @@ fn regex_lite(keys: &[String]) -> bool {
                 .strip_prefix("address:")
                 .or_else(|| key.strip_prefix("ip:"));
             mac.is_some_and(|m| {
-                m.len() == 64 && m.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                m.len() == 64
+                    && m.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             })
         })
 }

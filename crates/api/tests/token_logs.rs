@@ -525,13 +525,14 @@ async fn plan_links_stop_working_when_the_plan_ends_or_the_reader_is_erased() {
     );
 
     // The daily job forgets the uses of links that have expired.
-    let forgotten = plan_link::forget_expired_uses(&app.pool, in_two_weeks)
+    let mut conn = app.pool.acquire().await.unwrap();
+    let forgotten = plan_link::forget_expired_uses(&mut conn, in_two_weeks, 100)
         .await
         .unwrap();
     assert_eq!(forgotten, 0, "the link is still valid until then");
-    let forgotten =
-        plan_link::forget_expired_uses(&app.pool, in_two_weeks + time::Duration::seconds(1))
-            .await
-            .unwrap();
+    let later = in_two_weeks + time::Duration::seconds(1);
+    let forgotten = plan_link::forget_expired_uses(&mut conn, later, 100)
+        .await
+        .unwrap();
     assert_eq!(forgotten, 1);
 }

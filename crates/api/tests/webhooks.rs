@@ -274,10 +274,11 @@ async fn an_event_waiting_for_its_object_is_retried_then_dead_lettered_and_repla
         StatusCode::OK
     );
     work_through(&app, 5).await;
-    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM jobs WHERE kind <> 'retention.sweep'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT attempts FROM jobs WHERE kind <> 'retention.sweep'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert!(attempts >= 3, "retried while waiting ({attempts} attempts)");
     assert_eq!(event_status(&app, "evt_refund_early").await, "pending");
     // The app's own worker may hold the job's lease at the moment a simulated day runs:

@@ -4,12 +4,12 @@
 //! same key with another body is refused; a retry after Stripe was unavailable reuses the
 //! contribution (and so Stripe's own idempotency key).
 
+use kopilka_accounts::keys::{Keys, Purpose};
 use kopilka_config::Settings;
 use kopilka_domain::id::{ContributionId, ReaderId};
 use kopilka_domain::{Currency, Email, Interval, Money};
 use kopilka_store::PgPool;
 use kopilka_stripe::{NewCheckout, StripeClient};
-use kopilka_accounts::keys::{Keys, Purpose};
 use serde::{Deserialize, Serialize};
 
 use crate::{ContributionError, Refusal};

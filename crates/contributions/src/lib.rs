@@ -15,6 +15,6 @@ pub mod privacy;
 
 pub use checkout::{
     CheckoutInput, CheckoutOutcome, CheckoutReturn, CheckoutStarted, ValidCheckout,
-    open_outcome_cookie, open_return, outcome_cookie, start_checkout,
+    forget_old_requests, open_outcome_cookie, open_return, outcome_cookie, start_checkout,
 };
 pub use error::{ContributionError, Refusal};

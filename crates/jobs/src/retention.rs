@@ -41,6 +41,8 @@ pub struct Swept {
     /// Checkout requests (idempotency fingerprints) deleted
     /// (`retention.checkout_request_hours`).
     pub checkout_requests: u64,
+    /// Records of used one-click plan links deleted once the link expired.
+    pub plan_link_uses: u64,
 }
 
 impl std::ops::AddAssign for Swept {
@@ -52,6 +54,7 @@ impl std::ops::AddAssign for Swept {
         self.readers += other.readers;
         self.jobs += other.jobs;
         self.checkout_requests += other.checkout_requests;
+        self.plan_link_uses += other.plan_link_uses;
     }
 }
 
@@ -59,13 +62,14 @@ impl std::fmt::Display for Swept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} sessions, {} links, {} throttles, {} readers, {} jobs, {} checkout requests deleted; {} email sends unlinked",
+            "{} sessions, {} links, {} throttles, {} readers, {} jobs, {} checkout requests, {} plan link uses deleted; {} email sends unlinked",
             self.sessions,
             self.links,
             self.throttles,
             self.readers,
             self.jobs,
             self.checkout_requests,
+            self.plan_link_uses,
             self.email_sends
         )
     }
@@ -87,19 +91,90 @@ pub(crate) async fn queue_daily(worker: &Worker, now: OffsetDateTime) -> Result<
     Ok(queued.is_some())
 }
 
-/// Runs one step until a batch comes back short; returns the total.
-async fn in_batches<F>(pool: &PgPool, what: &str, mut step: F) -> Result<u64, String>
-where
-    F: AsyncFnMut(&mut sqlx::PgConnection) -> Result<u64, String>,
-{
-    let mut total = 0;
-    loop {
-        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-        let done = step(&mut *tx).await.map_err(|e| format!("{what}: {e}"))?;
-        tx.commit().await.map_err(|e| e.to_string())?;
-        total += done;
-        if done < u64::try_from(BATCH).unwrap_or(u64::MAX) {
-            return Ok(total);
+/// The batched deletions, in the order the sweep runs them.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Sessions,
+    Links,
+    Throttles,
+    EmailSends,
+    Jobs,
+    CheckoutRequests,
+    PlanLinkUses,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sessions => "sessions",
+            Self::Links => "links",
+            Self::Throttles => "throttles",
+            Self::EmailSends => "email sends",
+            Self::Jobs => "jobs",
+            Self::CheckoutRequests => "checkout requests",
+            Self::PlanLinkUses => "plan link uses",
+        }
+    }
+
+    /// One batch of this step, as of `now`: how many rows it deleted (or unlinked).
+    async fn batch(
+        self,
+        conn: &mut sqlx::PgConnection,
+        windows: &RetentionSettings,
+        now: OffsetDateTime,
+    ) -> Result<u64, String> {
+        use kopilka_accounts::{link, plan_link, session, throttle};
+        let text = |e: &dyn std::fmt::Display| e.to_string();
+        match self {
+            Self::Sessions => session::forget_ended(conn, now - windows.sessions(), BATCH)
+                .await
+                .map_err(|e| text(&e)),
+            Self::Links => link::forget_spent(conn, now - windows.links(), BATCH)
+                .await
+                .map_err(|e| text(&e)),
+            Self::Throttles => throttle::forget_spent(conn, now - windows.throttles(), BATCH)
+                .await
+                .map_err(|e| text(&e)),
+            Self::EmailSends => {
+                crate::sends::forget_details(conn, now - windows.email_sends(), BATCH).await
+            }
+            Self::Jobs => kopilka_queue::forget_done(conn, now - windows.done_jobs(), BATCH)
+                .await
+                .map_err(|e| text(&e)),
+            Self::CheckoutRequests => kopilka_contributions::forget_old_requests(
+                conn,
+                now - windows.checkout_requests(),
+                BATCH,
+            )
+            .await
+            .map_err(|e| text(&e)),
+            // A used link's record is needed only while the link could still work.
+            Self::PlanLinkUses => plan_link::forget_expired_uses(conn, now, BATCH)
+                .await
+                .map_err(|e| text(&e)),
+        }
+    }
+
+    /// Runs this step in batches, one transaction each, until a batch comes back short;
+    /// returns the total.
+    async fn run(
+        self,
+        pool: &PgPool,
+        windows: &RetentionSettings,
+        now: OffsetDateTime,
+    ) -> Result<u64, String> {
+        let mut total = 0;
+        loop {
+            let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+            let done = self
+                .batch(&mut tx, windows, now)
+                .await
+                .map_err(|e| format!("{}: {e}", self.name()))?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            total += done;
+            if done < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+                return Ok(total);
+            }
         }
     }
 }
@@ -113,47 +188,16 @@ pub async fn sweep(
     windows: &RetentionSettings,
     now: OffsetDateTime,
 ) -> Result<Swept, String> {
-    use kopilka_accounts::{link, reader, session, throttle};
+    use kopilka_accounts::reader;
     let mut swept = Swept {
-        sessions: in_batches(pool, "sessions", async |c| {
-            session::forget_ended(c, now - windows.sessions(), BATCH)
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await?,
-        links: in_batches(pool, "links", async |c| {
-            link::forget_spent(c, now - windows.links(), BATCH)
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await?,
-        throttles: in_batches(pool, "throttles", async |c| {
-            throttle::forget_spent(c, now - windows.throttles(), BATCH)
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await?,
-        email_sends: in_batches(pool, "email sends", async |c| {
-            crate::sends::forget_details(c, now - windows.email_sends(), BATCH).await
-        })
-        .await?,
+        sessions: Step::Sessions.run(pool, windows, now).await?,
+        links: Step::Links.run(pool, windows, now).await?,
+        throttles: Step::Throttles.run(pool, windows, now).await?,
+        email_sends: Step::EmailSends.run(pool, windows, now).await?,
         readers: 0,
-        jobs: in_batches(pool, "jobs", async |c| {
-            kopilka_queue::forget_done(c, now - windows.done_jobs(), BATCH)
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await?,
-        checkout_requests: in_batches(pool, "checkout requests", async |c| {
-            kopilka_contributions::checkout::forget_old_requests(
-                c,
-                now - windows.checkout_requests(),
-                BATCH,
-            )
-            .await
-            .map_err(|e| e.to_string())
-        })
-        .await?,
+        jobs: Step::Jobs.run(pool, windows, now).await?,
+        checkout_requests: Step::CheckoutRequests.run(pool, windows, now).await?,
+        plan_link_uses: Step::PlanLinkUses.run(pool, windows, now).await?,
     };
     // Readers last: what the steps above deleted no longer keeps anyone. A cursor walks
     // the candidates, so readers kept for a link outside this crate's view never fill a
@@ -177,8 +221,6 @@ pub async fn sweep(
             None => break,
         }
     }
-    // Single-use plan-link records (issue 17, item 2) join here at merge:
-    // `kopilka_accounts::plan_link::forget_expired_uses(...)` as one more `in_batches` step.
     tracing::info!(
         sessions = swept.sessions,
         links = swept.links,
@@ -187,6 +229,7 @@ pub async fn sweep(
         readers = swept.readers,
         jobs = swept.jobs,
         checkout_requests = swept.checkout_requests,
+        plan_link_uses = swept.plan_link_uses,
         "retention sweep done"
     );
     Ok(swept)

@@ -168,6 +168,14 @@ async fn each_window_deletes_only_what_is_past_it_and_keeps_readers_with_anythin
     .await
     .unwrap();
 
+    // A used one-click plan link that expires in three days.
+    exec(
+        &db,
+        "INSERT INTO plan_link_uses (use_key, link_expires_at) VALUES ('use-1', $1)",
+        &[t0 + Duration::days(3)],
+    )
+    .await;
+
     let readers = "SELECT count(*) FROM readers";
     let sessions = "SELECT count(*) FROM sessions";
     let links = "SELECT count(*) FROM email_links";
@@ -198,7 +206,11 @@ async fn each_window_deletes_only_what_is_past_it_and_keeps_readers_with_anythin
     assert_eq!(count(&db, throttles).await, 0);
     assert_eq!(count(&db, requests).await, 0);
     assert_eq!(
-        count(&db, &format!("SELECT count(*) FROM contributions WHERE id = '{gift}'")).await,
+        count(
+            &db,
+            &format!("SELECT count(*) FROM contributions WHERE id = '{gift}'")
+        )
+        .await,
         1,
         "the contribution stays"
     );
@@ -208,7 +220,16 @@ async fn each_window_deletes_only_what_is_past_it_and_keeps_readers_with_anythin
     // Seven days and a bit after they ended: the expired and revoked sessions, the used
     // and expired links (and, a day later, the one that expired unused).
     let third = sweep_at(&worker, t0 + Duration::days(7) + Duration::hours(1)).await;
-    assert_eq!((third.swept.sessions, third.swept.links), (2, 2), "{third:?}");
+    assert_eq!(
+        (third.swept.sessions, third.swept.links),
+        (2, 2),
+        "{third:?}"
+    );
+    assert_eq!(
+        third.swept.plan_link_uses, 1,
+        "the plan link expired on day 3"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM plan_link_uses").await, 0);
     assert_eq!(count(&db, sessions).await, 1, "the live session stays");
     assert_eq!(count(&db, links).await, 1);
     let fourth = sweep_at(&worker, t0 + Duration::days(8) + Duration::hours(1)).await;
@@ -253,7 +274,12 @@ async fn each_window_deletes_only_what_is_past_it_and_keeps_readers_with_anythin
         sends,
         [
             ("receipt-ch_1".into(), "sent".into(), None, None),
-            ("receipt-ch_2".into(), "pending".into(), Some(verified), None),
+            (
+                "receipt-ch_2".into(),
+                "pending".into(),
+                Some(verified),
+                None
+            ),
         ]
     );
     // The live session is gone a week after it expired (day 67).
@@ -317,13 +343,12 @@ async fn a_sweep_cut_off_half_way_leaves_whole_rows_and_its_retry_finishes() {
     assert_eq!(count(&db, "SELECT count(*) FROM email_links").await, 1);
     assert_eq!(count(&db, "SELECT count(*) FROM readers").await, 2);
     assert_eq!(count(&db, "SELECT count(*) FROM credentials").await, 1);
-    let error: String = sqlx::query_scalar(
-        "SELECT last_error FROM jobs WHERE kind = $1 AND status = 'queued'",
-    )
-    .bind(RETENTION_SWEEP)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM jobs WHERE kind = $1 AND status = 'queued'")
+            .bind(RETENTION_SWEEP)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(error.starts_with("links:"), "{error}");
 
     // The fault clears; the retry (due after its backoff) finishes the day's sweep.
@@ -333,7 +358,11 @@ async fn a_sweep_cut_off_half_way_leaves_whole_rows_and_its_retry_finishes() {
         .unwrap();
     let retry = run_due(&worker, at + Duration::minutes(5)).await.unwrap();
     assert_eq!(retry.sweeps, 1, "{retry:?}");
-    assert_eq!((retry.swept.links, retry.swept.readers), (1, 1), "{retry:?}");
+    assert_eq!(
+        (retry.swept.links, retry.swept.readers),
+        (1, 1),
+        "{retry:?}"
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM credentials").await, 0);
     assert_eq!(count(&db, "SELECT count(*) FROM readers").await, 1);
 }

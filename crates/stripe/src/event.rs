@@ -47,7 +47,11 @@ fn invalid_json(err: &serde_json::Error) -> EventError {
         serde_json::error::Category::Data => "a field is missing or of the wrong type",
         serde_json::error::Category::Eof => "truncated",
     };
-    EventError::Invalid(format!("{kind} (line {}, column {})", err.line(), err.column()))
+    EventError::Invalid(format!(
+        "{kind} (line {}, column {})",
+        err.line(),
+        err.column()
+    ))
 }
 
 #[derive(Deserialize)]

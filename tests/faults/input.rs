@@ -242,7 +242,8 @@ pub async fn malformed_oversized_deep_and_non_utf8_bodies_are_4xx_envelopes() {
         "readers",
         "reminders",
         "stripe_events",
-        "jobs",
+        // A worker queues its daily retention sweep by itself.
+        "jobs WHERE kind <> 'retention.sweep'",
     ] {
         assert_eq!(
             stack.count(&format!("SELECT count(*) FROM {table}")).await,

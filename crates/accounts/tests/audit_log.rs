@@ -37,11 +37,13 @@ async fn no_role_can_update_delete_or_truncate_the_audit_log() {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let role = format!("kt_app_{suffix}");
     let database = format!("kt_owned_{suffix}");
+    // The private cluster asks every role but its superuser for a password.
+    let password = format!("pw{suffix}");
     let admin = sqlx::PgPool::connect(server_url("postgres").expose_secret())
         .await
         .unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+        "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}'"
     )))
     .execute(&admin)
     .await
@@ -54,7 +56,8 @@ async fn no_role_can_update_delete_or_truncate_the_audit_log() {
     .unwrap();
     let options = PgConnectOptions::from_str(server_url(&database).expose_secret())
         .unwrap()
-        .username(&role);
+        .username(&role)
+        .password(&password);
     let app = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(options)

@@ -104,19 +104,34 @@ impl AppState {
     }
 
     /// Starts what runs beside the requests: the goal's refresher, the keyring's reloader and
-    /// the revoked supporters' listener.
-    pub fn start_background(&self) -> tokio::task::JoinHandle<()> {
-        self.revoked.spawn_listener(
-            self.pool.clone(),
-            std::time::Duration::from_secs(self.settings.paywall.keys_reload_secs.max(1)),
-        );
-        self.keyring.spawn_reloader(
-            self.pool.clone(),
-            Arc::clone(&self.settings),
-            std::time::Duration::from_secs(self.settings.paywall.keys_reload_secs.max(1)),
-        );
-        self.goal
-            .spawn_refresher(self.pool.clone(), self.settings.offer.clone())
+    /// the revoked supporters' listener (which holds a pooled connection for its `LISTEN`).
+    /// Stop them with [`Background::stop`] before closing the pool: `PgPool::close` waits
+    /// for every connection to come back.
+    pub fn start_background(&self) -> Background {
+        let poll = std::time::Duration::from_secs(self.settings.paywall.keys_reload_secs.max(1));
+        Background(vec![
+            self.revoked.spawn_listener(self.pool.clone(), poll),
+            self.keyring
+                .spawn_reloader(self.pool.clone(), Arc::clone(&self.settings), poll),
+            self.goal
+                .spawn_refresher(self.pool.clone(), self.settings.offer.clone()),
+        ])
+    }
+}
+
+/// The tasks [`AppState::start_background`] started.
+#[must_use = "stop the tasks before closing the pool"]
+pub struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Background {
+    /// Stops every task and waits until each has ended (and returned its connection).
+    pub async fn stop(self) {
+        for task in &self.0 {
+            task.abort();
+        }
+        for task in self.0 {
+            let _ = task.await;
+        }
     }
 }
 

@@ -82,12 +82,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let grace = settings.server.shutdown_grace();
     let state = AppState::new(pool.clone(), settings);
-    state.start_background();
+    let background = state.start_background();
     // dev runs the worker in-process, so webhooks from the simulator are applied.
     let worker = crate::worker::in_process(&state.pool, &state.settings)?;
     let app = kopilka_api::router(state);
     kopilka_api::serve(listener, app, shutdown, grace).await?;
     worker.stop().await;
+    background.stop().await;
     pool.close().await;
     if let Some(cluster) = cluster {
         tokio::task::spawn_blocking(move || drop(cluster)).await?;

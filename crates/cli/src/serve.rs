@@ -33,7 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let grace = settings.server.shutdown_grace();
     tracing::info!(%addr, env = %settings.env, "serving");
     let state = AppState::new(pool, settings);
-    state.start_background();
+    let background = state.start_background();
     let worker = state
         .settings
         .worker
@@ -52,6 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(worker) = worker {
         worker.stop().await;
     }
+    background.stop().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -75,7 +75,8 @@ impl TestApp {
             .expect("a free port");
         let address = listener.local_addr().expect("a local address");
         let state = AppState::new(pool.clone(), settings.clone());
-        state.start_background();
+        // The tasks end with the test's runtime.
+        let _background = state.start_background();
         let worker = kopilka_jobs::Worker::new(pool.clone(), &settings).expect("a worker");
         tokio::spawn(kopilka_jobs::run_forever(
             worker,

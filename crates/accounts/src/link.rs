@@ -242,15 +242,14 @@ pub async fn forget_spent(
     before: OffsetDateTime,
     limit: i64,
 ) -> Result<u64, AccountError> {
-    let done = sqlx::query(
+    Ok(kopilka_store::retention::batch(
+        conn,
         "DELETE FROM email_links WHERE id IN (
              SELECT id FROM email_links
              WHERE least(expires_at, coalesce(used_at, expires_at)) < $1
              LIMIT $2)",
+        before,
+        limit,
     )
-    .bind(before)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await?)
 }

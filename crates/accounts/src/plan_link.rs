@@ -130,15 +130,14 @@ pub async fn forget_expired_uses(
     before: OffsetDateTime,
     limit: i64,
 ) -> Result<u64, AccountError> {
-    let gone = sqlx::query(
+    Ok(kopilka_store::retention::batch(
+        conn,
         "DELETE FROM plan_link_uses WHERE use_key IN (
              SELECT use_key FROM plan_link_uses WHERE link_expires_at < $1 LIMIT $2)",
+        before,
+        limit,
     )
-    .bind(before)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(gone.rows_affected())
+    .await?)
 }
 
 #[cfg(test)]

@@ -234,15 +234,14 @@ pub async fn forget_ended(
     before: OffsetDateTime,
     limit: i64,
 ) -> Result<u64, AccountError> {
-    let done = sqlx::query(
+    Ok(kopilka_store::retention::batch(
+        conn,
         "DELETE FROM sessions WHERE id IN (
              SELECT id FROM sessions
              WHERE least(expires_at, coalesce(revoked_at, expires_at)) < $1
              LIMIT $2)",
+        before,
+        limit,
     )
-    .bind(before)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await?)
 }

@@ -175,17 +175,16 @@ pub async fn forget_spent(
     before: OffsetDateTime,
     limit: i64,
 ) -> Result<u64, AccountError> {
-    let done = sqlx::query(
+    Ok(kopilka_store::retention::batch(
+        conn,
         "DELETE FROM login_throttles WHERE key IN (
              SELECT key FROM login_throttles
              WHERE greatest(updated_at, coalesce(blocked_until, updated_at)) < $1
              LIMIT $2)",
+        before,
+        limit,
     )
-    .bind(before)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await?)
 }
 
 #[cfg(test)]

@@ -439,13 +439,12 @@ pub async fn forget_old_requests(
     before: time::OffsetDateTime,
     limit: i64,
 ) -> Result<u64, ContributionError> {
-    let done = sqlx::query(
+    Ok(kopilka_store::retention::batch(
+        conn,
         "DELETE FROM checkout_requests WHERE idempotency_key IN (
              SELECT idempotency_key FROM checkout_requests WHERE created_at < $1 LIMIT $2)",
+        before,
+        limit,
     )
-    .bind(before)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await?)
 }

@@ -93,20 +93,19 @@ pub(crate) async fn forget_details(
     before: OffsetDateTime,
     limit: i64,
 ) -> Result<u64, String> {
-    let done = sqlx::query(
+    kopilka_store::retention::batch(
+        conn,
         "UPDATE email_sends SET reader_id = NULL, last_error = NULL
          WHERE logical_id IN (
              SELECT logical_id FROM email_sends
              WHERE status <> 'pending' AND updated_at < $1
                AND (reader_id IS NOT NULL OR last_error IS NOT NULL)
              LIMIT $2)",
+        before,
+        limit,
     )
-    .bind(before)
-    .bind(limit)
-    .execute(conn)
     .await
-    .map_err(|e| e.to_string())?;
-    Ok(done.rows_affected())
+    .map_err(|e| e.to_string())
 }
 
 /// Records that `logical_id` will not be sent (`why`: an id-free reason).

@@ -314,15 +314,14 @@ pub async fn forget_done(
     before: OffsetDateTime,
     limit: i64,
 ) -> Result<u64, QueueError> {
-    let done = sqlx::query(
+    Ok(kopilka_store::retention::batch(
+        conn,
         "DELETE FROM jobs WHERE id IN (
              SELECT id FROM jobs WHERE status = 'done' AND updated_at < $1 LIMIT $2)",
+        before,
+        limit,
     )
-    .bind(before)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .await?)
 }
 
 #[cfg(test)]

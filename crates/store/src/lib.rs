@@ -10,6 +10,7 @@ mod error;
 mod migrate;
 mod pool;
 pub mod private_postgres;
+pub mod retention;
 mod transaction;
 
 pub use error::StoreError;

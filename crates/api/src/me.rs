@@ -325,10 +325,15 @@ async fn change_plan(
             ),
         });
     }
-    let change = kopilka_recurring::PlanChange::Amount {
-        amount: Money::new(body.amount_minor, currency),
-        interval,
-    };
+    let amount = Money::new(body.amount_minor, currency);
+    // Whatever the offer says now, nothing Stripe would refuse is sent to it.
+    amount
+        .check_chargeable()
+        .map_err(|refusal| AppError::Unprocessable {
+            code: refusal.code(),
+            message: refusal.to_string(),
+        })?;
+    let change = kopilka_recurring::PlanChange::Amount { amount, interval };
     apply_change(&state, id, change, &change_id(&headers, id, "amount")).await
 }
 

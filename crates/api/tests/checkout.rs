@@ -329,3 +329,102 @@ async fn the_goal_refreshes_when_a_payment_lands() {
     .await;
     assert_eq!(figure, 4200);
 }
+
+/// Adds `currency` to the offer with `presets` (minor units) for every interval, from
+/// Stripe's minimum to its maximum.
+fn offer_currency(settings: &mut kopilka_config::Settings, currency: &str, presets: &[i64]) {
+    let currency: kopilka_domain::Currency = currency.parse().unwrap();
+    let rules = currency.charge_rules().unwrap();
+    let interval = kopilka_config::IntervalOffer {
+        presets: presets.to_vec(),
+        default_minor: presets[0],
+        minimum_minor: rules.minimum_minor,
+        maximum_minor: rules.maximum_minor,
+    };
+    settings.offer.currencies.insert(
+        currency,
+        kopilka_config::CurrencyOffer {
+            default_interval: kopilka_domain::Interval::Once,
+            once: interval.clone(),
+            month: interval.clone(),
+            year: interval,
+        },
+    );
+    settings
+        .offer
+        .rates
+        .insert(currency, "0.01".parse().unwrap());
+}
+
+#[tokio::test]
+async fn amounts_stripe_would_refuse_are_422_before_stripe() {
+    let app = TestApp::spawn_with(|settings| {
+        offer_currency(settings, "isk", &[50_000]);
+        offer_currency(settings, "ugx", &[500_000]);
+        offer_currency(settings, "kwd", &[2_000]);
+        offer_currency(settings, "krw", &[5_000]);
+    })
+    .await;
+    for (body, code) in [
+        // ISK and UGX: two decimals at Stripe, whole units only.
+        (
+            json!({"interval": "once", "amount_minor": 50_050, "currency": "isk"}),
+            "amount_not_a_valid_multiple",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 9_900, "currency": "isk"}),
+            "amount_below_minimum",
+        ),
+        (
+            json!({"interval": "month", "amount_minor": 500_001, "currency": "ugx"}),
+            "amount_not_a_valid_multiple",
+        ),
+        // Three decimals, last digit 0.
+        (
+            json!({"interval": "year", "amount_minor": 2_005, "currency": "kwd"}),
+            "amount_not_a_valid_multiple",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 190, "currency": "kwd"}),
+            "amount_below_minimum",
+        ),
+        // KRW: about US$0.50, not 50 won.
+        (
+            json!({"interval": "once", "amount_minor": 50, "currency": "krw"}),
+            "amount_below_minimum",
+        ),
+        (
+            json!({"interval": "once", "amount_minor": 100_000_000, "currency": "krw"}),
+            "amount_above_maximum",
+        ),
+        // A currency Stripe does not charge in cannot be offered (a start-up error).
+        (
+            json!({"interval": "once", "amount_minor": 50_000, "currency": "rub"}),
+            "currency_not_offered",
+        ),
+    ] {
+        let response = checkout(&app, body.clone(), None).await;
+        assert_eq!(response.error_code(422), code, "{body}");
+    }
+    assert!(contributions(&app).await.is_empty(), "nothing was created");
+    let sessions = app.sim_get("/v1/checkout/sessions").await;
+    assert_eq!(sessions["data"], json!([]), "nothing reached Stripe");
+
+    // The offer speaks Stripe's exponents, and the same amounts in range go through.
+    let isk = app.api.get("/v1/offer?currency=isk").await.json();
+    assert_eq!(isk["exponent"], 2, "{isk}");
+    let allowed = checkout(
+        &app,
+        json!({"interval": "once", "amount_minor": 50_000, "currency": "isk"}),
+        None,
+    )
+    .await;
+    assert_eq!(allowed.status, StatusCode::CREATED);
+    let allowed = checkout(
+        &app,
+        json!({"interval": "once", "amount_minor": 2_010, "currency": "kwd"}),
+        None,
+    )
+    .await;
+    assert_eq!(allowed.status, StatusCode::CREATED);
+}

@@ -161,25 +161,15 @@ impl OfferSettings {
     }
 }
 
-/// Stripe's minimum charge per currency, in minor units (about $0.50); unknown ones are
-/// held to 50 minor units, which Stripe refuses more often than not below.
+/// Stripe's minimum charge in `currency`, in minor units, from the one table of Stripe's
+/// currency rules ([`kopilka_domain::ChargeRules`]); `None` when Stripe does not charge in it.
 #[must_use]
-pub fn stripe_minimum(currency: Currency) -> i64 {
-    match currency.iso_code() {
-        "GBP" => 30,
-        "BGN" => 100,
-        "PLN" | "RON" | "AED" => 200,
-        "NOK" | "SEK" | "DKK" => 300,
-        "HKD" => 400,
-        "MXN" | "THB" => 1000,
-        "CZK" => 1500,
-        "HUF" => 17_500,
-        // USD, EUR, CHF, CAD, AUD, NZD, SGD, JPY and the rest: about $0.50.
-        _ => 50,
-    }
+pub fn stripe_minimum(currency: Currency) -> Option<i64> {
+    currency.charge_rules().map(|rules| rules.minimum_minor)
 }
 
-/// Stripe's largest amount for a single charge (eight digits).
+/// Stripe's largest amount for a single charge in most currencies (eight digits); the
+/// per-currency figure is [`kopilka_domain::ChargeRules::maximum_minor`].
 pub const STRIPE_MAXIMUM: i64 = 99_999_999;
 
 fn check_interval(
@@ -189,17 +179,36 @@ fn check_interval(
 ) -> Result<(), ConfigError> {
     let at = format!("offer.currencies.{currency}.{interval}");
     let invalid = |message: String| Err(ConfigError::Invalid(format!("{at}: {message}")));
-    let floor = stripe_minimum(currency);
-    if offer.minimum_minor < floor {
+    let Some(rules) = currency.charge_rules() else {
         return invalid(format!(
-            "minimum_minor {} is below Stripe's minimum charge of {floor} for {currency}",
-            offer.minimum_minor
+            "Stripe does not accept payments in {currency} (not in Kopilka's table of Stripe's currency rules)"
+        ));
+    };
+    if offer.minimum_minor < rules.minimum_minor {
+        return invalid(format!(
+            "minimum_minor {} is below Stripe's minimum charge of {} for {currency}",
+            offer.minimum_minor, rules.minimum_minor
         ));
     }
-    if offer.maximum_minor < offer.minimum_minor || offer.maximum_minor > STRIPE_MAXIMUM {
+    if offer.maximum_minor < offer.minimum_minor || offer.maximum_minor > rules.maximum_minor {
         return invalid(format!(
-            "maximum_minor must be between minimum_minor and {STRIPE_MAXIMUM}"
+            "maximum_minor must be between minimum_minor and Stripe's maximum of {}",
+            rules.maximum_minor
         ));
+    }
+    let amounts = [
+        ("minimum_minor", offer.minimum_minor),
+        ("default_minor", offer.default_minor),
+    ]
+    .into_iter()
+    .chain(offer.presets.iter().map(|p| ("preset", *p)));
+    for (what, amount) in amounts {
+        if amount % rules.multiple_of != 0 {
+            return invalid(format!(
+                "{what} {amount} is not a multiple of {} minor units, which Stripe requires for {currency}",
+                rules.multiple_of
+            ));
+        }
     }
     if offer.presets.is_empty() {
         return invalid("presets must not be empty".into());
@@ -217,4 +226,80 @@ fn check_interval(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cur(code: &str) -> Currency {
+        code.parse().unwrap()
+    }
+
+    fn offer(presets: &[i64], minimum: i64, maximum: i64) -> IntervalOffer {
+        IntervalOffer {
+            presets: presets.to_vec(),
+            default_minor: presets[0],
+            minimum_minor: minimum,
+            maximum_minor: maximum,
+        }
+    }
+
+    fn refusal(currency: &str, offer: &IntervalOffer) -> String {
+        check_interval(cur(currency), Interval::Month, offer)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn an_offer_stripe_would_refuse_is_a_start_up_error() {
+        // A minimum below Stripe's: KRW, VND, CLP, MYR and the three-decimal ones were wrong.
+        for (currency, minimum) in [
+            ("krw", 500),
+            ("vnd", 5_000),
+            ("clp", 100),
+            ("myr", 50),
+            ("kwd", 100),
+        ] {
+            let err = refusal(currency, &offer(&[minimum * 10], minimum, minimum * 100));
+            assert!(err.contains("below Stripe's minimum"), "{currency}: {err}");
+        }
+        // ISK and UGX in whole units (multiples of 100), three-decimal amounts ending in 0.
+        let err = refusal("isk", &offer(&[50_000, 50_050], 10_000, 1_000_000));
+        assert!(
+            err.contains("preset 50050 is not a multiple of 100"),
+            "{err}"
+        );
+        let err = refusal("bhd", &offer(&[5_000], 205, 100_000));
+        assert!(
+            err.contains("minimum_minor 205 is not a multiple of 10"),
+            "{err}"
+        );
+        let err = refusal("usd", &offer(&[500], 100, 100_000_000));
+        assert!(err.contains("Stripe's maximum of 99999999"), "{err}");
+        // A currency Stripe does not charge in.
+        let err = refusal("rub", &offer(&[50_000], 10_000, 1_000_000));
+        assert!(
+            err.contains("Stripe does not accept payments in rub"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn offers_within_stripe_rules_pass() {
+        for (currency, presets, minimum) in [
+            ("isk", vec![50_000, 100_000], 10_000),
+            ("ugx", vec![500_000], 200_000),
+            ("kwd", vec![1_000, 2_500], 200),
+            ("krw", vec![5_000], 1_000),
+            ("huf", vec![100_050], 17_500),
+        ] {
+            let checked = check_interval(
+                cur(currency),
+                Interval::Year,
+                &offer(&presets, minimum, 10_000_000),
+            );
+            assert!(checked.is_ok(), "{currency}: {checked:?}");
+        }
+    }
 }

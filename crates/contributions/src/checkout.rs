@@ -98,6 +98,12 @@ impl CheckoutInput {
                 ),
             ));
         }
+        // The offer's limits were checked against Stripe's rules at start-up; this catches
+        // what they cannot: an amount that is not a multiple Stripe takes (ISK, UGX: whole
+        // units; BHD, JOD, KWD, OMR, TND: last digit 0).
+        amount
+            .check_chargeable()
+            .map_err(|refusal| Refusal::new(refusal.code(), refusal.to_string()))?;
         let email = self
             .email
             .as_deref()

@@ -20,10 +20,15 @@ pub enum CurrencyError {
 }
 
 impl Currency {
-    /// The number of decimal places of the minor unit: 2 for USD, 0 for JPY and KRW,
-    /// 3 for BHD.
+    /// The number of decimal places of the minor unit as Stripe's API counts it: 2 for
+    /// USD, 0 for JPY and KRW, 3 for BHD, and where Stripe departs from ISO 4217, Stripe's
+    /// (ISK and UGX 2, MGA 0; see [`crate::ChargeRules`]). Amounts travel to and from
+    /// Stripe unchanged, so Kopilka's minor unit is Stripe's.
     #[must_use]
     pub fn exponent(self) -> u32 {
+        if let Some(rules) = self.charge_rules() {
+            return rules.exponent;
+        }
         // Parsing refused codes without an exponent, so this is always present.
         self.0.exponent().map_or(0, u32::from)
     }
@@ -95,8 +100,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exponents_follow_iso_4217() {
+    fn exponents_follow_stripe_then_iso_4217() {
         let exp = |c: &str| c.parse::<Currency>().unwrap().exponent();
+        assert_eq!(exp("isk"), 2);
+        assert_eq!(exp("ugx"), 2);
+        assert_eq!(exp("mga"), 0);
+        assert_eq!(exp("huf"), 2);
         assert_eq!(exp("usd"), 2);
         assert_eq!(exp("EUR"), 2);
         assert_eq!(exp("jpy"), 0);

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Currency;
 
-/// An amount of money: integer minor units of an ISO 4217 currency. Never a float.
+/// An amount of money: integer minor units of an ISO 4217 currency, counted as Stripe's
+/// API counts them ([`Currency::exponent`]). Never a float.
 ///
 /// `Money::new(1234, usd)` is $12.34, `Money::new(500, jpy)` is ¥500 and
 /// `Money::new(1500, bhd)` is 1.500 BHD. Arithmetic is checked and refuses to mix

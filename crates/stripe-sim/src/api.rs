@@ -1,4 +1,4 @@
-//! The Stripe-shaped REST API: `/v1/…`, form-encoded requests, `Authorization: Bearer`,
+//! The Stripe-shaped REST API: `/v1/…`, form-encoded requests, `Authorization: Bearer` or Basic,
 //! `Idempotency-Key`, Stripe's error JSON and list pagination.
 
 use axum::Json;
@@ -74,17 +74,67 @@ async fn inject_faults(State(sim): State<Simulator>, request: Request, next: Nex
     }
 }
 
-/// `Authorization: Bearer <the simulator's secret key>`, as Stripe requires.
+/// The secret key, as Stripe takes it: `Authorization: Bearer <key>`, or HTTP Basic with
+/// the key as the user and no password (Stripe's curl examples: `-u sk_test_…:`).
 async fn authenticate(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
-    let expected = format!("Bearer {}", sim.secret_key());
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if given != Some(expected.as_str()) {
+        .and_then(|v| v.to_str().ok())
+        .and_then(api_key);
+    if given.as_deref() != Some(sim.secret_key()) {
         return StripeError::unauthorized().into_response();
     }
     next.run(request).await
+}
+
+/// The API key an `Authorization` header carries, in either of Stripe's two schemes.
+fn api_key(header: &str) -> Option<String> {
+    let (scheme, value) = header.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(value.trim().to_owned());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(base64_decode(value.trim())?).ok()?;
+    // The password is ignored, as Stripe ignores it.
+    let (user, _password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
+    Some(user.to_owned())
+}
+
+/// Standard base64 (RFC 4648, padding optional); `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(byte: u8) -> Option<u32> {
+        Some(u32::from(match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    }
+    let bytes = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut buffer = 0_u32;
+        for (i, byte) in chunk.iter().enumerate() {
+            buffer |= value(*byte)? << (18 - 6 * i);
+        }
+        let [_, a, b, c] = buffer.to_be_bytes();
+        out.push(a);
+        if chunk.len() > 2 {
+            out.push(b);
+        }
+        if chunk.len() > 3 {
+            out.push(c);
+        }
+    }
+    Some(out)
 }
 
 /// Stripe's idempotency: a POST with an `Idempotency-Key` runs once; the same key with the
@@ -443,4 +493,25 @@ fn event_type_matches(query: &Value, event: &Value) -> bool {
         .and_then(Value::as_array)
         .is_none_or(|types| types.iter().filter_map(Value::as_str).any(wildcard));
     single && several
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_read_from_bearer_or_basic() {
+        assert_eq!(api_key("Bearer sk_test_1").as_deref(), Some("sk_test_1"));
+        // `curl -u sk_test_1:` sends base64("sk_test_1:").
+        assert_eq!(
+            api_key("Basic c2tfdGVzdF8xOg==").as_deref(),
+            Some("sk_test_1")
+        );
+        assert_eq!(
+            api_key("basic c2tfdGVzdF8xOg").as_deref(),
+            Some("sk_test_1")
+        );
+        assert_eq!(api_key("Basic !!!"), None);
+        assert_eq!(api_key("Digest x"), None);
+    }
 }

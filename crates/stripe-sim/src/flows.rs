@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::currencies;
 use crate::error::StripeError;
 use crate::objects::{self, Payment};
 use crate::state::{SessionPlan, State};
@@ -65,21 +66,7 @@ fn time_from_unix(t: i64) -> Result<time::OffsetDateTime, time::error::Component
 }
 
 fn is_zero_decimal(currency: &str) -> bool {
-    currency
-        .parse::<kopilka_domain::Currency>()
-        .is_ok_and(|c| c.exponent() == 0)
-}
-
-/// Stripe's minimum charge, in minor units, for the common currencies (roughly $0.50).
-fn minimum_charge(currency: &str) -> i64 {
-    match currency {
-        "gbp" => 30,
-        "jpy" => 50,
-        "huf" => 17_500,
-        "bhd" | "kwd" | "omr" | "jod" => 200,
-        c if is_zero_decimal(c) => 100,
-        _ => 50,
-    }
+    currencies::exponent(currency) == 0
 }
 
 fn string<'a>(params: &'a Value, key: &str) -> Option<&'a str> {
@@ -125,12 +112,6 @@ pub fn create_checkout_session(
     let currency = string(price_data, "currency")
         .ok_or_else(|| StripeError::missing("line_items[0][price_data][currency]"))?
         .to_ascii_lowercase();
-    if currency.parse::<kopilka_domain::Currency>().is_err() {
-        return Err(StripeError::invalid(
-            "line_items[0][price_data][currency]",
-            format!("Invalid currency: {currency}."),
-        ));
-    }
     let unit_amount = integer(
         price_data,
         "line_items[0][price_data][unit_amount]",
@@ -144,23 +125,12 @@ pub fn create_checkout_session(
         .ok_or_else(|| {
             StripeError::invalid("line_items[0][price_data][unit_amount]", "Invalid amount.")
         })?;
-    if amount < minimum_charge(&currency) {
-        return Err(StripeError::coded(
-            "amount_too_small",
-            Some("line_items[0][price_data][unit_amount]"),
-            format!(
-                "The Checkout Session's total amount due must add up to at least {} {currency}.",
-                minimum_charge(&currency)
-            ),
-        ));
-    }
-    if amount > 99_999_999 {
-        return Err(StripeError::coded(
-            "amount_too_large",
-            Some("line_items[0][price_data][unit_amount]"),
-            "Amount must be no more than 99,999,999.",
-        ));
-    }
+    currencies::check(
+        amount,
+        &currency,
+        "line_items[0][price_data][unit_amount]",
+        "line_items[0][price_data][currency]",
+    )?;
     let interval = price_data
         .get("recurring")
         .and_then(|r| string(r, "interval"))
@@ -921,13 +891,12 @@ pub fn update_subscription(
             "unit_amount",
         )?
         .ok_or_else(|| StripeError::missing("items[0][price_data][unit_amount]"))?;
-        if amount < minimum_charge(&currency) {
-            return Err(StripeError::coded(
-                "amount_too_small",
-                Some("items[0][price_data][unit_amount]"),
-                "Amount is below the minimum charge.",
-            ));
-        }
+        currencies::check(
+            amount,
+            &currency,
+            "items[0][price_data][unit_amount]",
+            "items[0][price_data][currency]",
+        )?;
         let interval = price_data
             .get("recurring")
             .and_then(|r| string(r, "interval"))

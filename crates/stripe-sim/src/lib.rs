@@ -8,6 +8,7 @@
 
 mod api;
 mod control;
+mod currencies;
 mod delivery;
 mod error;
 mod flows;

@@ -56,13 +56,7 @@ fn render(sim: &Simulator, id: &str, notice: Option<&str>) -> Response {
         )
             .into_response();
     };
-    let amount = plan
-        .currency
-        .parse::<kopilka_domain::Currency>()
-        .map_or_else(
-            |_| format!("{} {}", plan.amount, plan.currency),
-            |c| kopilka_domain::Money::new(plan.amount, c).to_string(),
-        );
+    let amount = crate::currencies::display(plan.amount, &plan.currency).to_uppercase();
     let every = match plan.interval.as_deref() {
         Some("month") => " every month",
         Some("year") => " every year",

@@ -73,6 +73,17 @@ pub enum AppError {
         /// What to do instead.
         message: String,
     },
+    /// A payment must be completed on the provider's page first (402): the error carries
+    /// the page's `url` (e.g. a plan switch whose invoice was declined or needs 3-D Secure).
+    #[error("{message}")]
+    PaymentRequired {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What happened and what to do.
+        message: String,
+        /// The page where the payment is completed, when the provider gave one.
+        url: Option<String>,
+    },
     /// Too many attempts (429), with `Retry-After`.
     #[error("{message}")]
     TooManyRequests {
@@ -111,6 +122,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// A sentence for a developer.
     pub message: String,
+    /// Where to go to resolve it (only on 402 `plan_change_payment_incomplete`: Stripe's
+    /// hosted invoice page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl AppError {
@@ -127,6 +142,7 @@ impl AppError {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Gone { .. } => StatusCode::GONE,
+            Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::Upstream { retry: false, .. } => StatusCode::BAD_GATEWAY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -150,6 +166,7 @@ impl AppError {
             | Self::Forbidden { code, .. }
             | Self::TooManyRequests { code, .. }
             | Self::Gone { code, .. }
+            | Self::PaymentRequired { code, .. }
             | Self::Upstream { code, .. } => code,
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -182,6 +199,7 @@ pub(crate) fn envelope(status: StatusCode, code: &str, message: String) -> Respo
         error: ErrorDetail {
             code: code.to_owned(),
             message,
+            url: None,
         },
     };
     (status, Json(body)).into_response()
@@ -197,7 +215,19 @@ impl IntoResponse for AppError {
             Self::Unavailable => tracing::warn!("database unavailable"),
             _ => {}
         }
-        let mut response = envelope(self.status(), self.code(), self.to_string());
+        let mut response = match &self {
+            Self::PaymentRequired { url, .. } => {
+                let body = ErrorBody {
+                    error: ErrorDetail {
+                        code: self.code().to_owned(),
+                        message: self.to_string(),
+                        url: url.clone(),
+                    },
+                };
+                (self.status(), Json(body)).into_response()
+            }
+            _ => envelope(self.status(), self.code(), self.to_string()),
+        };
         let retry_after = match &self {
             Self::Unavailable | Self::Upstream { retry: true, .. } => Some(5),
             Self::TooManyRequests {
@@ -300,6 +330,11 @@ impl From<kopilka_recurring::RecurringError> for AppError {
             E::Refused(message) => Self::Unprocessable {
                 code: "plan_change_refused",
                 message,
+            },
+            E::PaymentIncomplete { url } => Self::PaymentRequired {
+                code: "plan_change_payment_incomplete",
+                message: "the switch needs its first payment: the card was declined or the bank asks the donor to confirm it; the plan is unchanged until it is paid at url".into(),
+                url,
             },
             E::LinkInvalid => Self::BadRequest {
                 code: "invalid_link",

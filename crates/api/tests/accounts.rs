@@ -1247,3 +1247,134 @@ async fn a_burst_of_parallel_guesses_cannot_outrun_the_backoff() {
         "three free failures and the one that started the backoff"
     );
 }
+
+/// The reader's one plan, as `GET /v1/me/contributions` shows it.
+async fn my_plan(app: &TestApp, token: &str) -> Value {
+    as_reader(app, Method::GET, "/v1/me/contributions", token, None)
+        .await
+        .json()["plans"][0]
+        .clone()
+}
+
+/// The subscription's newest invoice at the simulator.
+async fn latest_invoice(app: &TestApp, subscription: &str) -> Value {
+    let sub = app
+        .sim_get(&format!("/v1/subscriptions/{subscription}"))
+        .await;
+    let invoice = sub["latest_invoice"].as_str().unwrap().to_owned();
+    app.sim_get(&format!("/v1/invoices/{invoice}")).await
+}
+
+#[tokio::test]
+async fn interval_switches_credit_unused_time_and_an_unpaid_switch_changes_nothing() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let email = "switcher@example.org";
+    app.give(email, "month", 1000).await;
+    request_link(&app, email).await;
+    let token = sign_in_by_link(&app, email, 1).await;
+    let plan = my_plan(&app, &token).await;
+    let id = plan["id"].as_str().unwrap().to_owned();
+    let sub = plan["stripe_subscription_id"].as_str().unwrap().to_owned();
+    let patch = |body: Value| {
+        let (app, token, path) = (&app, &token, format!("/v1/me/recurring/{id}"));
+        async move { as_reader(app, Method::PATCH, &path, token, Some(body)).await }
+    };
+
+    // The bank asks for 3-D Secure: the switch to annual waits, the plan is as it was, and
+    // the answer gives the donor Stripe's page to complete it.
+    app.sim_control(
+        &format!("/_sim/subscriptions/{sub}/card"),
+        &json!({"outcome": "require_action"}),
+    )
+    .await;
+    let waiting = patch(json!({"amount_minor": 12000, "interval": "year"})).await;
+    assert_eq!(
+        waiting.error_code(402),
+        "plan_change_payment_incomplete",
+        "{}",
+        String::from_utf8_lossy(&waiting.body)
+    );
+    let url = waiting.json()["error"]["url"].as_str().unwrap().to_owned();
+    let invoice = latest_invoice(&app, &sub).await;
+    assert_eq!(url, invoice["hosted_invoice_url"].as_str().unwrap());
+    // A month of $10 unused: $120 − $10.
+    assert_eq!(invoice["amount_due"], 11000, "{invoice}");
+    assert_eq!(invoice["status"], "open");
+    let unchanged = app.sim_get(&format!("/v1/subscriptions/{sub}")).await;
+    assert_eq!(
+        unchanged["items"]["data"][0]["price"]["recurring"]["interval"],
+        "month"
+    );
+    assert!(unchanged["pending_update"].is_object(), "{unchanged}");
+    let plan = my_plan(&app, &token).await;
+    assert_eq!(
+        (plan["interval"].as_str(), plan["amount_minor"].as_i64()),
+        (Some("month"), Some(1000))
+    );
+
+    // The donor confirms on the hosted page: the switch applies, Kopilka hears of it.
+    let paid = reqwest::Client::new()
+        .post(format!("{url}/pay"))
+        .send()
+        .await
+        .unwrap();
+    assert!(paid.status().is_success());
+    eventually(
+        "the plan to become annual",
+        Duration::from_secs(20),
+        || async {
+            let plan = my_plan(&app, &token).await;
+            (plan["interval"] == "year" && plan["amount_minor"] == 12000).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(latest_invoice(&app, &sub).await["status"], "paid");
+
+    // A declined card: nothing changes either.
+    app.sim_control(
+        &format!("/_sim/subscriptions/{sub}/card"),
+        &json!({"outcome": "decline"}),
+    )
+    .await;
+    let declined = patch(json!({"amount_minor": 1000, "interval": "month"})).await;
+    // Back to monthly, the year's credit covers the month: nothing is charged, so even a
+    // declining card does not stop it; what is left of the credit stays on the balance.
+    assert_eq!(
+        declined.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&declined.body)
+    );
+    assert_eq!(declined.json()["interval"], "month");
+    let invoice = latest_invoice(&app, &sub).await;
+    assert_eq!(
+        (invoice["amount_due"].as_i64(), invoice["status"].as_str()),
+        (Some(0), Some("paid"))
+    );
+    let customer = app
+        .sim_get(&format!(
+            "/v1/customers/{}",
+            invoice["customer"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        customer["balance"], -11000,
+        "a $120 year just begun, less one $10 month"
+    );
+
+    // Monthly → $300 a year with the declining card: $300 − $10 unused − $110 on the
+    // balance is $180 to pay; declined, so 402 and still monthly.
+    let refused = patch(json!({"amount_minor": 30000, "interval": "year"})).await;
+    assert_eq!(refused.error_code(402), "plan_change_payment_incomplete");
+    let invoice = latest_invoice(&app, &sub).await;
+    assert_eq!(
+        (invoice["amount_due"].as_i64(), invoice["status"].as_str()),
+        (Some(18000), Some("open"))
+    );
+    let plan = my_plan(&app, &token).await;
+    assert_eq!(
+        (plan["interval"].as_str(), plan["amount_minor"].as_i64()),
+        (Some("month"), Some(1000))
+    );
+}

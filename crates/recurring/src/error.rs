@@ -11,6 +11,14 @@ pub enum RecurringError {
     /// The change makes no sense for this plan (e.g. resuming a canceled plan).
     #[error("{0}")]
     Refused(String),
+    /// An interval switch whose first payment did not go through (declined, or the bank
+    /// asks for 3-D Secure): nothing changed; the donor completes it on Stripe's hosted
+    /// invoice page at `url`, and the switch applies once it is paid.
+    #[error("the switch waits for its payment")]
+    PaymentIncomplete {
+        /// Stripe's hosted invoice page, read live from Stripe's answer.
+        url: Option<String>,
+    },
     /// A one-click link that is forged, malformed or expired.
     #[error("this link is not valid any more; sign in to manage the plan")]
     LinkInvalid,

@@ -80,6 +80,13 @@ pub async fn change_plan(
         .await
         .map_err(kopilka_store::StoreError::from)?;
     facts::subscription_changed(&mut conn, &fact).await?;
+    if answer.pending_update {
+        // Stripe kept the plan as it was: the switch applies when its invoice is paid.
+        tracing::info!(plan_id = %plan.id, "plan switch waits for its payment");
+        return Err(RecurringError::PaymentIncomplete {
+            url: answer.latest_invoice_url,
+        });
+    }
     tracing::info!(plan_id = %plan.id, change = ?std::mem::discriminant(&change), "plan changed");
     plan_by_id(&mut conn, plan_id)
         .await?

@@ -276,7 +276,15 @@ async fn update_subscription(
 ) -> Answer {
     let params = form::decode(&body);
     sim.act(|state| flows::update_subscription(state, &id, &params, &request_id()))?;
-    sim.object(&id)
+    let Json(mut subscription) = sim.object(&id)?;
+    let expand = params["expand"].as_array().cloned().unwrap_or_default();
+    if expand.iter().any(|e| e == "latest_invoice")
+        && let Some(invoice) = subscription["latest_invoice"].as_str()
+        && let Ok(Json(invoice)) = sim.object(invoice)
+    {
+        subscription["latest_invoice"] = invoice;
+    }
+    Ok(Json(subscription))
 }
 
 async fn cancel_subscription(State(sim): State<Simulator>, Path(id): Path<String>) -> Answer {

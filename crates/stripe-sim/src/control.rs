@@ -19,6 +19,7 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/_sim/clock", get(clock))
         .route("/_sim/delivery", post(delivery))
         .route("/_sim/subscriptions/{id}/card", post(card))
+        .route("/_sim/invoices/{id}/pay", post(pay_invoice))
         .route("/_sim/totals", get(totals))
         .route("/_sim/seed/payments", post(seed_payments))
         .route("/_sim/faults", post(faults))
@@ -139,29 +140,44 @@ struct Card {
     outcome: String,
 }
 
-/// `{"outcome":"decline"}` makes the subscription's next charges fail; `"succeed"` mends it.
+/// `{"outcome":"decline"}` makes the subscription's next charges fail, `"require_action"`
+/// makes them ask for 3-D Secure (`requires_action`); `"succeed"` mends it.
 async fn card(
     State(sim): State<Simulator>,
     Path(id): Path<String>,
     Json(body): Json<Card>,
 ) -> Result<Json<serde_json::Value>, StripeError> {
-    let declining = match body.outcome.as_str() {
-        "decline" => true,
-        "succeed" => false,
-        _ => return Err(StripeError::invalid("outcome", "decline or succeed")),
-    };
+    let outcome = body.outcome.clone();
+    if !matches!(outcome.as_str(), "decline" | "require_action" | "succeed") {
+        return Err(StripeError::invalid(
+            "outcome",
+            "decline, require_action or succeed",
+        ));
+    }
     sim.act(|state| {
         if state.get(&id).is_none_or(|s| s["object"] != "subscription") {
             return Err(StripeError::no_such("subscription", &id));
         }
-        if declining {
-            state.declining.insert(id.clone());
-        } else {
-            state.declining.remove(&id);
-        }
+        state.declining.remove(&id);
+        state.authenticating.remove(&id);
+        match outcome.as_str() {
+            "decline" => state.declining.insert(id.clone()),
+            "require_action" => state.authenticating.insert(id.clone()),
+            _ => false,
+        };
         Ok(())
     })?;
     Ok(Json(json!({"subscription": id, "outcome": body.outcome})))
+}
+
+/// What the hosted invoice page's button does: pays the open invoice (after 3-D Secure or
+/// with a working card) and applies a pending subscription change.
+async fn pay_invoice(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, StripeError> {
+    sim.act(|state| flows::pay_invoice(state, &id))?;
+    Ok(Json(json!({"invoice": id, "status": "paid"})))
 }
 
 async fn totals(State(sim): State<Simulator>) -> Json<serde_json::Value> {

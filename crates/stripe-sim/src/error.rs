@@ -46,6 +46,18 @@ impl StripeError {
         }
     }
 
+    /// 402 `card_error` `card_declined`: a payment Stripe tried and the card refused
+    /// (e.g. `payment_behavior=error_if_incomplete`).
+    pub fn card_declined() -> Self {
+        Self {
+            status: StatusCode::PAYMENT_REQUIRED,
+            kind: "card_error",
+            code: Some("card_declined"),
+            message: "Your card was declined.".into(),
+            param: None,
+        }
+    }
+
     /// 404 `resource_missing`.
     pub fn no_such(kind: &str, id: &str) -> Self {
         Self {

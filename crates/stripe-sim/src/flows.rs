@@ -475,6 +475,10 @@ fn new_invoice(
         subscription_metadata: &subscription_metadata,
         now,
     }));
+    let hosted = format!("{}/invoice/{id}", state.base_url);
+    if let Some(invoice) = state.get_mut(&id) {
+        invoice["hosted_invoice_url"] = json!(hosted);
+    }
     // Stripe creates the invoice as a draft and finalizes it (at once for the first
     // invoice, about an hour later for renewals).
     let open = state.get(&id).cloned().unwrap_or_default();
@@ -876,12 +880,12 @@ pub fn update_subscription(
         previous["metadata"] = subscription["metadata"].clone();
         patch["metadata"] = metadata.clone();
     }
-    let mut new_period = None;
+    let mut switch = None;
     if let Some(item) = params.get("items").and_then(|i| i.get(0)) {
         let price_data = item
             .get("price_data")
             .ok_or_else(|| StripeError::missing("items[0][price_data]"))?;
-        let (item_id, old_price) = first_item(&subscription);
+        let (_, old_price) = first_item(&subscription);
         let currency = string(price_data, "currency")
             .unwrap_or(old_price["currency"].as_str().unwrap_or("usd"))
             .to_owned();
@@ -912,6 +916,15 @@ pub fn update_subscription(
                 "Interval must be month or year.",
             ));
         }
+        let proration = string(params, "proration_behavior").unwrap_or("create_prorations");
+        if !matches!(proration, "create_prorations" | "always_invoice" | "none") {
+            return Err(StripeError::invalid(
+                "proration_behavior",
+                format!(
+                    "Invalid proration_behavior: must be one of create_prorations, always_invoice, or none"
+                ),
+            ));
+        }
         let product = string(price_data, "product")
             .unwrap_or(old_price["product"].as_str().unwrap_or_default())
             .to_owned();
@@ -921,20 +934,98 @@ pub fn update_subscription(
         state.insert(price.clone());
         let mut items = subscription["items"].clone();
         previous["items"] = items.clone();
+        let old_item = items["data"][0].clone();
         items["data"][0]["plan"] = objects::plan_of(&price);
         items["data"][0]["price"] = price;
-        if Some(interval.as_str()) != old_price["recurring"]["interval"].as_str() {
+        // The unused part of the period paid for, which a proration credits.
+        let unused = if proration == "none" {
+            0
+        } else {
+            unused_time_credit(&old_item, now)
+        };
+        if Some(interval.as_str()) == old_price["recurring"]["interval"].as_str() {
+            // Same interval: the new price from the next renewal; a proration is the
+            // difference for the rest of this period, on the customer's balance (the next
+            // invoice) or, with always_invoice, invoiced now.
+            if proration != "none" {
+                let new_part = remaining_share(&old_item, amount, now);
+                let net = new_part - unused;
+                if let Some(customer) = subscription["customer"].as_str() {
+                    adjust_balance(state, customer, net);
+                }
+            }
+        } else {
+            // Another interval resets the billing anchor and bills the new price at once.
             let period = (now, period_end(now, &interval));
             items["data"][0]["current_period_start"] = json!(period.0);
             items["data"][0]["current_period_end"] = json!(period.1);
             previous["billing_cycle_anchor"] = subscription["billing_cycle_anchor"].clone();
             patch["billing_cycle_anchor"] = json!(now);
-            new_period = Some(period);
+            switch = Some((period, unused));
         }
         patch["items"] = items;
-        let _ = item_id;
     }
     if patch.as_object().is_some_and(serde_json::Map::is_empty) {
+        return Ok(());
+    }
+    let payment_behavior = string(params, "payment_behavior").unwrap_or("allow_incomplete");
+    if !matches!(
+        payment_behavior,
+        "allow_incomplete" | "pending_if_incomplete" | "error_if_incomplete" | "default_incomplete"
+    ) {
+        return Err(StripeError::invalid(
+            "payment_behavior",
+            "Invalid payment_behavior: must be one of allow_incomplete, default_incomplete, error_if_incomplete, or pending_if_incomplete",
+        ));
+    }
+    let Some((period, credit)) = switch else {
+        set_subscription(
+            state,
+            id,
+            patch,
+            previous,
+            "customer.subscription.updated",
+            Some(request_id),
+        );
+        return Ok(());
+    };
+    if payment_behavior == "error_if_incomplete" && card_outcome(state, id) != CardOutcome::Succeed
+    {
+        return Err(StripeError::card_declined());
+    }
+    if payment_behavior == "pending_if_incomplete" {
+        // Nothing changes until the invoice is paid: Stripe bills the new price with the
+        // change kept as `pending_update`, applied when (if) the invoice is paid.
+        let new_item = patch["items"]["data"][0].clone();
+        let invoice = bill_switch(state, id, &new_item, period, credit, Some(request_id));
+        let paid = state.get(&invoice).is_some_and(|i| i["status"] == "paid");
+        if paid {
+            set_subscription(
+                state,
+                id,
+                patch,
+                previous,
+                "customer.subscription.updated",
+                Some(request_id),
+            );
+        } else {
+            state
+                .pending_changes
+                .insert(invoice.clone(), (id.to_owned(), patch));
+            let pending = json!({
+                "billing_cycle_anchor": period.0, "expires_at": period.0 + 23 * 3600,
+                "subscription_items": [new_item], "trial_end": null, "trial_from_plan": null,
+                "discount": null, "discounts": [], "cancel_at_period_end": null, "metadata": null,
+            });
+            set_subscription(
+                state,
+                id,
+                json!({"pending_update": pending, "latest_invoice": invoice}),
+                json!({"pending_update": null, "latest_invoice": subscription["latest_invoice"]}),
+                "customer.subscription.updated",
+                Some(request_id),
+            );
+        }
         return Ok(());
     }
     set_subscription(
@@ -945,8 +1036,287 @@ pub fn update_subscription(
         "customer.subscription.updated",
         Some(request_id),
     );
-    if let Some(period) = new_period {
-        charge_period(state, id, "subscription_update", period);
+    let new_item = state
+        .get(id)
+        .map(|s| s["items"]["data"][0].clone())
+        .unwrap_or_default();
+    let invoice = bill_switch(state, id, &new_item, period, credit, Some(request_id));
+    let paid = state.get(&invoice).is_some_and(|i| i["status"] == "paid");
+    if !paid && subscription["status"] == "active" {
+        set_subscription(
+            state,
+            id,
+            json!({"status": "past_due"}),
+            json!({"status": "active"}),
+            "customer.subscription.updated",
+            None,
+        );
+    }
+    Ok(())
+}
+
+/// The value of what is left of `item`'s current period, at its price: a proration credit.
+fn unused_time_credit(item: &Value, now: i64) -> i64 {
+    let amount = item["price"]["unit_amount"].as_i64().unwrap_or(0);
+    remaining_share(item, amount, now)
+}
+
+/// `amount` × the share of `item`'s current period still to run, rounded to the nearest
+/// minor unit (as Stripe rounds prorations).
+fn remaining_share(item: &Value, amount: i64, now: i64) -> i64 {
+    let start = item["current_period_start"].as_i64().unwrap_or(now);
+    let end = item["current_period_end"].as_i64().unwrap_or(now);
+    let total = i128::from((end - start).max(1));
+    let left = i128::from((end - now).clamp(0, end - start));
+    let share = (i128::from(amount) * left * 2 + total) / (total * 2);
+    i64::try_from(share).unwrap_or(0)
+}
+
+/// Adds `amount` to a customer's balance (negative: credit the next invoices use first).
+fn adjust_balance(state: &mut State, customer: &str, amount: i64) {
+    if amount == 0 {
+        return;
+    }
+    let Some(object) = state.get_mut(customer) else {
+        return;
+    };
+    let before = object["balance"].as_i64().unwrap_or(0);
+    object["balance"] = json!(before + amount);
+    state.emit(
+        "customer.updated",
+        customer,
+        Some(json!({"balance": before})),
+        None,
+    );
+}
+
+/// How a subscription's card answers an off-session charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CardOutcome {
+    Succeed,
+    Decline,
+    RequireAction,
+}
+
+fn card_outcome(state: &State, sub: &str) -> CardOutcome {
+    if state.declining.contains(sub) {
+        CardOutcome::Decline
+    } else if state.authenticating.contains(sub) {
+        CardOutcome::RequireAction
+    } else {
+        CardOutcome::Succeed
+    }
+}
+
+/// The invoice of an interval switch: the new price for the new period, less the unused
+/// time's credit (what is left of the credit goes to the customer's balance); attempted at
+/// once. Returns its id.
+fn bill_switch(
+    state: &mut State,
+    sub: &str,
+    new_item: &Value,
+    period: (i64, i64),
+    credit: i64,
+    _request_id: Option<&str>,
+) -> String {
+    let price = new_item["price"].clone();
+    let item = new_item["id"].as_str().unwrap_or_default().to_owned();
+    bill(
+        state,
+        sub,
+        &item,
+        &price,
+        "subscription_update",
+        period,
+        credit,
+    )
+}
+
+/// Creates, finalizes and attempts an invoice for `price` less `credit` and the customer's
+/// balance; answers its id.
+#[allow(clippy::too_many_arguments, reason = "an invoice names all of these")]
+fn bill(
+    state: &mut State,
+    sub: &str,
+    item: &str,
+    price: &Value,
+    reason: &str,
+    period: (i64, i64),
+    credit: i64,
+) -> String {
+    let Some(subscription) = state.get(sub).cloned() else {
+        return String::new();
+    };
+    let customer = subscription["customer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let email = state
+        .get(&customer)
+        .and_then(|c| c["email"].as_str())
+        .unwrap_or("reader@example.org")
+        .to_owned();
+    let now = state.now();
+    let amount = price["unit_amount"].as_i64().unwrap_or(0);
+    let balance = state
+        .get(&customer)
+        .and_then(|c| c["balance"].as_i64())
+        .unwrap_or(0);
+    // Stripe applies the proration credit and then the customer balance.
+    let total = amount - credit;
+    let due = (total + balance).max(0);
+    let ending_balance = (total + balance).min(0);
+    let invoice = new_invoice(
+        state, sub, item, &customer, &email, price, reason, period, now,
+    );
+    if let Some(object) = state.get_mut(&invoice) {
+        objects::merge(
+            object,
+            json!({"amount_due": due, "amount_remaining": due, "total": total.max(0),
+                   "subtotal": total, "total_excluding_tax": total, "subtotal_excluding_tax": total,
+                   "starting_balance": balance, "ending_balance": ending_balance}),
+        );
+    }
+    if ending_balance != balance {
+        adjust_balance(state, &customer, ending_balance - balance);
+    }
+    if let Some(object) = state.get_mut(sub) {
+        object["latest_invoice"] = json!(invoice);
+    }
+    if due == 0 {
+        // Nothing to charge: paid from credit.
+        let now = state.now();
+        if let Some(object) = state.get_mut(&invoice) {
+            objects::merge(
+                object,
+                json!({"status": "paid", "amount_paid": 0, "attempted": true, "attempt_count": 0,
+                       "next_payment_attempt": null, "status_transitions": {"paid_at": now}}),
+            );
+        }
+        state.emit("invoice.paid", &invoice, None, None);
+        return invoice;
+    }
+    let currency = price["currency"].as_str().unwrap_or("usd").to_owned();
+    let payment = Payment {
+        amount: due,
+        currency: &currency,
+        customer: Some(&customer),
+        description: Some(if reason == "subscription_cycle" {
+            "Subscription cycle"
+        } else {
+            "Subscription update"
+        }),
+        metadata: json!({}),
+        now,
+    };
+    match card_outcome(state, sub) {
+        CardOutcome::Succeed => {
+            let (pi, _) = succeed_charge(state, &payment, Some(&invoice));
+            settle_invoice(state, &invoice, &pi, true);
+        }
+        CardOutcome::Decline => {
+            let pi = decline_charge(state, &payment, Some(&invoice));
+            settle_invoice(state, &invoice, &pi, false);
+        }
+        CardOutcome::RequireAction => {
+            require_action(state, &payment, &invoice);
+        }
+    }
+    invoice
+}
+
+/// A card that asks for 3-D Secure: the payment intent waits in `requires_action`, no
+/// charge is made, and Stripe says so (`invoice.payment_action_required`).
+fn require_action(state: &mut State, payment: &Payment<'_>, invoice: &str) {
+    let pi = objects::new_id("pi_");
+    state.insert(objects::payment_intent(
+        &pi,
+        payment,
+        "requires_action",
+        None,
+    ));
+    if let Some(intent) = state.get_mut(&pi) {
+        intent["description"] = json!(format!("Invoice {invoice}"));
+        intent["next_action"] = json!({"type": "use_stripe_sdk", "use_stripe_sdk": {}});
+    }
+    state.emit("payment_intent.created", &pi, None, None);
+    state.emit("payment_intent.requires_action", &pi, None, None);
+    if let Some(object) = state.get_mut(invoice) {
+        let attempts = object["attempt_count"].as_i64().unwrap_or(0) + 1;
+        objects::merge(
+            object,
+            json!({"attempt_count": attempts, "attempted": true, "next_payment_attempt": null}),
+        );
+    }
+    state.emit("invoice.payment_action_required", invoice, None, None);
+}
+
+/// The donor pays (or authenticates) an open invoice on its hosted page: the charge
+/// succeeds, the invoice is paid, a pending subscription change made with
+/// `pending_if_incomplete` is applied, and a `past_due` subscription is active again.
+pub fn pay_invoice(state: &mut State, invoice: &str) -> Result<(), StripeError> {
+    let object = state
+        .get(invoice)
+        .filter(|o| o["object"] == "invoice")
+        .cloned()
+        .ok_or_else(|| StripeError::no_such("invoice", invoice))?;
+    if object["status"] != "open" {
+        return Err(StripeError::coded(
+            "invoice_not_editable",
+            None,
+            "This invoice is not open: it cannot be paid.",
+        ));
+    }
+    let sub = object["parent"]["subscription_details"]["subscription"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let customer = object["customer"].as_str().unwrap_or_default().to_owned();
+    let currency = object["currency"].as_str().unwrap_or("usd").to_owned();
+    let now = state.now();
+    let payment = Payment {
+        amount: object["amount_due"].as_i64().unwrap_or(0),
+        currency: &currency,
+        customer: Some(&customer),
+        description: Some("Subscription update"),
+        metadata: json!({}),
+        now,
+    };
+    // The authenticated (or new) card works from now on.
+    state.declining.remove(&sub);
+    state.authenticating.remove(&sub);
+    let (pi, _) = succeed_charge(state, &payment, Some(invoice));
+    settle_invoice(state, invoice, &pi, true);
+    if let Some((sub, patch)) = state.pending_changes.remove(invoice) {
+        let before = state.get(&sub).cloned().unwrap_or_default();
+        let mut previous = json!({"pending_update": before["pending_update"].clone()});
+        for key in patch
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            previous[&key] = before[&key].clone();
+        }
+        let mut patch = patch;
+        patch["pending_update"] = Value::Null;
+        set_subscription(
+            state,
+            &sub,
+            patch,
+            previous,
+            "customer.subscription.updated",
+            None,
+        );
+    }
+    if state.get(&sub).is_some_and(|s| s["status"] == "past_due") {
+        set_subscription(
+            state,
+            &sub,
+            json!({"status": "active"}),
+            json!({"status": "past_due"}),
+            "customer.subscription.updated",
+            None,
+        );
     }
     Ok(())
 }
@@ -990,58 +1360,26 @@ fn charge_period(state: &mut State, sub: &str, reason: &str, period: (i64, i64))
         return;
     };
     let (item, price) = first_item(&subscription);
-    let customer = subscription["customer"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let email = state
-        .get(&customer)
-        .and_then(|c| c["email"].as_str())
-        .unwrap_or("reader@example.org")
-        .to_owned();
-    let now = state.now();
-    let invoice = new_invoice(
-        state, sub, &item, &customer, &email, &price, reason, period, now,
-    );
-    if let Some(object) = state.get_mut(sub) {
-        object["latest_invoice"] = json!(invoice);
-    }
-    let amount = price["unit_amount"].as_i64().unwrap_or(0);
-    let currency = price["currency"].as_str().unwrap_or("usd").to_owned();
-    let payment = Payment {
-        amount,
-        currency: &currency,
-        customer: Some(&customer),
-        description: Some("Subscription update"),
-        metadata: json!({}),
-        now,
-    };
-    if state.declining.contains(sub) {
-        let pi = decline_charge(state, &payment, Some(&invoice));
-        settle_invoice(state, &invoice, &pi, false);
-        if subscription["status"] == "active" {
-            set_subscription(
-                state,
-                sub,
-                json!({"status": "past_due"}),
-                json!({"status": "active"}),
-                "customer.subscription.updated",
-                None,
-            );
-        }
-    } else {
-        let (pi, _) = succeed_charge(state, &payment, Some(&invoice));
-        settle_invoice(state, &invoice, &pi, true);
-        if subscription["status"] == "past_due" {
-            set_subscription(
-                state,
-                sub,
-                json!({"status": "active"}),
-                json!({"status": "past_due"}),
-                "customer.subscription.updated",
-                None,
-            );
-        }
+    let invoice = bill(state, sub, &item, &price, reason, period, 0);
+    let paid = state.get(&invoice).is_some_and(|i| i["status"] == "paid");
+    match (paid, subscription["status"].as_str()) {
+        (false, Some("active")) => set_subscription(
+            state,
+            sub,
+            json!({"status": "past_due"}),
+            json!({"status": "active"}),
+            "customer.subscription.updated",
+            None,
+        ),
+        (true, Some("past_due")) => set_subscription(
+            state,
+            sub,
+            json!({"status": "active"}),
+            json!({"status": "past_due"}),
+            "customer.subscription.updated",
+            None,
+        ),
+        _ => {}
     }
 }
 

@@ -98,7 +98,7 @@ impl Simulator {
         };
         Self {
             inner: Arc::new(Inner {
-                state: Mutex::new(state::State::default()),
+                state: Mutex::new(state::State::with_base_url(base_url.clone())),
                 options,
                 base_url,
                 mode: Mutex::new(mode),

@@ -1,6 +1,7 @@
 //! The hosted checkout page at a session's `url`: the amount and interval, and the buttons
 //! a tester needs ("Pay", "Decline card", "Pay, then dispute"). Paying redirects to the
-//! session's `success_url`, as Stripe's page does.
+//! session's `success_url`, as Stripe's page does. Also the hosted invoice page, where an
+//! open invoice (a declined or 3-D Secure switch) is paid.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -15,7 +16,51 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/checkout/{id}", get(show))
         .route("/checkout/{id}/{action}", post(act))
         .route("/portal/{id}", get(portal))
+        .route("/invoice/{id}", get(invoice_page))
+        .route("/invoice/{id}/pay", post(invoice_pay))
         .with_state(sim)
+}
+
+/// The hosted invoice page (`hosted_invoice_url`): the amount due and a button that pays
+/// it, as the donor would after 3-D Secure or with another card.
+async fn invoice_page(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
+    let Some(invoice) =
+        sim.with_state(|state| state.get(&id).filter(|o| o["object"] == "invoice").cloned())
+    else {
+        return (StatusCode::NOT_FOUND, Html("<h1>No such invoice</h1>")).into_response();
+    };
+    let due = crate::currencies::display(
+        invoice["amount_due"].as_i64().unwrap_or(0),
+        invoice["currency"].as_str().unwrap_or("usd"),
+    )
+    .to_uppercase();
+    let status = invoice["status"].as_str().unwrap_or("open");
+    let button = if status == "open" {
+        format!(
+            r#"<form method="post" action="/invoice/{id}/pay"><button>Confirm and pay</button></form>"#,
+            id = escape(&id)
+        )
+    } else {
+        format!("<p>This invoice is {}.</p>", escape(status))
+    };
+    Html(format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Invoice (simulated)</title></head>
+<body><h1>Invoice {id}</h1><p>Amount due: {due}</p>{button}</body></html>"#,
+        id = escape(&id),
+        due = escape(&due),
+    ))
+    .into_response()
+}
+
+async fn invoice_pay(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
+    match sim.act(|state| flows::pay_invoice(state, &id)) {
+        Ok(()) => Html("<p>Paid. You can close this page.</p>").into_response(),
+        Err(err) => (
+            StatusCode::CONFLICT,
+            Html(format!("<p>{}</p>", escape(&format!("{err:?}")))),
+        )
+            .into_response(),
+    }
 }
 
 /// The Billing Portal page: a card form stand-in and the way back.

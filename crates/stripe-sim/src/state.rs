@@ -43,6 +43,13 @@ pub struct State {
     pub sessions: HashMap<String, SessionPlan>,
     /// Subscriptions whose card declines at the next charge.
     pub declining: HashSet<String>,
+    /// Subscriptions whose card asks for 3-D Secure at the next off-session charge.
+    pub authenticating: HashSet<String>,
+    /// Subscription changes made with `payment_behavior=pending_if_incomplete` whose invoice
+    /// is not paid yet: invoice id → (subscription, the patch to apply once it is paid).
+    pub pending_changes: HashMap<String, (String, Value)>,
+    /// Where the simulator's hosted pages are (`hosted_invoice_url`).
+    pub base_url: String,
     pub idempotency: HashMap<String, Idempotent>,
     /// Seconds added to the machine's clock by `/_sim/clock/advance`.
     pub clock_offset: i64,
@@ -59,6 +66,14 @@ fn real_now() -> i64 {
 }
 
 impl State {
+    /// An empty state whose hosted pages are at `base_url`.
+    pub fn with_base_url(base_url: String) -> Self {
+        Self {
+            base_url,
+            ..Self::default()
+        }
+    }
+
     /// The simulator's now (unix seconds): the machine's clock plus every advance.
     pub fn now(&self) -> i64 {
         real_now().saturating_add(self.clock_offset)

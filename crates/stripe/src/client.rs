@@ -182,6 +182,12 @@ pub struct Subscription {
     pub cancel_at_period_end: bool,
     /// Its metadata (Kopilka's ids).
     pub metadata: HashMap<String, String>,
+    /// Whether a change made with `payment_behavior=pending_if_incomplete` waits for its
+    /// invoice to be paid (Stripe's `pending_update`): until then nothing changed.
+    pub pending_update: bool,
+    /// The latest invoice's hosted page, when the answer expanded it (`expand[]=latest_invoice`):
+    /// where the donor pays or authenticates it. Read live, never stored.
+    pub latest_invoice_url: Option<String>,
 }
 
 /// A refund as Kopilka needs it.
@@ -256,6 +262,13 @@ impl From<stripe_shared::Subscription> for Subscription {
             current_period_end: item.map_or(0, |i| i.current_period_end),
             cancel_at_period_end: s.cancel_at_period_end,
             metadata: s.metadata,
+            pending_update: s.pending_update.is_some(),
+            latest_invoice_url: match &s.latest_invoice {
+                Some(stripe_types::Expandable::Object(invoice)) => {
+                    invoice.hosted_invoice_url.clone()
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -532,9 +545,23 @@ impl StripeClient {
         let mut item = sub::UpdateSubscriptionItems::new();
         item.id = Some(current.item_id.clone());
         item.price_data = Some(price);
-        let updated = sub::UpdateSubscription::new(current.id.as_str())
-            .items(vec![item])
-            .proration_behavior(sub::UpdateSubscriptionProrationBehavior::None)
+        let mut update = sub::UpdateSubscription::new(current.id.as_str()).items(vec![item]);
+        update = if current.interval == Some(interval) {
+            // Same interval, new amount: from the next renewal, no charge now.
+            update.proration_behavior(sub::UpdateSubscriptionProrationBehavior::None)
+        } else {
+            // Monthly ↔ annual: Stripe resets the billing anchor and bills the new price at
+            // once. `always_invoice` credits the unused time of the period paid for on that
+            // invoice (what is left over goes to the customer's balance and pays the next
+            // invoices); `pending_if_incomplete` applies the switch only once that invoice is
+            // paid, so a declined or 3-D Secure payment leaves the plan as it was, with the
+            // invoice's hosted page to complete it.
+            update
+                .proration_behavior(sub::UpdateSubscriptionProrationBehavior::AlwaysInvoice)
+                .payment_behavior(sub::UpdateSubscriptionPaymentBehavior::PendingIfIncomplete)
+                .expand(vec!["latest_invoice".to_owned()])
+        };
+        let updated = update
             .customize()
             .request_strategy(idempotent(&format!("plan-change-{change_id}"))?)
             .send(&self.inner)

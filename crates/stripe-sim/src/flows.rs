@@ -920,9 +920,7 @@ pub fn update_subscription(
         if !matches!(proration, "create_prorations" | "always_invoice" | "none") {
             return Err(StripeError::invalid(
                 "proration_behavior",
-                format!(
-                    "Invalid proration_behavior: must be one of create_prorations, always_invoice, or none"
-                ),
+                "Invalid proration_behavior: must be one of create_prorations, always_invoice, or none",
             ));
         }
         let product = string(price_data, "product")
@@ -997,7 +995,7 @@ pub fn update_subscription(
         // Nothing changes until the invoice is paid: Stripe bills the new price with the
         // change kept as `pending_update`, applied when (if) the invoice is paid.
         let new_item = patch["items"]["data"][0].clone();
-        let invoice = bill_switch(state, id, &new_item, period, credit, Some(request_id));
+        let invoice = bill_switch(state, id, &new_item, period, credit);
         let paid = state.get(&invoice).is_some_and(|i| i["status"] == "paid");
         if paid {
             set_subscription(
@@ -1040,7 +1038,7 @@ pub fn update_subscription(
         .get(id)
         .map(|s| s["items"]["data"][0].clone())
         .unwrap_or_default();
-    let invoice = bill_switch(state, id, &new_item, period, credit, Some(request_id));
+    let invoice = bill_switch(state, id, &new_item, period, credit);
     let paid = state.get(&invoice).is_some_and(|i| i["status"] == "paid");
     if !paid && subscription["status"] == "active" {
         set_subscription(
@@ -1117,7 +1115,6 @@ fn bill_switch(
     new_item: &Value,
     period: (i64, i64),
     credit: i64,
-    _request_id: Option<&str>,
 ) -> String {
     let price = new_item["price"].clone();
     let item = new_item["id"].as_str().unwrap_or_default().to_owned();

@@ -20,6 +20,7 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/_sim/delivery", post(delivery))
         .route("/_sim/subscriptions/{id}/card", post(card))
         .route("/_sim/invoices/{id}/pay", post(pay_invoice))
+        .route("/_sim/dunning", post(dunning))
         .route("/_sim/totals", get(totals))
         .route("/_sim/seed/payments", post(seed_payments))
         .route("/_sim/faults", post(faults))
@@ -178,6 +179,59 @@ async fn pay_invoice(
 ) -> Result<Json<serde_json::Value>, StripeError> {
     sim.act(|state| flows::pay_invoice(state, &id))?;
     Ok(Json(json!({"invoice": id, "status": "paid"})))
+}
+
+#[derive(Deserialize)]
+struct DunningSettings {
+    attempts: Option<i64>,
+    window_days: Option<i64>,
+    then: Option<String>,
+}
+
+/// Stripe's retry settings for failed renewals: `attempts` in all (2–8), spread over
+/// `window_days` (7, 14, 21, 30 or 60), `then` `canceled`, `unpaid` or `past_due` after
+/// the last. Answers the settings in force.
+async fn dunning(
+    State(sim): State<Simulator>,
+    Json(body): Json<DunningSettings>,
+) -> Result<Json<serde_json::Value>, StripeError> {
+    if body.attempts.is_some_and(|a| !(1..=8).contains(&a)) {
+        return Err(StripeError::invalid("attempts", "attempts must be 1 to 8"));
+    }
+    if body
+        .window_days
+        .is_some_and(|d| ![7, 14, 21, 30, 60].contains(&d))
+    {
+        return Err(StripeError::invalid(
+            "window_days",
+            "window_days must be 7, 14, 21, 30 or 60",
+        ));
+    }
+    if body
+        .then
+        .as_deref()
+        .is_some_and(|t| !matches!(t, "canceled" | "unpaid" | "past_due"))
+    {
+        return Err(StripeError::invalid(
+            "then",
+            "then must be canceled, unpaid or past_due",
+        ));
+    }
+    let settings = sim.act(|state| {
+        if let Some(attempts) = body.attempts {
+            state.dunning.attempts = attempts;
+        }
+        if let Some(days) = body.window_days {
+            state.dunning.window_days = days;
+        }
+        if let Some(then) = body.then.clone() {
+            state.dunning.then = then;
+        }
+        Ok::<_, StripeError>(state.dunning.clone())
+    })?;
+    Ok(Json(
+        json!({"attempts": settings.attempts, "window_days": settings.window_days, "then": settings.then}),
+    ))
 }
 
 async fn totals(State(sim): State<Simulator>) -> Json<serde_json::Value> {

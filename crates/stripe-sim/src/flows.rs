@@ -503,8 +503,15 @@ fn new_invoice(
 
 fn settle_invoice(state: &mut State, invoice: &str, payment_intent: &str, paid: bool) {
     let now = state.now();
+    // A failed renewal is retried per the dunning settings until its last attempt; other
+    // invoices (a switch, the first one) wait for the donor.
+    let next_attempt = state.get(invoice).and_then(|object| {
+        let renewal = object["billing_reason"] == "subscription_cycle";
+        let attempts = object["attempt_count"].as_i64().unwrap_or(0) + 1;
+        (renewal && attempts < state.dunning.attempts).then(|| now + state.dunning.spacing())
+    });
     if let Some(object) = state.get_mut(invoice) {
-        objects::invoice_settled(object, payment_intent, paid, now);
+        objects::invoice_settled(object, payment_intent, paid, now, next_attempt);
     }
     if paid {
         state.emit("invoice.paid", invoice, None, None);
@@ -1380,6 +1387,77 @@ fn charge_period(state: &mut State, sub: &str, reason: &str, period: (i64, i64))
     }
 }
 
+/// An automatic retry of a failed renewal. It succeeds (paid, `active` again) or fails
+/// again; after the last attempt Stripe stops (`next_payment_attempt` null) and, per the
+/// dunning settings, cancels the subscription (`customer.subscription.deleted`,
+/// `cancellation_details.reason=payment_failed`), marks it `unpaid`, or leaves it.
+fn retry_invoice(state: &mut State, invoice: &str) {
+    let Some(object) = state.get(invoice).cloned() else {
+        return;
+    };
+    let sub = object["parent"]["subscription_details"]["subscription"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let live = state
+        .get(&sub)
+        .is_some_and(|s| matches!(s["status"].as_str(), Some("active" | "past_due")));
+    if !live {
+        if let Some(object) = state.get_mut(invoice) {
+            object["next_payment_attempt"] = Value::Null;
+        }
+        return;
+    }
+    let currency = object["currency"].as_str().unwrap_or("usd").to_owned();
+    let customer = object["customer"].as_str().unwrap_or_default().to_owned();
+    let now = state.now();
+    let payment = Payment {
+        amount: object["amount_due"].as_i64().unwrap_or(0),
+        currency: &currency,
+        customer: Some(&customer),
+        description: Some("Subscription cycle"),
+        metadata: json!({}),
+        now,
+    };
+    if card_outcome(state, &sub) == CardOutcome::Succeed {
+        let (pi, _) = succeed_charge(state, &payment, Some(invoice));
+        settle_invoice(state, invoice, &pi, true);
+        if state.get(&sub).is_some_and(|s| s["status"] == "past_due") {
+            set_subscription(
+                state,
+                &sub,
+                json!({"status": "active"}),
+                json!({"status": "past_due"}),
+                "customer.subscription.updated",
+                None,
+            );
+        }
+        return;
+    }
+    let pi = decline_charge(state, &payment, Some(invoice));
+    settle_invoice(state, invoice, &pi, false);
+    let exhausted = state
+        .get(invoice)
+        .is_some_and(|i| i["next_payment_attempt"].is_null());
+    if !exhausted {
+        return;
+    }
+    match state.dunning.then.clone().as_str() {
+        "canceled" => {
+            let _ = cancel_subscription(state, &sub, None, "payment_failed");
+        }
+        "unpaid" => set_subscription(
+            state,
+            &sub,
+            json!({"status": "unpaid"}),
+            json!({"status": "past_due"}),
+            "customer.subscription.updated",
+            None,
+        ),
+        _ => {}
+    }
+}
+
 /// Moves the clock by `seconds` and does what falls due, in time order: open checkout
 /// sessions expire; subscriptions renew (new period, invoice, charge) or, when set to
 /// cancel at period end, end.
@@ -1396,9 +1474,10 @@ pub fn advance_clock(state: &mut State, seconds: i64) {
         state.set_now(at);
         let _ = expire_session(state, &id, None);
     }
-    // Renew period by period so a jump of a year bills each month.
-    for _ in 0..400 {
-        let due: Option<(String, i64)> = state
+    // Renew period by period so a jump of a year bills each month; retry failed renewals
+    // when their next attempt falls due, in time order with the renewals.
+    for _ in 0..2_000 {
+        let renewal: Option<(String, i64)> = state
             .newest_first("subscription")
             .filter(|s| matches!(s["status"].as_str(), Some("active" | "past_due")))
             .filter_map(|s| {
@@ -1406,10 +1485,26 @@ pub fn advance_clock(state: &mut State, seconds: i64) {
                 (end <= now).then(|| (s["id"].as_str().unwrap_or_default().to_owned(), end))
             })
             .min_by_key(|(_, end)| *end);
-        let Some((sub, end)) = due else { break };
-        // Each renewal happens, and is stamped, at its period's end.
-        state.set_now(end);
-        renew(state, &sub, end);
+        let retry: Option<(String, i64)> = state
+            .newest_first("invoice")
+            .filter(|i| i["status"] == "open")
+            .filter_map(|i| {
+                let at = i["next_payment_attempt"].as_i64()?;
+                (at <= now).then(|| (i["id"].as_str().unwrap_or_default().to_owned(), at))
+            })
+            .min_by_key(|(_, at)| *at);
+        match (renewal, retry) {
+            (Some((sub, end)), retry) if retry.as_ref().is_none_or(|(_, at)| end <= *at) => {
+                // Each renewal happens, and is stamped, at its period's end.
+                state.set_now(end);
+                renew(state, &sub, end);
+            }
+            (_, Some((invoice, at))) => {
+                state.set_now(at);
+                retry_invoice(state, &invoice);
+            }
+            _ => break,
+        }
     }
     state.set_now(now);
     pay_out(state);

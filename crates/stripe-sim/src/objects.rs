@@ -425,7 +425,13 @@ pub fn invoice(spec: &InvoiceSpec<'_>) -> Value {
 }
 
 /// Marks `invoice` paid (by `payment_intent`) or failed at `now`.
-pub fn invoice_settled(invoice: &mut Value, payment_intent: &str, paid: bool, now: i64) {
+pub fn invoice_settled(
+    invoice: &mut Value,
+    payment_intent: &str,
+    paid: bool,
+    now: i64,
+    next_attempt: Option<i64>,
+) {
     let amount = invoice["amount_due"].as_i64().unwrap_or(0);
     let attempts = invoice["attempt_count"].as_i64().unwrap_or(0) + 1;
     let patch = if paid {
@@ -437,7 +443,7 @@ pub fn invoice_settled(invoice: &mut Value, payment_intent: &str, paid: bool, no
                        "payment": {"type": "payment_intent", "payment_intent": payment_intent, "charge": null, "payment_record": null},
                        "status": "paid", "status_transitions": {"canceled_at": null, "paid_at": now}}]}})
     } else {
-        json!({"attempt_count": attempts, "attempted": true, "next_payment_attempt": now + 3 * 86_400})
+        json!({"attempt_count": attempts, "attempted": true, "next_payment_attempt": next_attempt})
     };
     merge(invoice, patch);
 }

@@ -34,6 +34,35 @@ pub enum Idempotent {
     },
 }
 
+/// Stripe's "Manage failed payments" settings: how many attempts a failed renewal gets in
+/// what window, and what happens to the subscription after the last one.
+#[derive(Debug, Clone)]
+pub struct Dunning {
+    /// Attempts in all, the first included (Stripe recommends 8).
+    pub attempts: i64,
+    /// The window they are spread over, in days (Stripe: 1 week … 2 months; 2 weeks).
+    pub window_days: i64,
+    /// After the last failure: `canceled`, `unpaid` or `past_due` (leave it as it is).
+    pub then: String,
+}
+
+impl Default for Dunning {
+    fn default() -> Self {
+        Self {
+            attempts: 8,
+            window_days: 14,
+            then: "canceled".into(),
+        }
+    }
+}
+
+impl Dunning {
+    /// Seconds between two attempts.
+    pub fn spacing(&self) -> i64 {
+        self.window_days * 86_400 / (self.attempts - 1).max(1)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct State {
     objects: HashMap<String, Value>,
@@ -50,6 +79,8 @@ pub struct State {
     pub pending_changes: HashMap<String, (String, Value)>,
     /// Where the simulator's hosted pages are (`hosted_invoice_url`).
     pub base_url: String,
+    /// The account's retry settings for failed renewals.
+    pub dunning: Dunning,
     pub idempotency: HashMap<String, Idempotent>,
     /// Seconds added to the machine's clock by `/_sim/clock/advance`.
     pub clock_offset: i64,

@@ -1020,7 +1020,7 @@ pub fn update_subscription(
             let pending = json!({
                 "billing_cycle_anchor": period.0, "expires_at": period.0 + 23 * 3600,
                 "subscription_items": [new_item], "trial_end": null, "trial_from_plan": null,
-                "discount": null, "discounts": [], "cancel_at_period_end": null, "metadata": null,
+                "discount": null, "discounts": [], "metadata": null,
             });
             set_subscription(
                 state,
@@ -1176,7 +1176,7 @@ fn bill(
     if let Some(object) = state.get_mut(&invoice) {
         objects::merge(
             object,
-            json!({"amount_due": due, "amount_remaining": due, "total": total.max(0),
+            json!({"amount_due": due, "amount_remaining": due, "total": total,
                    "subtotal": total, "total_excluding_tax": total, "subtotal_excluding_tax": total,
                    "starting_balance": balance, "ending_balance": ending_balance}),
         );

@@ -201,6 +201,17 @@ async fn a_card_needing_3d_secure_leaves_a_pending_update_and_requires_action() 
         "month"
     );
     assert!(body["pending_update"]["expires_at"].is_i64(), "{body}");
+    // Exactly the keys of Stripe's example `pending_update`.
+    let example: Value = serde_json::from_str(include_str!("../fixtures/objects.json")).unwrap();
+    let keys = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys(&body["pending_update"]),
+        keys(&example["subscription"]["pending_update"])
+    );
     assert_eq!(body["latest_invoice"]["status"], "open", "expanded");
     assert!(body["latest_invoice"]["hosted_invoice_url"].is_string());
     let intents = sim.get("/v1/payment_intents?limit=100").await;

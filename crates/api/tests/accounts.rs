@@ -1378,3 +1378,69 @@ async fn interval_switches_credit_unused_time_and_an_unpaid_switch_changes_nothi
         (Some("month"), Some(1000))
     );
 }
+
+#[tokio::test]
+async fn a_plan_amount_stripe_would_refuse_is_422_and_changes_nothing() {
+    let app = TestApp::spawn_with(|settings| {
+        let isk: kopilka_domain::Currency = "isk".parse().unwrap();
+        let rules = isk.charge_rules().unwrap();
+        let interval = kopilka_config::IntervalOffer {
+            presets: vec![50_000],
+            default_minor: 50_000,
+            minimum_minor: rules.minimum_minor,
+            maximum_minor: rules.maximum_minor,
+        };
+        settings.offer.currencies.insert(
+            isk,
+            kopilka_config::CurrencyOffer {
+                default_interval: kopilka_domain::Interval::Month,
+                once: interval.clone(),
+                month: interval.clone(),
+                year: interval,
+            },
+        );
+        settings.offer.rates.insert(isk, "0.0072".parse().unwrap());
+    })
+    .await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let email = "krona@example.org";
+    // 500 kr a month: Stripe's ISK has two decimals that are always 00.
+    app.give_in(email, "month", 50_000, "isk").await;
+    request_link(&app, email).await;
+    let token = sign_in_by_link(&app, email, 1).await;
+    let plan = my_plan(&app, &token).await;
+    let id = plan["id"].as_str().unwrap().to_owned();
+    let sub = plan["stripe_subscription_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/me/recurring/{id}");
+
+    let fractional = as_reader(
+        &app,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"amount_minor": 60_050})),
+    )
+    .await;
+    assert_eq!(fractional.error_code(422), "amount_not_a_valid_multiple");
+    let at_stripe = app.sim_get(&format!("/v1/subscriptions/{sub}")).await;
+    assert_eq!(
+        at_stripe["items"]["data"][0]["price"]["unit_amount"], 50_000,
+        "nothing reached Stripe"
+    );
+
+    let whole = as_reader(
+        &app,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"amount_minor": 60_000})),
+    )
+    .await;
+    assert_eq!(
+        whole.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&whole.body)
+    );
+    assert_eq!(whole.json()["amount_minor"], 60_000);
+}

@@ -253,11 +253,25 @@ impl TestApp {
     /// # Panics
     /// When the checkout is refused or not applied within 20 seconds.
     pub async fn give(&self, email: &str, interval: &str, amount: i64) -> serde_json::Value {
+        self.give_in(email, interval, amount, "usd").await
+    }
+
+    /// [`Self::give`] in `currency`.
+    ///
+    /// # Panics
+    /// When the checkout is refused or not applied within 20 seconds.
+    pub async fn give_in(
+        &self,
+        email: &str,
+        interval: &str,
+        amount: i64,
+        currency: &str,
+    ) -> serde_json::Value {
         let started = self
             .api
             .post_json(
                 "/v1/checkout",
-                &serde_json::json!({"interval": interval, "amount_minor": amount, "currency": "usd", "email": email}),
+                &serde_json::json!({"interval": interval, "amount_minor": amount, "currency": currency, "email": email}),
             )
             .await;
         assert_eq!(started.status, reqwest::StatusCode::CREATED);

@@ -1174,6 +1174,22 @@ fn bill(
         state, sub, item, &customer, &email, price, reason, period, now,
     );
     if let Some(object) = state.get_mut(&invoice) {
+        if credit != 0 {
+            // Stripe's proration line: the unused time, credited.
+            let mut line = object["lines"]["data"][0].clone();
+            line["id"] = json!(objects::new_id("il_"));
+            line["amount"] = json!(-credit);
+            line["subtotal"] = json!(-credit);
+            line["quantity"] = json!(1);
+            line["quantity_decimal"] = json!("1");
+            line["description"] = json!("Unused time on the previous price");
+            line["parent"]["subscription_item_details"]["proration"] = json!(true);
+            line["pricing"]["unit_amount_decimal"] = json!((-credit).to_string());
+            line["period"] = json!({"start": now, "end": period.1});
+            if let Some(lines) = object["lines"]["data"].as_array_mut() {
+                lines.insert(0, line);
+            }
+        }
         objects::merge(
             object,
             json!({"amount_due": due, "amount_remaining": due, "total": total,

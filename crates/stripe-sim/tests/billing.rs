@@ -161,6 +161,22 @@ async fn proration_behavior_decides_the_credit_of_an_interval_switch() {
         "create_prorations (the default) credits the month"
     );
     assert_eq!(invoice["status"], "paid");
+    let lines: Vec<(i64, bool)> = invoice["lines"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["amount"].as_i64().unwrap(),
+                l["parent"]["subscription_item_details"]["proration"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![(-1000, true), (12000, false)],
+        "a proration line and the new price"
+    );
     let sub = sim.get(&format!("/v1/subscriptions/{prorated}")).await;
     assert_eq!(
         sub["items"]["data"][0]["price"]["recurring"]["interval"],

@@ -48,6 +48,7 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/v1/payouts/{id}", get(retrieve("payout")))
         .route("/v1/events", get(list_events))
         .route("/v1/events/{id}", get(retrieve("event")))
+        .route("/v1/prices", post(create_price))
         .route("/v1/prices/{id}", get(retrieve("price")))
         .route("/v1/products/{id}", get(retrieve("product")))
         .fallback(|| async { StripeError::invalid("path", "Unrecognized request URL. The simulator serves the subset of Stripe's API that Kopilka uses.") })
@@ -266,6 +267,12 @@ async fn create_checkout_session(State(sim): State<Simulator>, body: Bytes) -> A
 async fn expire_checkout_session(State(sim): State<Simulator>, Path(id): Path<String>) -> Answer {
     let request = request_id();
     sim.act(|state| flows::expire_session(state, &id, Some(&request)))?;
+    sim.object(&id)
+}
+
+async fn create_price(State(sim): State<Simulator>, body: Bytes) -> Answer {
+    let params = form::decode(&body);
+    let id = sim.act(|state| flows::create_price(state, &params))?;
     sim.object(&id)
 }
 

@@ -889,40 +889,7 @@ pub fn update_subscription(
     }
     let mut switch = None;
     if let Some(item) = params.get("items").and_then(|i| i.get(0)) {
-        let price_data = item
-            .get("price_data")
-            .ok_or_else(|| StripeError::missing("items[0][price_data]"))?;
         let (_, old_price) = first_item(&subscription);
-        let currency = string(price_data, "currency")
-            .unwrap_or(old_price["currency"].as_str().unwrap_or("usd"))
-            .to_owned();
-        let amount = integer(
-            price_data,
-            "items[0][price_data][unit_amount]",
-            "unit_amount",
-        )?
-        .ok_or_else(|| StripeError::missing("items[0][price_data][unit_amount]"))?;
-        currencies::check(
-            amount,
-            &currency,
-            "items[0][price_data][unit_amount]",
-            "items[0][price_data][currency]",
-        )?;
-        let interval = price_data
-            .get("recurring")
-            .and_then(|r| string(r, "interval"))
-            .unwrap_or(
-                old_price["recurring"]["interval"]
-                    .as_str()
-                    .unwrap_or("month"),
-            )
-            .to_owned();
-        if !matches!(interval.as_str(), "month" | "year") {
-            return Err(StripeError::invalid(
-                "items[0][price_data][recurring][interval]",
-                "Interval must be month or year.",
-            ));
-        }
         let proration = string(params, "proration_behavior").unwrap_or("create_prorations");
         if !matches!(proration, "create_prorations" | "always_invoice" | "none") {
             return Err(StripeError::invalid(
@@ -930,13 +897,70 @@ pub fn update_subscription(
                 "Invalid proration_behavior: must be one of create_prorations, always_invoice, or none",
             ));
         }
-        let product = string(price_data, "product")
-            .unwrap_or(old_price["product"].as_str().unwrap_or_default())
-            .to_owned();
         let now = state.now();
-        let price_id = objects::new_id("price_");
-        let price = objects::price(&price_id, &product, &currency, amount, Some(&interval), now);
-        state.insert(price.clone());
+        let price = if let Some(price_id) = string(item, "price") {
+            state
+                .get(price_id)
+                .filter(|p| p["object"] == "price")
+                .cloned()
+                .ok_or_else(|| StripeError::no_such("price", price_id))?
+        } else {
+            let price_data = item
+                .get("price_data")
+                .ok_or_else(|| StripeError::missing("items[0][price]"))?;
+            if string(params, "payment_behavior") == Some("pending_if_incomplete") {
+                // Stripe's pending updates reference: items take only price and quantity.
+                return Err(StripeError::invalid(
+                    "items[0][price_data]",
+                    "When payment_behavior=pending_if_incomplete, items can only set price and quantity.",
+                ));
+            }
+            let currency = string(price_data, "currency")
+                .unwrap_or(old_price["currency"].as_str().unwrap_or("usd"))
+                .to_owned();
+            let amount = integer(
+                price_data,
+                "items[0][price_data][unit_amount]",
+                "unit_amount",
+            )?
+            .ok_or_else(|| StripeError::missing("items[0][price_data][unit_amount]"))?;
+            currencies::check(
+                amount,
+                &currency,
+                "items[0][price_data][unit_amount]",
+                "items[0][price_data][currency]",
+            )?;
+            let interval = price_data
+                .get("recurring")
+                .and_then(|r| string(r, "interval"))
+                .unwrap_or(
+                    old_price["recurring"]["interval"]
+                        .as_str()
+                        .unwrap_or("month"),
+                )
+                .to_owned();
+            if !matches!(interval.as_str(), "month" | "year") {
+                return Err(StripeError::invalid(
+                    "items[0][price_data][recurring][interval]",
+                    "Interval must be month or year.",
+                ));
+            }
+            let product = string(price_data, "product")
+                .unwrap_or(old_price["product"].as_str().unwrap_or_default())
+                .to_owned();
+            let price_id = objects::new_id("price_");
+            let price =
+                objects::price(&price_id, &product, &currency, amount, Some(&interval), now);
+            state.insert(price.clone());
+            price
+        };
+        let amount = price["unit_amount"].as_i64().unwrap_or(0);
+        let Some(interval) = price["recurring"]["interval"].as_str().map(str::to_owned) else {
+            return Err(StripeError::invalid(
+                "items[0][price]",
+                "The price must be recurring.",
+            ));
+        };
         let mut items = subscription["items"].clone();
         previous["items"] = items.clone();
         let old_item = items["data"][0].clone();
@@ -1017,8 +1041,13 @@ pub fn update_subscription(
             state
                 .pending_changes
                 .insert(invoice.clone(), (id.to_owned(), patch));
+            // Stripe: the earlier of the current period's end and 23 hours from now.
+            let period_end = subscription["items"]["data"][0]["current_period_end"]
+                .as_i64()
+                .unwrap_or(i64::MAX);
+            let expires_at = (period.0 + 23 * 3600).min(period_end);
             let pending = json!({
-                "billing_cycle_anchor": period.0, "expires_at": period.0 + 23 * 3600,
+                "billing_cycle_anchor": period.0, "expires_at": expires_at,
                 "subscription_items": [new_item], "trial_end": null, "trial_from_plan": null,
                 "discount": null, "discounts": [], "metadata": null,
             });
@@ -1341,6 +1370,47 @@ pub fn pay_invoice(state: &mut State, invoice: &str) -> Result<(), StripeError> 
     Ok(())
 }
 
+/// `POST /v1/prices`: a price of an existing product (`currency`, `unit_amount`, optional
+/// `recurring[interval]` month or year).
+pub fn create_price(state: &mut State, params: &Value) -> Result<String, StripeError> {
+    let currency = string(params, "currency")
+        .ok_or_else(|| StripeError::missing("currency"))?
+        .to_ascii_lowercase();
+    let amount = integer(params, "unit_amount", "unit_amount")?
+        .ok_or_else(|| StripeError::missing("unit_amount"))?;
+    currencies::check(amount, &currency, "unit_amount", "currency")?;
+    let product = string(params, "product").ok_or_else(|| StripeError::missing("product"))?;
+    if state.get(product).is_none_or(|p| p["object"] != "product") {
+        return Err(StripeError::no_such("product", product));
+    }
+    let interval = params
+        .get("recurring")
+        .and_then(|r| string(r, "interval"))
+        .map(str::to_owned);
+    if interval
+        .as_deref()
+        .is_some_and(|i| !matches!(i, "month" | "year"))
+    {
+        return Err(StripeError::invalid(
+            "recurring[interval]",
+            "The simulator's recurring prices are month or year.",
+        ));
+    }
+    let id = objects::new_id("price_");
+    let now = state.now();
+    let product = product.to_owned();
+    state.insert(objects::price(
+        &id,
+        &product,
+        &currency,
+        amount,
+        interval.as_deref(),
+        now,
+    ));
+    state.emit("price.created", &id, None, None);
+    Ok(id)
+}
+
 /// `DELETE /v1/subscriptions/{id}`: cancels now.
 pub fn cancel_subscription(
     state: &mut State,
@@ -1474,6 +1544,44 @@ fn retry_invoice(state: &mut State, invoice: &str) {
     }
 }
 
+/// Stripe's pending-update expiry: "the invoice is voided and the pending update is
+/// discarded" (pending updates reference).
+fn expire_pending_update(state: &mut State, sub: &str) {
+    let Some(subscription) = state.get(sub).cloned() else {
+        return;
+    };
+    let invoice = subscription["latest_invoice"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    state.pending_changes.remove(&invoice);
+    let now = state.now();
+    let open = state.get(&invoice).is_some_and(|i| i["status"] == "open");
+    if open {
+        if let Some(object) = state.get_mut(&invoice) {
+            objects::merge(
+                object,
+                json!({"status": "void", "amount_remaining": 0, "next_payment_attempt": null,
+                       "status_transitions": {"voided_at": now}}),
+            );
+        }
+        state.emit(
+            "invoice.voided",
+            &invoice,
+            Some(json!({"status": "open"})),
+            None,
+        );
+    }
+    set_subscription(
+        state,
+        sub,
+        json!({"pending_update": null}),
+        json!({"pending_update": subscription["pending_update"].clone()}),
+        "customer.subscription.updated",
+        None,
+    );
+}
+
 /// Moves the clock by `seconds` and does what falls due, in time order: open checkout
 /// sessions expire; subscriptions renew (new period, invoice, charge) or, when set to
 /// cancel at period end, end.
@@ -1489,6 +1597,19 @@ pub fn advance_clock(state: &mut State, seconds: i64) {
     for (id, at) in expired {
         state.set_now(at);
         let _ = expire_session(state, &id, None);
+    }
+    // A pending update nobody completed expires: its invoice is voided, the change dropped.
+    let mut expiring: Vec<(String, i64)> = state
+        .newest_first("subscription")
+        .filter_map(|s| {
+            let at = s["pending_update"]["expires_at"].as_i64()?;
+            (at <= now).then(|| (s["id"].as_str().unwrap_or_default().to_owned(), at))
+        })
+        .collect();
+    expiring.sort_by_key(|(_, at)| *at);
+    for (sub, at) in expiring {
+        state.set_now(at);
+        expire_pending_update(state, &sub);
     }
     // Renew period by period so a jump of a year bills each month; retry failed renewals
     // when their next attempt falls due, in time order with the renewals.

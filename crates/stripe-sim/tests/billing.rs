@@ -88,30 +88,38 @@ impl Sim {
             .to_owned()
     }
 
+    /// Switches `sub` to a new yearly price of `amount` (made first with `POST /v1/prices`,
+    /// as a pending update requires `items[][price]`), with `extra` parameters.
     async fn switch_to_year(
         &self,
         sub: &str,
         amount: &str,
         extra: &[(&str, &str)],
     ) -> (u16, Value) {
-        let mut form = vec![
-            ("items[0][price_data][currency]", "usd"),
-            ("items[0][price_data][unit_amount]", amount),
-            ("items[0][price_data][recurring][interval]", "year"),
-        ];
-        let item = self.get(&format!("/v1/subscriptions/{sub}")).await["items"]["data"][0]["id"]
+        let current = self.get(&format!("/v1/subscriptions/{sub}")).await;
+        let item = current["items"]["data"][0]["id"]
             .as_str()
             .unwrap()
             .to_owned();
-        let product = self.get(&format!("/v1/subscriptions/{sub}")).await["items"]["data"][0]
-            ["price"]["product"]
+        let product = current["items"]["data"][0]["price"]["product"]
             .as_str()
             .unwrap()
             .to_owned();
-        form.push(("items[0][id]", &item));
-        form.push(("items[0][price_data][product]", &product));
+        let (status, price) = self
+            .post(
+                "/v1/prices",
+                &[
+                    ("currency", "usd"),
+                    ("unit_amount", amount),
+                    ("product", &product),
+                    ("recurring[interval]", "year"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{price}");
+        let price = price["id"].as_str().unwrap().to_owned();
+        let mut form = vec![("items[0][id]", item.as_str()), ("items[0][price]", &price)];
         form.extend_from_slice(extra);
-        let form: Vec<(&str, &str)> = form;
         self.post(&format!("/v1/subscriptions/{sub}"), &form).await
     }
 
@@ -217,6 +225,24 @@ async fn a_card_needing_3d_secure_leaves_a_pending_update_and_requires_action() 
         "month"
     );
     assert!(body["pending_update"]["expires_at"].is_i64(), "{body}");
+    // A pending update takes items[][price], not price_data, as at Stripe.
+    let item = body["items"]["data"][0]["id"].as_str().unwrap().to_owned();
+    let (status, refused) = sim
+        .post(
+            &format!("/v1/subscriptions/{sub}"),
+            &[
+                ("items[0][id]", &item),
+                ("items[0][price_data][currency]", "usd"),
+                ("items[0][price_data][unit_amount]", "24000"),
+                ("items[0][price_data][recurring][interval]", "year"),
+                ("payment_behavior", "pending_if_incomplete"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, refused["error"]["param"].as_str()),
+        (400, Some("items[0][price_data]"))
+    );
     // Exactly the keys of Stripe's example `pending_update`.
     let example: Value = serde_json::from_str(include_str!("../fixtures/objects.json")).unwrap();
     let keys = |v: &Value| {
@@ -241,6 +267,18 @@ async fn a_card_needing_3d_secure_leaves_a_pending_update_and_requires_action() 
     assert_eq!(waiting[0]["amount"], 11000);
     assert_eq!(sim.events("invoice.payment_action_required").await.len(), 1);
     assert_eq!(sim.events("payment_intent.requires_action").await.len(), 1);
+
+    // Nobody completes it: after 23 hours the invoice is voided, the change dropped.
+    sim.control("/_sim/clock/advance", &json!({"seconds": 24 * 3600}))
+        .await;
+    let expired = sim.get(&format!("/v1/subscriptions/{sub}")).await;
+    assert!(expired["pending_update"].is_null(), "{expired}");
+    assert_eq!(
+        expired["items"]["data"][0]["price"]["recurring"]["interval"],
+        "month"
+    );
+    assert_eq!(sim.latest_invoice(&sub).await["status"], "void");
+    assert_eq!(sim.events("invoice.voided").await.len(), 1);
 
     // error_if_incomplete refuses outright and changes nothing.
     sim.control(

@@ -544,9 +544,19 @@ impl StripeClient {
         price.unit_amount = Some(amount.minor());
         let mut item = sub::UpdateSubscriptionItems::new();
         item.id = Some(current.item_id.clone());
-        item.price_data = Some(price);
+        let same_interval = current.interval == Some(interval);
+        if same_interval {
+            item.price_data = Some(price);
+        } else {
+            // A pending update takes `items[][price]` only (not `price_data`): Stripe's
+            // pending updates reference lists the attributes it supports.
+            item.price = Some(
+                self.create_price(&current.product, amount, interval, change_id)
+                    .await?,
+            );
+        }
         let mut update = sub::UpdateSubscription::new(current.id.as_str()).items(vec![item]);
-        update = if current.interval == Some(interval) {
+        update = if same_interval {
             // Same interval, new amount: from the next renewal, no charge now.
             update.proration_behavior(sub::UpdateSubscriptionProrationBehavior::None)
         } else {
@@ -567,6 +577,49 @@ impl StripeClient {
             .send(&self.inner)
             .await?;
         Ok(updated.into())
+    }
+
+    /// A recurring price of `amount` per `interval` for `product`; answers its id. The
+    /// idempotency key derives from `change_id`, so a retried change makes one price.
+    async fn create_price(
+        &self,
+        product: &str,
+        amount: Money,
+        interval: Interval,
+        change_id: &str,
+    ) -> Result<String> {
+        use stripe_client_core::{RequestBuilder, StripeMethod};
+
+        #[derive(serde::Serialize)]
+        struct Recurring<'a> {
+            interval: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct NewPrice<'a> {
+            currency: String,
+            unit_amount: i64,
+            product: &'a str,
+            recurring: Recurring<'a>,
+        }
+        let interval = match interval {
+            Interval::Month => "month",
+            Interval::Year => "year",
+            Interval::Once => {
+                return Err(ClientError::Config("a plan cannot become one-off".into()));
+            }
+        };
+        let price: stripe_shared::Price = RequestBuilder::new(StripeMethod::Post, "/prices")
+            .form(&NewPrice {
+                currency: amount.currency().stripe_code(),
+                unit_amount: amount.minor(),
+                product,
+                recurring: Recurring { interval },
+            })
+            .customize()
+            .request_strategy(idempotent(&format!("plan-price-{change_id}"))?)
+            .send(&self.inner)
+            .await?;
+        Ok(price.id.to_string())
     }
 
     /// Ends a plan at the end of its period (`true`) or takes that back (`false`).

@@ -1232,20 +1232,26 @@ fn bill(
     if let Some(object) = state.get_mut(sub) {
         object["latest_invoice"] = json!(invoice);
     }
-    if due == 0 {
-        // Nothing to charge: paid from credit.
+    let currency = price["currency"].as_str().unwrap_or("usd").to_owned();
+    let below_minimum = due > 0 && due < currencies::minimum(&currency);
+    if below_minimum {
+        // Stripe does not charge less than its minimum: the invoice is paid and the amount
+        // is carried to the customer's balance, for the next invoice.
+        adjust_balance(state, &customer, due);
+    }
+    if due == 0 || below_minimum {
+        // Nothing to charge: paid from credit (or carried over).
         let now = state.now();
         if let Some(object) = state.get_mut(&invoice) {
             objects::merge(
                 object,
-                json!({"status": "paid", "amount_paid": 0, "attempted": true, "attempt_count": 0,
+                json!({"status": "paid", "amount_paid": 0, "amount_remaining": 0, "attempted": true, "attempt_count": 0,
                        "next_payment_attempt": null, "status_transitions": {"paid_at": now}}),
             );
         }
         state.emit("invoice.paid", &invoice, None, None);
         return invoice;
     }
-    let currency = price["currency"].as_str().unwrap_or("usd").to_owned();
     let payment = Payment {
         amount: due,
         currency: &currency,

@@ -190,6 +190,27 @@ async fn proration_behavior_decides_the_credit_of_an_interval_switch() {
         sub["items"]["data"][0]["price"]["recurring"]["interval"],
         "year"
     );
+    // Below Stripe's minimum charge: nothing is charged, the amount is carried over.
+    let small = sim.monthly(1000).await;
+    let (status, body) = sim.switch_to_year(&small, "1030", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let invoice = sim.latest_invoice(&small).await;
+    assert_eq!(
+        (
+            invoice["amount_due"].as_i64(),
+            invoice["amount_paid"].as_i64(),
+            invoice["status"].as_str()
+        ),
+        (Some(30), Some(0), Some("paid"))
+    );
+    let customer = sim
+        .get(&format!(
+            "/v1/customers/{}",
+            invoice["customer"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(customer["balance"], 30, "carried to the next invoice");
+
     let (status, body) = sim
         .switch_to_year(&prorated, "12000", &[("proration_behavior", "sometimes")])
         .await;

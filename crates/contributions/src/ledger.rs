@@ -15,11 +15,15 @@ pub enum EntryKind {
     Payment,
     /// A refund (negative), keyed by `re_…`.
     Refund,
+    /// A refund that failed after it was booked gives the money back (positive), keyed by
+    /// `re_…:failed`.
+    RefundReversal,
     /// Funds withdrawn by a dispute (negative), keyed by `dp_…`.
     Dispute,
-    /// Funds reinstated by a won dispute (positive).
+    /// Funds reinstated by a won dispute (positive), keyed by `dp_…:reinstated`.
     DisputeReversal,
-    /// Stripe's fee (negative).
+    /// Stripe's fee (negative; positive when Stripe gives it back), keyed by the balance
+    /// transaction (`txn_…`) that charged it.
     Fee,
 }
 
@@ -28,6 +32,7 @@ impl EntryKind {
         match self {
             Self::Payment => "payment",
             Self::Refund => "refund",
+            Self::RefundReversal => "refund_reversal",
             Self::Dispute => "dispute",
             Self::DisputeReversal => "dispute_reversal",
             Self::Fee => "fee",
@@ -169,7 +174,7 @@ pub async fn remaining_of_payment(
 ) -> Result<i64, ContributionError> {
     let remaining: Option<i64> = sqlx::query_scalar(
         "SELECT sum(amount_minor)::bigint FROM ledger_entries
-         WHERE payment_intent_id = $1 AND kind IN ('payment', 'refund', 'dispute', 'dispute_reversal')",
+         WHERE payment_intent_id = $1 AND kind IN ('payment', 'refund', 'refund_reversal', 'dispute', 'dispute_reversal')",
     )
     .bind(payment_intent_id)
     .fetch_one(conn)
@@ -184,7 +189,7 @@ pub struct CurrencyTotals {
     pub currency: String,
     /// Succeeded payments.
     pub gross_minor: i64,
-    /// Refunds (positive number).
+    /// Refunds, net of refunds that failed (positive number).
     pub refunded_minor: i64,
     /// Gross − refunded − disputes (net of reinstatements).
     pub net_minor: i64,
@@ -204,7 +209,7 @@ pub async fn totals(
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT currency,
                 coalesce(sum(amount_minor) FILTER (WHERE kind = 'payment'), 0)::bigint,
-                coalesce(-sum(amount_minor) FILTER (WHERE kind = 'refund'), 0)::bigint,
+                coalesce(-sum(amount_minor) FILTER (WHERE kind IN ('refund', 'refund_reversal')), 0)::bigint,
                 coalesce(sum(amount_minor) FILTER (WHERE kind <> 'fee'), 0)::bigint,
                 count(*) FILTER (WHERE kind = 'payment')
          FROM ledger_entries WHERE occurred_at >= $1 AND occurred_at < $2

@@ -43,6 +43,8 @@ pub struct State {
     pub sessions: HashMap<String, SessionPlan>,
     /// Subscriptions whose card declines at the next charge.
     pub declining: HashSet<String>,
+    /// Subscriptions whose next invoice is paid from the customer's credit balance ($0 due).
+    pub credited: HashSet<String>,
     pub idempotency: HashMap<String, Idempotent>,
     /// Seconds added to the machine's clock by `/_sim/clock/advance`.
     pub clock_offset: i64,

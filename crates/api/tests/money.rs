@@ -226,7 +226,7 @@ async fn a_plan_payment_is_booked_under_its_payment_intent_so_its_refund_and_dis
 }
 
 #[tokio::test]
-async fn inquiries_move_nothing_won_disputes_come_back_and_lost_ones_keep_the_fee() {
+async fn inquiries_move_nothing_won_disputes_come_back_with_the_fee_and_lost_ones_keep_it() {
     let app = TestApp::spawn().await;
     app.deliver_webhooks_here(Some((0, true))).await;
     let mut gifts = Vec::new();
@@ -257,7 +257,7 @@ async fn inquiries_move_nothing_won_disputes_come_back_and_lost_ones_keep_the_fe
         .await;
     assert_eq!(closed["status"], "warning_closed");
 
-    // A chargeback won: withdrawn with the fee, then reinstated; the fee stays.
+    // A chargeback won: withdrawn with the fee, then reinstated with the fee given back.
     let (won, won_pi) = &gifts[1];
     let chargeback = app
         .sim_control("/_sim/disputes", &json!({"payment_intent": won_pi}))
@@ -285,6 +285,7 @@ async fn inquiries_move_nothing_won_disputes_come_back_and_lost_ones_keep_the_fe
             ("dispute", -1000),
             ("dispute_reversal", 1000),
             ("fee", -1500),
+            ("fee", 1500),
         ],
     )
     .await;
@@ -338,7 +339,7 @@ async fn inquiries_move_nothing_won_disputes_come_back_and_lost_ones_keep_the_fe
 async fn a_dispute_fee_is_stripes_for_the_currency() {
     let app = TestApp::spawn().await;
     app.deliver_webhooks_here(Some((0, false))).await;
-    let session = app.checkout_and("once", 1500, "eur", "pay").await;
+    let session = app.checkout_and("once", 1500, "gbp", "pay").await;
     let pi = session["payment_intent"].as_str().unwrap().to_owned();
     ledger_becomes(&app, &pi, &[("payment", 1500)]).await;
     app.sim_control("/_sim/disputes", &json!({"payment_intent": pi}))

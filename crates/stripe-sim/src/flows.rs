@@ -610,22 +610,13 @@ fn activate_subscription(state: &mut State, sub: &str, invoice: &str) {
 }
 
 /// Stripe's dispute fee, charged in the dispute's currency when the account settles in it
-/// (the simulator's table, after Stripe's published pricing pages: $15 in the US, 20 in
-/// the UK and the euro area, …), in minor units.
+/// (the simulator's table, after Stripe's pricing pages: 15.00 in the US, Canada and the
+/// euro area, £20, 25.00 in Australia, New Zealand, Switzerland and Singapore), in minor
+/// units. Stripe returns it when the dispute is won.
 pub fn dispute_fee(currency: &str) -> i64 {
     match currency {
-        "usd" | "cad" => 1500,
-        "eur" | "gbp" => 2000,
+        "gbp" => 2000,
         "aud" | "nzd" | "chf" | "sgd" => 2500,
-        "jpy" => 2000,
-        "sek" | "nok" => 20_000,
-        "dkk" => 15_000,
-        "pln" => 8000,
-        "czk" => 50_000,
-        "huf" => 700_000,
-        "mxn" => 30_000,
-        "brl" => 7500,
-        "hkd" => 15_000,
         _ => 1500,
     }
 }
@@ -713,9 +704,9 @@ fn dispute_moves_funds(state: &mut State, dp: &str, amount: i64, fee: i64) {
         },
         now,
     );
-    if fee > 0 {
+    if fee != 0 {
         txn["fee_details"] = json!([{"amount": fee, "application": null, "currency": currency,
-            "description": "Dispute fee", "type": "stripe_fee"}]);
+            "description": if fee > 0 { "Dispute fee" } else { "Dispute fee refund" }, "type": "stripe_fee"}]);
     }
     state.insert(txn.clone());
     if let Some(dispute) = state.get_mut(dp)
@@ -728,8 +719,8 @@ fn dispute_moves_funds(state: &mut State, dp: &str, amount: i64, fee: i64) {
 /// How a dispute ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DisputeOutcome {
-    /// The evidence won: the funds come back (`charge.dispute.funds_reinstated`); Stripe
-    /// keeps its fee.
+    /// The evidence won: the funds and Stripe's fee come back
+    /// (`charge.dispute.funds_reinstated`).
     Won,
     /// Lost (or accepted): the withdrawal stands.
     Lost,
@@ -767,9 +758,16 @@ pub fn end_dispute(
         (false, DisputeOutcome::Lost) => "lost",
     };
     let amount = dispute["amount"].as_i64().unwrap_or(0);
+    // What the withdrawal charged as its fee, which Stripe gives back on a win.
+    let fee: i64 = dispute["balance_transactions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["fee"].as_i64())
+        .sum();
     dispute["status"] = json!(status);
     if status == "won" {
-        dispute_moves_funds(state, id, amount, 0);
+        dispute_moves_funds(state, id, amount, -fee);
     }
     state.emit(
         "charge.dispute.closed",

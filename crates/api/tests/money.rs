@@ -688,3 +688,88 @@ async fn a_re_read_and_a_readers_resume_in_the_same_second_end_in_stripes_state(
         assert!(!stored, "round {round}: the plan reads back Stripe's state");
     }
 }
+
+#[tokio::test]
+async fn two_states_of_one_second_end_in_stripes_whatever_their_order() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let mut plans = Vec::new();
+    for n in 0..2 {
+        app.give(&format!("same-second-{n}@example.org"), "month", 500)
+            .await;
+    }
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT stripe_subscription_id, stripe_watermark FROM recurring_plans ORDER BY created_at",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    // From here on, events arrive only as this test sends them.
+    app.deliver_webhooks_here(None).await;
+    for (sub, watermark) in rows {
+        // Cancelled in the Dashboard and resumed and cancelled again within one second:
+        // Stripe ends cancelling at period end.
+        let base = app.stripe.simulator.base_url();
+        let key = app.stripe.simulator.secret_key().to_owned();
+        let cancel = |flag: bool| {
+            let sub = sub.clone();
+            let base = base.clone();
+            let key = key.clone();
+            async move {
+                reqwest::Client::new()
+                    .post(format!("{base}/v1/subscriptions/{sub}"))
+                    .bearer_auth(key)
+                    .form(&[("cancel_at_period_end", flag.to_string())])
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let resumed = cancel(false).await;
+        let cancelled = cancel(true).await;
+        plans.push((sub, watermark, resumed, cancelled));
+    }
+    // The first plan hears the cancel, then the resume; the second the other way round.
+    for (n, (sub, watermark, resumed, cancelled)) in plans.iter().enumerate() {
+        let second = watermark + 100;
+        let mut order = vec![("resume", resumed), ("cancel", cancelled)];
+        if n == 0 {
+            order.reverse();
+        }
+        for (name, object) in order {
+            let body = json!({"id": format!("evt_{name}_{n}"), "object": "event",
+                              "type": "customer.subscription.updated", "created": second,
+                              "livemode": false, "api_version": kopilka_stripe::api_version(),
+                              "data": {"object": object}})
+            .to_string();
+            assert_eq!(send(signed(&app, &body)).await.status, StatusCode::OK);
+            let pool = app.pool.clone();
+            let id = format!("evt_{name}_{n}");
+            eventually("the event applied", Duration::from_secs(20), || {
+                let pool = pool.clone();
+                let id = id.clone();
+                async move {
+                    let status: String =
+                        sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1")
+                            .bind(&id)
+                            .fetch_one(&pool)
+                            .await
+                            .ok()?;
+                    (status == "processed").then_some(())
+                }
+            })
+            .await;
+        }
+        let stored: bool = sqlx::query_scalar(
+            "SELECT cancel_at_period_end FROM recurring_plans WHERE stripe_subscription_id = $1",
+        )
+        .bind(sub)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert!(stored, "plan {n}: Stripe's state (cancel at period end)");
+    }
+}

@@ -65,8 +65,9 @@ async fn ours(
 type EventRow = Option<(String, i64, Value, i16, Option<uuid::Uuid>, Option<String>)>;
 
 /// Applies stored event `event_id` and records the outcome on it. With `stripe`, a
-/// subscription event from the same second as a state our own call stored re-reads the
-/// subscription (neither can be ordered by time; Stripe's current state can).
+/// subscription event from the same second as a state our own call stored, or as another
+/// state it would replace, re-reads the subscription (neither can be ordered by time;
+/// Stripe's current state can), under the subscription's lock.
 ///
 /// # Errors
 /// [`ReconciliationError::NotYet`] when it must wait for another event (the job retries);
@@ -328,7 +329,8 @@ async fn route(
             let fact = match stripe {
                 Some(stripe)
                     if recurring::ties_with_an_answer(conn, &fact.subscription_id, created)
-                        .await? =>
+                        .await?
+                        || recurring::ties_with_another_state(conn, &fact).await? =>
                 {
                     let live = stripe
                         .retrieve_subscription(&fact.subscription_id)

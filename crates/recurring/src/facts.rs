@@ -181,6 +181,39 @@ pub async fn ties_with_an_answer(
     .await?)
 }
 
+/// Whether another state of `fact`'s subscription is stored from the same second, one that
+/// `fact` would replace (two events of one second, such as a cancel and a resume in the
+/// Dashboard): time cannot order them, so the caller re-reads Stripe's current state and
+/// stores that, which every order of arrival ends in. (`incomplete` and ended states need
+/// no re-read: the rules of [`subscription_changed`] already order them.)
+///
+/// # Errors
+/// Storage errors.
+pub async fn ties_with_another_state(
+    conn: &mut PgConnection,
+    fact: &SubscriptionFact,
+) -> Result<bool, RecurringError> {
+    if fact.status == "incomplete" {
+        return Ok(false);
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM recurring_plans
+                        WHERE stripe_subscription_id = $1 AND stripe_watermark = $2
+                          AND status NOT IN ('incomplete', 'canceled', 'incomplete_expired')
+                          AND (status, amount_minor, interval, current_period_end, cancel_at_period_end)
+                              IS DISTINCT FROM ($3, $4, $5, $6, $7))",
+    )
+    .bind(&fact.subscription_id)
+    .bind(fact.occurred_at)
+    .bind(&fact.status)
+    .bind(fact.amount.minor())
+    .bind(fact.interval.as_str())
+    .bind(OffsetDateTime::from_unix_timestamp(fact.current_period_end).ok())
+    .bind(fact.cancel_at_period_end)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// Whether `subscription_id` is one of Kopilka's plans.
 ///
 /// # Errors

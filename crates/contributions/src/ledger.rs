@@ -233,6 +233,23 @@ pub async fn totals(
         .collect())
 }
 
+/// Whether the reader of contribution `contribution` was erased: nothing will ever name a
+/// reader for it again, so whatever waits for one stops waiting.
+///
+/// # Errors
+/// Storage errors.
+pub async fn reader_erased(
+    conn: &mut PgConnection,
+    contribution: ContributionId,
+) -> Result<bool, ContributionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM contributions WHERE id = $1 AND reader_erased_at IS NOT NULL)",
+    )
+    .bind(contribution.as_uuid())
+    .fetch_one(conn)
+    .await?)
+}
+
 /// The reader a contribution is linked to, if any.
 ///
 /// # Errors

@@ -444,6 +444,25 @@ async fn a_zero_invoice_is_processed_without_a_ledger_row() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
+    // The first payment is booked (from its invoice_payment.paid) before the month passes.
+    let pool = app.pool.clone();
+    let first = sub.clone();
+    eventually("the first payment booked", Duration::from_secs(30), || {
+        let pool = pool.clone();
+        let first = first.clone();
+        async move {
+            let booked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM ledger_entries l JOIN recurring_plans p ON p.id = l.plan_id
+                 WHERE p.stripe_subscription_id = $1",
+            )
+            .bind(&first)
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (booked == 1).then_some(())
+        }
+    })
+    .await;
     app.sim_control(&format!("/_sim/subscriptions/{sub}/credit"), &json!({}))
         .await;
     app.sim_control("/_sim/clock/advance", &json!({"seconds": 32 * 86_400}))

@@ -103,13 +103,25 @@ async fn failed_events(app: &TestApp) -> Vec<(String, String, Option<String>)> {
         .unwrap()
 }
 
-/// The one-off gift's payment intent.
+/// The one-off gift's payment intent (once its checkout has named it).
 async fn payment_intent_of(app: &TestApp, contribution: &str) -> String {
-    sqlx::query_scalar("SELECT stripe_payment_intent_id FROM contributions WHERE id = $1::uuid")
-        .bind(contribution)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+    let pool = app.pool.clone();
+    let contribution = contribution.to_owned();
+    eventually("the gift's payment intent", Duration::from_secs(30), || {
+        let pool = pool.clone();
+        let contribution = contribution.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT stripe_payment_intent_id FROM contributions WHERE id = $1::uuid",
+            )
+            .bind(&contribution)
+            .fetch_one(&pool)
+            .await
+            .ok()
+            .flatten()
+        }
+    })
+    .await
 }
 
 /// Kopilka's totals equal the simulator's (Stripe's own count).
@@ -791,4 +803,54 @@ async fn two_states_of_one_second_end_in_stripes_whatever_their_order() {
         .unwrap();
         assert!(stored, "plan {n}: Stripe's state (cancel at period end)");
     }
+}
+
+#[tokio::test]
+async fn a_dispute_won_before_the_upgrade_is_not_reinstated_twice() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let started = app.give("legacy-dispute@example.org", "once", 1000).await;
+    let contribution = started["contribution_id"].as_str().unwrap().to_owned();
+    let pi = payment_intent_of(&app, &contribution).await;
+    ledger_becomes(&app, &pi, &[("payment", 1000)]).await;
+    // As an earlier Kopilka booked a won dispute: the withdrawal and `dp_…:won`.
+    for (kind, key, minor) in [
+        ("dispute", "dp_legacy", -1000),
+        ("dispute_reversal", "dp_legacy:won", 1000),
+    ] {
+        sqlx::query(
+            "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+             VALUES ($1, $2, $3, $4, $5::uuid, $6, 'usd', now())",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(kind)
+        .bind(key)
+        .bind(&pi)
+        .bind(&contribution)
+        .bind(minor)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let dispute = json!({"id": "dp_legacy", "object": "dispute", "amount": 1000, "currency": "usd",
+        "payment_intent": pi, "status": "won", "balance_transactions": [
+            {"id": "txn_legacy_out", "object": "balance_transaction", "amount": -1000, "fee": 1500, "currency": "usd"},
+            {"id": "txn_legacy_back", "object": "balance_transaction", "amount": 1000, "fee": -1500, "currency": "usd"}]});
+    let body = json!({"id": "evt_legacy_reinstated", "object": "event", "type": "charge.dispute.funds_reinstated",
+        "created": 5, "livemode": false, "api_version": kopilka_stripe::api_version(),
+        "data": {"object": dispute}})
+    .to_string();
+    assert_eq!(send(signed(&app, &body)).await.status, StatusCode::OK);
+    ledger_becomes(
+        &app,
+        &pi,
+        &[
+            ("payment", 1000),
+            ("dispute", -1000),
+            ("dispute_reversal", 1000),
+            ("fee", -1500),
+            ("fee", 1500),
+        ],
+    )
+    .await;
 }

@@ -561,7 +561,12 @@ pub async fn dispute_changed(
         changed |=
             ledger::record(conn, &entry(EntryKind::Dispute, &fact.dispute_id, -minor)).await?;
     }
-    if let Some(minor) = reinstated.filter(|m| *m > 0) {
+    // Before issue #18 a won dispute's reinstatement was keyed `dp_…:won`; a database that
+    // has one must not get a second.
+    let legacy_won = format!("{}:won", fact.dispute_id);
+    if let Some(minor) = reinstated.filter(|m| *m > 0)
+        && !ledger::recorded(conn, &legacy_won).await?
+    {
         changed |= ledger::record(
             conn,
             &entry(EntryKind::DisputeReversal, &reinstatement_key, minor),

@@ -98,6 +98,19 @@ pub async fn record(
     Ok(new)
 }
 
+/// Whether a row is recorded under `stripe_id`.
+///
+/// # Errors
+/// Storage errors.
+pub async fn recorded(conn: &mut PgConnection, stripe_id: &str) -> Result<bool, ContributionError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $1)")
+            .bind(stripe_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// The kind of the job that emails a payment's receipt (payload `stripe_id`).
 pub const RECEIPT_JOB: &str = "mail.receipt";
 

@@ -660,3 +660,133 @@ async fn admin_keys_rotate_adds_a_signing_key_and_retires_the_older_after_the_gr
             .unwrap();
     assert_eq!(audited, 2);
 }
+
+#[tokio::test]
+async fn a_month_of_plan_refunds_disputes_inquiries_a_failed_refund_and_a_credit_matches_stripe() {
+    let (db, url, app) = app_on_fresh_database().await;
+    app.deliver_webhooks_here(Some((1, true))).await;
+    let monthly = app.checkout_and("month", 700, "eur", "pay").await;
+    let annual = app.checkout_and("year", 6000, "usd", "pay").await;
+    let inquired = app.checkout_and("once", 2000, "usd", "pay").await;
+    let won = app.checkout_and("once", 3000, "usd", "pay").await;
+    let failing = app.checkout_and("once", 1200, "usd", "pay").await;
+    let warned = app.checkout_and("once", 900, "usd", "pay").await;
+    let first_payment = |session: &Value| {
+        let app = &app;
+        let session = session.clone();
+        async move {
+            let sub = session["subscription"].as_str().unwrap();
+            let subscription = app.sim_get(&format!("/v1/subscriptions/{sub}")).await;
+            let invoice = app
+                .sim_get(&format!(
+                    "/v1/invoices/{}?expand[]=payments",
+                    subscription["latest_invoice"].as_str().unwrap()
+                ))
+                .await;
+            invoice["payments"]["data"][0]["payment"]["payment_intent"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let monthly_pi = first_payment(&monthly).await;
+    let annual_pi = first_payment(&annual).await;
+    let stripe = app.state.stripe.as_ref().unwrap();
+    // A monthly payment refunded in part; the annual one disputed and lost.
+    stripe
+        .refund(&monthly_pi, "plan-partial", Some(300))
+        .await
+        .unwrap();
+    let lost = app
+        .sim_control("/_sim/disputes", &json!({"payment_intent": annual_pi}))
+        .await;
+    app.sim_control(
+        &format!("/_sim/disputes/{}/close", lost["id"].as_str().unwrap()),
+        &json!({"outcome": "lost"}),
+    )
+    .await;
+    // An inquiry, closed; a chargeback, won.
+    let inquiry = app
+        .sim_control(
+            "/_sim/disputes",
+            &json!({"payment_intent": inquired["payment_intent"], "kind": "inquiry"}),
+        )
+        .await;
+    app.sim_control(
+        &format!("/_sim/disputes/{}/close", inquiry["id"].as_str().unwrap()),
+        &json!({"outcome": "won"}),
+    )
+    .await;
+    let chargeback = app
+        .sim_control(
+            "/_sim/disputes",
+            &json!({"payment_intent": won["payment_intent"]}),
+        )
+        .await;
+    app.sim_control(
+        &format!(
+            "/_sim/disputes/{}/close",
+            chargeback["id"].as_str().unwrap()
+        ),
+        &json!({"outcome": "won"}),
+    )
+    .await;
+    // A refund that fails later.
+    let refund = stripe
+        .refund(failing["payment_intent"].as_str().unwrap(), "to-fail", None)
+        .await
+        .unwrap();
+    app.sim_control(&format!("/_sim/refunds/{}/fail", refund.id), &json!({}))
+        .await;
+    // An early fraud warning (Stripe's Radar sends it; the simulator has no control for it).
+    let warning = json!({"id": "issfr_month", "object": "radar.early_fraud_warning", "actionable": true,
+        "charge": null, "payment_intent": warned["payment_intent"], "created": 1, "fraud_type": "misc",
+        "livemode": false});
+    let body = json!({"id": "evt_efw_month", "object": "event", "type": "radar.early_fraud_warning.created",
+        "created": 1, "livemode": false, "api_version": kopilka_stripe::api_version(),
+        "data": {"object": warning}})
+    .to_string();
+    let at = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signature =
+        kopilka_stripe::sign(app.stripe.simulator.webhook_secret(), at, body.as_bytes());
+    let delivered = kopilka_test_support::send(
+        app.api
+            .request(reqwest::Method::POST, "/v1/webhooks/stripe")
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(body),
+    )
+    .await;
+    assert!(delivered.status.is_success());
+    // The monthly plan's next month is paid from the customer's credit balance.
+    let sub = monthly["subscription"].as_str().unwrap();
+    app.sim_control(&format!("/_sim/subscriptions/{sub}/credit"), &json!({}))
+        .await;
+    app.sim_control("/_sim/clock/advance", &json!({"seconds": 32 * 86_400}))
+        .await;
+
+    let stripes = stripe_totals(&app).await;
+    eventually(
+        "the ledger to match Stripe",
+        Duration::from_secs(60),
+        || async { (admin_json(&app, &url, &["report", "totals"]).await == stripes).then_some(()) },
+    )
+    .await;
+    settled(&db, "every event applied", "true").await;
+    let report = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
+    assert_eq!(report["drift"], json!([]), "{report}");
+    let payouts = admin_json(&app, &url, &["report", "payouts", "--since", "2020-01-01"]).await;
+    for payout in payouts["payouts"].as_array().unwrap() {
+        assert_eq!(payout["problems"], json!([]), "{payout}");
+        assert_eq!(payout["in_ledger"], payout["transactions"], "{payout}");
+    }
+    let warnings = admin_json(&app, &url, &["report", "fraud-warnings"]).await;
+    assert_eq!(warnings["warnings"][0]["id"], "issfr_month", "{warnings}");
+    assert_eq!(
+        warnings["warnings"][0]["payment_intent"],
+        warned["payment_intent"]
+    );
+    assert_eq!(warnings["warnings"][0]["remaining_minor"], 900);
+    let failed = admin_json(&app, &url, &["events", "list", "--status", "failed"]).await;
+    assert_eq!(failed, json!([]));
+}

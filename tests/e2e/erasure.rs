@@ -78,7 +78,7 @@ async fn deliver(app: &TestApp, event: &Value) -> StatusCode {
 
 fn event(id: &str, kind: &str, object: &Value) -> Value {
     json!({
-        "id": id, "object": "event", "type": kind, "api_version": "2025-09-30.clover",
+        "id": id, "object": "event", "type": kind, "api_version": kopilka_stripe::api_version(),
         "created": time::OffsetDateTime::now_utc().unix_timestamp(), "livemode": false,
         "pending_webhooks": 1, "request": {"id": null, "idempotency_key": null},
         "data": {"object": object}

@@ -71,6 +71,10 @@ fn main() -> std::process::ExitCode {
             webhooks::a_plans_events_in_every_order_end_in_the_same_state,
         ),
         row(
+            "webhooks::a_plan_payments_refund_and_dispute_land_in_every_order",
+            webhooks::a_plan_payments_refund_and_dispute_land_in_every_order,
+        ),
+        row(
             "webhooks::an_event_stored_before_sigkill_is_applied_once_after_restart",
             webhooks::an_event_stored_before_sigkill_is_applied_once_after_restart,
         ),

@@ -368,6 +368,134 @@ pub async fn a_plans_events_in_every_order_end_in_the_same_state() {
     stack.finish().await;
 }
 
+/// A plan payment's money events as Stripe sends them since the 2025 "basil" API: the
+/// invoice without its payments, the payment (`invoice_payment.paid`, naming the payment
+/// intent), a partial refund and a chargeback of the rest (with its dispute fee), ids unique
+/// to `n`. Returns the setup events (checkout, active subscription) and the four.
+fn plan_money_events(n: usize, contribution: uuid::Uuid, base: i64) -> (Vec<String>, Vec<String>) {
+    let sub_id = format!("sub_money_{n}");
+    let pi = format!("pi_money_{n}");
+    let setup = vec![
+        event(
+            &format!("evt_money_{n}_checkout"),
+            "checkout.session.completed",
+            base,
+            &json!({"id": format!("cs_money_{n}"), "object": "checkout.session",
+                    "client_reference_id": contribution.to_string(), "payment_status": "paid",
+                    "subscription": sub_id, "customer": format!("cus_money_{n}"), "amount_total": 700, "currency": "eur"}),
+        ),
+        event(
+            &format!("evt_money_{n}_sub"),
+            "customer.subscription.created",
+            base,
+            &json!({"id": sub_id, "object": "subscription", "customer": format!("cus_money_{n}"), "status": "active",
+                    "cancel_at_period_end": false, "metadata": {"contribution_id": contribution.to_string()},
+                    "items": {"data": [{"current_period_end": base + 30 * 86_400,
+                        "price": {"unit_amount": 700, "currency": "eur", "recurring": {"interval": "month"}}}]}}),
+        ),
+    ];
+    let money = vec![
+        event(
+            &format!("evt_money_{n}_a"),
+            "invoice.paid",
+            base + 1,
+            &json!({"id": format!("in_money_{n}"), "object": "invoice", "amount_paid": 700, "currency": "eur",
+                    "parent": {"type": "subscription_details", "subscription_details": {"subscription": sub_id,
+                        "metadata": {"contribution_id": contribution.to_string()}}}}),
+        ),
+        event(
+            &format!("evt_money_{n}_b"),
+            "invoice_payment.paid",
+            base + 1,
+            &json!({"id": format!("inpay_money_{n}"), "object": "invoice_payment", "invoice": format!("in_money_{n}"),
+                    "amount_paid": 700, "amount_requested": 700, "currency": "eur", "status": "paid",
+                    "payment": {"type": "payment_intent", "payment_intent": pi}}),
+        ),
+        event(
+            &format!("evt_money_{n}_c"),
+            "refund.created",
+            base + 10,
+            &json!({"id": format!("re_money_{n}"), "object": "refund", "amount": 200, "currency": "eur",
+                    "payment_intent": pi, "status": "succeeded", "created": base + 10}),
+        ),
+        event(
+            &format!("evt_money_{n}_d"),
+            "charge.dispute.funds_withdrawn",
+            base + 20,
+            &json!({"id": format!("dp_money_{n}"), "object": "dispute", "amount": 500, "currency": "eur",
+                    "payment_intent": pi, "status": "needs_response",
+                    "balance_transactions": [{"id": format!("txn_money_{n}"), "object": "balance_transaction",
+                        "amount": -500, "fee": 2000, "net": -2500, "currency": "eur", "type": "adjustment",
+                        "reporting_category": "dispute"}]}),
+        ),
+    ];
+    (setup, money)
+}
+
+pub async fn a_plan_payments_refund_and_dispute_land_in_every_order() {
+    let mut stack = Stack::options().start().await;
+    let base = now() - 1000;
+    let orders = permutations(4);
+    assert_eq!(orders.len(), 24);
+    let mut plans = vec![];
+    for (n, order) in orders.iter().enumerate() {
+        let contribution = uuid::Uuid::now_v7();
+        sqlx::query("INSERT INTO contributions (id, interval, amount_minor, currency) VALUES ($1, 'month', 700, 'eur')")
+            .bind(contribution)
+            .execute(&stack.pool)
+            .await
+            .expect("a pending contribution");
+        let (setup, money) = plan_money_events(n, contribution, base);
+        // The money events first, in this order, then what they wait for.
+        for &index in order {
+            assert_eq!(stack.deliver(0, &money[index]).await.status, StatusCode::OK);
+        }
+        for body in &setup {
+            assert_eq!(stack.deliver(0, body).await.status, StatusCode::OK);
+        }
+        plans.push(contribution);
+    }
+    stack.work_through(120).await;
+    for (n, (order, contribution)) in orders.iter().zip(&plans).enumerate() {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT kind, stripe_id, amount_minor FROM ledger_entries WHERE payment_intent_id = $1
+             ORDER BY kind",
+        )
+        .bind(format!("pi_money_{n}"))
+        .fetch_all(&stack.pool)
+        .await
+        .expect("reads the ledger");
+        let status: String = sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1")
+            .bind(contribution)
+            .fetch_one(&stack.pool)
+            .await
+            .expect("reads the contribution");
+        assert_eq!(
+            (rows, status),
+            (
+                vec![
+                    ("dispute".to_owned(), format!("dp_money_{n}"), -500),
+                    ("fee".to_owned(), format!("txn_money_{n}"), -2000),
+                    ("payment".to_owned(), format!("pi_money_{n}"), 700),
+                    ("refund".to_owned(), format!("re_money_{n}"), -200),
+                ],
+                "disputed".to_owned()
+            ),
+            "order {order:?} (0 = invoice.paid, 1 = invoice_payment.paid, 2 = refund, 3 = funds withdrawn)"
+        );
+    }
+    assert_eq!(
+        stack
+            .count(
+                "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')"
+            )
+            .await,
+        0,
+        "every event applied"
+    );
+    stack.finish().await;
+}
+
 pub async fn an_event_stored_before_sigkill_is_applied_once_after_restart() {
     // No worker in serve: the event waits, durable, when the server dies.
     let mut stack = Stack::options().start().await;
@@ -443,12 +571,13 @@ pub async fn an_upgraded_database_and_another_products_objects_keep_no_personal_
     for body in &whole {
         let value: Value = serde_json::from_str(body).expect("json");
         sqlx::query(
-            "INSERT INTO stripe_events (id, type, created, livemode, payload, projection_version)
-             VALUES ($1, $2, $3, false, $4, 0)",
+            "INSERT INTO stripe_events (id, type, created, livemode, api_version, payload, projection_version)
+             VALUES ($1, $2, $3, false, $4, $5, 0)",
         )
         .bind(value["id"].as_str())
         .bind(value["type"].as_str())
         .bind(value["created"].as_i64())
+        .bind(value["api_version"].as_str())
         .bind(&value)
         .execute(&stack.pool)
         .await

@@ -77,6 +77,11 @@ pub struct StripeSettings {
     /// How long one Stripe API call may take before the caller gets a 503 (retry with the
     /// same idempotency key).
     pub timeout_secs: u32,
+    /// `KOPILKA__STRIPE__REFUND_ON_EARLY_FRAUD_WARNING`: refund what is left of a payment
+    /// when Stripe sends an actionable early fraud warning about it (off by default: the
+    /// warning is stored and reported either way).
+    #[serde(default)]
+    pub refund_on_early_fraud_warning: bool,
 }
 
 /// The HTTP server's address and limits.

@@ -213,8 +213,10 @@ pub async fn one_off_paid(
     amount: Money,
     occurred_at: i64,
 ) -> Result<Applied, ContributionError> {
+    // Locks the contribution before the ledger row, in the order checkout_completed takes
+    // them: the two events of one payment, applied at once, must not deadlock.
     let interval: Option<String> =
-        sqlx::query_scalar("SELECT interval FROM contributions WHERE id = $1")
+        sqlx::query_scalar("SELECT interval FROM contributions WHERE id = $1 FOR UPDATE")
             .bind(contribution_id.as_uuid())
             .fetch_optional(&mut *conn)
             .await?;
@@ -411,64 +413,180 @@ async fn own_payment(
     Ok(own)
 }
 
-/// A dispute's lifecycle, as far as money goes.
+/// A refund that failed after it succeeded (`refund.failed`, or `refund.updated` with
+/// status `failed`).
 #[derive(Debug, Clone)]
-pub struct DisputeFact {
-    /// `dp_…`.
-    pub dispute_id: String,
-    /// The disputed payment.
+pub struct RefundFailedFact {
+    /// `re_…`.
+    pub refund_id: String,
+    /// The payment it refunded.
     pub payment_intent: String,
-    /// The disputed amount (positive).
+    /// How much it refunded (positive).
     pub amount: Money,
-    /// `None` while open; `Some(true)` when won, `Some(false)` when lost.
-    pub won: Option<bool>,
-    /// The event's `created`.
+    /// The refund's `created`.
+    pub refunded_at: i64,
+    /// The event's `created` (when it failed).
     pub occurred_at: i64,
 }
 
-/// `charge.dispute.created` / `.closed`: the funds leave the ledger when the dispute opens
-/// and come back if it is won; the contribution is disputed, then paid again if won.
+/// A failed refund: the money comes back as a `refund_reversal` row (`re_…:failed`). The
+/// refund's own row is recorded too if its `refund.created` has not arrived yet, so the
+/// ledger ends the same in either order. A contribution that was refunded in full is
+/// `paid` again.
 ///
 /// # Errors
 /// Storage errors.
-pub async fn dispute_changed(
+pub async fn refund_failed(
     conn: &mut PgConnection,
-    fact: &DisputeFact,
+    fact: &RefundFailedFact,
 ) -> Result<Applied, ContributionError> {
     if !payment_known(conn, &fact.payment_intent).await? {
         return Ok(Applied::Unknown);
     }
     let contribution = contribution_of_payment(conn, &fact.payment_intent).await?;
-    let amount = fact.amount.minor().abs();
-    let entry = |kind, stripe_id, minor| NewEntry {
+    let minor = fact.amount.minor().abs();
+    let entry = |kind, stripe_id, minor, when| NewEntry {
         kind,
         stripe_id,
         payment_intent_id: Some(&fact.payment_intent),
         contribution_id: contribution,
         plan_id: None,
         amount: Money::new(minor, fact.amount.currency()),
+        occurred_at: at(when),
+    };
+    let mut changed = ledger::record(
+        conn,
+        &entry(EntryKind::Refund, &fact.refund_id, -minor, fact.refunded_at),
+    )
+    .await?;
+    let reversal = format!("{}:failed", fact.refund_id);
+    changed |= ledger::record(
+        conn,
+        &entry(
+            EntryKind::RefundReversal,
+            &reversal,
+            minor,
+            fact.occurred_at,
+        ),
+    )
+    .await?;
+    if let Some(contribution) = contribution
+        && ledger::remaining_of_payment(conn, &fact.payment_intent).await? > 0
+        && own_payment(conn, contribution, &fact.payment_intent).await?
+    {
+        // Not a step of the contribution's state machine (a refund is final there): the
+        // refund never happened, so the contribution is what it was.
+        sqlx::query(
+            "UPDATE contributions SET status = 'paid',
+                 stripe_watermark = greatest(stripe_watermark, $2)
+             WHERE id = $1 AND status = 'refunded'",
+        )
+        .bind(contribution.as_uuid())
+        .bind(fact.occurred_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Applied::from_changed(changed))
+}
+
+/// One balance transaction of a dispute: money Stripe moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisputeMovement<'a> {
+    /// `txn_…`.
+    pub id: &'a str,
+    /// Signed: negative when funds were withdrawn, positive when reinstated.
+    pub amount: i64,
+    /// Stripe's fee on it (positive when charged, negative when given back).
+    pub fee: i64,
+}
+
+/// A dispute event, as far as money goes.
+#[derive(Debug, Clone)]
+pub struct DisputeFact<'a> {
+    /// `dp_…`.
+    pub dispute_id: String,
+    /// The disputed payment.
+    pub payment_intent: String,
+    /// The disputed amount (positive) and its currency.
+    pub amount: Money,
+    /// The event says funds were withdrawn (`charge.dispute.funds_withdrawn`).
+    pub withdrawn: bool,
+    /// The event says funds were reinstated (`charge.dispute.funds_reinstated`).
+    pub reinstated: bool,
+    /// The dispute's balance transactions (0–2: withdrawal, reinstatement).
+    pub movements: Vec<DisputeMovement<'a>>,
+    /// The event's `created`.
+    pub occurred_at: i64,
+}
+
+/// A dispute moves money only when Stripe moves it: the withdrawal (`dp_…`, −amount) on
+/// `funds_withdrawn` or when the dispute's balance transactions show it, the reinstatement
+/// (`dp_…:reinstated`, +amount) on `funds_reinstated` or when they show it, and Stripe's
+/// dispute fee as a `fee` row per balance transaction that charged (or returned) one.
+/// An inquiry (`warning_*`) moves nothing. The contribution is `disputed` while the funds
+/// are out and `paid` again when they come back. Every event carries the dispute's whole
+/// list of balance transactions, so the ledger ends the same in any order.
+///
+/// # Errors
+/// Storage errors.
+pub async fn dispute_changed(
+    conn: &mut PgConnection,
+    fact: &DisputeFact<'_>,
+) -> Result<Applied, ContributionError> {
+    if !payment_known(conn, &fact.payment_intent).await? {
+        return Ok(Applied::Unknown);
+    }
+    let contribution = contribution_of_payment(conn, &fact.payment_intent).await?;
+    let currency = fact.amount.currency();
+    let reinstatement_key = format!("{}:reinstated", fact.dispute_id);
+    let entry = |kind, stripe_id, minor| NewEntry {
+        kind,
+        stripe_id,
+        payment_intent_id: Some(&fact.payment_intent),
+        contribution_id: contribution,
+        plan_id: None,
+        amount: Money::new(minor, currency),
         occurred_at: at(fact.occurred_at),
     };
-    // The withdrawal is recorded whichever event arrives first.
-    let mut changed =
-        ledger::record(conn, &entry(EntryKind::Dispute, &fact.dispute_id, -amount)).await?;
-    if fact.won == Some(true) {
-        let reinstated = format!("{}:won", fact.dispute_id);
+    let withdrawal = fact.movements.iter().find(|m| m.amount < 0);
+    let reinstatement = fact.movements.iter().find(|m| m.amount > 0);
+    let withdrawn = withdrawal
+        .map(|m| m.amount.abs())
+        .or(fact.withdrawn.then(|| fact.amount.minor().abs()));
+    let reinstated = reinstatement
+        .map(|m| m.amount)
+        .or(fact.reinstated.then(|| fact.amount.minor().abs()));
+    let mut changed = false;
+    if let Some(minor) = withdrawn.filter(|m| *m > 0) {
+        changed |=
+            ledger::record(conn, &entry(EntryKind::Dispute, &fact.dispute_id, -minor)).await?;
+    }
+    // Before issue #18 a won dispute's reinstatement was keyed `dp_…:won`; a database that
+    // has one must not get a second.
+    let legacy_won = format!("{}:won", fact.dispute_id);
+    if let Some(minor) = reinstated.filter(|m| *m > 0)
+        && !ledger::recorded(conn, &legacy_won).await?
+    {
         changed |= ledger::record(
             conn,
-            &entry(EntryKind::DisputeReversal, &reinstated, amount),
+            &entry(EntryKind::DisputeReversal, &reinstatement_key, minor),
         )
         .await?;
     }
+    for movement in fact.movements.iter().filter(|m| m.fee != 0) {
+        changed |= ledger::record(conn, &entry(EntryKind::Fee, movement.id, -movement.fee)).await?;
+    }
     if let Some(contribution) = contribution {
-        move_to(
-            conn,
-            contribution,
-            ContributionStatus::Disputed,
-            fact.occurred_at,
-        )
-        .await?;
-        if fact.won == Some(true) {
+        if withdrawn.is_some() {
+            move_to(
+                conn,
+                contribution,
+                ContributionStatus::Disputed,
+                fact.occurred_at,
+            )
+            .await?;
+        }
+        if reinstated.is_some() {
             move_to(
                 conn,
                 contribution,

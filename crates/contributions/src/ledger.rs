@@ -15,11 +15,15 @@ pub enum EntryKind {
     Payment,
     /// A refund (negative), keyed by `re_…`.
     Refund,
+    /// A refund that failed after it was booked gives the money back (positive), keyed by
+    /// `re_…:failed`.
+    RefundReversal,
     /// Funds withdrawn by a dispute (negative), keyed by `dp_…`.
     Dispute,
-    /// Funds reinstated by a won dispute (positive).
+    /// Funds reinstated by a won dispute (positive), keyed by `dp_…:reinstated`.
     DisputeReversal,
-    /// Stripe's fee (negative).
+    /// Stripe's fee (negative; positive when Stripe gives it back), keyed by the balance
+    /// transaction (`txn_…`) that charged it.
     Fee,
 }
 
@@ -28,6 +32,7 @@ impl EntryKind {
         match self {
             Self::Payment => "payment",
             Self::Refund => "refund",
+            Self::RefundReversal => "refund_reversal",
             Self::Dispute => "dispute",
             Self::DisputeReversal => "dispute_reversal",
             Self::Fee => "fee",
@@ -91,6 +96,19 @@ pub async fn record(
         kopilka_queue::enqueue(conn, &job).await?;
     }
     Ok(new)
+}
+
+/// Whether a row is recorded under `stripe_id`.
+///
+/// # Errors
+/// Storage errors.
+pub async fn recorded(conn: &mut PgConnection, stripe_id: &str) -> Result<bool, ContributionError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $1)")
+            .bind(stripe_id)
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 /// The kind of the job that emails a payment's receipt (payload `stripe_id`).
@@ -169,7 +187,7 @@ pub async fn remaining_of_payment(
 ) -> Result<i64, ContributionError> {
     let remaining: Option<i64> = sqlx::query_scalar(
         "SELECT sum(amount_minor)::bigint FROM ledger_entries
-         WHERE payment_intent_id = $1 AND kind IN ('payment', 'refund', 'dispute', 'dispute_reversal')",
+         WHERE payment_intent_id = $1 AND kind IN ('payment', 'refund', 'refund_reversal', 'dispute', 'dispute_reversal')",
     )
     .bind(payment_intent_id)
     .fetch_one(conn)
@@ -184,7 +202,7 @@ pub struct CurrencyTotals {
     pub currency: String,
     /// Succeeded payments.
     pub gross_minor: i64,
-    /// Refunds (positive number).
+    /// Refunds, net of refunds that failed (positive number).
     pub refunded_minor: i64,
     /// Gross − refunded − disputes (net of reinstatements).
     pub net_minor: i64,
@@ -204,7 +222,7 @@ pub async fn totals(
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT currency,
                 coalesce(sum(amount_minor) FILTER (WHERE kind = 'payment'), 0)::bigint,
-                coalesce(-sum(amount_minor) FILTER (WHERE kind = 'refund'), 0)::bigint,
+                coalesce(-sum(amount_minor) FILTER (WHERE kind IN ('refund', 'refund_reversal')), 0)::bigint,
                 coalesce(sum(amount_minor) FILTER (WHERE kind <> 'fee'), 0)::bigint,
                 count(*) FILTER (WHERE kind = 'payment')
          FROM ledger_entries WHERE occurred_at >= $1 AND occurred_at < $2
@@ -226,6 +244,23 @@ pub async fn totals(
             },
         )
         .collect())
+}
+
+/// Whether the reader of contribution `contribution` was erased: nothing will ever name a
+/// reader for it again, so whatever waits for one stops waiting.
+///
+/// # Errors
+/// Storage errors.
+pub async fn reader_erased(
+    conn: &mut PgConnection,
+    contribution: ContributionId,
+) -> Result<bool, ContributionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM contributions WHERE id = $1 AND reader_erased_at IS NOT NULL)",
+    )
+    .bind(contribution.as_uuid())
+    .fetch_one(conn)
+    .await?)
 }
 
 /// The reader a contribution is linked to, if any.

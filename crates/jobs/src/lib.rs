@@ -97,6 +97,44 @@ pub struct RunSummary {
     pub swept: Swept,
 }
 
+/// An actionable early fraud warning's refund (when `stripe.refund_on_early_fraud_warning`
+/// is on): what is left of the payment, once (the warning's id is the idempotency key). A
+/// payment already refunded or disputed needs nothing more.
+async fn refund_on_fraud_warning(worker: &Worker, job: &Job) -> Result<(), String> {
+    if !worker.settings.stripe.refund_on_early_fraud_warning {
+        return Ok(());
+    }
+    let payment_intent = job.payload["payment_intent"]
+        .as_str()
+        .ok_or("a fraud-warning refund without payment_intent")?;
+    let warning = job.payload["warning_id"]
+        .as_str()
+        .ok_or("a fraud-warning refund without warning_id")?;
+    let stripe = worker.stripe.as_ref().ok_or("Stripe is not configured")?;
+    match stripe
+        .refund(payment_intent, &format!("efw-{warning}"), None)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(
+                payment_intent,
+                warning_id = warning,
+                "refunded after an early fraud warning"
+            );
+            Ok(())
+        }
+        Err(err)
+            if matches!(
+                err.code(),
+                Some("charge_already_refunded" | "charge_disputed")
+            ) =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(err.to_string()),
+    }
+}
+
 /// Runs one job's handler.
 async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), String> {
     let pool = &worker.pool;
@@ -112,6 +150,7 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
                 Err(err) => Err(err.to_string()),
             }
         }
+        kopilka_reconciliation::fraud::REFUND_JOB => refund_on_fraud_warning(worker, job).await,
         kopilka_accounts::link::EMAIL_LINK_JOB => account_mail::email_link(worker, job, now).await,
         kopilka_accounts::reminder::REMINDER_JOB => reminders::send(worker, job, now).await,
         kopilka_contributions::ledger::RECEIPT_JOB => notices::receipt(worker, job, now).await,

@@ -71,7 +71,13 @@ pub(crate) async fn receipt(worker: &Worker, job: &Job, now: OffsetDateTime) -> 
         .map_err(|e| e.to_string())?
         .ok_or("the payment of a receipt job is not in the ledger")?;
     let reader = facts.reader_id.map(ReaderId::from_uuid);
-    if reader.is_none() && now - facts.occurred_at < READER_WAIT {
+    // A payment booked after its reader was erased (a plan payment's `invoice_payment.paid`
+    // can come late) has no one to wait for.
+    let erased = reader.is_none()
+        && ledger::reader_erased(&mut tx, facts.contribution_id)
+            .await
+            .map_err(|e| e.to_string())?;
+    if reader.is_none() && !erased && now - facts.occurred_at < READER_WAIT {
         // The payment may land before the checkout event that names its reader.
         return Err("waiting: the payment has no reader yet".into());
     }

@@ -62,9 +62,12 @@ async fn ours(
     }
 }
 
+type EventRow = Option<(String, i64, Value, i16, Option<uuid::Uuid>, Option<String>)>;
+
 /// Applies stored event `event_id` and records the outcome on it. With `stripe`, a
-/// subscription event from the same second as a state our own call stored re-reads the
-/// subscription (neither can be ordered by time; Stripe's current state can).
+/// subscription event from the same second as a state our own call stored, or as another
+/// state it would replace, re-reads the subscription (neither can be ordered by time;
+/// Stripe's current state can), under the subscription's lock.
 ///
 /// # Errors
 /// [`ReconciliationError::NotYet`] when it must wait for another event (the job retries);
@@ -75,14 +78,14 @@ pub async fn apply_event(
     event_id: &str,
 ) -> Result<Outcome, ReconciliationError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, i64, Value, i16, Option<uuid::Uuid>)> = sqlx::query_as(
-        "SELECT type, created, payload, projection_version, reader_id
+    let row: EventRow = sqlx::query_as(
+        "SELECT type, created, payload, projection_version, reader_id, api_version
          FROM stripe_events WHERE id = $1 FOR UPDATE",
     )
     .bind(event_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (kind, created, mut payload, version, reader) =
+    let (kind, created, mut payload, version, reader, api_version) =
         row.ok_or_else(|| ReconciliationError::UnknownEvent(event_id.to_owned()))?;
     if version < crate::projection::VERSION {
         // Stored before these rules: applied from (and left as) its projection.
@@ -96,7 +99,16 @@ pub async fn apply_event(
     }
     let object = &payload["object"];
     let reader = reader.map(ReaderId::from_uuid);
-    let result = route(&mut tx, stripe, &kind, created, object, reader).await;
+    let result = if crate::projection::is_handled(&kind)
+        && api_version.as_deref() != Some(kopilka_stripe::api_version())
+    {
+        Err(ReconciliationError::ApiVersion {
+            got: api_version.unwrap_or_else(|| "none".to_owned()),
+            expected: kopilka_stripe::api_version(),
+        })
+    } else {
+        route(&mut tx, stripe, &kind, created, object, reader).await
+    };
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(err) => {
@@ -105,6 +117,9 @@ pub async fn apply_event(
                 .acquire()
                 .await
                 .map_err(kopilka_store::StoreError::from)?;
+            if matches!(err, ReconciliationError::ApiVersion { .. }) {
+                tracing::error!(event_id, event_type = %kind, error = %err, "event refused");
+            }
             let status = if matches!(err, ReconciliationError::NotYet(_)) {
                 "pending"
             } else {
@@ -145,6 +160,7 @@ fn moves_money(kind: &str) -> bool {
         || kind.starts_with("charge.")
         || kind.starts_with("customer.subscription.")
         || kind.starts_with("invoice.")
+        || kind.starts_with("invoice_payment.")
 }
 
 async fn route(
@@ -209,11 +225,13 @@ async fn route(
                 contribution::payment_failed(conn, contribution_id, created).await?
             }
         }
-        "refund.created" | "refund.updated" | "charge.refund.updated" => {
-            if text(object, "status") != Some("succeeded") {
-                return Ok(Outcome::Processed);
+        "refund.created" | "refund.updated" | "charge.refund.updated" | "refund.failed" => {
+            match text(object, "status") {
+                Some("succeeded") => refund(conn, object).await?,
+                Some("failed") => refund_failed(conn, object, created).await?,
+                // pending, requires_action, canceled: no money moved (yet).
+                _ => return Ok(Outcome::Processed),
             }
-            refund(conn, object).await?
         }
         "charge.refunded" => {
             // Refunds are applied from their own objects (refund.created), never from the
@@ -241,18 +259,27 @@ async fn route(
             let Some(pi) = text(object, "payment_intent") else {
                 return Ok(Outcome::Ignored);
             };
-            let won = match text(object, "status") {
-                Some("won") => Some(true),
-                Some("lost") => Some(false),
-                _ => None,
-            };
+            let movements = object["balance_transactions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|txn| {
+                    Some(contribution::DisputeMovement {
+                        id: txn["id"].as_str()?,
+                        amount: txn["amount"].as_i64()?,
+                        fee: txn["fee"].as_i64().unwrap_or(0),
+                    })
+                })
+                .collect();
             let fact = contribution::DisputeFact {
                 dispute_id: text(object, "id")
                     .ok_or_else(|| malformed("id"))?
                     .to_owned(),
                 payment_intent: pi.to_owned(),
                 amount: money(object["amount"].as_i64(), text(object, "currency"))?,
-                won,
+                withdrawn: kind == "charge.dispute.funds_withdrawn",
+                reinstated: kind == "charge.dispute.funds_reinstated",
+                movements,
                 occurred_at: created,
             };
             contribution::dispute_changed(conn, &fact).await?
@@ -294,10 +321,16 @@ async fn route(
                 occurred_at: created,
                 answered: false,
             };
+            // Held until this event's transaction ends: a re-read and its store are one step
+            // against a reader's change of the same subscription.
+            if stripe.is_some() {
+                recurring::lock_subscription(conn, &fact.subscription_id).await?;
+            }
             let fact = match stripe {
                 Some(stripe)
                     if recurring::ties_with_an_answer(conn, &fact.subscription_id, created)
-                        .await? =>
+                        .await?
+                        || recurring::ties_with_another_state(conn, &fact).await? =>
                 {
                     let live = stripe
                         .retrieve_subscription(&fact.subscription_id)
@@ -339,6 +372,35 @@ async fn route(
             };
             recurring::invoice_paid(conn, &fact).await?
         }
+        "invoice_payment.paid" => {
+            if text(object, "status") != Some("paid") {
+                return Ok(Outcome::Processed);
+            }
+            let invoice_id = text(object, "invoice").ok_or_else(|| malformed("invoice"))?;
+            let id = text(object, "id").ok_or_else(|| malformed("id"))?;
+            let payment = &object["payment"];
+            let key = text(payment, "payment_intent")
+                .or_else(|| text(payment, "charge"))
+                .unwrap_or(id);
+            let fact = recurring::InvoicePaymentPaid {
+                invoice_payment_id: id.to_owned(),
+                invoice_id: invoice_id.to_owned(),
+                payment: key.to_owned(),
+                amount: money(object["amount_paid"].as_i64(), text(object, "currency"))?,
+                occurred_at: created,
+            };
+            match recurring::invoice_payment_paid(conn, &fact).await? {
+                recurring::PaymentOfInvoice::Applied(applied) => applied,
+                // Another product's invoice (its invoice.paid was stored and ignored).
+                recurring::PaymentOfInvoice::UnknownInvoice
+                    if invoice_was_ignored(conn, invoice_id).await? =>
+                {
+                    return Ok(Outcome::Ignored);
+                }
+                // Its invoice.paid has not been applied yet: wait for it.
+                recurring::PaymentOfInvoice::UnknownInvoice => Applied::Unknown,
+            }
+        }
         // The plan's status arrives with customer.subscription.updated; a failed renewal
         // queues its email (once per attempt).
         "invoice.payment_failed" => {
@@ -357,6 +419,11 @@ async fn route(
             recurring::invoice_failed(conn, &fact).await?
         }
         "invoice.payment_action_required" => Applied::Unchanged,
+        // Stored (as projections) for `admin report fraud-warnings`; a refund, when
+        // configured, is the worker's job (see `crate::fraud`).
+        "radar.early_fraud_warning.created" | "radar.early_fraud_warning.updated" => {
+            crate::fraud::warning_applied(conn, object).await?
+        }
         _ => return Ok(Outcome::Ignored),
     };
     match applied {
@@ -386,6 +453,42 @@ async fn kopilkas_invoice<'a>(
     } else {
         Ok(None)
     }
+}
+
+/// Whether a paid event about invoice `invoice_id` was stored and ignored (another
+/// product's invoice on the same Stripe account).
+async fn invoice_was_ignored(
+    conn: &mut sqlx::PgConnection,
+    invoice_id: &str,
+) -> Result<bool, ReconciliationError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM stripe_events
+                        WHERE object_id = $1 AND type IN ('invoice.paid', 'invoice.payment_succeeded')
+                          AND status = 'ignored')",
+    )
+    .bind(invoice_id)
+    .fetch_one(conn)
+    .await?)
+}
+
+async fn refund_failed(
+    conn: &mut sqlx::PgConnection,
+    object: &Value,
+    created: i64,
+) -> Result<Applied, ReconciliationError> {
+    let Some(pi) = text(object, "payment_intent") else {
+        return Ok(Applied::Unchanged);
+    };
+    let fact = contribution::RefundFailedFact {
+        refund_id: text(object, "id")
+            .ok_or_else(|| malformed("id"))?
+            .to_owned(),
+        payment_intent: pi.to_owned(),
+        amount: money(object["amount"].as_i64(), text(object, "currency"))?,
+        refunded_at: object["created"].as_i64().unwrap_or(created),
+        occurred_at: created,
+    };
+    Ok(contribution::refund_failed(conn, &fact).await?)
 }
 
 async fn refund(

@@ -192,7 +192,9 @@ pub async fn reconcile(
         let dispute = dispute?;
         checked += 1;
         on_item();
-        if ledger_amount(&mut conn, &dispute.id).await?.is_none() {
+        // An inquiry (`warning_*`) moves no money, so the ledger has no row of it.
+        let inquiry = dispute.status.starts_with("warning_");
+        if !inquiry && ledger_amount(&mut conn, &dispute.id).await?.is_none() {
             drift(
                 "missing_in_ledger",
                 &dispute.id,
@@ -203,7 +205,7 @@ pub async fn reconcile(
             );
         }
         if dispute.status == "won"
-            && ledger_amount(&mut conn, &format!("{}:won", dispute.id))
+            && ledger_amount(&mut conn, &format!("{}:reinstated", dispute.id))
                 .await?
                 .is_none()
         {

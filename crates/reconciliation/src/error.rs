@@ -8,6 +8,18 @@ pub enum ReconciliationError {
     /// The event's object does not have the shape its type promises.
     #[error("malformed event object: {0}")]
     Malformed(String),
+    /// The event was rendered in an API version Kopilka does not speak: its object may
+    /// lack what the applier reads (an invoice without `parent`), so it is refused, not
+    /// misread. Re-point the webhook endpoint at the pinned version and replay it.
+    #[error(
+        "event rendered in API version {got}, Kopilka speaks {expected}: set the webhook endpoint's API version to {expected}, then replay the event (admin events replay --failed)"
+    )]
+    ApiVersion {
+        /// The event's `api_version` (`none` when missing).
+        got: String,
+        /// [`kopilka_stripe::api_version`].
+        expected: &'static str,
+    },
     /// No such stored event.
     #[error("no such event: {0}")]
     UnknownEvent(String),

@@ -6,6 +6,7 @@
 mod apply;
 pub mod drift;
 mod error;
+pub mod fraud;
 pub mod inbox;
 pub mod payouts;
 pub mod pii;

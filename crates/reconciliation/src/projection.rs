@@ -219,6 +219,38 @@ const INVOICE_PAYMENT: &[(&str, Rule)] = &[
     ),
 ];
 
+const INVOICE_PAYMENT_EVENT: &[(&str, Rule)] = &[
+    ("id", Text),
+    ("object", Text),
+    ("livemode", Bool),
+    ("created", Int),
+    ("status", Text),
+    ("is_default", Bool),
+    ("amount_paid", Int),
+    ("amount_requested", Int),
+    ("currency", Text),
+    ("invoice", Id),
+    (
+        "payment",
+        Object(&[("type", Text), ("payment_intent", Id), ("charge", Id)]),
+    ),
+    (
+        "status_transitions",
+        Object(&[("paid_at", Int), ("canceled_at", Int)]),
+    ),
+];
+
+const EARLY_FRAUD_WARNING: &[(&str, Rule)] = &[
+    ("id", Text),
+    ("object", Text),
+    ("livemode", Bool),
+    ("created", Int),
+    ("actionable", Bool),
+    ("fraud_type", Text),
+    ("charge", Id),
+    ("payment_intent", Id),
+];
+
 const INVOICE: &[(&str, Rule)] = &[
     ("id", Text),
     ("object", Text),
@@ -287,6 +319,10 @@ const HANDLED: &[(&str, &[(&str, Rule)])] = &[
     ("invoice.payment_succeeded", INVOICE),
     ("invoice.payment_failed", INVOICE),
     ("invoice.payment_action_required", INVOICE),
+    ("invoice_payment.paid", INVOICE_PAYMENT_EVENT),
+    ("refund.failed", REFUND),
+    ("radar.early_fraud_warning.created", EARLY_FRAUD_WARNING),
+    ("radar.early_fraud_warning.updated", EARLY_FRAUD_WARNING),
 ];
 
 /// The event types Kopilka handles (and so the ones its webhook endpoint should subscribe to).

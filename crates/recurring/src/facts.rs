@@ -139,6 +139,26 @@ pub fn answered_state(
     })
 }
 
+/// Holds, until the caller's transaction ends, the lock that serialises "ask Stripe about
+/// subscription `subscription_id`, then store its answer": a reader's change
+/// ([`crate::change_plan`]) and the worker's re-read of a same-second event each hold it
+/// across both steps. Without it a re-read that asked Stripe before a change and stored
+/// after it (at the same second, so the same watermark) would put back the state the change
+/// had just replaced.
+///
+/// # Errors
+/// Storage errors.
+pub async fn lock_subscription(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+) -> Result<(), RecurringError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('subscription:' || $1, 0))")
+        .bind(subscription_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Whether an event about `subscription_id` created at `created` falls in the same second as
 /// a stored state from one of our own calls. Neither can be ordered by time then: the caller
 /// re-reads the subscription from Stripe and stores that instead of the event.
@@ -157,6 +177,39 @@ pub async fn ties_with_an_answer(
     )
     .bind(subscription_id)
     .bind(created)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Whether another state of `fact`'s subscription is stored from the same second, one that
+/// `fact` would replace (two events of one second, such as a cancel and a resume in the
+/// Dashboard): time cannot order them, so the caller re-reads Stripe's current state and
+/// stores that, which every order of arrival ends in. (`incomplete` and ended states need
+/// no re-read: the rules of [`subscription_changed`] already order them.)
+///
+/// # Errors
+/// Storage errors.
+pub async fn ties_with_another_state(
+    conn: &mut PgConnection,
+    fact: &SubscriptionFact,
+) -> Result<bool, RecurringError> {
+    if fact.status == "incomplete" {
+        return Ok(false);
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM recurring_plans
+                        WHERE stripe_subscription_id = $1 AND stripe_watermark = $2
+                          AND status NOT IN ('incomplete', 'canceled', 'incomplete_expired')
+                          AND (status, amount_minor, interval, current_period_end, cancel_at_period_end)
+                              IS DISTINCT FROM ($3, $4, $5, $6, $7))",
+    )
+    .bind(&fact.subscription_id)
+    .bind(fact.occurred_at)
+    .bind(&fact.status)
+    .bind(fact.amount.minor())
+    .bind(fact.interval.as_str())
+    .bind(OffsetDateTime::from_unix_timestamp(fact.current_period_end).ok())
+    .bind(fact.cancel_at_period_end)
     .fetch_one(&mut *conn)
     .await?)
 }
@@ -184,18 +237,26 @@ pub struct InvoicePaid {
     pub invoice_id: String,
     /// `parent.subscription_details.subscription`.
     pub subscription_id: String,
-    /// `payments.data[].payment.payment_intent`, when present.
+    /// `payments.data[].payment.payment_intent`, only when the invoice arrives with its
+    /// payments expanded (a webhook's invoice never has them: `invoice_payment.paid` brings
+    /// the payment intent).
     pub payment_intent: Option<String>,
-    /// `amount_paid`.
+    /// `amount_paid` (0 for an invoice paid by a coupon, a trial or the credit balance).
     pub amount: Money,
     /// When it was paid (the event's `created`).
     pub occurred_at: i64,
 }
 
-/// A paid invoice is one ledger row tied to its plan (keyed by its payment intent, or the
-/// invoice when none is given); the plan's first payment also marks its contribution paid.
-/// `Unknown` when the plan is not known yet (the invoice arrived before the subscription):
-/// the caller retries later.
+fn at(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A paid invoice: remembered as the plan's (so its `invoice_payment.paid` finds the plan),
+/// and the plan's first payment marks its contribution paid. The money enters the ledger
+/// with the payment ([`invoice_payment_paid`]), keyed by its payment intent, so refunds and
+/// disputes (which name the payment intent) land on it; only an invoice whose payments are
+/// expanded books it here. A `$0` invoice books nothing. `Unknown` when the plan is not
+/// known yet (the invoice arrived before the subscription): the caller retries later.
 ///
 /// # Errors
 /// Storage errors.
@@ -213,23 +274,101 @@ pub async fn invoice_paid(
         return Ok(Applied::Unknown);
     };
     let contribution = ContributionId::from_uuid(contribution);
-    let key = fact.payment_intent.as_deref().unwrap_or(&fact.invoice_id);
+    let remembered = sqlx::query(
+        "INSERT INTO plan_invoices (invoice_id, plan_id, paid_at) VALUES ($1, $2, $3)
+         ON CONFLICT (invoice_id) DO NOTHING",
+    )
+    .bind(&fact.invoice_id)
+    .bind(plan)
+    .bind(at(fact.occurred_at))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    let mut new = false;
+    if let Some(pi) = fact.payment_intent.as_deref()
+        && fact.amount.minor() > 0
+    {
+        new = ledger::record(
+            conn,
+            &NewEntry {
+                kind: EntryKind::Payment,
+                stripe_id: pi,
+                payment_intent_id: Some(pi),
+                contribution_id: Some(contribution),
+                plan_id: Some(plan),
+                amount: fact.amount,
+                occurred_at: at(fact.occurred_at),
+            },
+        )
+        .await?;
+    }
+    kopilka_contributions::facts::payment_landed(conn, contribution, fact.occurred_at).await?;
+    Ok(Applied::from_changed(new || remembered))
+}
+
+/// `invoice_payment.paid`: one payment of an invoice.
+#[derive(Debug, Clone)]
+pub struct InvoicePaymentPaid {
+    /// `inpay_…`.
+    pub invoice_payment_id: String,
+    /// The invoice it pays (`in_…`).
+    pub invoice_id: String,
+    /// `payment.payment_intent` (or, for another kind of payment, its charge or this
+    /// payment's own id): the ledger row's key.
+    pub payment: String,
+    /// `amount_paid`.
+    pub amount: Money,
+    /// The event's `created`.
+    pub occurred_at: i64,
+}
+
+/// What [`invoice_payment_paid`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentOfInvoice {
+    /// The invoice is a known plan's: applied (or found applied).
+    Applied(Applied),
+    /// No plan invoice of that id is known (yet, or at all: another product's).
+    UnknownInvoice,
+}
+
+/// A plan invoice's payment enters the ledger under its payment intent, tied to the plan
+/// and its contribution (once: the row is unique on the payment intent). A `$0` payment
+/// books nothing.
+///
+/// # Errors
+/// Storage errors.
+pub async fn invoice_payment_paid(
+    conn: &mut PgConnection,
+    fact: &InvoicePaymentPaid,
+) -> Result<PaymentOfInvoice, RecurringError> {
+    let plan: Option<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "SELECT p.id, p.contribution_id FROM plan_invoices i
+         JOIN recurring_plans p ON p.id = i.plan_id WHERE i.invoice_id = $1",
+    )
+    .bind(&fact.invoice_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((plan, contribution)) = plan else {
+        return Ok(PaymentOfInvoice::UnknownInvoice);
+    };
+    if fact.amount.minor() <= 0 {
+        return Ok(PaymentOfInvoice::Applied(Applied::Unchanged));
+    }
     let new = ledger::record(
         conn,
         &NewEntry {
             kind: EntryKind::Payment,
-            stripe_id: key,
-            payment_intent_id: Some(key),
-            contribution_id: Some(contribution),
+            stripe_id: &fact.payment,
+            payment_intent_id: Some(&fact.payment),
+            contribution_id: Some(ContributionId::from_uuid(contribution)),
             plan_id: Some(plan),
             amount: fact.amount,
-            occurred_at: OffsetDateTime::from_unix_timestamp(fact.occurred_at)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            occurred_at: at(fact.occurred_at),
         },
     )
     .await?;
-    kopilka_contributions::facts::payment_landed(conn, contribution, fact.occurred_at).await?;
-    Ok(Applied::from_changed(new))
+    Ok(PaymentOfInvoice::Applied(Applied::from_changed(new)))
 }
 
 /// Whether `status` counts as a live plan (for the goal and supporter status).

@@ -1,7 +1,7 @@
 //! Monthly and annual plans, mirroring Stripe subscriptions: the facts that create and move
 //! them (subscription changed, invoice paid — each renewal a ledger row), the reader's
 //! self-service changes through Stripe's subscription update (never cancel-and-recreate),
-//! supporter status, and the monthly funding goal. Owns `recurring_plans`.
+//! supporter status, and the monthly funding goal. Owns `recurring_plans` and `plan_invoices`.
 
 mod error;
 pub mod facts;

@@ -53,6 +53,10 @@ pub async fn change_plan(
         return Err(RecurringError::Refused("this plan has ended".into()));
     }
     let sub = &plan.stripe_subscription_id;
+    // Stripe's answer is stored under the subscription's lock, held from before the call
+    // (see `facts::lock_subscription`).
+    let mut tx = pool.begin().await?;
+    facts::lock_subscription(&mut tx, sub).await?;
     let answer = match change {
         PlanChange::Amount { amount, interval } => {
             if amount.currency() != plan.amount.currency() {
@@ -75,11 +79,12 @@ pub async fn change_plan(
         Some(plan.contribution_id),
         time::OffsetDateTime::now_utc().unix_timestamp(),
     )?;
+    facts::subscription_changed(&mut tx, &fact).await?;
+    tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     let mut conn = pool
         .acquire()
         .await
         .map_err(kopilka_store::StoreError::from)?;
-    facts::subscription_changed(&mut conn, &fact).await?;
     if answer.pending_update {
         // Stripe kept the plan as it was: the switch applies when its invoice is paid.
         tracing::info!(plan_id = %plan.id, "plan switch waits for its payment");

@@ -263,14 +263,33 @@ async fn a_won_dispute_reported_out_of_order_leaves_the_gift_paid() {
     contribution_facts::checkout_completed(&mut conn, &fact)
         .await
         .unwrap();
-    let dispute = |won, at| contribution_facts::DisputeFact {
+    // `Some(true)`: funds reinstated (the dispute then lists both balance transactions);
+    // `None`: just opened (none yet).
+    let dispute = |won: Option<bool>, at| contribution_facts::DisputeFact {
         dispute_id: "dp_1".into(),
         payment_intent: fact.payment_intent.clone().unwrap(),
         amount: money(3000, "jpy"),
-        won,
+        withdrawn: false,
+        reinstated: won == Some(true),
+        movements: if won == Some(true) {
+            vec![
+                contribution_facts::DisputeMovement {
+                    id: "txn_out",
+                    amount: -3000,
+                    fee: 0,
+                },
+                contribution_facts::DisputeMovement {
+                    id: "txn_back",
+                    amount: 3000,
+                    fee: 0,
+                },
+            ]
+        } else {
+            vec![]
+        },
         occurred_at: at,
     };
-    // "closed: won" arrives before "created".
+    // "funds reinstated" arrives before "created".
     contribution_facts::dispute_changed(&mut conn, &dispute(Some(true), fact.occurred_at + 500))
         .await
         .unwrap();
@@ -292,9 +311,10 @@ async fn a_monthly_plan_renews_on_the_clock_one_ledger_row_per_period() {
 
     // The invoice first: the plan is not known yet, so the caller must retry later.
     let sub = sim.get(&format!("/v1/subscriptions/{sub_id}")).await;
+    // Expanded: an invoice names its payment intent only in its (includable) payments.
     let first_invoice = sim
         .get(&format!(
-            "/v1/invoices/{}",
+            "/v1/invoices/{}?expand[]=payments",
             sub["latest_invoice"].as_str().unwrap()
         ))
         .await;
@@ -345,7 +365,13 @@ async fn a_monthly_plan_renews_on_the_clock_one_ledger_row_per_period() {
         .get(&format!("/v1/invoices?subscription={sub_id}&limit=100"))
         .await;
     for invoice in invoices["data"].as_array().unwrap().iter().rev() {
-        facts::invoice_paid(&mut conn, &invoice_fact(invoice))
+        let invoice = sim
+            .get(&format!(
+                "/v1/invoices/{}?expand[]=payments",
+                invoice["id"].as_str().unwrap()
+            ))
+            .await;
+        facts::invoice_paid(&mut conn, &invoice_fact(&invoice))
             .await
             .unwrap();
     }
@@ -936,11 +962,14 @@ async fn a_lost_dispute_ends_supporter_status_and_a_won_one_restores_it() {
             .supporter
     );
 
-    let dispute = |won, at: OffsetDateTime| contribution_facts::DisputeFact {
+    // `None`: funds withdrawn; `Some(true)`: reinstated.
+    let dispute = |won: Option<bool>, at: OffsetDateTime| contribution_facts::DisputeFact {
         dispute_id: "dp_reader".into(),
         payment_intent: format!("pi_{contribution}"),
         amount: money(2500, "usd"),
-        won,
+        withdrawn: won.is_none(),
+        reinstated: won == Some(true),
+        movements: vec![],
         occurred_at: at.unix_timestamp(),
     };
     contribution_facts::dispute_changed(&mut conn, &dispute(None, now - time::Duration::days(2)))

@@ -32,7 +32,9 @@ pub fn routes(sim: Simulator) -> axum::Router {
             get(retrieve("subscription")).post(update_subscription).delete(cancel_subscription),
         )
         .route("/v1/invoices", get(list_invoices))
-        .route("/v1/invoices/{id}", get(retrieve("invoice")))
+        .route("/v1/invoices/{id}", get(retrieve_invoice))
+        .route("/v1/invoice_payments", get(list_invoice_payments))
+        .route("/v1/invoice_payments/{id}", get(retrieve("invoice_payment")))
         .route("/v1/payment_intents", get(list_payment_intents))
         .route("/v1/payment_intents/{id}", get(retrieve("payment_intent")))
         .route("/v1/charges", get(list_charges))
@@ -227,6 +229,37 @@ fn retrieve(
                 .ok_or_else(|| StripeError::no_such(&kind.replace(['.', '_'], " "), &id))
         }))
     }
+}
+
+/// Whether `expand[]` (as decoded from the query) names `field`.
+fn expands(query: &Value, field: &str) -> bool {
+    match query.get("expand") {
+        Some(Value::Array(fields)) => fields.iter().any(|f| f == field),
+        Some(Value::Object(fields)) => fields.values().any(|f| f == field),
+        Some(Value::String(f)) => f == field,
+        _ => false,
+    }
+}
+
+/// `GET /v1/invoices/{id}`: `payments` is includable, so it is there only with
+/// `expand[]=payments`.
+async fn retrieve_invoice(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let query = form::decode(query.unwrap_or_default().as_bytes());
+    sim.with_state(|state| {
+        let invoice = state
+            .get(&id)
+            .filter(|o| o["object"] == "invoice")
+            .ok_or_else(|| StripeError::no_such("invoice", &id))?;
+        Ok(Json(if expands(&query, "payments") {
+            objects::with_payments(invoice, flows::payments_of(state, &id))
+        } else {
+            invoice.clone()
+        }))
+    })
 }
 
 async fn create_customer(State(sim): State<Simulator>, body: Bytes) -> Answer {
@@ -427,6 +460,12 @@ lister!(
             .and_then(Value::as_str)
             .is_some_and(|s| s == "all" || o["status"] == s)
             || (q.get("status").is_none() && o["status"] != "canceled"))
+);
+lister!(
+    list_invoice_payments,
+    "invoice_payment",
+    "/v1/invoice_payments",
+    |q, o| matches(q, "invoice", o, "invoice")
 );
 lister!(list_invoices, "invoice", "/v1/invoices", |q, o| matches(
     q, "customer", o, "customer"

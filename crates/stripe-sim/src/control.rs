@@ -21,9 +21,13 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/_sim/subscriptions/{id}/card", post(card))
         .route("/_sim/invoices/{id}/pay", post(pay_invoice))
         .route("/_sim/dunning", post(dunning))
+        .route("/_sim/subscriptions/{id}/credit", post(credit))
+        .route("/_sim/disputes", post(open_dispute))
+        .route("/_sim/disputes/{id}/close", post(close_dispute))
+        .route("/_sim/refunds/{id}/fail", post(fail_refund))
         .route("/_sim/totals", get(totals))
         .route("/_sim/seed/payments", post(seed_payments))
-        .route("/_sim/faults", post(faults))
+        .route("/_sim/faults", post(faults).get(faults_left))
         .with_state(sim)
 }
 
@@ -97,6 +101,11 @@ async fn delivery(
     )
 }
 
+/// `{"remaining": N}`: armed faults not met yet.
+async fn faults_left(State(sim): State<Simulator>) -> Json<serde_json::Value> {
+    Json(json!({"remaining": sim.faults_remaining()}))
+}
+
 #[derive(Deserialize)]
 struct FaultsBody {
     /// How many of the next `/v1/…` requests meet the fault (0 disarms).
@@ -155,19 +164,7 @@ async fn card(
             "decline, require_action or succeed",
         ));
     }
-    sim.act(|state| {
-        if state.get(&id).is_none_or(|s| s["object"] != "subscription") {
-            return Err(StripeError::no_such("subscription", &id));
-        }
-        state.declining.remove(&id);
-        state.authenticating.remove(&id);
-        match outcome.as_str() {
-            "decline" => state.declining.insert(id.clone()),
-            "require_action" => state.authenticating.insert(id.clone()),
-            _ => false,
-        };
-        Ok(())
-    })?;
+    sim.act(|state| flows::credit_next_invoice(state, &id))?;
     Ok(Json(json!({"subscription": id, "outcome": body.outcome})))
 }
 
@@ -232,6 +229,82 @@ async fn dunning(
     Ok(Json(
         json!({"attempts": settings.attempts, "window_days": settings.window_days, "then": settings.then}),
     ))
+}
+
+/// The subscription's next invoice is paid in full from the customer's credit balance
+/// (as a 100 % coupon or a credit would): `$0` due, no charge, no `invoice_payment`.
+async fn credit(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, StripeError> {
+    sim.act(|state| flows::credit_next_invoice(state, &id))?;
+    Ok(Json(
+        json!({"subscription": id, "next_invoice": "paid_from_credit"}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewDispute {
+    payment_intent: String,
+    /// `chargeback` (default) or `inquiry`.
+    kind: Option<String>,
+}
+
+/// `{"payment_intent":"pi_…","kind":"chargeback"|"inquiry"}`: the card holder disputes the
+/// payment's charge. Answers the dispute.
+async fn open_dispute(
+    State(sim): State<Simulator>,
+    Json(body): Json<NewDispute>,
+) -> Result<Response, StripeError> {
+    let kind = match body.kind.as_deref() {
+        None | Some("chargeback") => flows::DisputeKind::Chargeback,
+        Some("inquiry") => flows::DisputeKind::Inquiry,
+        Some(_) => return Err(StripeError::invalid("kind", "chargeback or inquiry")),
+    };
+    let id = sim.act(|state| {
+        let charge = state
+            .get(&body.payment_intent)
+            .filter(|pi| pi["object"] == "payment_intent" && pi["status"] == "succeeded")
+            .and_then(|pi| pi["latest_charge"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| StripeError::no_such("payment_intent", &body.payment_intent))?;
+        Ok(flows::open_dispute_of(
+            state,
+            &charge,
+            &body.payment_intent,
+            kind,
+        ))
+    })?;
+    Ok(sim.object(&id)?.into_response())
+}
+
+#[derive(Deserialize)]
+struct CloseDispute {
+    outcome: String,
+}
+
+/// `{"outcome":"won"|"lost"}`: the card network decides (an inquiry just closes).
+async fn close_dispute(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+    Json(body): Json<CloseDispute>,
+) -> Result<Response, StripeError> {
+    let outcome = match body.outcome.as_str() {
+        "won" => flows::DisputeOutcome::Won,
+        "lost" => flows::DisputeOutcome::Lost,
+        _ => return Err(StripeError::invalid("outcome", "won or lost")),
+    };
+    sim.act(|state| flows::end_dispute(state, &id, outcome, None))?;
+    Ok(sim.object(&id)?.into_response())
+}
+
+/// The refund, which had succeeded, fails now (`refund.updated`, `refund.failed`).
+async fn fail_refund(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+) -> Result<Response, StripeError> {
+    sim.act(|state| flows::fail_refund(state, &id))?;
+    Ok(sim.object(&id)?.into_response())
 }
 
 async fn totals(State(sim): State<Simulator>) -> Json<serde_json::Value> {

@@ -510,15 +510,61 @@ fn settle_invoice(state: &mut State, invoice: &str, payment_intent: &str, paid: 
         let attempts = object["attempt_count"].as_i64().unwrap_or(0) + 1;
         (renewal && attempts < state.dunning.attempts).then(|| now + state.dunning.spacing())
     });
+    let mut payment = None;
     if let Some(object) = state.get_mut(invoice) {
-        objects::invoice_settled(object, payment_intent, paid, now, next_attempt);
+        objects::invoice_settled(object, paid, now, next_attempt);
+        if paid {
+            payment = Some(objects::invoice_payment(
+                &objects::new_id("inpay_"),
+                invoice,
+                object["amount_paid"].as_i64().unwrap_or(0),
+                &object["currency"],
+                payment_intent,
+                now,
+            ));
+        }
     }
     if paid {
         state.emit("invoice.paid", invoice, None, None);
         state.emit("invoice.payment_succeeded", invoice, None, None);
+        if let Some(payment) = payment {
+            let id = state.insert(payment);
+            state.emit("invoice_payment.paid", &id, None, None);
+        }
     } else {
         state.emit("invoice.payment_failed", invoice, None, None);
     }
+}
+
+/// Credits the customer of subscription `sub` with its next invoice's amount (as a credit
+/// note or a 100 % coupon would), so that invoice is paid from the balance: `$0` due, no
+/// charge, no `invoice_payment`; Stripe still sends `invoice.paid` and
+/// `invoice.payment_succeeded`.
+///
+/// # Errors
+/// No such subscription.
+pub fn credit_next_invoice(state: &mut State, sub: &str) -> Result<(), StripeError> {
+    let subscription = state
+        .get(sub)
+        .filter(|s| s["object"] == "subscription")
+        .cloned()
+        .ok_or_else(|| StripeError::no_such("subscription", sub))?;
+    let (_, price) = first_item(&subscription);
+    let amount = price["unit_amount"].as_i64().unwrap_or(0);
+    let customer = subscription["customer"].as_str().unwrap_or_default();
+    adjust_balance(state, customer, -amount);
+    Ok(())
+}
+
+/// The invoice's payments (`invoice_payment` objects), oldest first.
+pub fn payments_of(state: &State, invoice: &str) -> Vec<Value> {
+    let mut payments: Vec<Value> = state
+        .newest_first("invoice_payment")
+        .filter(|p| p["invoice"] == invoice)
+        .cloned()
+        .collect();
+    payments.reverse();
+    payments
 }
 
 fn set_subscription(
@@ -547,67 +593,236 @@ fn activate_subscription(state: &mut State, sub: &str, invoice: &str) {
     );
 }
 
+/// Stripe's dispute fee, charged in the dispute's currency when the account settles in it
+/// (the simulator's table, after Stripe's pricing pages: 15.00 in the US, Canada and the
+/// euro area, £20, 25.00 in Australia, New Zealand, Switzerland and Singapore), in minor
+/// units. Stripe returns it when the dispute is won.
+pub fn dispute_fee(currency: &str) -> i64 {
+    match currency {
+        "gbp" => 2000,
+        "aud" | "nzd" | "chf" | "sgd" => 2500,
+        _ => 1500,
+    }
+}
+
+/// Which kind of dispute the card holder opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeKind {
+    /// A chargeback: the funds and Stripe's fee are withdrawn at once.
+    Chargeback,
+    /// An inquiry (`warning_needs_response`): nothing moves unless it becomes a chargeback.
+    Inquiry,
+}
+
 fn open_dispute(state: &mut State, charge: &str, payment_intent: &str) {
+    open_dispute_of(state, charge, payment_intent, DisputeKind::Chargeback);
+}
+
+/// Opens a dispute on `charge`: `charge.dispute.created`, and for a chargeback
+/// `charge.dispute.funds_withdrawn` with its balance transaction (amount and fee).
+pub fn open_dispute_of(
+    state: &mut State,
+    charge: &str,
+    payment_intent: &str,
+    kind: DisputeKind,
+) -> String {
     let now = state.now();
     let (amount, currency) = {
         let ch = &state.get(charge).expect("a charge");
         (
-            ch["amount"].as_i64().unwrap_or(0),
+            ch["amount"].as_i64().unwrap_or(0) - ch["amount_refunded"].as_i64().unwrap_or(0),
             ch["currency"].as_str().unwrap_or("usd").to_owned(),
         )
     };
-    let txn = objects::new_id("txn_");
     let dp = objects::new_id("dp_");
-    let withdrawal = objects::balance_transaction(
-        &txn,
-        &dp,
-        -amount,
-        1500,
-        &currency,
-        "adjustment",
-        "dispute",
-        now,
-    );
-    state.insert(withdrawal.clone());
-    state.insert(objects::dispute(
+    let mut dispute = objects::dispute(
         &dp,
         charge,
         Some(payment_intent),
         amount,
         &currency,
-        vec![withdrawal],
+        vec![],
         now,
-    ));
+    );
+    if kind == DisputeKind::Inquiry {
+        objects::merge(
+            &mut dispute,
+            json!({"status": "warning_needs_response", "is_charge_refundable": true, "reason": "general",
+                   "payment_method_details": {"card": {"case_type": "inquiry"}}}),
+        );
+    }
+    state.insert(dispute);
     if let Some(ch) = state.get_mut(charge) {
         ch["disputed"] = json!(true);
     }
     state.emit("charge.dispute.created", &dp, None, None);
-    state.emit("charge.dispute.funds_withdrawn", &dp, None, None);
+    if kind == DisputeKind::Chargeback {
+        dispute_moves_funds(state, &dp, -amount, dispute_fee(&currency));
+        state.emit("charge.dispute.funds_withdrawn", &dp, None, None);
+    }
+    dp
 }
 
-/// `POST /v1/disputes/{id}/close`: accepting the loss.
-pub fn close_dispute(state: &mut State, id: &str, request_id: &str) -> Result<(), StripeError> {
+/// A balance transaction of dispute `dp` (`amount` signed, `fee` positive when charged),
+/// added to the dispute's `balance_transactions`.
+fn dispute_moves_funds(state: &mut State, dp: &str, amount: i64, fee: i64) {
+    let now = state.now();
+    let Some(currency) = state
+        .get(dp)
+        .and_then(|d| d["currency"].as_str())
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    let mut txn = objects::balance_transaction(
+        &objects::new_id("txn_"),
+        dp,
+        amount,
+        fee,
+        &currency,
+        "adjustment",
+        if amount < 0 {
+            "dispute"
+        } else {
+            "dispute_reversal"
+        },
+        now,
+    );
+    if fee != 0 {
+        txn["fee_details"] = json!([{"amount": fee, "application": null, "currency": currency,
+            "description": if fee > 0 { "Dispute fee" } else { "Dispute fee refund" }, "type": "stripe_fee"}]);
+    }
+    state.insert(txn.clone());
+    if let Some(dispute) = state.get_mut(dp)
+        && let Some(list) = dispute["balance_transactions"].as_array_mut()
+    {
+        list.push(txn);
+    }
+}
+
+/// How a dispute ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeOutcome {
+    /// The evidence won: the funds and Stripe's fee come back
+    /// (`charge.dispute.funds_reinstated`).
+    Won,
+    /// Lost (or accepted): the withdrawal stands.
+    Lost,
+}
+
+/// Closes dispute `id`: an inquiry ends `warning_closed` (nothing moved, nothing comes
+/// back); a chargeback ends `won` (funds reinstated) or `lost`.
+///
+/// # Errors
+/// No such dispute, or closed already.
+pub fn end_dispute(
+    state: &mut State,
+    id: &str,
+    outcome: DisputeOutcome,
+    request_id: Option<&str>,
+) -> Result<(), StripeError> {
     let dispute = state
         .get_mut(id)
         .filter(|o| o["object"] == "dispute")
         .ok_or_else(|| StripeError::no_such("dispute", id))?;
-    if matches!(
-        dispute["status"].as_str(),
-        Some("won" | "lost" | "warning_closed")
-    ) {
+    let previous = dispute["status"].clone();
+    if matches!(previous.as_str(), Some("won" | "lost" | "warning_closed")) {
         return Err(StripeError::coded(
             "charge_dispute_closed",
             None,
             "This dispute is already closed.",
         ));
     }
-    dispute["status"] = json!("lost");
+    let inquiry = previous
+        .as_str()
+        .is_some_and(|status| status.starts_with("warning_"));
+    let status = match (inquiry, outcome) {
+        (true, _) => "warning_closed",
+        (false, DisputeOutcome::Won) => "won",
+        (false, DisputeOutcome::Lost) => "lost",
+    };
+    let amount = dispute["amount"].as_i64().unwrap_or(0);
+    // What the withdrawal charged as its fee, which Stripe gives back on a win.
+    let fee: i64 = dispute["balance_transactions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["fee"].as_i64())
+        .sum();
+    dispute["status"] = json!(status);
+    if status == "won" {
+        dispute_moves_funds(state, id, amount, -fee);
+    }
     state.emit(
         "charge.dispute.closed",
         id,
-        Some(json!({"status": "needs_response"})),
-        Some(request_id),
+        Some(json!({"status": previous})),
+        request_id,
     );
+    if status == "won" {
+        state.emit("charge.dispute.funds_reinstated", id, None, None);
+    }
+    Ok(())
+}
+
+/// `POST /v1/disputes/{id}/close`: accepting the loss (an inquiry just closes).
+pub fn close_dispute(state: &mut State, id: &str, request_id: &str) -> Result<(), StripeError> {
+    end_dispute(state, id, DisputeOutcome::Lost, Some(request_id))
+}
+
+/// A refund that had succeeded fails (the card was closed, the bank returned it): its
+/// status becomes `failed`, a `refund_failure` balance transaction gives the amount back,
+/// the charge's `amount_refunded` drops, and Stripe sends `refund.updated` and
+/// `refund.failed`.
+///
+/// # Errors
+/// No such refund, or it is not `succeeded`/`pending`.
+pub fn fail_refund(state: &mut State, id: &str) -> Result<(), StripeError> {
+    let now = state.now();
+    let refund = state
+        .get(id)
+        .filter(|o| o["object"] == "refund")
+        .cloned()
+        .ok_or_else(|| StripeError::no_such("refund", id))?;
+    let previous = refund["status"].clone();
+    if !matches!(previous.as_str(), Some("succeeded" | "pending")) {
+        return Err(StripeError::invalid(
+            "refund",
+            "Only a succeeded or pending refund can fail.",
+        ));
+    }
+    let amount = refund["amount"].as_i64().unwrap_or(0);
+    let currency = refund["currency"].as_str().unwrap_or("usd").to_owned();
+    let txn = objects::new_id("txn_");
+    state.insert(objects::balance_transaction(
+        &txn,
+        id,
+        amount,
+        0,
+        &currency,
+        "refund_failure",
+        "refund_failure",
+        now,
+    ));
+    if let Some(object) = state.get_mut(id) {
+        objects::merge(
+            object,
+            json!({"status": "failed", "failure_reason": "expired_or_canceled_card",
+                   "failure_balance_transaction": txn}),
+        );
+    }
+    if let Some(charge) = refund["charge"].as_str().and_then(|c| state.get_mut(c)) {
+        let refunded = charge["amount_refunded"].as_i64().unwrap_or(0) - amount;
+        charge["amount_refunded"] = json!(refunded.max(0));
+        charge["refunded"] = json!(false);
+    }
+    state.emit(
+        "refund.updated",
+        id,
+        Some(json!({"status": previous, "failure_reason": null, "failure_balance_transaction": null})),
+        None,
+    );
+    state.emit("refund.failed", id, None, None);
     Ok(())
 }
 
@@ -1250,6 +1465,7 @@ fn bill(
             );
         }
         state.emit("invoice.paid", &invoice, None, None);
+        state.emit("invoice.payment_succeeded", &invoice, None, None);
         return invoice;
     }
     let payment = Payment {
@@ -1752,7 +1968,9 @@ fn renew(state: &mut State, sub: &str, period_start: i64) {
 }
 
 /// What Stripe would count per currency: gross = succeeded charges, refunded = refunds,
-/// net = gross − refunded − disputes lost, payments = succeeded charges.
+/// net = gross − refunded − what disputes withdrew and did not reinstate (their balance
+/// transactions; Stripe's fees apart), payments = succeeded charges. A failed refund is not
+/// a refund.
 pub fn totals(state: &State) -> Value {
     use std::collections::BTreeMap;
     #[derive(Default)]
@@ -1779,11 +1997,15 @@ pub fn totals(state: &State) -> Value {
         sums.entry(currency(refund)).or_default().refunded +=
             refund["amount"].as_i64().unwrap_or(0);
     }
-    for dispute in state
-        .newest_first("dispute")
-        .filter(|d| d["status"] == "lost")
-    {
-        sums.entry(currency(dispute)).or_default().lost += dispute["amount"].as_i64().unwrap_or(0);
+    // What disputes took and did not give back: their balance transactions' amounts.
+    for dispute in state.newest_first("dispute") {
+        let moved: i64 = dispute["balance_transactions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["amount"].as_i64())
+            .sum();
+        sums.entry(currency(dispute)).or_default().lost -= moved;
     }
     let totals: Vec<Value> = sums
         .into_iter()

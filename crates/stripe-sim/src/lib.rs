@@ -180,6 +180,11 @@ impl Simulator {
         Some(fault)
     }
 
+    /// How many armed faults are left (a test waits for its request to have met one).
+    fn faults_remaining(&self) -> u32 {
+        lock(&self.inner.faults).remaining
+    }
+
     fn set_faults(&self, faults: Faults) {
         *lock(&self.inner.faults) = faults;
     }

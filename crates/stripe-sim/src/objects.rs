@@ -424,28 +424,55 @@ pub fn invoice(spec: &InvoiceSpec<'_>) -> Value {
     )
 }
 
-/// Marks `invoice` paid (by `payment_intent`) or failed at `now`.
-pub fn invoice_settled(
-    invoice: &mut Value,
-    payment_intent: &str,
-    paid: bool,
-    now: i64,
-    next_attempt: Option<i64>,
-) {
+/// Marks `invoice` paid or failed at `now` (`next_attempt`: when a failed one is retried).
+/// Its payments are not part of it: since 2025-05-28.basil `payments` is includable, so
+/// Stripe renders it only when expanded (see [`with_payments`]); each payment is an
+/// `invoice_payment` of its own ([`invoice_payment`]).
+pub fn invoice_settled(invoice: &mut Value, paid: bool, now: i64, next_attempt: Option<i64>) {
     let amount = invoice["amount_due"].as_i64().unwrap_or(0);
     let attempts = invoice["attempt_count"].as_i64().unwrap_or(0) + 1;
     let patch = if paid {
         json!({"status": "paid", "amount_paid": amount, "amount_remaining": 0, "attempt_count": attempts, "attempted": true,
-               "next_payment_attempt": null, "status_transitions": {"paid_at": now},
-               "payments": {"object": "list", "has_more": false, "url": "/v1/invoice_payments",
-                   "data": [{"id": new_id("inpay_"), "object": "invoice_payment", "amount_paid": amount, "amount_requested": amount,
-                       "created": now, "currency": invoice["currency"], "invoice": invoice["id"], "is_default": true, "livemode": false,
-                       "payment": {"type": "payment_intent", "payment_intent": payment_intent, "charge": null, "payment_record": null},
-                       "status": "paid", "status_transitions": {"canceled_at": null, "paid_at": now}}]}})
+               "next_payment_attempt": null, "status_transitions": {"paid_at": now}})
     } else {
         json!({"attempt_count": attempts, "attempted": true, "next_payment_attempt": next_attempt})
     };
     merge(invoice, patch);
+}
+
+/// One payment of an invoice (`invoice_payment`, the object of `invoice_payment.paid`), with
+/// exactly the fields of Stripe's example plus the payment intent its `payment` names.
+pub fn invoice_payment(
+    id: &str,
+    invoice: &str,
+    amount: i64,
+    currency: &Value,
+    payment_intent: &str,
+    now: i64,
+) -> Value {
+    from_template(
+        "invoice_payment",
+        json!({
+            "id": id, "invoice": invoice, "amount_paid": amount, "amount_requested": amount,
+            "created": now, "currency": currency, "is_default": true, "livemode": false,
+            "payment": {"type": "payment_intent", "payment_intent": payment_intent},
+            "status": "paid", "status_transitions": {"canceled_at": null, "paid_at": now},
+        }),
+    )
+}
+
+/// `invoice` as Stripe renders it with `expand[]=payments`: its payments as a list.
+pub fn with_payments(invoice: &Value, payments: Vec<Value>) -> Value {
+    let mut expanded = invoice.clone();
+    expanded["payments"] = list(
+        &format!(
+            "/v1/invoices/{}/payments",
+            invoice["id"].as_str().unwrap_or_default()
+        ),
+        payments,
+        false,
+    );
+    expanded
 }
 
 pub fn event(

@@ -751,3 +751,229 @@ async fn deleting_a_customer_cancels_its_plans_and_answers_as_stripe_does() {
     );
     assert!(types.contains(&"customer.deleted"), "{types:?}");
 }
+
+/// The events of `type` so far, oldest first.
+async fn events_of(sim: &Sim, kind: &str) -> Vec<Value> {
+    let (_, list) = stripe::<stripe_types::List<stripe_shared::Event>>(
+        &sim.get(&format!("/v1/events?type={kind}&limit=100")).await,
+    );
+    let mut events = list["data"].as_array().unwrap().clone();
+    events.reverse();
+    events
+}
+
+/// A paid one-off card payment of `amount` USD cents; its payment intent.
+async fn paid_once(sim: &Sim, amount: &str) -> String {
+    let session = sim
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "payment"),
+                ("line_items[0][price_data][currency]", "usd"),
+                ("line_items[0][price_data][unit_amount]", amount),
+                ("line_items[0][price_data][product_data][name]", "Gift"),
+                ("line_items[0][quantity]", "1"),
+                ("success_url", "https://news.example.org/thanks"),
+            ],
+        )
+        .await;
+    let session: Value = serde_json::from_str(&session).unwrap();
+    sim.control(&format!("/_sim/checkout/{}/pay", id(&session)), json!({}))
+        .await;
+    let session: Value = serde_json::from_str(
+        &sim.get(&format!("/v1/checkout/sessions/{}", id(&session)))
+            .await,
+    )
+    .unwrap();
+    session["payment_intent"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn inquiries_won_and_lost_disputes_and_failed_refunds_move_money_as_stripe_does() {
+    let sim = Sim::start().await;
+
+    // An inquiry moves nothing and closes `warning_closed`.
+    let pi = paid_once(&sim, "1000").await;
+    let inquiry = sim
+        .control(
+            "/_sim/disputes",
+            json!({"payment_intent": pi, "kind": "inquiry"}),
+        )
+        .await;
+    let (_, inquiry) =
+        stripe::<stripe_shared::Dispute>(&sim.get(&format!("/v1/disputes/{}", id(&inquiry))).await);
+    assert_eq!(inquiry["status"], "warning_needs_response");
+    assert_eq!(inquiry["balance_transactions"], json!([]));
+    sim.control(
+        &format!("/_sim/disputes/{}/close", id(&inquiry)),
+        json!({"outcome": "lost"}),
+    )
+    .await;
+    let (_, inquiry) =
+        stripe::<stripe_shared::Dispute>(&sim.get(&format!("/v1/disputes/{}", id(&inquiry))).await);
+    assert_eq!(inquiry["status"], "warning_closed");
+
+    // A chargeback withdraws the amount and Stripe's fee; won, both come back.
+    let pi = paid_once(&sim, "2000").await;
+    let chargeback = sim
+        .control("/_sim/disputes", json!({"payment_intent": pi}))
+        .await;
+    assert_eq!(chargeback["status"], "needs_response");
+    let withdrawal = &chargeback["balance_transactions"][0];
+    assert_eq!(
+        (
+            withdrawal["amount"].as_i64(),
+            withdrawal["fee"].as_i64(),
+            withdrawal["net"].as_i64()
+        ),
+        (Some(-2000), Some(1500), Some(-3500))
+    );
+    sim.control(
+        &format!("/_sim/disputes/{}/close", id(&chargeback)),
+        json!({"outcome": "won"}),
+    )
+    .await;
+    let (_, won) = stripe::<stripe_shared::Dispute>(
+        &sim.get(&format!("/v1/disputes/{}", id(&chargeback))).await,
+    );
+    assert_eq!(won["status"], "won");
+    let reinstatement = &won["balance_transactions"][1];
+    assert_eq!(
+        (
+            reinstatement["amount"].as_i64(),
+            reinstatement["fee"].as_i64()
+        ),
+        (Some(2000), Some(-1500))
+    );
+    let kinds: Vec<String> = events_of(&sim, "charge.dispute.*")
+        .await
+        .iter()
+        .filter(|e| e["data"]["object"]["id"] == won["id"])
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "charge.dispute.created",
+            "charge.dispute.funds_withdrawn",
+            "charge.dispute.closed",
+            "charge.dispute.funds_reinstated"
+        ]
+    );
+
+    // A refund that fails later.
+    let pi = paid_once(&sim, "900").await;
+    let (_, refund) = stripe::<stripe_shared::Refund>(
+        &sim.post("/v1/refunds", &[("payment_intent", pi.as_str())])
+            .await,
+    );
+    sim.control(&format!("/_sim/refunds/{}/fail", id(&refund)), json!({}))
+        .await;
+    let (_, failed) =
+        stripe::<stripe_shared::Refund>(&sim.get(&format!("/v1/refunds/{}", id(&refund))).await);
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["failure_balance_transaction"].is_string());
+    let refund_events: Vec<String> = events_of(&sim, "refund.*")
+        .await
+        .iter()
+        .filter(|e| e["data"]["object"]["id"] == refund["id"])
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        refund_events,
+        ["refund.created", "refund.updated", "refund.failed"]
+    );
+
+    // Stripe's count: the won dispute and the failed refund moved nothing in the end.
+    let totals: Value = serde_json::from_str(&sim.get("/_sim/totals").await).unwrap();
+    assert_eq!(
+        totals["totals"],
+        json!([{"currency": "usd", "gross_minor": 3900, "refunded_minor": 0, "net_minor": 3900, "payments": 3}])
+    );
+}
+
+#[tokio::test]
+async fn an_invoice_names_its_payments_only_when_expanded_and_each_is_an_invoice_payment() {
+    let sim = Sim::start().await;
+    let session = sim
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "subscription"),
+                ("line_items[0][price_data][currency]", "eur"),
+                ("line_items[0][price_data][unit_amount]", "700"),
+                ("line_items[0][price_data][recurring][interval]", "month"),
+                ("line_items[0][price_data][product_data][name]", "Monthly"),
+                ("line_items[0][quantity]", "1"),
+                ("success_url", "https://news.example.org/thanks"),
+            ],
+        )
+        .await;
+    let session: Value = serde_json::from_str(&session).unwrap();
+    sim.control(&format!("/_sim/checkout/{}/pay", id(&session)), json!({}))
+        .await;
+    let session: Value = serde_json::from_str(
+        &sim.get(&format!("/v1/checkout/sessions/{}", id(&session)))
+            .await,
+    )
+    .unwrap();
+    let invoice_id = session["invoice"].as_str().unwrap();
+    let (_, invoice) =
+        stripe::<stripe_shared::Invoice>(&sim.get(&format!("/v1/invoices/{invoice_id}")).await);
+    assert_eq!(
+        invoice.get("payments"),
+        None,
+        "includable: absent unless expanded"
+    );
+    let (typed, expanded) = stripe::<stripe_shared::Invoice>(
+        &sim.get(&format!("/v1/invoices/{invoice_id}?expand[]=payments"))
+            .await,
+    );
+    assert_eq!(typed.payments.map(|p| p.data.len()), Some(1));
+    let pi = expanded["payments"]["data"][0]["payment"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for event in events_of(&sim, "invoice.*").await {
+        assert_eq!(event["data"]["object"].get("payments"), None, "{event}");
+    }
+    let paid = events_of(&sim, "invoice_payment.paid").await;
+    assert_eq!(paid.len(), 1);
+    let object = &paid[0]["data"]["object"];
+    let (_, _) = stripe::<stripe_shared::InvoicePayment>(&object.to_string());
+    assert_eq!(object["payment"]["payment_intent"], pi.as_str());
+    assert_eq!(object["invoice"], invoice_id);
+    let fixture: Value = serde_json::from_str(include_str!("../fixtures/objects.json")).unwrap();
+    let keys = |v: &Value| {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(keys(object), keys(&fixture["invoice_payment"]));
+
+    // An invoice paid from the credit balance: $0, no payment.
+    let sub = session["subscription"].as_str().unwrap();
+    sim.control(&format!("/_sim/subscriptions/{sub}/credit"), json!({}))
+        .await;
+    sim.control("/_sim/clock/advance", json!({"seconds": 32 * 86_400}))
+        .await;
+    let (_, subscription) =
+        stripe::<stripe_shared::Subscription>(&sim.get(&format!("/v1/subscriptions/{sub}")).await);
+    let renewal = subscription["latest_invoice"].as_str().unwrap();
+    let (_, renewal) = stripe::<stripe_shared::Invoice>(
+        &sim.get(&format!("/v1/invoices/{renewal}?expand[]=payments"))
+            .await,
+    );
+    assert_eq!(
+        (
+            renewal["status"].as_str(),
+            renewal["amount_paid"].as_i64(),
+            renewal["total"].as_i64()
+        ),
+        (Some("paid"), Some(0), Some(700))
+    );
+    assert_eq!(renewal["payments"]["data"], json!([]));
+    assert_eq!(events_of(&sim, "invoice_payment.paid").await.len(), 1);
+}

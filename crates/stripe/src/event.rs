@@ -7,6 +7,17 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// The API version Kopilka speaks: the one async-stripe (`=1.0.0-rc.10`) pins and sends
+/// with every call. Events rendered in another version have other shapes (before the
+/// 2025 "basil" API an invoice had no `parent`, after it no `payment_intent`), so the
+/// applier refuses them loudly rather than misread them; the webhook endpoint must be
+/// pinned to this version.
+#[must_use]
+pub fn api_version() -> &'static str {
+    static PINNED: stripe_shared::ApiVersion = stripe_shared::version::VERSION;
+    PINNED.as_str()
+}
+
 /// A verified Stripe event, as much as Kopilka needs to route and order it.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -118,6 +129,11 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_pinned_api_version_is_the_simulators() {
+        assert_eq!(super::api_version(), "2026-09-30.endive");
+    }
+
     use proptest::prelude::*;
 
     use super::*;

@@ -14,6 +14,6 @@ mod lists;
 pub mod webhook;
 
 pub use client::{CheckoutSession, ClientError, NewCheckout, Refund, StripeClient, Subscription};
-pub use event::{Event, EventError};
+pub use event::{Event, EventError, api_version};
 pub use lists::{BalanceRecord, ChargeRecord, MovementRecord, PayoutRecord};
 pub use webhook::{SignatureError, WebhookError, WebhookVerifier, sign};

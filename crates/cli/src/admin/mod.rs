@@ -11,6 +11,7 @@ mod reader_export;
 mod reader_show;
 mod reconcile;
 mod recurring_list;
+mod report_fraud_warnings;
 mod report_goal;
 mod report_mrr;
 mod report_payouts;
@@ -88,6 +89,8 @@ pub enum Report {
     Mrr(report_mrr::Args),
     /// Each payout, its balance transactions and our ledger rows; what does not add up.
     Payouts(report_payouts::Args),
+    /// Every early fraud warning Stripe sent, with its contribution and what is left of it.
+    FraudWarnings(report_fraud_warnings::Args),
 }
 
 /// `admin recurring …`.
@@ -113,6 +116,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Report(Report::Goal(args)) => report_goal::run(&args).await,
         Command::Report(Report::Mrr(args)) => report_mrr::run(&args).await,
         Command::Report(Report::Payouts(args)) => report_payouts::run(&args).await,
+        Command::Report(Report::FraudWarnings(args)) => report_fraud_warnings::run(&args).await,
         Command::Recurring(Recurring::List(args)) => recurring_list::run(&args).await,
         Command::Events(Events::List(args)) => events_list::run(&args).await,
         Command::Events(Events::Replay(args)) => events_replay::run(&args).await,

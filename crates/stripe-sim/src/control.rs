@@ -164,7 +164,19 @@ async fn card(
             "decline, require_action or succeed",
         ));
     }
-    sim.act(|state| flows::credit_next_invoice(state, &id))?;
+    sim.act(|state| {
+        if state.get(&id).is_none_or(|s| s["object"] != "subscription") {
+            return Err(StripeError::no_such("subscription", &id));
+        }
+        state.declining.remove(&id);
+        state.authenticating.remove(&id);
+        match outcome.as_str() {
+            "decline" => state.declining.insert(id.clone()),
+            "require_action" => state.authenticating.insert(id.clone()),
+            _ => false,
+        };
+        Ok(())
+    })?;
     Ok(Json(json!({"subscription": id, "outcome": body.outcome})))
 }
 

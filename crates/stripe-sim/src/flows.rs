@@ -306,7 +306,7 @@ pub fn pay(
             "status": "complete", "payment_status": "paid", "customer": customer,
             "payment_intent": if recurring { Value::Null } else { Value::from(payment_intent.clone()) },
             "subscription": subscription, "invoice": invoice,
-            "customer_details": {"email": email, "name": null, "phone": null, "address": null, "tax_exempt": "none", "tax_ids": [], "business_name": null, "individual_name": null},
+            "customer_details": {"email": email, "name": null, "phone": null, "address": null, "tax_exempt": "none", "tax_ids": null, "business_name": null, "individual_name": null},
         }),
     );
     state.emit("checkout.session.completed", session_id, None, None);

@@ -172,7 +172,8 @@ pub fn checkout_session(spec: &SessionSpec<'_>) -> Value {
             "shipping_options": [], "invoice_creation": null, "collected_information": null,
             "custom_text": {"after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null},
             "payment_method_configuration_details": null, "discounts": null,
-            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+            "total_details": {"amount_discount": 0, "amount_shipping": null, "amount_tax": 0},
+            "currency_conversion": null, "managed_payments": null,
             "customer_creation": if spec.mode == "payment" { "if_required" } else { "always" },
             "payment_method_collection": if spec.mode == "subscription" { Some("always") } else { None },
             "adaptive_pricing": {"enabled": false},
@@ -211,6 +212,7 @@ pub fn payment_intent(
             "canceled_at": null, "last_payment_error": null, "next_action": null, "processing": null,
             "transfer_data": null, "shipping": null, "payment_method_configuration_details": null,
             "payment_method": format!("pm_{}", &id[3..]), "managed_payments": null,
+            "automatic_payment_methods": null,
         }),
     )
 }
@@ -225,9 +227,9 @@ pub fn charge(
 ) -> Value {
     let paid = failure.is_none();
     let outcome = if paid {
-        json!({"network_status": "approved_by_network", "reason": null, "risk_level": "normal", "seller_message": "Payment complete.", "type": "authorized", "advice_code": null, "network_advice_code": null, "network_decline_code": null})
+        json!({"network_status": "approved_by_network", "reason": null, "seller_message": "Payment complete.", "type": "authorized", "advice_code": null, "network_advice_code": null, "network_decline_code": null})
     } else {
-        json!({"network_status": "declined_by_network", "reason": "generic_decline", "risk_level": "normal", "seller_message": "The bank did not return any further details with this decline.", "type": "issuer_declined", "advice_code": null, "network_advice_code": null, "network_decline_code": null})
+        json!({"network_status": "declined_by_network", "reason": "generic_decline", "seller_message": "The bank did not return any further details with this decline.", "type": "issuer_declined", "advice_code": null, "network_advice_code": null, "network_decline_code": null})
     };
     from_template(
         "charge",
@@ -241,6 +243,9 @@ pub fn charge(
             "failure_code": failure.map(|f| f.0), "failure_message": failure.map(|f| f.1),
             "outcome": outcome, "billing_details": {"address": null, "email": null, "name": null, "phone": null, "tax_id": null},
             "receipt_url": null, "payment_method": format!("pm_{}", &payment_intent[3..]),
+            "source": null, "transfer_data": null,
+            "payment_method_details": {"card": {"installments": null, "wallet": null, "three_d_secure": null,
+                "overcapture": {"maximum_amount_capturable": payment.amount, "status": "unavailable"}}},
             "refunds": {"object": "list", "data": [], "has_more": false, "url": format!("/v1/charges/{id}/refunds")},
         }),
     )
@@ -329,6 +334,7 @@ pub fn dispute(
             "id": id, "created": now, "amount": amount, "charge": charge, "payment_intent": payment_intent,
             "currency": currency, "status": "needs_response", "reason": "fraudulent",
             "balance_transactions": balance_transactions, "is_charge_refundable": false,
+            "enhanced_eligibility_types": [],
             "evidence_details": {"due_by": now + 7 * 86_400, "has_evidence": false, "past_due": false, "submission_count": 0},
             "payment_method_details": {"card": {"brand": "visa", "case_type": "chargeback", "network_reason_code": "10.4"}, "type": "card"},
         }),
@@ -366,7 +372,9 @@ pub fn subscription(
             "cancel_at_period_end": false, "cancellation_details": {"comment": null, "feedback": null, "reason": null},
             "next_pending_invoice_item_invoice": null, "pause_collection": null, "pending_invoice_item_interval": null,
             "pending_update": null, "transfer_data": null, "trial_end": null, "trial_start": null,
-            "latest_invoice": null, "billing_thresholds": null,
+            "latest_invoice": null, "billing_thresholds": null, "billing_schedules": [],
+            "managed_payments": null, "billing_mode": {"flexible": null, "type": "classic"},
+            "payment_settings": {"payment_method_options": null, "payment_method_types": null, "save_default_payment_method": null},
         }),
     );
     base
@@ -419,6 +427,8 @@ pub fn invoice(spec: &InvoiceSpec<'_>) -> Value {
             "due_date": null, "from_invoice": null, "last_finalization_error": null, "latest_revision": null,
             "webhooks_delivered_at": spec.now, "next_payment_attempt": null, "effective_at": spec.now,
             "status_transitions": {"finalized_at": spec.now, "marked_uncollectible_at": null, "paid_at": null, "voided_at": null},
+            "shipping_cost": null, "shipping_details": null,
+            "payment_settings": {"default_mandate": null, "payment_method_options": null, "payment_method_types": null},
             "number": format!("{}-{:04}", &spec.customer[4..12].to_uppercase(), spec.sequence),
         }),
     )

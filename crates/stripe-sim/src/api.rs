@@ -48,6 +48,10 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/v1/balance_transactions/{id}", get(retrieve("balance_transaction")))
         .route("/v1/payouts", get(list_payouts))
         .route("/v1/payouts/{id}", get(retrieve("payout")))
+        .route(
+            "/v1/radar/early_fraud_warnings/{id}",
+            get(retrieve("radar.early_fraud_warning")),
+        )
         .route("/v1/events", get(list_events))
         .route("/v1/events/{id}", get(retrieve("event")))
         .route("/v1/prices", post(create_price))

@@ -24,6 +24,9 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/_sim/subscriptions/{id}/credit", post(credit))
         .route("/_sim/disputes", post(open_dispute))
         .route("/_sim/disputes/{id}/close", post(close_dispute))
+        .route("/_sim/disputes/{id}/review", post(review_dispute))
+        .route("/_sim/disputes/{id}/escalate", post(escalate_dispute))
+        .route("/_sim/early_fraud_warnings", post(early_fraud_warning))
         .route("/_sim/refunds/{id}/fail", post(fail_refund))
         .route("/_sim/totals", get(totals))
         .route("/_sim/seed/payments", post(seed_payments))
@@ -307,6 +310,63 @@ async fn close_dispute(
         _ => return Err(StripeError::invalid("outcome", "won or lost")),
     };
     sim.act(|state| flows::end_dispute(state, &id, outcome, None))?;
+    Ok(sim.object(&id)?.into_response())
+}
+
+/// Evidence submitted: the dispute goes under review (`warning_under_review` for an
+/// inquiry, `under_review` for a chargeback).
+async fn review_dispute(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+) -> Result<Response, StripeError> {
+    sim.act(|state| flows::review_dispute(state, &id))?;
+    Ok(sim.object(&id)?.into_response())
+}
+
+/// The issuer escalates the inquiry to a chargeback (same dispute: `needs_response`, funds
+/// and fee withdrawn).
+async fn escalate_dispute(
+    State(sim): State<Simulator>,
+    Path(id): Path<String>,
+) -> Result<Response, StripeError> {
+    sim.act(|state| flows::escalate_dispute(state, &id))?;
+    Ok(sim.object(&id)?.into_response())
+}
+
+#[derive(Deserialize)]
+struct NewEarlyFraudWarning {
+    /// `ch_…` or `pi_…` (its latest charge).
+    charge: Option<String>,
+    payment_intent: Option<String>,
+    fraud_type: Option<String>,
+}
+
+/// `{"payment_intent":"pi_…"}` or `{"charge":"ch_…"}`, optional `"fraud_type"` (default
+/// `made_with_stolen_card`): an early fraud warning on the charge
+/// (`radar.early_fraud_warning.created`). Answers the warning.
+async fn early_fraud_warning(
+    State(sim): State<Simulator>,
+    Json(body): Json<NewEarlyFraudWarning>,
+) -> Result<Response, StripeError> {
+    let id = sim.act(|state| {
+        let charge = match (&body.charge, &body.payment_intent) {
+            (Some(charge), _) => charge.clone(),
+            (None, Some(pi)) => state
+                .get(pi)
+                .filter(|o| o["object"] == "payment_intent")
+                .and_then(|o| o["latest_charge"].as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| StripeError::no_such("payment_intent", pi))?,
+            (None, None) => return Err(StripeError::missing("charge")),
+        };
+        flows::early_fraud_warning(
+            state,
+            &charge,
+            body.fraud_type
+                .as_deref()
+                .unwrap_or("made_with_stolen_card"),
+        )
+    })?;
     Ok(sim.object(&id)?.into_response())
 }
 

@@ -187,6 +187,7 @@ pub fn create_checkout_session(
         expires_at,
         now,
     });
+    let trial_days = trial_days(params, mode)?;
     state.insert(session);
     state.sessions.insert(
         id.clone(),
@@ -205,9 +206,30 @@ pub fn create_checkout_session(
                 .and_then(|p| p.get("metadata"))
                 .cloned()
                 .unwrap_or_else(|| json!({})),
+            trial_days,
         },
     );
     Ok(id)
+}
+
+/// `subscription_data[trial_period_days]` (1–730), only in subscription mode.
+fn trial_days(params: &Value, mode: &str) -> Result<Option<i64>, StripeError> {
+    const PARAM: &str = "subscription_data[trial_period_days]";
+    let Some(data) = params.get("subscription_data") else {
+        return Ok(None);
+    };
+    let days = integer(data, PARAM, "trial_period_days")?;
+    match days {
+        Some(_) if mode != "subscription" => Err(StripeError::invalid(
+            PARAM,
+            "A trial needs mode=subscription.",
+        )),
+        Some(d) if !(1..=730).contains(&d) => Err(StripeError::invalid(
+            PARAM,
+            "trial_period_days must be between 1 and 730.",
+        )),
+        days => Ok(days),
+    }
 }
 
 /// The reader's action on the hosted page.
@@ -285,10 +307,34 @@ pub fn pay(
         now,
     };
 
+    if let (Some(interval), Some(customer), Some(days)) =
+        (&plan.interval, &customer, plan.trial_days)
+    {
+        let (subscription, invoice) =
+            start_subscription(state, customer, &email, &plan, interval, Some(days), now);
+        settle_trial_invoice(
+            state,
+            &invoice,
+            &plan.product_name,
+            (now, now + days * 86_400),
+        );
+        let session = state.get_mut(session_id).expect("checked above");
+        objects::merge(
+            session,
+            json!({
+                "status": "complete", "payment_status": "no_payment_required", "customer": customer,
+                "subscription": subscription, "invoice": invoice,
+                "customer_details": {"email": email, "name": null, "phone": null, "address": null, "tax_exempt": "none", "tax_ids": null, "business_name": null, "individual_name": null},
+            }),
+        );
+        state.emit("checkout.session.completed", session_id, None, None);
+        return Ok(());
+    }
+
     let (subscription, invoice) = match (&plan.interval, &customer) {
         (Some(interval), Some(customer)) => {
             let (subscription, invoice) =
-                start_subscription(state, customer, &email, &plan, interval, now);
+                start_subscription(state, customer, &email, &plan, interval, None, now);
             (Some(subscription), Some(invoice))
         }
         _ => (None, None),
@@ -395,6 +441,7 @@ fn start_subscription(
     email: &str,
     plan: &SessionPlan,
     interval: &str,
+    trial_days: Option<i64>,
     now: i64,
 ) -> (String, String) {
     let product = objects::new_id("prod_");
@@ -410,16 +457,34 @@ fn start_subscription(
     );
     state.insert(price.clone());
     let sub = objects::new_id("sub_");
-    let period = (now, period_end(now, interval));
-    let subscription = objects::subscription(
+    // A trial is the first period; the first charge is at its end, the billing anchor.
+    let trial_end = trial_days.map(|days| now + days * 86_400);
+    let period = (now, trial_end.unwrap_or_else(|| period_end(now, interval)));
+    let mut subscription = objects::subscription(
         &sub,
         customer,
         &price,
         period,
-        "incomplete",
+        if trial_end.is_some() {
+            "trialing"
+        } else {
+            "incomplete"
+        },
         plan.subscription_metadata.clone(),
         now,
     );
+    if let Some(end) = trial_end {
+        objects::merge(
+            &mut subscription,
+            json!({"trial_start": now, "trial_end": end, "billing_cycle_anchor": end}),
+        );
+    }
+    // The trial's invoice bills the price at nothing.
+    let mut billed = price.clone();
+    if trial_end.is_some() {
+        billed["unit_amount"] = json!(0);
+        billed["unit_amount_decimal"] = json!("0");
+    }
     let item = subscription["items"]["data"][0]["id"]
         .as_str()
         .unwrap_or_default()
@@ -431,7 +496,7 @@ fn start_subscription(
         &item,
         customer,
         email,
-        &price,
+        &billed,
         "subscription_create",
         period,
         now,
@@ -439,6 +504,27 @@ fn start_subscription(
     state.get_mut(&sub).expect("just inserted")["latest_invoice"] = json!(invoice);
     state.emit("customer.subscription.created", &sub, None, None);
     (sub, invoice)
+}
+
+/// The first invoice of a subscription that starts with a free trial: paid at `$0`, no
+/// payment (Stripe's "Trial period" line).
+fn settle_trial_invoice(state: &mut State, invoice: &str, product_name: &str, trial: (i64, i64)) {
+    if let Some(object) = state.get_mut(invoice) {
+        if let Some(line) = object["lines"]["data"].get_mut(0) {
+            objects::merge(
+                line,
+                json!({"period": {"start": trial.0, "end": trial.1},
+                       "description": format!("Trial period for {product_name}")}),
+            );
+        }
+        objects::merge(
+            object,
+            json!({"status": "paid", "amount_paid": 0, "amount_remaining": 0, "attempted": true, "attempt_count": 0,
+                   "next_payment_attempt": null, "status_transitions": {"paid_at": trial.0}}),
+        );
+    }
+    state.emit("invoice.paid", invoice, None, None);
+    state.emit("invoice.payment_succeeded", invoice, None, None);
 }
 
 #[allow(clippy::too_many_arguments, reason = "an invoice names all of these")]
@@ -763,6 +849,122 @@ pub fn end_dispute(
         state.emit("charge.dispute.funds_reinstated", id, None, None);
     }
     Ok(())
+}
+
+/// Evidence was submitted for open dispute `id`: an inquiry goes `warning_needs_response` →
+/// `warning_under_review`, a chargeback `needs_response` → `under_review`
+/// (`charge.dispute.updated`). Nothing moves.
+///
+/// # Errors
+/// No such dispute, or not awaiting a response.
+pub fn review_dispute(state: &mut State, id: &str) -> Result<(), StripeError> {
+    let dispute = state
+        .get_mut(id)
+        .filter(|o| o["object"] == "dispute")
+        .ok_or_else(|| StripeError::no_such("dispute", id))?;
+    let previous = dispute["status"].clone();
+    let status = match previous.as_str() {
+        Some("warning_needs_response") => "warning_under_review",
+        Some("needs_response") => "under_review",
+        _ => {
+            return Err(StripeError::invalid(
+                "dispute",
+                "Only a dispute awaiting a response goes under review.",
+            ));
+        }
+    };
+    let count = dispute["evidence_details"]["submission_count"]
+        .as_i64()
+        .unwrap_or(0);
+    objects::merge(
+        dispute,
+        json!({"status": status, "evidence_details": {"has_evidence": true, "submission_count": count + 1}}),
+    );
+    state.emit(
+        "charge.dispute.updated",
+        id,
+        Some(json!({"status": previous, "evidence_details": {"has_evidence": false, "submission_count": count}})),
+        None,
+    );
+    Ok(())
+}
+
+/// The issuer escalates inquiry `id` to a chargeback, on the same dispute: its status
+/// becomes `needs_response` (`charge.dispute.updated`), and the amount and Stripe's fee are
+/// withdrawn (`charge.dispute.funds_withdrawn`), as for a dispute opened as a chargeback.
+///
+/// # Errors
+/// No such dispute, or not an open inquiry.
+pub fn escalate_dispute(state: &mut State, id: &str) -> Result<(), StripeError> {
+    let dispute = state
+        .get_mut(id)
+        .filter(|o| o["object"] == "dispute")
+        .ok_or_else(|| StripeError::no_such("dispute", id))?;
+    let previous = dispute["status"].clone();
+    if !matches!(
+        previous.as_str(),
+        Some("warning_needs_response" | "warning_under_review")
+    ) {
+        return Err(StripeError::invalid(
+            "dispute",
+            "Only an open inquiry can be escalated to a chargeback.",
+        ));
+    }
+    let now = state.now();
+    let dispute = state.get_mut(id).expect("found above");
+    let amount = dispute["amount"].as_i64().unwrap_or(0);
+    let currency = dispute["currency"].as_str().unwrap_or("usd").to_owned();
+    objects::merge(
+        dispute,
+        json!({"status": "needs_response", "is_charge_refundable": false,
+               "evidence_details": {"due_by": now + 7 * 86_400, "past_due": false},
+               "payment_method_details": {"card": {"case_type": "chargeback"}}}),
+    );
+    state.emit(
+        "charge.dispute.updated",
+        id,
+        Some(json!({"status": previous, "is_charge_refundable": true,
+                    "payment_method_details": {"card": {"case_type": "inquiry"}}})),
+        None,
+    );
+    dispute_moves_funds(state, id, -amount, dispute_fee(&currency));
+    state.emit("charge.dispute.funds_withdrawn", id, None, None);
+    Ok(())
+}
+
+/// The card network warns that `charge` was probably fraudulent: a
+/// `radar.early_fraud_warning` (`radar.early_fraud_warning.created`). Answers its id.
+///
+/// # Errors
+/// No such charge, or an unknown fraud type.
+pub fn early_fraud_warning(
+    state: &mut State,
+    charge: &str,
+    fraud_type: &str,
+) -> Result<String, StripeError> {
+    const TYPES: [&str; 7] = [
+        "card_never_received",
+        "fraudulent_card_application",
+        "made_with_counterfeit_card",
+        "made_with_lost_card",
+        "made_with_stolen_card",
+        "misc",
+        "unauthorized_use_of_card",
+    ];
+    if !TYPES.contains(&fraud_type) {
+        return Err(StripeError::invalid("fraud_type", TYPES.join(", ")));
+    }
+    let ch = state
+        .get(charge)
+        .filter(|o| o["object"] == "charge" && o["status"] == "succeeded")
+        .ok_or_else(|| StripeError::no_such("charge", charge))?;
+    // Actionable while the charge can still be refunded or disputed.
+    let actionable = ch["refunded"] != true && ch["disputed"] != true;
+    let id = objects::new_id("issfr_");
+    let warning = objects::early_fraud_warning(&id, charge, fraud_type, actionable, state.now());
+    state.insert(warning);
+    state.emit("radar.early_fraud_warning.created", &id, None, None);
+    Ok(id)
 }
 
 /// `POST /v1/disputes/{id}/close`: accepting the loss (an inquiry just closes).
@@ -1683,11 +1885,19 @@ fn charge_period(state: &mut State, sub: &str, reason: &str, period: (i64, i64))
             "customer.subscription.updated",
             None,
         ),
-        (true, Some("past_due")) => set_subscription(
+        (true, Some(status @ ("past_due" | "trialing"))) => set_subscription(
             state,
             sub,
             json!({"status": "active"}),
+            json!({"status": status}),
+            "customer.subscription.updated",
+            None,
+        ),
+        (false, Some("trialing")) => set_subscription(
+            state,
+            sub,
             json!({"status": "past_due"}),
+            json!({"status": "trialing"}),
             "customer.subscription.updated",
             None,
         ),
@@ -1838,7 +2048,12 @@ pub fn advance_clock(state: &mut State, seconds: i64) {
     for _ in 0..2_000 {
         let renewal: Option<(String, i64)> = state
             .newest_first("subscription")
-            .filter(|s| matches!(s["status"].as_str(), Some("active" | "past_due")))
+            .filter(|s| {
+                matches!(
+                    s["status"].as_str(),
+                    Some("active" | "past_due" | "trialing")
+                )
+            })
             .filter_map(|s| {
                 let end = s["items"]["data"][0]["current_period_end"].as_i64()?;
                 (end <= now).then(|| (s["id"].as_str().unwrap_or_default().to_owned(), end))

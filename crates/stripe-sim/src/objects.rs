@@ -341,6 +341,21 @@ pub fn dispute(
     )
 }
 
+/// Stripe Radar's early fraud warning on `charge`, as its example has it.
+pub fn early_fraud_warning(
+    id: &str,
+    charge: &str,
+    fraud_type: &str,
+    actionable: bool,
+    now: i64,
+) -> Value {
+    from_template(
+        "radar.early_fraud_warning",
+        json!({"id": id, "charge": charge, "fraud_type": fraud_type, "actionable": actionable,
+               "created": now, "livemode": false}),
+    )
+}
+
 /// A subscription with one item of `price`, in its current period.
 pub fn subscription(
     id: &str,

@@ -19,6 +19,8 @@ pub struct SessionPlan {
     pub subscription_metadata: Value,
     /// `payment_intent_data[metadata]`: what the payment intent and its charge carry.
     pub payment_metadata: Value,
+    /// `subscription_data[trial_period_days]`: a free trial before the first charge.
+    pub trial_days: Option<i64>,
 }
 
 /// A stored answer to an idempotent request.

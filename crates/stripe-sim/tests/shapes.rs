@@ -602,7 +602,9 @@ async fn every_object_of_every_flow_has_the_shape_of_stripes_example() {
     // One-off payments: paid, declined, expired; refunds (one failing); disputes of each
     // kind.
     let mut intents = Vec::new();
-    for amount in ["2500", "1000", "1200", "1300", "1400", "1500"] {
+    for amount in [
+        "2500", "1000", "1200", "1300", "1400", "1500", "1600", "1700",
+    ] {
         let session = sim.paid(amount, None, "pay").await;
         intents.push(session["payment_intent"].as_str().unwrap().to_owned());
     }
@@ -653,6 +655,32 @@ async fn every_object_of_every_flow_has_the_shape_of_stripes_example() {
         )
         .await;
     }
+    // An inquiry under review, escalated to a chargeback, under review, lost; an early
+    // fraud warning.
+    let inquiry = sim
+        .control(
+            "/_sim/disputes",
+            json!({"payment_intent": intents[6], "kind": "inquiry"}),
+        )
+        .await;
+    let inquiry = inquiry["id"].as_str().unwrap();
+    for step in ["review", "escalate", "review"] {
+        sim.control(&format!("/_sim/disputes/{inquiry}/{step}"), json!({}))
+            .await;
+    }
+    sim.post(&format!("/v1/disputes/{inquiry}/close"), &[])
+        .await;
+    let warning = sim
+        .control(
+            "/_sim/early_fraud_warnings",
+            json!({"payment_intent": intents[7]}),
+        )
+        .await;
+    sim.get(&format!(
+        "/v1/radar/early_fraud_warnings/{}",
+        warning["id"].as_str().unwrap()
+    ))
+    .await;
     let dispute = sim
         .control("/_sim/disputes", json!({"payment_intent": intents[5]}))
         .await;
@@ -667,6 +695,26 @@ async fn every_object_of_every_flow_has_the_shape_of_stripes_example() {
     let monthly = sim.paid("500", Some("month"), "pay").await;
     let annual = sim.paid("6000", Some("year"), "pay").await;
     let doomed = sim.paid("700", Some("month"), "pay").await;
+    let trial = sim
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "subscription"),
+                ("line_items[0][price_data][currency]", "usd"),
+                ("line_items[0][price_data][unit_amount]", "800"),
+                ("line_items[0][price_data][recurring][interval]", "month"),
+                ("line_items[0][price_data][product_data][name]", "Trial"),
+                ("line_items[0][quantity]", "1"),
+                ("subscription_data[trial_period_days]", "7"),
+                ("success_url", "https://news.example.org/thanks"),
+            ],
+        )
+        .await;
+    sim.control(
+        &format!("/_sim/checkout/{}/pay", trial["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
     let monthly_sub = monthly["subscription"].as_str().unwrap().to_owned();
     let annual_sub = annual["subscription"].as_str().unwrap().to_owned();
     sim.control(
@@ -890,6 +938,7 @@ async fn every_object_of_every_flow_has_the_shape_of_stripes_example() {
         "event",
         "list",
         "error",
+        "radar.early_fraud_warning",
     ] {
         assert!(seen.contains(kind), "no {kind} was checked: {seen:?}");
     }

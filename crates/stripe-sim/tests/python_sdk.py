@@ -169,6 +169,42 @@ check(payouts, "a payout")
 in_payout = list(stripe.BalanceTransaction.list(payout=payouts[0].id, limit=100).auto_paging_iter())
 check(in_payout, "its transactions")
 
+# An inquiry under review, escalated; an early fraud warning.
+gift = stripe.checkout.Session.create(
+    mode="payment",
+    line_items=[{"price_data": {"currency": "usd", "unit_amount": 1400, "product_data": {"name": "Gift"}}, "quantity": 1}],
+    success_url="https://news.example.org/thanks",
+)
+control(f"/_sim/checkout/{gift.id}/pay")
+gift = stripe.checkout.Session.retrieve(gift.id)
+inquiry = control("/_sim/disputes", {"payment_intent": gift.payment_intent, "kind": "inquiry"})
+control(f"/_sim/disputes/{inquiry['id']}/review")
+check(stripe.Dispute.retrieve(inquiry["id"]).status == "warning_under_review", "under review")
+control(f"/_sim/disputes/{inquiry['id']}/escalate")
+escalated = stripe.Dispute.retrieve(inquiry["id"])
+check(escalated.status == "needs_response" and escalated.balance_transactions[0].amount == -1400, escalated)
+warning = control("/_sim/early_fraud_warnings", {"payment_intent": gift.payment_intent})
+warning = stripe.radar.EarlyFraudWarning.retrieve(warning["id"])
+check(warning.charge == stripe.PaymentIntent.retrieve(gift.payment_intent).latest_charge, warning)
+
+# A trial: a $0 first invoice.
+trial = stripe.checkout.Session.create(
+    mode="subscription",
+    line_items=[{
+        "price_data": {"currency": "usd", "unit_amount": 800, "recurring": {"interval": "month"},
+                       "product_data": {"name": "Membership"}},
+        "quantity": 1,
+    }],
+    subscription_data={"trial_period_days": 7},
+    success_url="https://news.example.org/thanks",
+)
+control(f"/_sim/checkout/{trial.id}/pay")
+trial = stripe.checkout.Session.retrieve(trial.id)
+check(trial.payment_status == "no_payment_required", trial)
+check(stripe.Subscription.retrieve(trial.subscription).status == "trialing", "trialing")
+first = stripe.Invoice.retrieve(trial.invoice)
+check((first.billing_reason, first.total, first.status) == ("subscription_create", 0, "paid"), first)
+
 # A deleted customer.
 deleted = stripe.Customer.delete(plan.customer)
 check(deleted.deleted is True and deleted.id == plan.customer, deleted)
@@ -184,7 +220,7 @@ except stripe.InvalidRequestError as error:
 # Events listed, and every one delivered, signed, verifies with the SDK.
 events = list(stripe.Event.list(limit=10).auto_paging_iter())
 completed = list(stripe.Event.list(type="checkout.session.completed").auto_paging_iter())
-check(len(completed) == 3, [e.data.object.id for e in completed])
+check(len(completed) == 5, [e.data.object.id for e in completed])
 deadline = time.monotonic() + 30
 with arrived:
     while len(received) < len(events):

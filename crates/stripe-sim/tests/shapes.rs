@@ -856,6 +856,14 @@ async fn every_object_of_every_flow_has_the_shape_of_stripes_example() {
     for event in &delivered {
         check_object(&templates, "webhook", event, &mut seen, &mut errors);
     }
+    // What a webhook carries is the event the API answers, byte for byte in JSON terms.
+    for event in &all_events {
+        assert!(
+            delivered.contains(event),
+            "delivered as listed: {}",
+            event["id"]
+        );
+    }
     for event in events.iter().copied().chain(&delivered) {
         assert_eq!(
             event["data"]["object"].get("payments"),

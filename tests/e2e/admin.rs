@@ -76,7 +76,7 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
     settled(
         &db,
         "both payments applied",
-        "(SELECT count(*) FROM ledger_entries) = 2",
+        "(SELECT count(*) FROM ledger_entries WHERE kind = 'payment') = 2 AND (SELECT count(*) FROM ledger_entries WHERE kind = 'fee') = 2",
     )
     .await;
 
@@ -86,7 +86,8 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
     let csv = admin(&url, &["report", "totals", "--format", "csv"]).await;
     assert!(
         csv.starts_with(
-            "currency,gross_minor,refunded_minor,net_minor,payments\nusd,3000,0,3000,2"
+            // Stripe's card fees: 2.9 % + 30¢ of $25.00 (102) and of $5.00 (44).
+            "currency,gross_minor,refunded_minor,net_minor,payments,disputed_minor,fees_minor,stripe_net_minor\nusd,3000,0,3000,2,0,146,2854"
         ),
         "{csv}"
     );
@@ -223,7 +224,7 @@ async fn reconcile_finds_what_deliveries_missed_and_apply_repairs_it() {
     settled(
         &db,
         "the plan's payment",
-        "(SELECT count(*) FROM ledger_entries) = 1",
+        "(SELECT count(*) FROM ledger_entries WHERE kind = 'payment') = 1 AND (SELECT count(*) FROM ledger_entries WHERE kind = 'fee') = 1",
     )
     .await;
     let clean = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
@@ -505,7 +506,7 @@ async fn admin_shows_exports_and_erases_a_reader_and_audits_each_step() {
     settled(
         &db,
         "the gift applied",
-        "(SELECT count(*) FROM ledger_entries) = 1",
+        "(SELECT count(*) FROM ledger_entries WHERE kind = 'payment') = 1 AND (SELECT count(*) FROM ledger_entries WHERE kind = 'fee') = 1",
     )
     .await;
     let totals = admin_json(&app, &url, &["report", "totals"]).await;

@@ -21,6 +21,8 @@ pub struct ChargeRecord {
     pub paid: bool,
     /// `created`.
     pub created: i64,
+    /// Its balance transaction (`txn_…`, where Stripe's fee is), once it has one.
+    pub balance_transaction: Option<String>,
 }
 
 /// A refund or a dispute, as reconciliation compares it.
@@ -120,6 +122,7 @@ impl StripeClient {
                     currency: c.currency.to_string(),
                     paid: c.paid && c.status.as_str() == "succeeded",
                     created: c.created,
+                    balance_transaction: c.balance_transaction.as_ref().map(id_of),
                 })
             })
     }

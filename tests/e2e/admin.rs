@@ -83,6 +83,14 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
     let stripes = stripe_totals(&app).await;
     let ours = admin_json(&app, &url, &["report", "totals"]).await;
     assert_eq!(ours, stripes, "the ledger agrees with Stripe to the cent");
+    // The plan's invoice is remembered with the interval it paid for (its line's period)
+    // and the payment intent that paid it: MRR counts the payment for that interval.
+    let invoices: Vec<(Option<String>, bool)> =
+        sqlx::query_as("SELECT interval, payment_intent IS NOT NULL FROM plan_invoices")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(invoices, vec![(Some("month".to_owned()), true)]);
     let csv = admin(&url, &["report", "totals", "--format", "csv"]).await;
     assert!(
         csv.starts_with(

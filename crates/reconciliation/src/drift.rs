@@ -351,7 +351,7 @@ pub async fn reconcile(
                         ),
                     );
                 }
-                let stripes_currency = sub.amount.map(|m| m.currency().stripe_code().to_owned());
+                let stripes_currency = sub.amount.map(|m| m.currency().stripe_code());
                 if stripes_currency.as_deref().is_some_and(|c| c != currency) {
                     drift(
                         "currency_mismatch",

@@ -76,17 +76,26 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
     settled(
         &db,
         "both payments applied",
-        "(SELECT count(*) FROM ledger_entries) = 2",
+        "(SELECT count(*) FROM ledger_entries WHERE kind = 'payment') = 2 AND (SELECT count(*) FROM ledger_entries WHERE kind = 'fee') = 2",
     )
     .await;
 
     let stripes = stripe_totals(&app).await;
     let ours = admin_json(&app, &url, &["report", "totals"]).await;
     assert_eq!(ours, stripes, "the ledger agrees with Stripe to the cent");
+    // The plan's invoice is remembered with the interval it paid for (its line's period)
+    // and the payment intent that paid it: MRR counts the payment for that interval.
+    let invoices: Vec<(Option<String>, bool)> =
+        sqlx::query_as("SELECT interval, payment_intent IS NOT NULL FROM plan_invoices")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(invoices, vec![(Some("month".to_owned()), true)]);
     let csv = admin(&url, &["report", "totals", "--format", "csv"]).await;
     assert!(
         csv.starts_with(
-            "currency,gross_minor,refunded_minor,net_minor,payments\nusd,3000,0,3000,2"
+            // Stripe's card fees: 2.9 % + 30¢ of $25.00 (102) and of $5.00 (44).
+            "currency,gross_minor,refunded_minor,net_minor,payments,disputed_minor,fees_minor,stripe_net_minor\nusd,3000,0,3000,2,0,146,2854"
         ),
         "{csv}"
     );
@@ -223,7 +232,7 @@ async fn reconcile_finds_what_deliveries_missed_and_apply_repairs_it() {
     settled(
         &db,
         "the plan's payment",
-        "(SELECT count(*) FROM ledger_entries) = 1",
+        "(SELECT count(*) FROM ledger_entries WHERE kind = 'payment') = 1 AND (SELECT count(*) FROM ledger_entries WHERE kind = 'fee') = 1",
     )
     .await;
     let clean = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
@@ -505,7 +514,7 @@ async fn admin_shows_exports_and_erases_a_reader_and_audits_each_step() {
     settled(
         &db,
         "the gift applied",
-        "(SELECT count(*) FROM ledger_entries) = 1",
+        "(SELECT count(*) FROM ledger_entries WHERE kind = 'payment') = 1 AND (SELECT count(*) FROM ledger_entries WHERE kind = 'fee') = 1",
     )
     .await;
     let totals = admin_json(&app, &url, &["report", "totals"]).await;
@@ -789,4 +798,187 @@ async fn a_month_of_plan_refunds_disputes_inquiries_a_failed_refund_and_a_credit
     assert_eq!(warnings["warnings"][0]["remaining_minor"], 900);
     let failed = admin_json(&app, &url, &["events", "list", "--status", "failed"]).await;
     assert_eq!(failed, json!([]));
+}
+
+/// Each blind spot of #18 item 8 is a drift kind: a refund that failed at Stripe and is
+/// still counted, refunds and disputes only the ledger has, a dispute amount or outcome
+/// that differs, a plan whose interval / currency / period / cancellation was changed
+/// (here: in the plan row), a charge booked in another currency, and a missing fee.
+#[tokio::test]
+async fn reconcile_finds_each_blind_spot_as_its_own_drift_kind() {
+    let (db, url, app) = app_on_fresh_database().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let plan = app.checkout_and("month", 900, "usd", "pay").await;
+    let refunded = app.checkout_and("once", 1000, "usd", "pay").await;
+    let lost = app.checkout_and("once", 1200, "usd", "pay").await;
+    let stripe = app.state.stripe.as_ref().unwrap();
+    let refund = stripe
+        .refund(
+            refunded["payment_intent"].as_str().unwrap(),
+            "to-fail",
+            None,
+        )
+        .await
+        .unwrap();
+    let dispute = app
+        .sim_control(
+            "/_sim/disputes",
+            &json!({"payment_intent": lost["payment_intent"]}),
+        )
+        .await;
+    let dispute_id = dispute["id"].as_str().unwrap().to_owned();
+    app.sim_control(
+        &format!("/_sim/disputes/{dispute_id}/close"),
+        &json!({"outcome": "lost"}),
+    )
+    .await;
+    settled(
+        &db,
+        "payments, fees, the refund and the dispute booked",
+        &format!(
+            "(SELECT count(*) FROM ledger_entries WHERE kind = 'payment') = 3
+             AND (SELECT count(*) FROM ledger_entries WHERE kind = 'fee') = 4
+             AND EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{}')
+             AND EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{dispute_id}')",
+            refund.id
+        ),
+    )
+    .await;
+    let clean = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
+    assert_eq!(clean["drift"], json!([]), "a clean month: {clean}");
+
+    // Deliveries off: the refund fails, and payments Kopilka books by hand (wrongly).
+    app.deliver_webhooks_here(None).await;
+    app.sim_control(&format!("/_sim/refunds/{}/fail", refund.id), &json!({}))
+        .await;
+    let feeless = app.checkout_and("once", 1300, "usd", "pay").await;
+    let other_currency = app.checkout_and("once", 1400, "usd", "pay").await;
+    let disputed = app.checkout_and("once", 1500, "usd", "pay").await;
+    let wrong_dispute = app
+        .sim_control(
+            "/_sim/disputes",
+            &json!({"payment_intent": disputed["payment_intent"]}),
+        )
+        .await;
+    let wrong_dispute = wrong_dispute["id"].as_str().unwrap().to_owned();
+    let contribution = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO contributions (id, interval, amount_minor, currency) VALUES ($1, 'once', 1300, 'usd')")
+        .bind(contribution)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let pi = |s: &Value| s["payment_intent"].as_str().unwrap().to_owned();
+    let refunded_pi = pi(&refunded);
+    let rows = [
+        ("payment", pi(&feeless), pi(&feeless), 1300_i64, "usd"),
+        (
+            "payment",
+            pi(&other_currency),
+            pi(&other_currency),
+            1400,
+            "eur",
+        ),
+        ("payment", pi(&disputed), pi(&disputed), 1500, "usd"),
+        // Stripe withdrew 1500; the ledger says 1000.
+        (
+            "dispute",
+            wrong_dispute.clone(),
+            pi(&disputed),
+            -1000,
+            "usd",
+        ),
+        // A lost dispute the ledger reinstated.
+        (
+            "dispute_reversal",
+            format!("{dispute_id}:reinstated"),
+            pi(&lost),
+            1200,
+            "usd",
+        ),
+        // A refund and a dispute Stripe never made.
+        (
+            "refund",
+            "re_nobody_made".to_owned(),
+            refunded_pi.clone(),
+            -100,
+            "usd",
+        ),
+        (
+            "dispute",
+            "dp_nobody_opened".to_owned(),
+            refunded_pi,
+            -100,
+            "usd",
+        ),
+    ];
+    for (kind, stripe_id, payment_intent, amount, currency) in rows {
+        sqlx::query(
+            "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(kind)
+        .bind(&stripe_id)
+        .bind(&payment_intent)
+        .bind(contribution)
+        .bind(amount)
+        .bind(currency)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    // The plan as if changed in the Dashboard: Stripe's differs from the plan row.
+    let sub = plan["subscription"].as_str().unwrap();
+    sqlx::query(
+        "UPDATE recurring_plans SET interval = 'year', currency = 'eur',
+             current_period_end = current_period_end + interval '1 day', cancel_at_period_end = true
+         WHERE stripe_subscription_id = $1",
+    )
+    .bind(sub)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let report = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
+    let found: Vec<(String, String)> = report["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["object"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let of = |object: &str| -> Vec<&str> {
+        let mut kinds: Vec<&str> = found
+            .iter()
+            .filter(|(_, o)| o == object)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        kinds.sort_unstable();
+        kinds
+    };
+    assert_eq!(of(&refund.id), ["refund_failure_not_booked"], "{report}");
+    assert_eq!(of(&pi(&feeless)), ["missing_fee"], "{report}");
+    assert_eq!(
+        of(&pi(&other_currency)),
+        ["currency_mismatch", "missing_fee"],
+        "{report}"
+    );
+    assert_eq!(of(&wrong_dispute), ["amount_mismatch"], "{report}");
+    assert_eq!(of(&dispute_id), ["dispute_outcome_mismatch"], "{report}");
+    assert_eq!(of("re_nobody_made"), ["unknown_to_stripe"], "{report}");
+    assert_eq!(of("dp_nobody_opened"), ["unknown_to_stripe"], "{report}");
+    assert_eq!(
+        of(sub),
+        [
+            "cancel_mismatch",
+            "currency_mismatch",
+            "interval_mismatch",
+            "period_mismatch"
+        ],
+        "{report}"
+    );
 }

@@ -94,8 +94,66 @@ pub async fn record(
         .attempts(kopilka_queue::PATIENT_ATTEMPTS)
         .dedup(format!("mail:receipt:{}", entry.stripe_id));
         kopilka_queue::enqueue(conn, &job).await?;
+        // And Stripe's fee on it: the event names the charge's balance transaction by id
+        // only (or not at all), and applying an event calls no Stripe API, so a job
+        // retrieves it after the payment is booked (see `FEE_JOB`).
+        let payment_intent = entry.payment_intent_id.unwrap_or(entry.stripe_id);
+        let job = kopilka_queue::NewJob::new(
+            FEE_JOB,
+            serde_json::json!({"payment_intent": payment_intent}),
+        )
+        .attempts(kopilka_queue::PATIENT_ATTEMPTS)
+        .dedup(format!("ledger:fee:{payment_intent}"));
+        kopilka_queue::enqueue(conn, &job).await?;
     }
     Ok(new)
+}
+
+/// The kind of the job that records Stripe's fee on a payment (payload `payment_intent`):
+/// it retrieves the balance transaction of the payment's charge and records a [`EntryKind::Fee`]
+/// row keyed by its `txn_…` id, so running it again records nothing more.
+pub const FEE_JOB: &str = "ledger.fee";
+
+/// Records Stripe's `fee` (positive, in `currency`) charged by balance transaction `txn` on
+/// the payment booked under `payment_intent`, as a negative `fee` row of the same
+/// contribution and plan. Returns whether it was new; `Ok(false)` also when the payment is
+/// not in the ledger, or the fee is zero (nothing moved).
+///
+/// # Errors
+/// Storage errors.
+pub async fn record_payment_fee(
+    conn: &mut PgConnection,
+    payment_intent: &str,
+    txn: &str,
+    fee: Money,
+    occurred_at: OffsetDateTime,
+) -> Result<bool, ContributionError> {
+    if fee.minor() == 0 {
+        return Ok(false);
+    }
+    let payment: Option<(Option<uuid::Uuid>, Option<uuid::Uuid>)> = sqlx::query_as(
+        "SELECT contribution_id, plan_id FROM ledger_entries
+         WHERE kind = 'payment' AND coalesce(payment_intent_id, stripe_id) = $1 LIMIT 1",
+    )
+    .bind(payment_intent)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((contribution, plan)) = payment else {
+        return Ok(false);
+    };
+    record(
+        conn,
+        &NewEntry {
+            kind: EntryKind::Fee,
+            stripe_id: txn,
+            payment_intent_id: Some(payment_intent),
+            contribution_id: contribution.map(ContributionId::from_uuid),
+            plan_id: plan,
+            amount: Money::new(-fee.minor(), fee.currency()),
+            occurred_at,
+        },
+    )
+    .await
 }
 
 /// Whether a row is recorded under `stripe_id`.
@@ -208,9 +266,16 @@ pub struct CurrencyTotals {
     pub net_minor: i64,
     /// How many payments.
     pub payments: i64,
+    /// What disputes withdrew, net of what they reinstated (positive number).
+    pub disputed_minor: i64,
+    /// Stripe's fees (card processing and dispute fees, net of fees given back).
+    pub fees_minor: i64,
+    /// What Stripe keeps for the account: `net_minor − fees_minor`.
+    pub stripe_net_minor: i64,
 }
 
-/// Totals per currency over `[since, until)`, as Stripe would count them (fees apart).
+/// Totals per currency over `[since, until)`, as Stripe counts them (fees apart in
+/// `net_minor`, taken in `stripe_net_minor`).
 ///
 /// # Errors
 /// Storage errors.
@@ -219,12 +284,14 @@ pub async fn totals(
     since: OffsetDateTime,
     until: OffsetDateTime,
 ) -> Result<Vec<CurrencyTotals>, ContributionError> {
-    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT currency,
                 coalesce(sum(amount_minor) FILTER (WHERE kind = 'payment'), 0)::bigint,
                 coalesce(-sum(amount_minor) FILTER (WHERE kind IN ('refund', 'refund_reversal')), 0)::bigint,
                 coalesce(sum(amount_minor) FILTER (WHERE kind <> 'fee'), 0)::bigint,
-                count(*) FILTER (WHERE kind = 'payment')
+                count(*) FILTER (WHERE kind = 'payment'),
+                coalesce(-sum(amount_minor) FILTER (WHERE kind IN ('dispute', 'dispute_reversal')), 0)::bigint,
+                coalesce(-sum(amount_minor) FILTER (WHERE kind = 'fee'), 0)::bigint
          FROM ledger_entries WHERE occurred_at >= $1 AND occurred_at < $2
          GROUP BY currency ORDER BY currency",
     )
@@ -235,12 +302,25 @@ pub async fn totals(
     Ok(rows
         .into_iter()
         .map(
-            |(currency, gross_minor, refunded_minor, net_minor, payments)| CurrencyTotals {
+            |(
                 currency,
                 gross_minor,
                 refunded_minor,
                 net_minor,
                 payments,
+                disputed_minor,
+                fees_minor,
+            )| {
+                CurrencyTotals {
+                    currency,
+                    gross_minor,
+                    refunded_minor,
+                    net_minor,
+                    payments,
+                    disputed_minor,
+                    fees_minor,
+                    stripe_net_minor: net_minor - fees_minor,
+                }
             },
         )
         .collect())

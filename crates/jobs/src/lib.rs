@@ -2,12 +2,13 @@
 //! lanes, each one job at a time (lanes and several workers share the queue safely), runs
 //! each kind's handler, and records success, a retry with backoff, or the dead letter. It wakes on `LISTEN kopilka_jobs` and also polls.
 //!
-//! Kinds: applying a Stripe event, emailing an account link, a due reminder, a receipt or
+//! Kinds: applying a Stripe event, recording Stripe's fee on a payment (see `fees`), emailing an account link, a due reminder, a receipt or
 //! a failed-payment notice, deleting an erased reader's Stripe customer (queued by older
 //! versions; erasure itself now ends everything at Stripe first, see `privacy`), and the
 //! daily retention sweep (see `retention`). Emails are sent once each (see `sends`).
 
 mod account_mail;
+mod fees;
 mod notices;
 pub mod privacy;
 mod reminders;
@@ -154,6 +155,7 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
         kopilka_accounts::link::EMAIL_LINK_JOB => account_mail::email_link(worker, job, now).await,
         kopilka_accounts::reminder::REMINDER_JOB => reminders::send(worker, job, now).await,
         kopilka_contributions::ledger::RECEIPT_JOB => notices::receipt(worker, job, now).await,
+        kopilka_contributions::ledger::FEE_JOB => fees::record(worker, job).await,
         statements::STATEMENT_JOB => statements::send(worker, job, now).await,
         kopilka_recurring::facts::RENEWAL_NOTICE_JOB => {
             notices::renewal_notice(worker, job, now).await

@@ -369,6 +369,7 @@ async fn route(
                 payment_intent,
                 amount: money(object["amount_paid"].as_i64(), text(object, "currency"))?,
                 occurred_at: created,
+                interval: paid_interval(object),
             };
             recurring::invoice_paid(conn, &fact).await?
         }
@@ -432,6 +433,23 @@ async fn route(
         ))),
         Applied::Changed | Applied::Unchanged => Ok(Outcome::Processed),
     }
+}
+
+/// The interval a plan invoice paid for: the period of its largest positive line (a
+/// switch's invoice also has proration lines, negative for the unused time), a year when
+/// that period is longer than 200 days. `None` without lines.
+fn paid_interval(invoice: &Value) -> Option<kopilka_domain::Interval> {
+    let line = invoice["lines"]["data"]
+        .as_array()?
+        .iter()
+        .filter(|l| l["amount"].as_i64().is_some_and(|a| a > 0))
+        .max_by_key(|l| l["amount"].as_i64())?;
+    let days = (line["period"]["end"].as_i64()? - line["period"]["start"].as_i64()?) / 86_400;
+    Some(if days > 200 {
+        kopilka_domain::Interval::Year
+    } else {
+        kopilka_domain::Interval::Month
+    })
 }
 
 /// The subscription a plan invoice belongs to, when the plan is Kopilka's: its

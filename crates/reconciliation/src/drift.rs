@@ -16,8 +16,10 @@ use crate::ReconciliationError;
 /// One difference between Stripe and Kopilka.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Drift {
-    /// `missing_in_ledger`, `amount_mismatch`, `status_mismatch`, `unknown_to_stripe` or
-    /// `undelivered_event`.
+    /// `missing_in_ledger`, `amount_mismatch`, `status_mismatch`, `unknown_to_stripe`,
+    /// `undelivered_event`, `currency_mismatch`, `missing_fee`, `refund_failure_not_booked`,
+    /// `dispute_outcome_mismatch`, `interval_mismatch`, `period_mismatch` or
+    /// `cancel_mismatch` (see the README's table of drift kinds).
     pub kind: &'static str,
     /// The Stripe id concerned.
     pub object: String,
@@ -43,6 +45,26 @@ async fn in_inbox(conn: &mut PgConnection, id: &str) -> Result<bool, Reconciliat
     )
 }
 
+async fn ledger_currency(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+) -> Result<Option<String>, ReconciliationError> {
+    Ok(
+        sqlx::query_scalar("SELECT currency FROM ledger_entries WHERE stripe_id = $1")
+            .bind(stripe_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+async fn seen(conn: &mut PgConnection, stripe_id: &str) -> Result<(), ReconciliationError> {
+    sqlx::query("INSERT INTO reconcile_seen VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(stripe_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn ledger_amount(
     conn: &mut PgConnection,
     stripe_id: &str,
@@ -54,6 +76,10 @@ async fn ledger_amount(
             .await?,
     )
 }
+
+/// A plan as reconcile compares it: status, amount, interval, currency, the period's end
+/// (unix seconds) and whether it cancels at the period's end.
+type PlanRow = (String, i64, String, String, Option<i64>, bool);
 
 /// Stores and applies every event since `since` that the inbox lacks; returns how many.
 ///
@@ -138,11 +164,36 @@ pub async fn reconcile(
         let (true, Some(pi)) = (charge.paid, charge.payment_intent.as_deref()) else {
             continue;
         };
-        sqlx::query("INSERT INTO reconcile_seen VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(pi)
-            .execute(&mut *conn)
-            .await?;
-        match ledger_amount(&mut conn, pi).await? {
+        seen(&mut conn, pi).await?;
+        let booked = ledger_amount(&mut conn, pi).await?;
+        if booked.is_some()
+            && let Some(currency) = ledger_currency(&mut conn, pi).await?
+            && currency != charge.currency
+        {
+            drift(
+                "currency_mismatch",
+                pi,
+                format!(
+                    "Stripe charged in {}, the ledger has {currency}",
+                    charge.currency
+                ),
+            );
+        }
+        // Stripe's fee on the charge is a ledger row keyed by its balance transaction.
+        if booked.is_some()
+            && let Some(txn) = charge.balance_transaction.as_deref()
+            && ledger_amount(&mut conn, txn).await?.is_none()
+        {
+            drift(
+                "missing_fee",
+                pi,
+                format!(
+                    "the fee of charge {} ({txn}) is not in the ledger",
+                    charge.id
+                ),
+            );
+        }
+        match booked {
             None => drift(
                 "missing_in_ledger",
                 pi,
@@ -164,6 +215,25 @@ pub async fn reconcile(
         let refund = refund?;
         checked += 1;
         on_item();
+        seen(&mut conn, &refund.id).await?;
+        if refund.status == "failed" {
+            // Booked once it succeeded, it must be reversed now that it failed.
+            if ledger_amount(&mut conn, &refund.id).await?.is_some()
+                && ledger_amount(&mut conn, &format!("{}:failed", refund.id))
+                    .await?
+                    .is_none()
+            {
+                drift(
+                    "refund_failure_not_booked",
+                    &refund.id,
+                    format!(
+                        "the refund of {} {} failed at Stripe; the ledger still counts it",
+                        refund.amount, refund.currency
+                    ),
+                );
+            }
+            continue;
+        }
         if refund.status != "succeeded" {
             continue;
         }
@@ -192,16 +262,46 @@ pub async fn reconcile(
         let dispute = dispute?;
         checked += 1;
         on_item();
+        seen(&mut conn, &dispute.id).await?;
         // An inquiry (`warning_*`) moves no money, so the ledger has no row of it.
         let inquiry = dispute.status.starts_with("warning_");
-        if !inquiry && ledger_amount(&mut conn, &dispute.id).await?.is_none() {
-            drift(
+        let booked = ledger_amount(&mut conn, &dispute.id).await?;
+        match booked {
+            None if !inquiry => drift(
                 "missing_in_ledger",
                 &dispute.id,
                 format!(
                     "dispute of {} {} is not in the ledger",
                     dispute.amount, dispute.currency
                 ),
+            ),
+            Some(amount) if -amount != dispute.amount => drift(
+                "amount_mismatch",
+                &dispute.id,
+                format!(
+                    "Stripe's dispute is of {}, the ledger withdrew {}",
+                    dispute.amount, -amount
+                ),
+            ),
+            Some(_) if inquiry => drift(
+                "dispute_outcome_mismatch",
+                &dispute.id,
+                format!(
+                    "Stripe says {} (an inquiry moves nothing), the ledger withdrew funds",
+                    dispute.status
+                ),
+            ),
+            _ => {}
+        }
+        if dispute.status == "lost"
+            && ledger_amount(&mut conn, &format!("{}:reinstated", dispute.id))
+                .await?
+                .is_some()
+        {
+            drift(
+                "dispute_outcome_mismatch",
+                &dispute.id,
+                "Stripe says lost, the ledger reinstated the funds".into(),
             );
         }
         if dispute.status == "won"
@@ -221,8 +321,10 @@ pub async fn reconcile(
         let sub = sub?;
         checked += 1;
         on_item();
-        let plan: Option<(String, i64)> = sqlx::query_as(
-            "SELECT status, amount_minor FROM recurring_plans WHERE stripe_subscription_id = $1",
+        let plan: Option<PlanRow> = sqlx::query_as(
+            "SELECT status, amount_minor, interval, currency,
+                    extract(epoch FROM current_period_end)::bigint, cancel_at_period_end
+             FROM recurring_plans WHERE stripe_subscription_id = $1",
         )
         .bind(&sub.id)
         .fetch_optional(&mut *conn)
@@ -233,20 +335,62 @@ pub async fn reconcile(
                 &sub.id,
                 format!("{} plan unknown to Kopilka", sub.status),
             ),
-            Some((status, _)) if status != sub.status => drift(
+            Some((status, _, _, _, _, _)) if status != sub.status => drift(
                 "status_mismatch",
                 &sub.id,
                 format!("Stripe says {}, Kopilka {status}", sub.status),
             ),
-            Some((_, amount)) if Some(amount) != sub.amount.map(kopilka_domain::Money::minor) => {
-                drift(
-                    "amount_mismatch",
-                    &sub.id,
-                    format!(
-                        "Stripe {:?}, Kopilka {amount}",
-                        sub.amount.map(kopilka_domain::Money::minor)
-                    ),
-                );
+            Some((_, amount, interval, currency, period_end, cancel)) => {
+                if Some(amount) != sub.amount.map(kopilka_domain::Money::minor) {
+                    drift(
+                        "amount_mismatch",
+                        &sub.id,
+                        format!(
+                            "Stripe {:?}, Kopilka {amount}",
+                            sub.amount.map(kopilka_domain::Money::minor)
+                        ),
+                    );
+                }
+                let stripes_currency = sub.amount.map(|m| m.currency().stripe_code());
+                if stripes_currency.as_deref().is_some_and(|c| c != currency) {
+                    drift(
+                        "currency_mismatch",
+                        &sub.id,
+                        format!("Stripe bills in {stripes_currency:?}, the plan is in {currency}"),
+                    );
+                }
+                let stripes_interval = sub.interval.map(|i| i.as_str().to_owned());
+                if stripes_interval.as_deref().is_some_and(|i| i != interval) {
+                    drift(
+                        "interval_mismatch",
+                        &sub.id,
+                        format!(
+                            "Stripe bills every {stripes_interval:?}, the plan every {interval}"
+                        ),
+                    );
+                }
+                if sub.status != "canceled"
+                    && period_end.is_some_and(|end| end != sub.current_period_end)
+                {
+                    drift(
+                        "period_mismatch",
+                        &sub.id,
+                        format!(
+                            "Stripe's period ends at {}, the plan's at {period_end:?}",
+                            sub.current_period_end
+                        ),
+                    );
+                }
+                if cancel != sub.cancel_at_period_end {
+                    drift(
+                        "cancel_mismatch",
+                        &sub.id,
+                        format!(
+                            "Stripe's cancel_at_period_end is {}, the plan's {cancel}",
+                            sub.cancel_at_period_end
+                        ),
+                    );
+                }
             }
             _ => {}
         }
@@ -277,6 +421,25 @@ pub async fn reconcile(
             "unknown_to_stripe",
             &id,
             format!("the ledger has a payment of {amount} Stripe does not list"),
+        );
+    }
+    // Refunds and disputes the ledger has and Stripe does not list.
+    let unknown: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT stripe_id, kind, amount_minor FROM ledger_entries
+         WHERE kind IN ('refund', 'dispute') AND occurred_at >= to_timestamp($1)
+           AND stripe_id NOT IN (SELECT stripe_id FROM reconcile_seen) ORDER BY occurred_at",
+    )
+    .bind(since)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, kind, amount) in unknown {
+        drift(
+            "unknown_to_stripe",
+            &id,
+            format!(
+                "the ledger has a {kind} of {} Stripe does not list",
+                -amount
+            ),
         );
     }
     sqlx::query("DROP TABLE IF EXISTS reconcile_seen")

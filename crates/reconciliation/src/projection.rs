@@ -292,6 +292,14 @@ const INVOICE: &[(&str, Rule)] = &[
         ]),
     ),
     ("payments", List(INVOICE_PAYMENT)),
+    // Each line's amount and period: the interval the invoice paid for (MRR).
+    (
+        "lines",
+        List(&[
+            ("amount", Int),
+            ("period", Object(&[("start", Int), ("end", Int)])),
+        ]),
+    ),
 ];
 
 /// Every event type Kopilka handles, with the rules for its `data.object`. An event of any

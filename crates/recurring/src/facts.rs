@@ -245,6 +245,8 @@ pub struct InvoicePaid {
     pub amount: Money,
     /// When it was paid (the event's `created`).
     pub occurred_at: i64,
+    /// The interval it paid for (`month` or `year`, from its lines' periods), when known.
+    pub interval: Option<Interval>,
 }
 
 fn at(unix: i64) -> OffsetDateTime {
@@ -275,12 +277,15 @@ pub async fn invoice_paid(
     };
     let contribution = ContributionId::from_uuid(contribution);
     let remembered = sqlx::query(
-        "INSERT INTO plan_invoices (invoice_id, plan_id, paid_at) VALUES ($1, $2, $3)
+        "INSERT INTO plan_invoices (invoice_id, plan_id, paid_at, interval, payment_intent)
+         VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (invoice_id) DO NOTHING",
     )
     .bind(&fact.invoice_id)
     .bind(plan)
     .bind(at(fact.occurred_at))
+    .bind(fact.interval.map(Interval::as_str))
+    .bind(fact.payment_intent.as_deref())
     .execute(&mut *conn)
     .await?
     .rows_affected()
@@ -355,6 +360,14 @@ pub async fn invoice_payment_paid(
     if fact.amount.minor() <= 0 {
         return Ok(PaymentOfInvoice::Applied(Applied::Unchanged));
     }
+    // Which payment paid the invoice (for MRR: the interval it paid for).
+    sqlx::query(
+        "UPDATE plan_invoices SET payment_intent = $2 WHERE invoice_id = $1 AND payment_intent IS NULL",
+    )
+    .bind(&fact.invoice_id)
+    .bind(&fact.payment)
+    .execute(&mut *conn)
+    .await?;
     let new = ledger::record(
         conn,
         &NewEntry {

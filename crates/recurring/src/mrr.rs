@@ -1,6 +1,9 @@
 //! Monthly recurring revenue and churn per calendar month, derived from the ledger: a month
-//! counts a monthly plan that paid in it, and an annual plan that paid in it or the eleven
-//! months before (a twelfth of the payment). A plan counted last month and not this month
+//! counts a monthly payment made in it, and an annual payment made in it or the eleven
+//! months before (a twelfth of it). Each payment counts for the interval it paid for (its
+//! invoice's period, remembered in `plan_invoices`), so a plan switched monthly → annual
+//! keeps its past monthly payments monthly; payments of earlier versions, whose invoice's
+//! interval was not remembered, count for the plan's current interval. A plan counted last month and not this month
 //! churned. In the goal's currency, through the configured rates.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,13 +49,19 @@ pub async fn mrr_by_month(
              SELECT generate_series(date_trunc('month', $1::timestamptz AT TIME ZONE 'UTC'),
                                     date_trunc('month', $2::timestamptz AT TIME ZONE 'UTC'),
                                     interval '1 month') AT TIME ZONE 'UTC' AS month)
-         SELECT m.month, p.id, l.currency,
-                (CASE p.interval WHEN 'month' THEN l.amount_minor * 12 ELSE l.amount_minor END)::bigint
+         , payments AS (
+             SELECT l.plan_id, l.currency, l.amount_minor, l.occurred_at,
+                    coalesce(i.interval, p.interval) AS paid_for
+             FROM ledger_entries l
+             JOIN recurring_plans p ON p.id = l.plan_id
+             LEFT JOIN plan_invoices i ON i.payment_intent = l.stripe_id
+             WHERE l.kind = 'payment' AND l.plan_id IS NOT NULL)
+         SELECT m.month, l.plan_id, l.currency,
+                (CASE l.paid_for WHEN 'month' THEN l.amount_minor * 12 ELSE l.amount_minor END)::bigint
          FROM months m
-         JOIN ledger_entries l ON l.kind = 'payment' AND l.plan_id IS NOT NULL
-         JOIN recurring_plans p ON p.id = l.plan_id
-         WHERE (p.interval = 'month' AND l.occurred_at >= m.month AND l.occurred_at < m.month + interval '1 month')
-            OR (p.interval = 'year' AND l.occurred_at >= m.month - interval '11 months' AND l.occurred_at < m.month + interval '1 month')
+         JOIN payments l
+           ON (l.paid_for = 'month' AND l.occurred_at >= m.month AND l.occurred_at < m.month + interval '1 month')
+           OR (l.paid_for = 'year' AND l.occurred_at >= m.month - interval '11 months' AND l.occurred_at < m.month + interval '1 month')
          ORDER BY m.month",
     )
     .bind(from)

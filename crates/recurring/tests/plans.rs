@@ -166,6 +166,7 @@ fn invoice_fact(invoice: &Value) -> InvoicePaid {
             invoice["currency"].as_str().unwrap(),
         ),
         occurred_at: invoice["status_transitions"]["paid_at"].as_i64().unwrap(),
+        interval: None,
     }
 }
 
@@ -177,9 +178,12 @@ async fn status_of(app: &TestApp, id: ContributionId) -> String {
         .unwrap()
 }
 
+/// The ledger's money movements, Stripe's fees apart (a job records them after each payment,
+/// whenever the worker gets to it; `crates/api/tests/money.rs` checks them).
 async fn ledger_rows(app: &TestApp) -> Vec<(String, i64, Option<uuid::Uuid>)> {
     sqlx::query_as(
-        "SELECT kind, amount_minor, plan_id FROM ledger_entries ORDER BY occurred_at, recorded_at",
+        "SELECT kind, amount_minor, plan_id FROM ledger_entries WHERE kind <> 'fee'
+         ORDER BY occurred_at, recorded_at",
     )
     .fetch_all(&app.pool)
     .await
@@ -998,15 +1002,28 @@ async fn a_lost_dispute_ends_supporter_status_and_a_won_one_restores_it() {
             .supporter,
         "a won dispute restores it"
     );
-    let net: i64 = sqlx::query_scalar("SELECT sum(amount_minor)::bigint FROM ledger_entries")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let net: i64 = sqlx::query_scalar(
+        "SELECT sum(amount_minor)::bigint FROM ledger_entries WHERE kind <> 'fee'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(net, 2500);
 }
 
 /// Records a plan payment (an invoice paid) at `at`.
 async fn plan_payment(app: &TestApp, sub: &str, amount: Money, at: OffsetDateTime) {
+    plan_payment_for(app, sub, amount, at, None).await;
+}
+
+/// Records a plan payment at `at` of an invoice for `interval`.
+async fn plan_payment_for(
+    app: &TestApp,
+    sub: &str,
+    amount: Money,
+    at: OffsetDateTime,
+    interval: Option<kopilka_domain::Interval>,
+) {
     let mut conn = app.pool.acquire().await.unwrap();
     let fact = InvoicePaid {
         invoice_id: format!("in_{sub}_{}", at.unix_timestamp()),
@@ -1014,6 +1031,7 @@ async fn plan_payment(app: &TestApp, sub: &str, amount: Money, at: OffsetDateTim
         payment_intent: Some(format!("pi_{sub}_{}", at.unix_timestamp())),
         amount,
         occurred_at: at.unix_timestamp(),
+        interval,
     };
     assert_eq!(
         facts::invoice_paid(&mut conn, &fact).await.unwrap(),
@@ -1082,6 +1100,56 @@ async fn mrr_and_churn_follow_payments_month_by_month() {
             ("2026-09", 500 + 300 + 108, 3, 0, "0.0000"),
             ("2026-10", 500 + 300 + 108, 3, 0, "0.0000"),
             ("2026-11", 500 + 108, 2, 1, "0.3333"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn mrr_counts_each_payment_for_the_interval_it_paid_for() {
+    let app = TestApp::spawn().await;
+    // Monthly in September and October, switched to annual in November: the plan row says
+    // `year` now, its past payments were monthly.
+    plan(&app, None, money(6000, "usd"), Interval::Year, "active").await;
+    let sub: String = sqlx::query_scalar("SELECT stripe_subscription_id FROM recurring_plans")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    for month in [9, 10] {
+        let at = OffsetDateTime::new_utc(
+            time::Date::from_calendar_date(2026, time::Month::try_from(month).unwrap(), 5).unwrap(),
+            time::Time::MIDNIGHT,
+        );
+        plan_payment_for(&app, &sub, money(500, "usd"), at, Some(Interval::Month)).await;
+    }
+    plan_payment_for(
+        &app,
+        &sub,
+        money(6000, "usd"),
+        datetime!(2026-11-05 0:00 UTC),
+        Some(Interval::Year),
+    )
+    .await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    let months = kopilka_recurring::mrr::mrr_by_month(
+        &mut conn,
+        &app.settings.offer,
+        datetime!(2026-09-01 0:00 UTC),
+        datetime!(2026-12-31 0:00 UTC),
+    )
+    .await
+    .unwrap();
+    let summary: Vec<(&str, i64, usize)> = months
+        .iter()
+        .map(|m| (m.month.as_str(), m.mrr_minor, m.plans))
+        .collect();
+    // With the plan's current interval for all: 41, 83, 583, 583.
+    assert_eq!(
+        summary,
+        vec![
+            ("2026-09", 500, 1),
+            ("2026-10", 500, 1),
+            ("2026-11", 500, 1),
+            ("2026-12", 500, 1),
         ]
     );
 }

@@ -2183,9 +2183,11 @@ fn renew(state: &mut State, sub: &str, period_start: i64) {
 }
 
 /// What Stripe would count per currency: gross = succeeded charges, refunded = refunds,
-/// net = gross − refunded − what disputes withdrew and did not reinstate (their balance
-/// transactions; Stripe's fees apart), payments = succeeded charges. A failed refund is not
-/// a refund.
+/// disputed = what disputes withdrew and did not reinstate (their balance transactions),
+/// net = gross − refunded − disputed (Stripe's fees apart), payments = succeeded charges,
+/// fees = the `fee` of every balance transaction (card processing and dispute fees, less
+/// fees given back), stripe_net = net − fees (what the balance gained). A failed refund is
+/// not a refund.
 pub fn totals(state: &State) -> Value {
     use std::collections::BTreeMap;
     #[derive(Default)]
@@ -2194,6 +2196,7 @@ pub fn totals(state: &State) -> Value {
         refunded: i64,
         lost: i64,
         payments: i64,
+        fees: i64,
     }
     let mut sums: BTreeMap<String, Sum> = BTreeMap::new();
     let currency = |o: &Value| o["currency"].as_str().unwrap_or_default().to_owned();
@@ -2222,11 +2225,19 @@ pub fn totals(state: &State) -> Value {
             .sum();
         sums.entry(currency(dispute)).or_default().lost -= moved;
     }
+    for txn in state.newest_first("balance_transaction") {
+        let fee = txn["fee"].as_i64().unwrap_or(0);
+        if fee != 0 {
+            sums.entry(currency(txn)).or_default().fees += fee;
+        }
+    }
     let totals: Vec<Value> = sums
         .into_iter()
         .map(|(currency, s)| {
+            let net = s.gross - s.refunded - s.lost;
             json!({"currency": currency, "gross_minor": s.gross, "refunded_minor": s.refunded,
-            "net_minor": s.gross - s.refunded - s.lost, "payments": s.payments})
+            "net_minor": net, "payments": s.payments, "disputed_minor": s.lost,
+            "fees_minor": s.fees, "stripe_net_minor": net - s.fees})
         })
         .collect();
     json!({"totals": totals})

@@ -249,8 +249,12 @@ async fn a_one_off_payment_refund_and_dispute_conform() {
     assert_eq!(
         totals,
         json!({"totals": [
-            {"currency": "jpy", "gross_minor": 1000, "refunded_minor": 0, "net_minor": 0, "payments": 1},
-            {"currency": "usd", "gross_minor": 2500, "refunded_minor": 1000, "net_minor": 1500, "payments": 1},
+            // ¥1000 at 3.6 % is ¥36, and the lost dispute's fee ¥1500.
+            {"currency": "jpy", "gross_minor": 1000, "refunded_minor": 0, "net_minor": 0, "payments": 1,
+             "disputed_minor": 1000, "fees_minor": 36 + 1500, "stripe_net_minor": -1536},
+            // $25.00 at 2.9 % + 30¢ is 102 cents; a refund's fee is nothing.
+            {"currency": "usd", "gross_minor": 2500, "refunded_minor": 1000, "net_minor": 1500, "payments": 1,
+             "disputed_minor": 0, "fees_minor": 102, "stripe_net_minor": 1398},
         ]})
     );
 
@@ -888,7 +892,9 @@ async fn inquiries_won_and_lost_disputes_and_failed_refunds_move_money_as_stripe
     let totals: Value = serde_json::from_str(&sim.get("/_sim/totals").await).unwrap();
     assert_eq!(
         totals["totals"],
-        json!([{"currency": "usd", "gross_minor": 3900, "refunded_minor": 0, "net_minor": 3900, "payments": 3}])
+        // Card fees 59 + 88 + 56 (2.9 % + 30¢ each); the won dispute's fee came back.
+        json!([{"currency": "usd", "gross_minor": 3900, "refunded_minor": 0, "net_minor": 3900, "payments": 3,
+                "disputed_minor": 0, "fees_minor": 59 + 88 + 56, "stripe_net_minor": 3900 - 203}])
     );
 }
 

@@ -21,6 +21,8 @@ pub struct ChargeRecord {
     pub paid: bool,
     /// `created`.
     pub created: i64,
+    /// Its balance transaction (`txn_…`, where Stripe's fee is), once it has one.
+    pub balance_transaction: Option<String>,
 }
 
 /// A refund or a dispute, as reconciliation compares it.
@@ -74,6 +76,19 @@ pub struct BalanceRecord {
     pub source: Option<String>,
 }
 
+/// Stripe's fee on one payment: the balance transaction of its succeeded charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentFee {
+    /// `txn_…` (the ledger's key for the fee row).
+    pub balance_transaction: String,
+    /// The fee (positive), in the balance transaction's currency.
+    pub fee: i64,
+    /// Lowercase ISO code of the balance transaction (the settlement currency).
+    pub currency: String,
+    /// The balance transaction's `created`.
+    pub created: i64,
+}
+
 fn since(at: i64) -> RangeQueryTs {
     RangeQueryTs::Bounds(RangeBoundsTs {
         gte: Some(at),
@@ -107,6 +122,7 @@ impl StripeClient {
                     currency: c.currency.to_string(),
                     paid: c.paid && c.status.as_str() == "succeeded",
                     created: c.created,
+                    balance_transaction: c.balance_transaction.as_ref().map(id_of),
                 })
             })
     }
@@ -220,6 +236,40 @@ impl StripeClient {
             .send(self.inner())
             .await?;
         Ok(charge.payment_intent.as_ref().map(id_of))
+    }
+
+    /// Stripe's fee on payment intent `payment_intent`: its succeeded charge names its
+    /// balance transaction by id, which is retrieved (`fee` and `fee_details` are on it).
+    /// `None` while no charge of it succeeded or its balance transaction is not there yet.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn payment_fee(
+        &self,
+        payment_intent: &str,
+    ) -> Result<Option<PaymentFee>, ClientError> {
+        let charges = stripe_core::charge::ListCharge::new()
+            .payment_intent(payment_intent)
+            .limit(10)
+            .send(self.inner())
+            .await?;
+        let Some(txn) = charges
+            .data
+            .iter()
+            .filter(|c| c.paid && c.status.as_str() == "succeeded")
+            .find_map(|c| c.balance_transaction.as_ref().map(id_of))
+        else {
+            return Ok(None);
+        };
+        let t = stripe_core::balance_transaction::RetrieveBalanceTransaction::new(txn.as_str())
+            .send(self.inner())
+            .await?;
+        Ok(Some(PaymentFee {
+            balance_transaction: t.id.to_string(),
+            fee: t.fee,
+            currency: t.currency.to_string(),
+            created: t.created,
+        }))
     }
 
     /// Event ids and types since `at` (Stripe keeps 30 days).

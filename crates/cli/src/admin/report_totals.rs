@@ -37,6 +37,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 t.refunded_minor.to_string(),
                 t.net_minor.to_string(),
                 t.payments.to_string(),
+                t.disputed_minor.to_string(),
+                t.fees_minor.to_string(),
+                t.stripe_net_minor.to_string(),
             ]
         })
         .collect();
@@ -48,6 +51,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             "refunded_minor",
             "net_minor",
             "payments",
+            "disputed_minor",
+            "fees_minor",
+            "stripe_net_minor",
         ],
         &rows,
     );

@@ -2,29 +2,12 @@
 //! interval switch, a card that needs 3-D Secure (`requires_action`), and dunning that ends
 //! (`canceled` or `unpaid` after the last retry, with Stripe's events).
 
-use kopilka_stripe_sim::{SimOptions, Spawned, spawn};
+mod common;
+
+use common::Sim;
 use serde_json::{Value, json};
 
-struct Sim {
-    spawned: Spawned,
-    http: reqwest::Client,
-}
-
 impl Sim {
-    async fn start() -> Self {
-        let spawned = spawn("127.0.0.1:0".parse().unwrap(), SimOptions::default())
-            .await
-            .unwrap();
-        Self {
-            spawned,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.spawned.addr)
-    }
-
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
         let response = self
             .http

@@ -3,29 +3,12 @@
 
 use std::fmt::Debug;
 
-use kopilka_stripe_sim::{SimOptions, Spawned, spawn};
+mod common;
+
+use common::Sim;
 use serde_json::{Value, json};
 
-struct Sim {
-    spawned: Spawned,
-    http: reqwest::Client,
-}
-
 impl Sim {
-    async fn start() -> Self {
-        let spawned = spawn("127.0.0.1:0".parse().unwrap(), SimOptions::default())
-            .await
-            .unwrap();
-        Self {
-            spawned,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.spawned.addr)
-    }
-
     async fn send(&self, request: reqwest::RequestBuilder) -> (u16, String) {
         let response = request
             .bearer_auth(self.spawned.simulator.secret_key())

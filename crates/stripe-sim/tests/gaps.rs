@@ -1,29 +1,12 @@
 //! Stripe behaviours the simulator lacked: inquiries under review and escalated to a
 //! chargeback, early fraud warnings, and free trials with their `$0` first invoice.
 
-use kopilka_stripe_sim::{SimOptions, Spawned, spawn};
+mod common;
+
+use common::Sim;
 use serde_json::{Value, json};
 
-struct Sim {
-    spawned: Spawned,
-    http: reqwest::Client,
-}
-
 impl Sim {
-    async fn start() -> Self {
-        let spawned = spawn("127.0.0.1:0".parse().unwrap(), SimOptions::default())
-            .await
-            .unwrap();
-        Self {
-            spawned,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.spawned.addr)
-    }
-
     async fn get(&self, path: &str) -> Value {
         let response = self
             .http

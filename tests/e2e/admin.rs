@@ -982,3 +982,269 @@ async fn reconcile_finds_each_blind_spot_as_its_own_drift_kind() {
         "{report}"
     );
 }
+
+/// Issue #18's proof: one month, delivered twice over and shuffled, with plan refunds and
+/// disputes, an inquiry closed, a lost and a won chargeback, a failed refund, a month paid
+/// from credit, a reader's switch monthly → annual (through 3-D Secure: 402, then paid on
+/// the hosted invoice page) and back on its credit, dunning to `unpaid`, and gifts in ISK,
+/// KWD and KRW; the ledger equals Stripe per currency to the cent, reconcile finds no
+/// drift, and no event failed.
+#[tokio::test]
+async fn the_proof_month_with_switches_dunning_and_odd_currencies_matches_stripe_to_the_cent() {
+    tokio::task::spawn_blocking(kopilka_tests::kopilka_binary)
+        .await
+        .expect("the binary builds");
+    let db = fresh_database().await;
+    let url = db.url.expose_secret().to_owned();
+    let app = TestApp::spawn_on(db.url.clone(), |settings| {
+        for (code, preset, rate) in [
+            ("isk", 50_000, "0.0072"),
+            ("kwd", 5_000, "3.25"),
+            ("krw", 10_000, "0.00072"),
+        ] {
+            let currency: kopilka_domain::Currency = code.parse().unwrap();
+            let rules = currency.charge_rules().unwrap();
+            let mut offer = settings.offer.currencies.values().next().unwrap().clone();
+            for interval in [&mut offer.once, &mut offer.month, &mut offer.year] {
+                interval.presets = vec![preset];
+                interval.default_minor = preset;
+                interval.minimum_minor = rules.minimum_minor;
+                interval.maximum_minor = rules.maximum_minor;
+            }
+            settings.offer.currencies.insert(currency, offer);
+            settings.offer.rates.insert(currency, rate.parse().unwrap());
+        }
+    })
+    .await;
+    app.deliver_webhooks_here(Some((2, true))).await;
+    // After two failed renewal attempts a week apart, a plan is left `unpaid`.
+    app.sim_control(
+        "/_sim/dunning",
+        &json!({"attempts": 2, "window_days": 7, "then": "unpaid"}),
+    )
+    .await;
+
+    let monthly = app.checkout_and("month", 700, "eur", "pay").await;
+    let annual = app.checkout_and("year", 6000, "usd", "pay").await;
+    let dunned = app.checkout_and("month", 500, "usd", "pay").await;
+    let inquired = app.checkout_and("once", 2000, "usd", "pay").await;
+    let won = app.checkout_and("once", 3000, "usd", "pay").await;
+    let failing = app.checkout_and("once", 1200, "usd", "pay").await;
+    // Stripe's rules: ISK in whole krónur (…00), KWD in multiples of 10 fils, KRW whole won.
+    app.checkout_and("once", 50_000, "isk", "pay").await;
+    app.checkout_and("once", 5_000, "kwd", "pay").await;
+    app.checkout_and("once", 10_000, "krw", "pay").await;
+    let switcher = "proof-switcher@example.org";
+    app.give(switcher, "month", 1000).await;
+
+    let first_payment = |session: &Value| {
+        let app = &app;
+        let session = session.clone();
+        async move {
+            let sub = session["subscription"].as_str().unwrap();
+            let subscription = app.sim_get(&format!("/v1/subscriptions/{sub}")).await;
+            let invoice = app
+                .sim_get(&format!(
+                    "/v1/invoices/{}?expand[]=payments",
+                    subscription["latest_invoice"].as_str().unwrap()
+                ))
+                .await;
+            invoice["payments"]["data"][0]["payment"]["payment_intent"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let monthly_pi = first_payment(&monthly).await;
+    let annual_pi = first_payment(&annual).await;
+    let stripe = app.state.stripe.as_ref().unwrap();
+    // A plan's payment refunded in part; another plan's disputed and lost.
+    stripe
+        .refund(&monthly_pi, "proof-plan-partial", Some(300))
+        .await
+        .unwrap();
+    let lost = app
+        .sim_control("/_sim/disputes", &json!({"payment_intent": annual_pi}))
+        .await;
+    app.sim_control(
+        &format!("/_sim/disputes/{}/close", lost["id"].as_str().unwrap()),
+        &json!({"outcome": "lost"}),
+    )
+    .await;
+    // An inquiry, reviewed and closed; a chargeback, won.
+    let inquiry = app
+        .sim_control(
+            "/_sim/disputes",
+            &json!({"payment_intent": inquired["payment_intent"], "kind": "inquiry"}),
+        )
+        .await;
+    let inquiry = inquiry["id"].as_str().unwrap();
+    app.sim_control(&format!("/_sim/disputes/{inquiry}/review"), &json!({}))
+        .await;
+    app.sim_control(
+        &format!("/_sim/disputes/{inquiry}/close"),
+        &json!({"outcome": "won"}),
+    )
+    .await;
+    let chargeback = app
+        .sim_control(
+            "/_sim/disputes",
+            &json!({"payment_intent": won["payment_intent"]}),
+        )
+        .await;
+    app.sim_control(
+        &format!(
+            "/_sim/disputes/{}/close",
+            chargeback["id"].as_str().unwrap()
+        ),
+        &json!({"outcome": "won"}),
+    )
+    .await;
+    // A refund that fails later.
+    let refund = stripe
+        .refund(
+            failing["payment_intent"].as_str().unwrap(),
+            "proof-to-fail",
+            None,
+        )
+        .await
+        .unwrap();
+    app.sim_control(&format!("/_sim/refunds/{}/fail", refund.id), &json!({}))
+        .await;
+
+    // A signed-in reader switches to annual; the bank asks for 3-D Secure: 402, then paid
+    // on Stripe's hosted invoice page; then back to monthly, on the year's credit.
+    app.api
+        .post_json("/v1/sessions/magic-link", &json!({"email": switcher}))
+        .await;
+    let link = app.link_token(switcher, 1).await;
+    let session = app
+        .api
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": link, "password": "correct horse battery staple"}),
+        )
+        .await;
+    assert_eq!(
+        session.status.as_u16(),
+        201,
+        "{}",
+        String::from_utf8_lossy(&session.body)
+    );
+    let token = session.json()["token"].as_str().unwrap().to_owned();
+    let as_reader = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let (app, token) = (&app, &token);
+        async move {
+            let mut request = app.api.request(method, &path).bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            kopilka_test_support::send(request).await
+        }
+    };
+    let mine = as_reader(reqwest::Method::GET, "/v1/me/contributions".into(), None).await;
+    let plan = mine.json()["plans"][0].clone();
+    let plan_path = format!("/v1/me/recurring/{}", plan["id"].as_str().unwrap());
+    let switcher_sub = plan["stripe_subscription_id"].as_str().unwrap().to_owned();
+    app.sim_control(
+        &format!("/_sim/subscriptions/{switcher_sub}/card"),
+        &json!({"outcome": "require_action"}),
+    )
+    .await;
+    let waiting = as_reader(
+        reqwest::Method::PATCH,
+        plan_path.clone(),
+        Some(json!({"amount_minor": 12000, "interval": "year"})),
+    )
+    .await;
+    assert_eq!(
+        waiting.error_code(402),
+        "plan_change_payment_incomplete",
+        "{}",
+        String::from_utf8_lossy(&waiting.body)
+    );
+    let hosted = waiting.json()["error"]["url"].as_str().unwrap().to_owned();
+    let invoice = hosted.rsplit('/').next().unwrap().to_owned();
+    app.sim_control(&format!("/_sim/invoices/{invoice}/pay"), &json!({}))
+        .await;
+    app.sim_control(
+        &format!("/_sim/subscriptions/{switcher_sub}/card"),
+        &json!({"outcome": "succeed"}),
+    )
+    .await;
+    eventually(
+        "the switch to annual applied",
+        Duration::from_secs(30),
+        || async {
+            let mine = as_reader(reqwest::Method::GET, "/v1/me/contributions".into(), None).await;
+            let plan = &mine.json()["plans"][0];
+            (plan["interval"] == "year" && plan["amount_minor"] == 12000).then_some(())
+        },
+    )
+    .await;
+    let back = as_reader(
+        reqwest::Method::PATCH,
+        plan_path.clone(),
+        Some(json!({"amount_minor": 1000, "interval": "month"})),
+    )
+    .await;
+    assert_eq!(
+        back.status.as_u16(),
+        200,
+        "{}",
+        String::from_utf8_lossy(&back.body)
+    );
+    assert_eq!(back.json()["interval"], "month");
+
+    // The EUR plan's next month is paid from the customer's credit balance ($0); the
+    // dunned plan's card declines from now on; the month passes and its retry with it.
+    let sub = monthly["subscription"].as_str().unwrap();
+    app.sim_control(&format!("/_sim/subscriptions/{sub}/credit"), &json!({}))
+        .await;
+    let dunned_sub = dunned["subscription"].as_str().unwrap();
+    app.sim_control(
+        &format!("/_sim/subscriptions/{dunned_sub}/card"),
+        &json!({"outcome": "decline"}),
+    )
+    .await;
+    app.sim_control("/_sim/clock/advance", &json!({"seconds": 40 * 86_400}))
+        .await;
+    let at_stripe = app
+        .sim_get(&format!("/v1/subscriptions/{dunned_sub}"))
+        .await;
+    assert_eq!(at_stripe["status"], "unpaid", "{at_stripe}");
+
+    let stripes = stripe_totals(&app).await;
+    for code in ["usd", "eur", "isk", "kwd", "krw"] {
+        assert!(
+            stripes["totals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["currency"] == code),
+            "{code} in {stripes}"
+        );
+    }
+    eventually(
+        "the ledger and plans to match Stripe",
+        Duration::from_secs(90),
+        || async {
+            let totals_match = admin_json(&app, &url, &["report", "totals"]).await == stripes;
+            let plans = admin_json(&app, &url, &["recurring", "list"]).await;
+            let unpaid = plans
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["status"] == "unpaid")
+                .count();
+            (totals_match && unpaid == 1).then_some(())
+        },
+    )
+    .await;
+    settled(&db, "every event applied", "true").await;
+    assert_eq!(admin_json(&app, &url, &["report", "totals"]).await, stripes);
+    let report = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
+    assert_eq!(report["drift"], json!([]), "{report}");
+    let failed = admin_json(&app, &url, &["events", "list", "--status", "failed"]).await;
+    assert_eq!(failed, json!([]));
+}

@@ -984,7 +984,7 @@ async fn reconcile_finds_each_blind_spot_as_its_own_drift_kind() {
 }
 
 /// Issue #18's proof: one month, delivered twice over and shuffled, with plan refunds and
-/// disputes, an inquiry closed, a lost and a won chargeback, a failed refund, a month paid
+/// disputes, an inquiry closed and one settled by a refund, a lost and a won chargeback, a failed refund, a month paid
 /// from credit, a reader's switch monthly → annual (through 3-D Secure: 402, then paid on
 /// the hosted invoice page) and back on its credit, dunning to `unpaid`, and gifts in ISK,
 /// KWD and KRW; the ledger equals Stripe per currency to the cent, reconcile finds no
@@ -1030,6 +1030,7 @@ async fn the_proof_month_with_switches_dunning_and_odd_currencies_matches_stripe
     let inquired = app.checkout_and("once", 2000, "usd", "pay").await;
     let won = app.checkout_and("once", 3000, "usd", "pay").await;
     let failing = app.checkout_and("once", 1200, "usd", "pay").await;
+    let inquired_refunded = app.checkout_and("once", 2500, "usd", "pay").await;
     // Stripe's rules: ISK in whole krónur (…00), KWD in multiples of 10 fils, KRW whole won.
     app.checkout_and("once", 50_000, "isk", "pay").await;
     app.checkout_and("once", 5_000, "kwd", "pay").await;
@@ -1100,6 +1101,29 @@ async fn the_proof_month_with_switches_dunning_and_odd_currencies_matches_stripe
         &json!({"outcome": "won"}),
     )
     .await;
+    // An inquiry settled as Stripe advises: the payment refunded in full, which resolves
+    // it (`warning_closed`, nothing withdrawn, no fee).
+    let settled_inquiry = app
+        .sim_control(
+            "/_sim/disputes",
+            &json!({"payment_intent": inquired_refunded["payment_intent"], "kind": "inquiry"}),
+        )
+        .await;
+    stripe
+        .refund(
+            inquired_refunded["payment_intent"].as_str().unwrap(),
+            "proof-settle-inquiry",
+            None,
+        )
+        .await
+        .unwrap();
+    let settled_inquiry = app
+        .sim_get(&format!(
+            "/v1/disputes/{}",
+            settled_inquiry["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(settled_inquiry["status"], "warning_closed");
     // A refund that fails later.
     let refund = stripe
         .refund(

@@ -1078,7 +1078,16 @@ pub fn create_refund(
             "This charge cannot be refunded.",
         ));
     }
-    if charge["disputed"] == true {
+    // A charge under an inquiry can still be refunded (Stripe: "no funds have been withdrawn
+    // and the payment it relates to can still be refunded"; a full refund resolves it);
+    // one under a chargeback cannot.
+    let inquiry = state
+        .newest_first("dispute")
+        .find(|d| d["charge"] == charge_id.as_str())
+        .filter(|d| d["is_charge_refundable"] == true)
+        .and_then(|d| d["id"].as_str())
+        .map(str::to_owned);
+    if charge["disputed"] == true && inquiry.is_none() {
         return Err(StripeError::coded(
             "charge_disputed",
             Some("charge"),
@@ -1138,6 +1147,18 @@ pub fn create_refund(
         Some(json!({"amount_refunded": refunded, "refunded": false})),
         Some(request_id),
     );
+    // Refunded in full, an open inquiry is resolved: it closes with no money moved.
+    if let Some(inquiry) = inquiry.filter(|_| total == captured) {
+        let open = state.get(&inquiry).is_some_and(|d| {
+            matches!(
+                d["status"].as_str(),
+                Some("warning_needs_response" | "warning_under_review")
+            )
+        });
+        if open {
+            end_dispute(state, &inquiry, DisputeOutcome::Won, None)?;
+        }
+    }
     Ok(re)
 }
 

@@ -369,3 +369,30 @@ async fn a_trial_starts_with_a_paid_zero_invoice_and_charges_at_its_end() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
 }
+
+#[tokio::test]
+async fn a_full_refund_resolves_an_inquiry_with_no_money_withdrawn() {
+    let sim = Sim::start().await;
+    let pi = sim.paid_once("4000").await;
+    let inquiry = sim
+        .ok(
+            "/_sim/disputes",
+            json!({"payment_intent": pi, "kind": "inquiry"}),
+        )
+        .await;
+    let id = inquiry["id"].as_str().unwrap();
+    assert_eq!(inquiry["is_charge_refundable"], true);
+    // Stripe: the payment under an inquiry can still be refunded; a full refund resolves it.
+    let refund = sim
+        .post("/v1/refunds", &[("payment_intent", pi.as_str())])
+        .await;
+    assert_eq!(refund["status"], "succeeded");
+    assert_eq!(refund["amount"], 4000);
+    let dispute = sim.get(&format!("/v1/disputes/{id}")).await;
+    assert_eq!(dispute["status"], "warning_closed");
+    assert_eq!(dispute["balance_transactions"], json!([]), "no money moved");
+    assert_eq!(
+        types(&sim.events_about(id).await),
+        ["charge.dispute.created", "charge.dispute.closed"]
+    );
+}

@@ -590,6 +590,85 @@ async fn an_event_in_another_api_version_is_refused_loudly() {
         error.contains("2024-06-20") && error.contains(kopilka_stripe::api_version()),
         "{error}"
     );
+    // The refusal is final: its job is in the dead letter after one attempt, not retried.
+    let pool = app.pool.clone();
+    let (attempts, job_error) = eventually("the job dead", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (i32, Option<String>)>(
+                "SELECT attempts, last_error FROM jobs WHERE kind = 'stripe_event'
+                 AND payload->>'event_id' = 'evt_old_version' AND status = 'failed'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten()
+        }
+    })
+    .await;
+    assert_eq!(attempts, 1);
+    let job_error = job_error.unwrap_or_default();
+    assert!(
+        job_error.contains("2024-06-20") && !job_error.starts_with("final"),
+        "{job_error}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, attempts): (String, i32) = sqlx::query_as(
+        "SELECT status, attempts FROM jobs WHERE payload->>'event_id' = 'evt_old_version'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts), ("failed", 1));
+}
+
+#[tokio::test]
+async fn a_failed_switch_payment_queues_no_renewal_notice_but_a_failed_renewal_does() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    app.give("switcher@example.org", "month", 500).await;
+    let sub: String = sqlx::query_scalar("SELECT stripe_subscription_id FROM recurring_plans")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    for (event, invoice, reason) in [
+        ("evt_switch_failed", "in_switch", "subscription_update"),
+        ("evt_renewal_failed", "in_renewal", "subscription_cycle"),
+    ] {
+        let object = json!({"id": invoice, "object": "invoice", "billing_reason": reason,
+                            "attempt_count": 1, "next_payment_attempt": null,
+                            "amount_due": 500, "currency": "usd", "status": "open",
+                            "parent": {"subscription_details": {"subscription": sub}}});
+        let body = json!({"id": event, "object": "event", "type": "invoice.payment_failed",
+                          "created": 5, "livemode": false, "api_version": kopilka_stripe::api_version(),
+                          "data": {"object": object}})
+        .to_string();
+        assert_eq!(send(signed(&app, &body)).await.status, StatusCode::OK);
+    }
+    let pool = app.pool.clone();
+    eventually("both events applied", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM stripe_events WHERE id IN ('evt_switch_failed', 'evt_renewal_failed')
+                 AND status IN ('processed', 'ignored')",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (done == 2).then_some(())
+        }
+    })
+    .await;
+    let notices: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'invoice_id' FROM jobs WHERE kind = 'mail.payment_failed'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(notices, vec!["in_renewal".to_owned()]);
+    let failed = failed_events(&app).await;
+    assert!(failed.is_empty(), "{failed:?}");
 }
 
 #[tokio::test]
@@ -637,27 +716,25 @@ async fn an_early_fraud_warning_is_stored_reported_and_refunds_when_configured()
             listed[0].contribution_id.map(|c| c.to_string()),
             Some(contribution.clone())
         );
+        // The refund job is queued (in the event's transaction) only when configured.
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE kind = 'refund.early_fraud_warning'
+             AND payload->>'warning_id' = 'issfr_1'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            queued,
+            i64::from(refund),
+            "refund_on_early_fraud_warning = {refund}"
+        );
         if refund {
             ledger_becomes(&app, &pi, &[("payment", 800), ("refund", -800)]).await;
             status_becomes(&app, &contribution, "refunded").await;
         } else {
-            // Wait until the warning's job (if any) is done, then nothing was refunded.
-            let pool = app.pool.clone();
-            eventually("no job left", Duration::from_secs(20), || {
-                let pool = pool.clone();
-                async move {
-                    let left: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM jobs WHERE kind = 'refund.early_fraud_warning'
-                         AND status <> 'done'",
-                    )
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap_or(1);
-                    (left == 0).then_some(())
-                }
-            })
-            .await;
             assert_eq!(rows_of(&app, &pi).await, vec![("payment".to_owned(), 800)]);
+            assert_eq!(contribution_status(&app, &contribution).await, "paid");
         }
     }
 }
@@ -718,7 +795,7 @@ async fn a_re_read_and_a_readers_resume_in_the_same_second_end_in_stripes_state(
             let stripe = stripe.clone();
             let event_id = event_id.clone();
             tokio::spawn(async move {
-                kopilka_reconciliation::apply_event(&pool, Some(&stripe), &event_id).await
+                kopilka_reconciliation::apply_event(&pool, Some(&stripe), &event_id, false).await
             })
         };
         let base = app.stripe.simulator.base_url();

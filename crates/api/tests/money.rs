@@ -971,3 +971,133 @@ async fn a_dispute_won_before_the_upgrade_is_not_reinstated_twice() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_renewal_that_needs_3ds_emails_a_one_click_link_to_its_invoice_page_once() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let email = "secure@example.org";
+    app.give(email, "month", 500).await;
+    let sub: String = sqlx::query_scalar("SELECT stripe_subscription_id FROM recurring_plans")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    app.sim_control(
+        &format!("/_sim/subscriptions/{sub}/card"),
+        &json!({"outcome": "require_action"}),
+    )
+    .await;
+    app.sim_control("/_sim/clock/advance", &json!({"seconds": 32 * 86_400}))
+        .await;
+    let is_notice = |m: &kopilka_test_support::ReceivedEmail| {
+        m.to.eq_ignore_ascii_case(email) && m.subject.contains("confirm")
+    };
+    let notice = eventually("the 3-D Secure notice", Duration::from_secs(30), || async {
+        app.emails()
+            .iter()
+            .map(|raw| kopilka_test_support::ReceivedEmail::parse(raw))
+            .find(|m| is_notice(m))
+    })
+    .await;
+    let sub_now = app.sim_get(&format!("/v1/subscriptions/{sub}")).await;
+    let invoice = app
+        .sim_get(&format!(
+            "/v1/invoices/{}",
+            sub_now["latest_invoice"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        (
+            invoice["billing_reason"].as_str(),
+            invoice["status"].as_str()
+        ),
+        (Some("subscription_cycle"), Some("open")),
+        "{invoice}"
+    );
+    let hosted = invoice["hosted_invoice_url"].as_str().unwrap().to_owned();
+    // The email carries Kopilka's signed link, never Stripe's bearer page.
+    assert!(
+        !notice.text.contains(&hosted) && !notice.html.contains(&hosted),
+        "{}",
+        notice.text
+    );
+    let start = notice.text.find("/v1/plan-links/").expect("a plan link") + "/v1/plan-links/".len();
+    let token: String = notice.text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let opened = send(
+        app.api
+            .request(Method::POST, &format!("/v1/plan-links/{token}")),
+    )
+    .await;
+    assert_eq!(
+        opened.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&opened.body)
+    );
+    assert_eq!(opened.json()["url"].as_str(), Some(hosted.as_str()));
+    // Single use.
+    let again = send(
+        app.api
+            .request(Method::POST, &format!("/v1/plan-links/{token}")),
+    )
+    .await;
+    assert_eq!(again.error_code(410), "link_used");
+    // Once paid, a fresh link has nothing to open.
+    let paid = reqwest::Client::new()
+        .post(format!("{hosted}/pay"))
+        .send()
+        .await
+        .unwrap();
+    assert!(paid.status().is_success());
+    let plan: uuid::Uuid = sqlx::query_scalar("SELECT id FROM recurring_plans")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let fresh = kopilka_accounts::plan_link::token(
+        &app.state.accounts.keys,
+        plan,
+        kopilka_accounts::plan_link::PlanAction::CompletePayment,
+        // Not the emailed link's expiry (that one is used).
+        time::OffsetDateTime::now_utc() + time::Duration::days(3),
+    );
+    let nothing = send(
+        app.api
+            .request(Method::POST, &format!("/v1/plan-links/{fresh}")),
+    )
+    .await;
+    assert_eq!(nothing.error_code(410), "nothing_to_pay");
+    // Once per invoice: the event applied again queues nothing more.
+    let event: String = sqlx::query_scalar(
+        "SELECT id FROM stripe_events WHERE type = 'invoice.payment_action_required'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE stripe_events SET status = 'pending' WHERE id = $1")
+        .bind(&event)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    kopilka_reconciliation::apply_event(&app.pool, None, &event, false)
+        .await
+        .unwrap();
+    let jobs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'mail.payment_action_required'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let notices = app
+        .emails()
+        .iter()
+        .map(|raw| kopilka_test_support::ReceivedEmail::parse(raw))
+        .filter(|m| is_notice(m))
+        .count();
+    assert_eq!(notices, 1);
+    let failed = failed_events(&app).await;
+    assert!(failed.is_empty(), "{failed:?}");
+}

@@ -174,6 +174,9 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
         kopilka_recurring::facts::PAYMENT_FAILED_JOB => {
             notices::payment_failed(worker, job, now).await
         }
+        kopilka_recurring::facts::PAYMENT_ACTION_JOB => {
+            notices::payment_action_required(worker, job, now).await
+        }
         kopilka_recurring::privacy::CLEAR_STRIPE_CUSTOMER => {
             let customer = job.payload["customer_id"]
                 .as_str()

@@ -436,7 +436,24 @@ async fn route(
             };
             recurring::invoice_failed(conn, &fact).await?
         }
-        "invoice.payment_action_required" => Applied::Unchanged,
+        // A renewal waiting for 3-D Secure emails the donor a link to complete it (once per
+        // invoice). A switch's (`subscription_update`) leads to the 402 answer instead.
+        "invoice.payment_action_required" => {
+            let Some(sub) = kopilkas_invoice(conn, object).await? else {
+                return Ok(Outcome::Ignored);
+            };
+            if text(object, "billing_reason") != Some("subscription_cycle") {
+                return Ok(Outcome::Ignored);
+            }
+            let fact = recurring::InvoiceActionRequired {
+                invoice_id: text(object, "id")
+                    .ok_or_else(|| malformed("id"))?
+                    .to_owned(),
+                subscription_id: sub.to_owned(),
+                amount: money(object["amount_due"].as_i64(), text(object, "currency"))?,
+            };
+            recurring::invoice_action_required(conn, &fact).await?
+        }
         // Stored (as projections) for `admin report fraud-warnings`; a refund, when
         // configured, is queued for the worker (see `crate::fraud`).
         "radar.early_fraud_warning.created" | "radar.early_fraud_warning.updated" => {

@@ -188,5 +188,14 @@ mod tests {
             verify(&keys, &card, now).expect("genuine").use_key,
             link.use_key
         );
+        let pay = token(&keys, plan, PlanAction::CompletePayment, expires);
+        assert_eq!(
+            open(&keys, &pay, now),
+            Some((plan, PlanAction::CompletePayment))
+        );
+        assert_ne!(
+            verify(&keys, &pay, now).expect("genuine").use_key,
+            verify(&keys, &card, now).expect("genuine").use_key
+        );
     }
 }

@@ -19,6 +19,9 @@ pub enum PlanAction {
     Cancel,
     /// Update the card (through Stripe's hosted page).
     UpdateCard,
+    /// Pay or authenticate (3-D Secure) the plan's open invoice, on Stripe's hosted invoice
+    /// page read live when the link is used.
+    CompletePayment,
 }
 
 impl PlanAction {
@@ -26,6 +29,7 @@ impl PlanAction {
         match self {
             Self::Cancel => 1,
             Self::UpdateCard => 2,
+            Self::CompletePayment => 3,
         }
     }
 
@@ -33,6 +37,7 @@ impl PlanAction {
         match b {
             1 => Some(Self::Cancel),
             2 => Some(Self::UpdateCard),
+            3 => Some(Self::CompletePayment),
             _ => None,
         }
     }
@@ -182,6 +187,15 @@ mod tests {
         assert_ne!(
             verify(&keys, &card, now).expect("genuine").use_key,
             link.use_key
+        );
+        let pay = token(&keys, plan, PlanAction::CompletePayment, expires);
+        assert_eq!(
+            open(&keys, &pay, now),
+            Some((plan, PlanAction::CompletePayment))
+        );
+        assert_ne!(
+            verify(&keys, &pay, now).expect("genuine").use_key,
+            verify(&keys, &card, now).expect("genuine").use_key
         );
     }
 }

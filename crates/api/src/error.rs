@@ -348,6 +348,10 @@ impl From<kopilka_recurring::RecurringError> for AppError {
                 code: "link_revoked",
                 message: err.to_string(),
             },
+            E::NothingToPay => Self::Gone {
+                code: "nothing_to_pay",
+                message: err.to_string(),
+            },
             E::Stripe(kopilka_stripe::ClientError::Unavailable(_)) => Self::Upstream {
                 code: "payment_provider_unavailable",
                 message: "the payment provider is unavailable; retry shortly".into(),

@@ -189,8 +189,9 @@ async fn plan_link_page(Path(token): Path<String>) -> Response {
 }
 
 /// Does what a one-click plan link says, without signing in (the link is signed and
-/// expires): cancel at period end (answers the plan), or update the card (answers
-/// `{"url"}`, Stripe's page). A link works once (410 `link_used` after), and only while
+/// expires): cancel at period end (answers the plan), update the card (answers `{"url"}`,
+/// Stripe's page), or complete a renewal's payment (answers `{"url"}`, the open invoice's
+/// hosted page read live from Stripe; 410 `nothing_to_pay` once it is paid). A link works once (410 `link_used` after), and only while
 /// the plan runs and its reader is not erased (410 `link_revoked`).
 #[utoipa::path(post, path = "/v1/plan-links/{token}", tag = "self-service",
     params(("token" = String, Path, description = "From the email")),
@@ -214,7 +215,8 @@ async fn use_plan_link(
         kopilka_recurring::PlanLinkDone::Cancelled(plan) => {
             ApiJson(kopilka_recurring::privacy::PlanExport::from(plan)).into_response()
         }
-        kopilka_recurring::PlanLinkDone::CardPage(url) => {
+        kopilka_recurring::PlanLinkDone::CardPage(url)
+        | kopilka_recurring::PlanLinkDone::InvoicePage(url) => {
             ApiJson(crate::me::Redirect { url }).into_response()
         }
     })

@@ -590,6 +590,85 @@ async fn an_event_in_another_api_version_is_refused_loudly() {
         error.contains("2024-06-20") && error.contains(kopilka_stripe::api_version()),
         "{error}"
     );
+    // The refusal is final: its job is in the dead letter after one attempt, not retried.
+    let pool = app.pool.clone();
+    let (attempts, job_error) = eventually("the job dead", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (i32, Option<String>)>(
+                "SELECT attempts, last_error FROM jobs WHERE kind = 'stripe_event'
+                 AND payload->>'event_id' = 'evt_old_version' AND status = 'failed'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .ok()
+            .flatten()
+        }
+    })
+    .await;
+    assert_eq!(attempts, 1);
+    let job_error = job_error.unwrap_or_default();
+    assert!(
+        job_error.contains("2024-06-20") && !job_error.starts_with("final"),
+        "{job_error}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, attempts): (String, i32) = sqlx::query_as(
+        "SELECT status, attempts FROM jobs WHERE payload->>'event_id' = 'evt_old_version'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts), ("failed", 1));
+}
+
+#[tokio::test]
+async fn a_failed_switch_payment_queues_no_renewal_notice_but_a_failed_renewal_does() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    app.give("switcher@example.org", "month", 500).await;
+    let sub: String = sqlx::query_scalar("SELECT stripe_subscription_id FROM recurring_plans")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    for (event, invoice, reason) in [
+        ("evt_switch_failed", "in_switch", "subscription_update"),
+        ("evt_renewal_failed", "in_renewal", "subscription_cycle"),
+    ] {
+        let object = json!({"id": invoice, "object": "invoice", "billing_reason": reason,
+                            "attempt_count": 1, "next_payment_attempt": null,
+                            "amount_due": 500, "currency": "usd", "status": "open",
+                            "parent": {"subscription_details": {"subscription": sub}}});
+        let body = json!({"id": event, "object": "event", "type": "invoice.payment_failed",
+                          "created": 5, "livemode": false, "api_version": kopilka_stripe::api_version(),
+                          "data": {"object": object}})
+        .to_string();
+        assert_eq!(send(signed(&app, &body)).await.status, StatusCode::OK);
+    }
+    let pool = app.pool.clone();
+    eventually("both events applied", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM stripe_events WHERE id IN ('evt_switch_failed', 'evt_renewal_failed')
+                 AND status IN ('processed', 'ignored')",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (done == 2).then_some(())
+        }
+    })
+    .await;
+    let notices: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'invoice_id' FROM jobs WHERE kind = 'mail.payment_failed'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(notices, vec!["in_renewal".to_owned()]);
+    let failed = failed_events(&app).await;
+    assert!(failed.is_empty(), "{failed:?}");
 }
 
 #[tokio::test]
@@ -637,27 +716,25 @@ async fn an_early_fraud_warning_is_stored_reported_and_refunds_when_configured()
             listed[0].contribution_id.map(|c| c.to_string()),
             Some(contribution.clone())
         );
+        // The refund job is queued (in the event's transaction) only when configured.
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE kind = 'refund.early_fraud_warning'
+             AND payload->>'warning_id' = 'issfr_1'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            queued,
+            i64::from(refund),
+            "refund_on_early_fraud_warning = {refund}"
+        );
         if refund {
             ledger_becomes(&app, &pi, &[("payment", 800), ("refund", -800)]).await;
             status_becomes(&app, &contribution, "refunded").await;
         } else {
-            // Wait until the warning's job (if any) is done, then nothing was refunded.
-            let pool = app.pool.clone();
-            eventually("no job left", Duration::from_secs(20), || {
-                let pool = pool.clone();
-                async move {
-                    let left: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM jobs WHERE kind = 'refund.early_fraud_warning'
-                         AND status <> 'done'",
-                    )
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap_or(1);
-                    (left == 0).then_some(())
-                }
-            })
-            .await;
             assert_eq!(rows_of(&app, &pi).await, vec![("payment".to_owned(), 800)]);
+            assert_eq!(contribution_status(&app, &contribution).await, "paid");
         }
     }
 }
@@ -718,7 +795,7 @@ async fn a_re_read_and_a_readers_resume_in_the_same_second_end_in_stripes_state(
             let stripe = stripe.clone();
             let event_id = event_id.clone();
             tokio::spawn(async move {
-                kopilka_reconciliation::apply_event(&pool, Some(&stripe), &event_id).await
+                kopilka_reconciliation::apply_event(&pool, Some(&stripe), &event_id, false).await
             })
         };
         let base = app.stripe.simulator.base_url();
@@ -893,4 +970,134 @@ async fn a_dispute_won_before_the_upgrade_is_not_reinstated_twice() {
         ],
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_renewal_that_needs_3ds_emails_a_one_click_link_to_its_invoice_page_once() {
+    let app = TestApp::spawn().await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let email = "secure@example.org";
+    app.give(email, "month", 500).await;
+    let sub: String = sqlx::query_scalar("SELECT stripe_subscription_id FROM recurring_plans")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    app.sim_control(
+        &format!("/_sim/subscriptions/{sub}/card"),
+        &json!({"outcome": "require_action"}),
+    )
+    .await;
+    app.sim_control("/_sim/clock/advance", &json!({"seconds": 32 * 86_400}))
+        .await;
+    let is_notice = |m: &kopilka_test_support::ReceivedEmail| {
+        m.to.eq_ignore_ascii_case(email) && m.subject.contains("confirm")
+    };
+    let notice = eventually("the 3-D Secure notice", Duration::from_secs(30), || async {
+        app.emails()
+            .iter()
+            .map(|raw| kopilka_test_support::ReceivedEmail::parse(raw))
+            .find(|m| is_notice(m))
+    })
+    .await;
+    let sub_now = app.sim_get(&format!("/v1/subscriptions/{sub}")).await;
+    let invoice = app
+        .sim_get(&format!(
+            "/v1/invoices/{}",
+            sub_now["latest_invoice"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        (
+            invoice["billing_reason"].as_str(),
+            invoice["status"].as_str()
+        ),
+        (Some("subscription_cycle"), Some("open")),
+        "{invoice}"
+    );
+    let hosted = invoice["hosted_invoice_url"].as_str().unwrap().to_owned();
+    // The email carries Kopilka's signed link, never Stripe's bearer page.
+    assert!(
+        !notice.text.contains(&hosted) && !notice.html.contains(&hosted),
+        "{}",
+        notice.text
+    );
+    let start = notice.text.find("/v1/plan-links/").expect("a plan link") + "/v1/plan-links/".len();
+    let token: String = notice.text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let opened = send(
+        app.api
+            .request(Method::POST, &format!("/v1/plan-links/{token}")),
+    )
+    .await;
+    assert_eq!(
+        opened.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&opened.body)
+    );
+    assert_eq!(opened.json()["url"].as_str(), Some(hosted.as_str()));
+    // Single use.
+    let again = send(
+        app.api
+            .request(Method::POST, &format!("/v1/plan-links/{token}")),
+    )
+    .await;
+    assert_eq!(again.error_code(410), "link_used");
+    // Once paid, a fresh link has nothing to open.
+    let paid = reqwest::Client::new()
+        .post(format!("{hosted}/pay"))
+        .send()
+        .await
+        .unwrap();
+    assert!(paid.status().is_success());
+    let plan: uuid::Uuid = sqlx::query_scalar("SELECT id FROM recurring_plans")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let fresh = kopilka_accounts::plan_link::token(
+        &app.state.accounts.keys,
+        plan,
+        kopilka_accounts::plan_link::PlanAction::CompletePayment,
+        // Not the emailed link's expiry (that one is used).
+        time::OffsetDateTime::now_utc() + time::Duration::days(3),
+    );
+    let nothing = send(
+        app.api
+            .request(Method::POST, &format!("/v1/plan-links/{fresh}")),
+    )
+    .await;
+    assert_eq!(nothing.error_code(410), "nothing_to_pay");
+    // Once per invoice: the event applied again queues nothing more.
+    let event: String = sqlx::query_scalar(
+        "SELECT id FROM stripe_events WHERE type = 'invoice.payment_action_required'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE stripe_events SET status = 'pending' WHERE id = $1")
+        .bind(&event)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    kopilka_reconciliation::apply_event(&app.pool, None, &event, false)
+        .await
+        .unwrap();
+    let jobs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'mail.payment_action_required'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let notices = app
+        .emails()
+        .iter()
+        .map(|raw| kopilka_test_support::ReceivedEmail::parse(raw))
+        .filter(|m| is_notice(m))
+        .count();
+    assert_eq!(notices, 1);
+    let failed = failed_events(&app).await;
+    assert!(failed.is_empty(), "{failed:?}");
 }

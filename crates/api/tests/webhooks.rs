@@ -316,7 +316,7 @@ async fn an_event_waiting_for_its_object_is_retried_then_dead_lettered_and_repla
     .await;
 
     assert_eq!(
-        kopilka_reconciliation::apply_event(&app.pool, None, "evt_refund_early")
+        kopilka_reconciliation::apply_event(&app.pool, None, "evt_refund_early", false)
             .await
             .unwrap(),
         kopilka_reconciliation::Outcome::Processed

@@ -136,6 +136,10 @@ async fn refund_on_fraud_warning(worker: &Worker, job: &Job) -> Result<(), Strin
     }
 }
 
+/// Starts a handler's error that no retry can mend (an event refused for its API version):
+/// the job goes to the dead letter at once, without a retry or a second log line.
+const FINAL: &str = "final: ";
+
 /// Runs one job's handler.
 async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), String> {
     let pool = &worker.pool;
@@ -144,10 +148,17 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
             let event_id = job.payload["event_id"]
                 .as_str()
                 .ok_or("a stripe_event job without event_id")?;
-            match kopilka_reconciliation::apply_event(pool, worker.stripe.as_ref(), event_id).await
+            match kopilka_reconciliation::apply_event(
+                pool,
+                worker.stripe.as_ref(),
+                event_id,
+                worker.settings.stripe.refund_on_early_fraud_warning,
+            )
+            .await
             {
                 Ok(_) => Ok(()),
                 Err(ReconciliationError::NotYet(why)) => Err(format!("waiting: {why}")),
+                Err(err @ ReconciliationError::ApiVersion { .. }) => Err(format!("{FINAL}{err}")),
                 Err(err) => Err(err.to_string()),
             }
         }
@@ -162,6 +173,9 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
         }
         kopilka_recurring::facts::PAYMENT_FAILED_JOB => {
             notices::payment_failed(worker, job, now).await
+        }
+        kopilka_recurring::facts::PAYMENT_ACTION_JOB => {
+            notices::payment_action_required(worker, job, now).await
         }
         kopilka_recurring::privacy::CLEAR_STRIPE_CUSTOMER => {
             let customer = job.payload["customer_id"]
@@ -236,6 +250,12 @@ async fn run_lane(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary, Qu
                     }
                     None => summary.done += 1,
                 }
+            }
+            Err(error) if error.starts_with(FINAL) => {
+                // The handler logged it (once); retrying would only log it again.
+                let error = &error[FINAL.len()..];
+                kopilka_queue::give_up(pool, &job, error).await?;
+                summary.failed += 1;
             }
             Err(error) => {
                 let retry = kopilka_queue::fail(pool, &job, &error, now).await?;

@@ -195,6 +195,70 @@ pub(crate) async fn payment_failed(
     Ok(())
 }
 
+/// Sends the notice of a renewal waiting for 3-D Secure (once per invoice), with a signed
+/// link that opens the invoice's hosted page, read live from Stripe when it is used.
+pub(crate) async fn payment_action_required(
+    worker: &Worker,
+    job: &Job,
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    let payload = &job.payload;
+    let plan_id: uuid::Uuid = payload["plan_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("a payment_action_required job without plan_id")?;
+    let invoice = payload["invoice_id"].as_str().ok_or("no invoice_id")?;
+    let currency: Currency = payload["currency"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .ok_or("no currency")?;
+    let amount = Money::new(payload["amount_minor"].as_i64().unwrap_or(0), currency);
+    let logical_id = format!("payment-action-{invoice}");
+
+    let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
+    let (plan, reader) = plan_and_reader(&mut tx, plan_id).await?;
+    if !sends::claim(
+        &mut tx,
+        &logical_id,
+        kopilka_recurring::facts::PAYMENT_ACTION_JOB,
+        reader,
+    )
+    .await?
+    {
+        return tx.commit().await.map_err(|e| e.to_string());
+    }
+    let recipient = match reader {
+        Some(reader) => sends::recipient(&mut tx, reader).await?,
+        None => None,
+    };
+    let (Some(reader_id), Some((reader, email))) = (reader, recipient) else {
+        sends::skip(&mut tx, &logical_id, "no address to send to").await?;
+        return tx.commit().await.map_err(|e| e.to_string());
+    };
+    let pay_url = plan_link_url(worker, plan_id, PlanAction::CompletePayment, now)?;
+    let context = serde_json::json!({
+        "name": reader.name,
+        "amount": amount.to_string(),
+        "interval": plan.interval.to_string(),
+        "pay_url": pay_url.as_str(),
+    });
+    let delivered = sends::render_and_deliver(
+        worker,
+        &mut tx,
+        job,
+        "payment_action_required",
+        &reader,
+        &email,
+        &logical_id,
+        &context,
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    tracing::info!(reader_id = %reader_id, plan_id = %plan_id, ?delivered, "payment authentication request emailed");
+    Ok(())
+}
+
 /// Queues the renewal notices that fall due by `now`.
 pub(crate) async fn queue_renewal_notices(
     worker: &Worker,

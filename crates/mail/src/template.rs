@@ -100,6 +100,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/payment_failed.ru.html"),
     ),
     (
+        "payment_action_required.en.txt",
+        include_str!("../templates/payment_action_required.en.txt"),
+    ),
+    (
+        "payment_action_required.en.html",
+        include_str!("../templates/payment_action_required.en.html"),
+    ),
+    (
+        "payment_action_required.ru.txt",
+        include_str!("../templates/payment_action_required.ru.txt"),
+    ),
+    (
+        "payment_action_required.ru.html",
+        include_str!("../templates/payment_action_required.ru.html"),
+    ),
+    (
         "payment_last_notice.en.txt",
         include_str!("../templates/payment_last_notice.en.txt"),
     ),

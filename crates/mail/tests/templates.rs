@@ -40,6 +40,7 @@ fn context() -> serde_json::Value {
         "to": "2026-12-31",
         "totals": [{"amount": "120.00 USD", "payments": 12}, {"amount": "5000 JPY", "payments": 1}],
         "cancel_url": "https://support.example.org/v1/plan-links/TOKEN",
+        "pay_url": "https://support.example.org/v1/plan-links/TOKEN",
     })
 }
 
@@ -50,6 +51,7 @@ const KINDS: &[&str] = &[
     "reminder",
     "receipt",
     "payment_failed",
+    "payment_action_required",
     "payment_last_notice",
     "renewal_notice",
     "statement",

@@ -286,6 +286,22 @@ pub async fn fail(
     Ok(retry)
 }
 
+/// Records a failure that no retry can mend: the job is left `failed` (the dead letter)
+/// at once, with `error`, whatever attempts it has left.
+///
+/// # Errors
+/// Storage errors.
+pub async fn give_up(pool: &PgPool, job: &Job, error: &str) -> Result<(), QueueError> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'failed', locked_until = NULL, last_error = $2 WHERE id = $1",
+    )
+    .bind(job.id.as_uuid())
+    .bind(error.chars().take(2000).collect::<String>())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Puts failed jobs of `kind` (all kinds when `None`) back in the queue, due now, with fresh
 /// attempts; returns how many.
 ///

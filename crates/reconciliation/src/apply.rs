@@ -67,7 +67,9 @@ type EventRow = Option<(String, i64, Value, i16, Option<uuid::Uuid>, Option<Stri
 /// Applies stored event `event_id` and records the outcome on it. With `stripe`, a
 /// subscription event from the same second as a state our own call stored, or as another
 /// state it would replace, re-reads the subscription (neither can be ordered by time;
-/// Stripe's current state can), under the subscription's lock.
+/// Stripe's current state can), under the subscription's lock. `refund_on_fraud_warning`
+/// is `stripe.refund_on_early_fraud_warning`: only then does an actionable early fraud
+/// warning queue its refund job.
 ///
 /// # Errors
 /// [`ReconciliationError::NotYet`] when it must wait for another event (the job retries);
@@ -76,6 +78,7 @@ pub async fn apply_event(
     pool: &PgPool,
     stripe: Option<&kopilka_stripe::StripeClient>,
     event_id: &str,
+    refund_on_fraud_warning: bool,
 ) -> Result<Outcome, ReconciliationError> {
     let mut tx = pool.begin().await?;
     let row: EventRow = sqlx::query_as(
@@ -107,7 +110,16 @@ pub async fn apply_event(
             expected: kopilka_stripe::api_version(),
         })
     } else {
-        route(&mut tx, stripe, &kind, created, object, reader).await
+        route(
+            &mut tx,
+            stripe,
+            &kind,
+            created,
+            object,
+            reader,
+            refund_on_fraud_warning,
+        )
+        .await
     };
     let outcome = match result {
         Ok(outcome) => outcome,
@@ -170,6 +182,7 @@ async fn route(
     created: i64,
     object: &Value,
     reader: Option<ReaderId>,
+    refund_on_fraud_warning: bool,
 ) -> Result<Outcome, ReconciliationError> {
     if !crate::projection::is_handled(kind) {
         return Ok(Outcome::Ignored);
@@ -403,11 +416,15 @@ async fn route(
             }
         }
         // The plan's status arrives with customer.subscription.updated; a failed renewal
-        // queues its email (once per attempt).
+        // queues its email (once per attempt). A switch's payment (`subscription_update`)
+        // is no renewal: the donor was told by the switch's 402 answer.
         "invoice.payment_failed" => {
             let Some(sub) = kopilkas_invoice(conn, object).await? else {
                 return Ok(Outcome::Ignored);
             };
+            if text(object, "billing_reason") == Some("subscription_update") {
+                return Ok(Outcome::Ignored);
+            }
             let fact = recurring::InvoiceFailed {
                 invoice_id: text(object, "id")
                     .ok_or_else(|| malformed("id"))?
@@ -419,11 +436,28 @@ async fn route(
             };
             recurring::invoice_failed(conn, &fact).await?
         }
-        "invoice.payment_action_required" => Applied::Unchanged,
+        // A renewal waiting for 3-D Secure emails the donor a link to complete it (once per
+        // invoice). A switch's (`subscription_update`) leads to the 402 answer instead.
+        "invoice.payment_action_required" => {
+            let Some(sub) = kopilkas_invoice(conn, object).await? else {
+                return Ok(Outcome::Ignored);
+            };
+            if text(object, "billing_reason") != Some("subscription_cycle") {
+                return Ok(Outcome::Ignored);
+            }
+            let fact = recurring::InvoiceActionRequired {
+                invoice_id: text(object, "id")
+                    .ok_or_else(|| malformed("id"))?
+                    .to_owned(),
+                subscription_id: sub.to_owned(),
+                amount: money(object["amount_due"].as_i64(), text(object, "currency"))?,
+            };
+            recurring::invoice_action_required(conn, &fact).await?
+        }
         // Stored (as projections) for `admin report fraud-warnings`; a refund, when
-        // configured, is the worker's job (see `crate::fraud`).
+        // configured, is queued for the worker (see `crate::fraud`).
         "radar.early_fraud_warning.created" | "radar.early_fraud_warning.updated" => {
-            crate::fraud::warning_applied(conn, object).await?
+            crate::fraud::warning_applied(conn, object, refund_on_fraud_warning).await?
         }
         _ => return Ok(Outcome::Ignored),
     };

@@ -82,6 +82,7 @@ async fn ledger_amount(
 type PlanRow = (String, i64, String, String, Option<i64>, bool);
 
 /// Stores and applies every event since `since` that the inbox lacks; returns how many.
+/// `refund_on_fraud_warning` is `stripe.refund_on_early_fraud_warning`.
 ///
 /// # Errors
 /// Stripe or storage errors.
@@ -90,6 +91,7 @@ pub async fn fetch_missing_events(
     stripe: &StripeClient,
     since: i64,
     on_item: &(dyn Fn() + Sync),
+    refund_on_fraud_warning: bool,
 ) -> Result<u64, ReconciliationError> {
     let mut conn = pool
         .acquire()
@@ -117,7 +119,7 @@ pub async fn fetch_missing_events(
     }
     for id in &missing {
         // Waiting events stay queued for the worker.
-        match crate::apply_event(pool, Some(stripe), id).await {
+        match crate::apply_event(pool, Some(stripe), id, refund_on_fraud_warning).await {
             Ok(_) | Err(ReconciliationError::NotYet(_)) => {}
             Err(err) => return Err(err),
         }

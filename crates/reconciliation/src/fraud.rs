@@ -38,12 +38,17 @@ pub struct FraudWarning {
     pub remaining_minor: Option<i64>,
 }
 
-/// A stored warning event: an actionable warning about a payment in the ledger queues the
-/// refund job (once per warning); the job itself checks the setting.
+/// A stored warning event: with `refund` (the setting) on, an actionable warning about a
+/// payment in the ledger queues the refund job (once per warning); off, nothing is queued.
+/// (The job checks the setting again: one queued before it was turned off refunds nothing.)
 pub(crate) async fn warning_applied(
     conn: &mut sqlx::PgConnection,
     object: &Value,
+    refund: bool,
 ) -> Result<Applied, ReconciliationError> {
+    if !refund {
+        return Ok(Applied::Unchanged);
+    }
     let (Some(warning), Some(pi)) = (object["id"].as_str(), object["payment_intent"].as_str())
     else {
         return Ok(Applied::Unchanged);

@@ -28,6 +28,9 @@ pub enum RecurringError {
     /// A one-click link about a plan that has ended or a reader who was erased.
     #[error("this link no longer applies; sign in to manage the plan")]
     LinkRevoked,
+    /// A payment link about an invoice that is paid, voided or gone: nothing to pay.
+    #[error("there is nothing left to pay; sign in to manage the plan")]
+    NothingToPay,
     /// Stripe refused or could not be reached.
     #[error(transparent)]
     Stripe(#[from] ClientError),

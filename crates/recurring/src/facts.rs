@@ -446,6 +446,54 @@ pub async fn invoice_failed(
     Ok(Applied::from_changed(queued))
 }
 
+/// The kind of the job that emails a renewal payment waiting for 3-D Secure (payload
+/// `plan_id`, `invoice_id`, `amount_minor`, `currency`).
+pub const PAYMENT_ACTION_JOB: &str = "mail.payment_action_required";
+
+/// `invoice.payment_action_required` for a plan's renewal (`billing_reason =
+/// subscription_cycle`).
+#[derive(Debug, Clone)]
+pub struct InvoiceActionRequired {
+    /// `in_…`.
+    pub invoice_id: String,
+    /// `parent.subscription_details.subscription`.
+    pub subscription_id: String,
+    /// `amount_due`.
+    pub amount: Money,
+}
+
+/// A renewal whose bank asks the donor to authenticate: queues its email once per invoice,
+/// in the event's transaction. `Unknown` when the plan is not known yet.
+///
+/// # Errors
+/// Storage errors.
+pub async fn invoice_action_required(
+    conn: &mut PgConnection,
+    fact: &InvoiceActionRequired,
+) -> Result<Applied, RecurringError> {
+    let plan: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM recurring_plans WHERE stripe_subscription_id = $1")
+            .bind(&fact.subscription_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(plan) = plan else {
+        return Ok(Applied::Unknown);
+    };
+    let job = kopilka_queue::NewJob::new(
+        PAYMENT_ACTION_JOB,
+        serde_json::json!({
+            "plan_id": plan,
+            "invoice_id": fact.invoice_id,
+            "amount_minor": fact.amount.minor(),
+            "currency": fact.amount.currency().stripe_code(),
+        }),
+    )
+    .attempts(kopilka_queue::PATIENT_ATTEMPTS)
+    .dedup(format!("mail:payment_action_required:{}", fact.invoice_id));
+    let queued = kopilka_queue::enqueue(conn, &job).await?.is_some();
+    Ok(Applied::from_changed(queued))
+}
+
 /// The kind of the job that sends an annual plan's renewal notice (payload `plan_id`,
 /// `renews_at` unix seconds).
 pub const RENEWAL_NOTICE_JOB: &str = "mail.renewal_notice";

@@ -127,6 +127,32 @@ pub async fn card_update_page(
     Ok(url)
 }
 
+/// The hosted page of plan `plan_id`'s open invoice, read live from Stripe (a bearer link,
+/// never stored); [`RecurringError::NothingToPay`] once it is paid or voided.
+///
+/// # Errors
+/// Stripe and storage errors.
+pub async fn open_invoice_page(
+    pool: &PgPool,
+    stripe: &StripeClient,
+    plan_id: uuid::Uuid,
+) -> Result<String, RecurringError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(kopilka_store::StoreError::from)?;
+    let plan = plan_by_id(&mut conn, plan_id)
+        .await?
+        .ok_or(RecurringError::NotFound)?;
+    drop(conn);
+    let url = stripe
+        .open_invoice_page(&plan.stripe_subscription_id)
+        .await?
+        .ok_or(RecurringError::NothingToPay)?;
+    tracing::info!(plan_id = %plan.id, "invoice page opened");
+    Ok(url)
+}
+
 /// What a one-click plan link did.
 #[derive(Debug, Clone)]
 pub enum PlanLinkDone {
@@ -134,6 +160,9 @@ pub enum PlanLinkDone {
     Cancelled(Plan),
     /// Stripe's page where the reader updates the card.
     CardPage(String),
+    /// Stripe's hosted page of the plan's open invoice, where the reader pays it or
+    /// confirms it (3-D Secure).
+    InvoicePage(String),
 }
 
 /// Uses an emailed one-click plan link (see `kopilka_accounts::plan_link`): refused when
@@ -187,6 +216,9 @@ pub async fn use_plan_link(
         PlanAction::UpdateCard => card_update_page(pool, stripe, link.plan, return_url)
             .await
             .map(PlanLinkDone::CardPage),
+        PlanAction::CompletePayment => open_invoice_page(pool, stripe, link.plan)
+            .await
+            .map(PlanLinkDone::InvoicePage),
     };
     if done.is_err() {
         let mut conn = pool

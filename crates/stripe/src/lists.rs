@@ -293,12 +293,46 @@ impl StripeClient {
     /// # Errors
     /// [`ClientError`].
     pub async fn raw_event(&self, id: &str) -> Result<String, ClientError> {
+        Ok(miniserde::json::to_string(
+            &self.raw_get(&format!("/events/{id}")).await?,
+        ))
+    }
+
+    /// The hosted page of subscription `subscription`'s latest invoice while that invoice is
+    /// open (its payment declined or waiting for 3-D Secure), read live: the page is a bearer
+    /// link, never stored. `None` when there is nothing to pay.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn open_invoice_page(
+        &self,
+        subscription: &str,
+    ) -> Result<Option<String>, ClientError> {
+        let sub: serde_json::Value = serde_json::from_str(&miniserde::json::to_string(
+            &self
+                .raw_get(&format!("/subscriptions/{subscription}"))
+                .await?,
+        ))
+        .unwrap_or_default();
+        let Some(invoice) = sub["latest_invoice"].as_str() else {
+            return Ok(None);
+        };
+        let invoice: serde_json::Value = serde_json::from_str(&miniserde::json::to_string(
+            &self.raw_get(&format!("/invoices/{invoice}")).await?,
+        ))
+        .unwrap_or_default();
+        if invoice["status"] != "open" {
+            return Ok(None);
+        }
+        Ok(invoice["hosted_invoice_url"].as_str().map(str::to_owned))
+    }
+
+    async fn raw_get(&self, path: &str) -> Result<miniserde::json::Value, ClientError> {
         use stripe_client_core::{RequestBuilder, StripeMethod};
-        let value: miniserde::json::Value =
-            RequestBuilder::new(StripeMethod::Get, format!("/events/{id}"))
-                .customize::<miniserde::json::Value>()
-                .send(self.inner())
-                .await?;
-        Ok(miniserde::json::to_string(&value))
+        let value: miniserde::json::Value = RequestBuilder::new(StripeMethod::Get, path)
+            .customize::<miniserde::json::Value>()
+            .send(self.inner())
+            .await?;
+        Ok(value)
     }
 }

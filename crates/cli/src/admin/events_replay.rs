@@ -42,7 +42,14 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     for id in &ids {
-        let outcome = match kopilka_reconciliation::apply_event(&pool, stripe.as_ref(), id).await {
+        let outcome = match kopilka_reconciliation::apply_event(
+            &pool,
+            stripe.as_ref(),
+            id,
+            settings.stripe.refund_on_early_fraud_warning,
+        )
+        .await
+        {
             Ok(outcome) => format!("{outcome:?}").to_lowercase(),
             Err(err) => format!("error: {err}"),
         };

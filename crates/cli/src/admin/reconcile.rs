@@ -37,9 +37,14 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let tick = || bar.inc(1);
     if args.apply {
         bar.set_message("fetching missing events");
-        let stored =
-            kopilka_reconciliation::drift::fetch_missing_events(&pool, &stripe, since, &tick)
-                .await?;
+        let stored = kopilka_reconciliation::drift::fetch_missing_events(
+            &pool,
+            &stripe,
+            since,
+            &tick,
+            settings.stripe.refund_on_early_fraud_warning,
+        )
+        .await?;
         tracing::info!(stored, "missing events stored and applied");
     }
     bar.set_message("comparing");

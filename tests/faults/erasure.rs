@@ -75,7 +75,7 @@ pub async fn stripe_failing_or_slow_during_erasure_forgets_nothing_and_the_retry
             .fetch_one(&stack.pool)
             .await
             .expect("the plan");
-    // The receipt is the first email to the address; the sign-up link the second.
+    // The receipt is the first email to the address; the sign-up link the first with a token.
     eventually("the receipt sent", Duration::from_secs(30), || async {
         stack
             .smtp
@@ -85,7 +85,7 @@ pub async fn stripe_failing_or_slow_during_erasure_forgets_nothing_and_the_retry
             .then_some(())
     })
     .await;
-    let (_, session) = stack.sign_up_confirmed(email, PASSWORD, 2).await;
+    let (_, session) = stack.sign_up_confirmed(email, PASSWORD, 1).await;
     stack.watch([session.as_str()]);
     let issued = send(
         stack

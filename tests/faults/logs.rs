@@ -133,7 +133,7 @@ pub async fn a_full_journey_with_abuse_logs_no_secret_or_personal_data() {
     assert_eq!(outcome.json(), json!({"outcome": "success"}));
 
     // Signs up, gets it wrong, then right, then by link; takes a supporter token.
-    let (verify, _) = stack.sign_up_confirmed(email, password, 2).await;
+    let (verify, _) = stack.sign_up_confirmed(email, password, 1).await;
     stack.watch([verify.as_str()]);
     let wrong = stack
         .api()

@@ -290,13 +290,16 @@ impl Stack {
             .await;
     }
 
-    /// The token in the `n`th email to `email` (its link's `token=` parameter).
+    /// The token in the `n`th email with a link token to `email` (its link's `token=`
+    /// parameter); other emails (receipts) are not counted.
     pub async fn link_token(&self, email: &str, n: usize) -> String {
         let smtp = &self.smtp;
         let message = eventually("the emailed link", Duration::from_secs(20), || async {
             smtp.messages()
                 .into_iter()
-                .filter(|m| m.to.eq_ignore_ascii_case(email))
+                // Only emails with a link token count: a receipt may come before or
+                // after a sign-up email (it waits for the invoice's payment event).
+                .filter(|m| m.to.eq_ignore_ascii_case(email) && m.text.contains("token="))
                 .nth(n - 1)
         })
         .await;
@@ -307,8 +310,8 @@ impl Stack {
             .collect()
     }
 
-    /// Signs `email` up with `password`, then uses the verification link (the `n`th email to
-    /// the address) with that password, as its owner does; returns the link's token and the
+    /// Signs `email` up with `password`, then uses the verification link (the `n`th email
+    /// with a link token to the address) with that password, as its owner does; returns the link's token and the
     /// session's.
     pub async fn sign_up_confirmed(
         &self,

@@ -125,42 +125,29 @@ pub(crate) async fn payment_failed(
     now: OffsetDateTime,
 ) -> Result<(), String> {
     let payload = &job.payload;
-    let plan_id: uuid::Uuid = payload["plan_id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or("a payment_failed job without plan_id")?;
-    let invoice = payload["invoice_id"].as_str().ok_or("no invoice_id")?;
     let attempt = payload["attempt"].as_i64().unwrap_or(1);
     let next_attempt = payload["next_attempt"]
         .as_i64()
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
-    let currency: Currency = payload["currency"]
-        .as_str()
-        .and_then(|c| c.parse().ok())
-        .ok_or("no currency")?;
-    let amount = Money::new(payload["amount_minor"].as_i64().unwrap_or(0), currency);
-    let logical_id = format!("payment-failed-{invoice}-{attempt}");
-
     let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
-    let (plan, reader) = plan_and_reader(&mut tx, plan_id).await?;
-    if !sends::claim(
+    let Some((notice, logical_id)) = claim_plan_notice(
         &mut tx,
-        &logical_id,
+        payload,
         kopilka_recurring::facts::PAYMENT_FAILED_JOB,
-        reader,
+        |invoice| format!("payment-failed-{invoice}-{attempt}"),
     )
     .await?
-    {
-        return tx.commit().await.map_err(|e| e.to_string());
-    }
-    let recipient = match reader {
-        Some(reader) => sends::recipient(&mut tx, reader).await?,
-        None => None,
-    };
-    let (Some(reader_id), Some((reader, email))) = (reader, recipient) else {
-        sends::skip(&mut tx, &logical_id, "no address to send to").await?;
+    else {
         return tx.commit().await.map_err(|e| e.to_string());
     };
+    let PlanNotice {
+        plan_id,
+        plan,
+        amount,
+        reader_id,
+        reader,
+        email,
+    } = notice;
     // The failure before Stripe's last attempt, or one after which it will not try again.
     let attempts = i64::from(worker.settings.notices.dunning_attempts);
     let last = next_attempt.is_none() || attempt + 1 >= attempts;
@@ -195,6 +182,62 @@ pub(crate) async fn payment_failed(
     Ok(())
 }
 
+/// A notice about one of a plan's payments, claimed for sending: the plan, the payment's
+/// amount and whom it goes to.
+struct PlanNotice {
+    plan_id: uuid::Uuid,
+    plan: kopilka_recurring::Plan,
+    amount: Money,
+    reader_id: ReaderId,
+    reader: kopilka_accounts::reader::Reader,
+    email: kopilka_domain::Email,
+}
+
+/// Reads the plan and amount of a payment notice job, and claims `logical_id` (built from
+/// the payload's `invoice_id`) for sending. `None` when it was sent before, or when there is
+/// no one to send it to (recorded as skipped); commit `tx` either way.
+async fn claim_plan_notice(
+    tx: &mut sqlx::PgConnection,
+    payload: &serde_json::Value,
+    job_kind: &str,
+    logical_id: impl Fn(&str) -> String,
+) -> Result<Option<(PlanNotice, String)>, String> {
+    let plan_id: uuid::Uuid = payload["plan_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("a {job_kind} job without plan_id"))?;
+    let invoice = payload["invoice_id"].as_str().ok_or("no invoice_id")?;
+    let currency: Currency = payload["currency"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .ok_or("no currency")?;
+    let amount = Money::new(payload["amount_minor"].as_i64().unwrap_or(0), currency);
+    let logical_id = logical_id(invoice);
+    let (plan, reader) = plan_and_reader(tx, plan_id).await?;
+    if !sends::claim(tx, &logical_id, job_kind, reader).await? {
+        return Ok(None);
+    }
+    let recipient = match reader {
+        Some(reader) => sends::recipient(tx, reader).await?,
+        None => None,
+    };
+    let (Some(reader_id), Some((reader, email))) = (reader, recipient) else {
+        sends::skip(tx, &logical_id, "no address to send to").await?;
+        return Ok(None);
+    };
+    Ok(Some((
+        PlanNotice {
+            plan_id,
+            plan,
+            amount,
+            reader_id,
+            reader,
+            email,
+        },
+        logical_id,
+    )))
+}
+
 /// Sends the notice of a renewal waiting for 3-D Secure (once per invoice), with a signed
 /// link that opens the invoice's hosted page, read live from Stripe when it is used.
 pub(crate) async fn payment_action_required(
@@ -202,39 +245,25 @@ pub(crate) async fn payment_action_required(
     job: &Job,
     now: OffsetDateTime,
 ) -> Result<(), String> {
-    let payload = &job.payload;
-    let plan_id: uuid::Uuid = payload["plan_id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or("a payment_action_required job without plan_id")?;
-    let invoice = payload["invoice_id"].as_str().ok_or("no invoice_id")?;
-    let currency: Currency = payload["currency"]
-        .as_str()
-        .and_then(|c| c.parse().ok())
-        .ok_or("no currency")?;
-    let amount = Money::new(payload["amount_minor"].as_i64().unwrap_or(0), currency);
-    let logical_id = format!("payment-action-{invoice}");
-
     let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
-    let (plan, reader) = plan_and_reader(&mut tx, plan_id).await?;
-    if !sends::claim(
+    let Some((notice, logical_id)) = claim_plan_notice(
         &mut tx,
-        &logical_id,
+        &job.payload,
         kopilka_recurring::facts::PAYMENT_ACTION_JOB,
-        reader,
+        |invoice| format!("payment-action-{invoice}"),
     )
     .await?
-    {
-        return tx.commit().await.map_err(|e| e.to_string());
-    }
-    let recipient = match reader {
-        Some(reader) => sends::recipient(&mut tx, reader).await?,
-        None => None,
-    };
-    let (Some(reader_id), Some((reader, email))) = (reader, recipient) else {
-        sends::skip(&mut tx, &logical_id, "no address to send to").await?;
+    else {
         return tx.commit().await.map_err(|e| e.to_string());
     };
+    let PlanNotice {
+        plan_id,
+        plan,
+        amount,
+        reader_id,
+        reader,
+        email,
+    } = notice;
     let pay_url = plan_link_url(worker, plan_id, PlanAction::CompletePayment, now)?;
     let context = serde_json::json!({
         "name": reader.name,

@@ -277,6 +277,20 @@ impl From<kopilka_contributions::ContributionError> for AppError {
                     .into(),
                 retry: true,
             },
+            // Stripe's own amount rules, where Kopilka's table could not know them (a
+            // currency the account converts to another for settlement): the reader's input.
+            E::StripeRefused(source) if source.code() == Some("amount_too_small") => {
+                Self::Unprocessable {
+                    code: "amount_below_stripe_minimum",
+                    message: "the amount is below the least Stripe charges in this currency for this account; choose a larger amount".into(),
+                }
+            }
+            E::StripeRefused(source) if source.code() == Some("amount_too_large") => {
+                Self::Unprocessable {
+                    code: "amount_above_stripe_maximum",
+                    message: "the amount is above the most Stripe charges at once in this currency".into(),
+                }
+            }
             E::StripeRefused(source) => {
                 tracing::error!(error = %source, "Stripe refused a request");
                 Self::Upstream {

@@ -386,8 +386,21 @@ pub async fn start_checkout(
             customer_email: valid.email.as_ref(),
             expires_at: None,
         })
-        .await
-        .inspect_err(|err| tracing::warn!(contribution_id = %id, error = %err, "checkout session not created"))?;
+        .await;
+    let session = match session {
+        Ok(session) => session,
+        Err(err) => {
+            tracing::warn!(contribution_id = %id, error = %err, "checkout session not created");
+            let err = ContributionError::from(err);
+            if matches!(err, ContributionError::StripeRefused(_)) {
+                // Stripe refused for good (an amount its rules refuse, e.g. below the
+                // minimum of a currency the account converts): nothing was created there,
+                // so nothing stays here, and a retry with the same key asks again.
+                forget_refused(pool, contribution, idempotency_key).await?;
+            }
+            return Err(err);
+        }
+    };
     let checkout_url = session.url.clone().unwrap_or_default();
     let body = serde_json::to_value(CheckoutStarted {
         contribution_id: contribution,
@@ -411,6 +424,27 @@ pub async fn start_checkout(
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     tracing::info!(contribution_id = %id, interval = %valid.interval, currency = %valid.amount.currency(), "checkout started");
     Ok((201, body))
+}
+
+/// Removes the contribution (and its idempotency claim) of a checkout Stripe refused.
+async fn forget_refused(
+    pool: &PgPool,
+    contribution: ContributionId,
+    idempotency_key: Option<&str>,
+) -> Result<(), ContributionError> {
+    let mut tx = pool.begin().await?;
+    if let Some(key) = idempotency_key {
+        sqlx::query("DELETE FROM checkout_requests WHERE idempotency_key = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM contributions WHERE id = $1 AND stripe_checkout_session_id IS NULL")
+        .bind(contribution.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+    Ok(())
 }
 
 async fn insert_contribution(

@@ -1444,3 +1444,124 @@ async fn a_plan_amount_stripe_would_refuse_is_422_and_changes_nothing() {
     );
     assert_eq!(whole.json()["amount_minor"], 60_000);
 }
+
+/// A link request from client `ip` (behind the configured forwarding header).
+async fn request_link_from(app: &TestApp, email: &str, ip: &str) -> ApiResponse {
+    send(
+        app.api
+            .request(Method::POST, "/v1/sessions/magic-link")
+            .header("x-forwarded-for", ip)
+            .json(&json!({"email": email})),
+    )
+    .await
+}
+
+fn small_link_budgets(settings: &mut kopilka_config::Settings) {
+    settings.server.client_ip_header = Some("x-forwarded-for".into());
+    settings.limits.sign_in_link = kopilka_config::RouteLimit {
+        per_client: 5,
+        per_address: 3,
+        global: 20,
+        window_secs: 600,
+    };
+}
+
+/// Issue #19: sign-in link requests count per address, per client and in all; over any
+/// budget the answer is 429 `rate_limited` with `Retry-After`, the same for an address with
+/// an account and one without; another client still gets through; refused requests are not
+/// counted; and every accepted request for a known address sends its link.
+#[tokio::test]
+async fn link_requests_are_limited_per_address_per_client_and_in_all_alike_for_every_address() {
+    let app = TestApp::spawn_with(small_link_budgets).await;
+    let known = "limited-known@example.org";
+    assert_eq!(
+        sign_up(&app, known, PASSWORD).await.status,
+        StatusCode::ACCEPTED
+    );
+    let mut admitted = 0;
+    // Per address: three from three clients, the fourth refused — alike for both.
+    for address in [known, "limited-unknown@example.org"] {
+        let mut statuses = Vec::new();
+        for n in 1..=4 {
+            let answer = request_link_from(&app, address, &format!("198.51.100.{n}")).await;
+            if answer.status == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(answer.error_code(429), "rate_limited");
+                let wait: u64 = answer.headers["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=600).contains(&wait), "{wait}");
+            } else {
+                admitted += 1;
+            }
+            statuses.push(answer.status.as_u16());
+        }
+        assert_eq!(statuses, [202, 202, 202, 429], "{address}");
+    }
+    // Per client (IPv6 per /64): five addresses from one /64, the sixth refused; another
+    // client passes.
+    let mut statuses = Vec::new();
+    for n in 1..=6 {
+        let ip = format!("2001:db8:1:2::{n}");
+        let answer = request_link_from(&app, &format!("per-client-{n}@example.org"), &ip).await;
+        statuses.push(answer.status.as_u16());
+    }
+    assert_eq!(statuses, [202, 202, 202, 202, 202, 429]);
+    admitted += 5;
+    let other = request_link_from(&app, "other-client@example.org", "203.0.113.9").await;
+    assert_eq!(other.status, StatusCode::ACCEPTED);
+    admitted += 1;
+    // In all: twenty per window, whoever asks.
+    let mut n = 0;
+    loop {
+        n += 1;
+        let answer = request_link_from(
+            &app,
+            &format!("global-{n}@example.org"),
+            &format!("192.0.2.{n}"),
+        )
+        .await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        admitted += 1;
+        assert!(n < 100, "the global budget never refused");
+    }
+    assert_eq!(admitted, 20, "refused requests are not counted");
+    // The known address's three accepted requests each sent a link (the sign-up's
+    // verification email came first).
+    app.link_token(known, 4).await;
+}
+
+/// Work a link request leaves behind is bounded: with one place and that place held (its
+/// lookup waits on a lock), the next request is 503 `busy` with `Retry-After` — and the
+/// accepted one still sends its link once the lock goes.
+#[tokio::test]
+async fn a_full_background_pool_refuses_clearly_and_the_accepted_work_still_happens() {
+    let app = TestApp::spawn_with(|settings| settings.limits.background_tasks = 1).await;
+    let known = "bounded-known@example.org";
+    assert_eq!(
+        sign_up(&app, known, PASSWORD).await.status,
+        StatusCode::ACCEPTED
+    );
+    app.link_token(known, 1).await;
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE readers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    assert_eq!(request_link(&app, known).await.status, StatusCode::ACCEPTED);
+    let busy = request_link(&app, "bounded-other@example.org").await;
+    assert_eq!(busy.error_code(503), "busy");
+    assert!(busy.headers.contains_key("retry-after"));
+    lock.rollback().await.unwrap();
+    app.link_token(known, 2).await;
+    // The place is free again.
+    eventually("the place frees", Duration::from_secs(10), || async {
+        (request_link(&app, "bounded-later@example.org").await.status == StatusCode::ACCEPTED)
+            .then_some(())
+    })
+    .await;
+}

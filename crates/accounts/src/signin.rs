@@ -306,6 +306,14 @@ impl Accounts {
                 }
             }
         }
+        if used.first_proof && !confirmed {
+            // The name came with an unproven sign-up, and whoever just proved the address
+            // did not prove they made it (the sign-up's password): it never speaks for them.
+            sqlx::query("UPDATE readers SET name = NULL WHERE id = $1")
+                .bind(used.reader_id.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+        }
         let session = session::begin(
             &mut tx,
             used.reader_id,

@@ -1565,3 +1565,121 @@ async fn a_full_background_pool_refuses_clearly_and_the_accepted_work_still_happ
     })
     .await;
 }
+
+/// Issue #19: a name typed with an address nobody has proven appears in no email — the
+/// verification email greets generically — and if the mailbox's owner proves the address
+/// without the sign-up's password, the name is dropped; a sign-up proven with its own
+/// password keeps it.
+#[tokio::test]
+async fn a_name_given_with_an_unproven_address_never_speaks_for_the_newsroom() {
+    let app = TestApp::spawn().await;
+    let victim = "named-victim@example.org";
+    let planted = "Mallory-Says-Donate-To-Us";
+    let signed = app
+        .api
+        .post_json(
+            "/v1/accounts",
+            &json!({"email": victim, "password": "attacker's own password", "name": planted}),
+        )
+        .await;
+    assert_eq!(signed.status, StatusCode::ACCEPTED);
+    let verify = app.email_to(victim, 1).await;
+    assert!(!verify.text.contains(planted) && !verify.html.contains(planted));
+    assert!(verify.text.starts_with("Hello,"), "{}", verify.text);
+    // The owner clicks without the attacker's password: signed in, the name gone.
+    let token = app.link_token(victim, 1).await;
+    let used = app
+        .api
+        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
+        .await;
+    assert_eq!(used.status, StatusCode::CREATED);
+    assert_eq!(
+        request_link(&app, victim).await.status,
+        StatusCode::ACCEPTED
+    );
+    let later = app.email_to(victim, 2).await;
+    assert!(!later.text.contains(planted) && !later.html.contains(planted));
+    let stored: Option<String> = sqlx::query_scalar("SELECT name FROM readers WHERE email = $1")
+        .bind(victim)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, None);
+
+    // A reader who proves the address with their own sign-up's password keeps the name.
+    let ada = "named-ada@example.org";
+    app.api
+        .post_json(
+            "/v1/accounts",
+            &json!({"email": ada, "password": PASSWORD, "name": "Ada"}),
+        )
+        .await;
+    assert!(!app.email_to(ada, 1).await.text.contains("Ada"));
+    sign_in_by_link(&app, ada, 1).await;
+    assert_eq!(request_link(&app, ada).await.status, StatusCode::ACCEPTED);
+    assert!(app.email_to(ada, 2).await.text.starts_with("Hello Ada,"));
+}
+
+/// Issue #19: a signed-in reader's checkout links to them whatever address is typed (and
+/// Stripe's page gets their own); an anonymous checkout's typed address creates no reader
+/// until the payment completes with the address the payer gave on Stripe's page.
+#[tokio::test]
+async fn a_signed_in_checkout_is_the_readers_and_a_typed_address_alone_names_nobody() {
+    let app = TestApp::spawn().await;
+    let reader = "checkout-owner@example.org";
+    assert_eq!(
+        sign_up(&app, reader, PASSWORD).await.status,
+        StatusCode::ACCEPTED
+    );
+    let token = sign_in_by_link(&app, reader, 1).await;
+    let typed = "someone-else@example.org";
+    let started = send(
+        app.api
+            .request(Method::POST, "/v1/checkout")
+            .bearer_auth(&token)
+            .json(&json!({"interval": "once", "amount_minor": 1000, "currency": "usd", "email": typed})),
+    )
+    .await;
+    assert_eq!(started.status, StatusCode::CREATED);
+    let url = started.json()["checkout_url"].as_str().unwrap().to_owned();
+    let session_id = url.rsplit('/').next().unwrap().to_owned();
+    let session = app
+        .sim_get(&format!("/v1/checkout/sessions/{session_id}"))
+        .await;
+    assert_eq!(
+        session["customer_email"], reader,
+        "Stripe's page has their own address"
+    );
+    let owner: Option<String> = sqlx::query_scalar(
+        "SELECT r.email FROM contributions c JOIN readers r ON r.id = c.reader_id
+         WHERE c.id = $1::uuid",
+    )
+    .bind(started.json()["contribution_id"].as_str().unwrap())
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(owner.as_deref(), Some(reader));
+    let strangers: i64 = sqlx::query_scalar("SELECT count(*) FROM readers WHERE email = $1")
+        .bind(typed)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(strangers, 0, "the typed address is stored nowhere");
+
+    // Anonymous: the typed address creates nothing until Stripe says who paid.
+    let anonymous = "anonymous-typed@example.org";
+    let started = app
+        .api
+        .post_json(
+            "/v1/checkout",
+            &json!({"interval": "once", "amount_minor": 1000, "currency": "usd", "email": anonymous}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::CREATED);
+    let readers: i64 = sqlx::query_scalar("SELECT count(*) FROM readers WHERE email = $1")
+        .bind(anonymous)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(readers, 0);
+}

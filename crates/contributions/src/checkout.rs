@@ -23,8 +23,9 @@ pub struct CheckoutInput {
     pub amount_minor: i64,
     /// ISO 4217, any case.
     pub currency: String,
-    /// Prefills Stripe's page and links the contribution to the reader of this address
-    /// (created, unverified, when new); the address itself is stored only with the reader.
+    /// Prefills Stripe's page (anonymous checkouts only; a signed-in reader's own address
+    /// is used instead). Nothing is stored or sent to it until the payment completes: the
+    /// address the payer gave on Stripe's page then names the reader.
     #[serde(default)]
     pub email: Option<String>,
     /// Where the reader returns; must be on the configured allowlist.
@@ -306,15 +307,18 @@ pub async fn start_checkout(
 
     // Record the contribution (and the key's claim on it) before calling Stripe.
     let mut tx = pool.begin().await?;
-    let reader = match (&valid.email, signed_in) {
-        (Some(email), _) => Some(kopilka_accounts::reader::find_or_create(&mut tx, email).await?),
-        (None, Some(reader)) => {
+    // A signed-in reader's checkout is theirs, whatever address was typed: Stripe's page is
+    // prefilled with their own. An anonymous checkout names no reader until it completes:
+    // the address the payer gave on Stripe's page (prefilled with the typed one) names the
+    // reader then, so a typed address alone creates nothing and is sent nothing.
+    let reader = match signed_in {
+        Some(reader) => {
             valid.email = kopilka_accounts::reader::by_id(&mut tx, reader)
                 .await?
                 .and_then(|r| r.email);
             Some(reader)
         }
-        (None, None) => None,
+        None => None,
     };
     let mut contribution = ContributionId::new();
     if let Some(key) = idempotency_key {

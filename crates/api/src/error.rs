@@ -333,6 +333,10 @@ impl From<kopilka_accounts::AccountError> for AppError {
                 message: err.to_string(),
                 retry_after_secs: retry_after.as_secs().saturating_add(1),
             },
+            E::ReauthenticationRequired => Self::Forbidden {
+                code: "reauthentication_required",
+                message: err.to_string(),
+            },
             E::InvalidLink => Self::BadRequest {
                 code: "invalid_link",
                 message: err.to_string(),

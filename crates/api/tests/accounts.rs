@@ -1683,3 +1683,147 @@ async fn a_signed_in_checkout_is_the_readers_and_a_typed_address_alone_names_nob
         .unwrap();
     assert_eq!(readers, 0);
 }
+
+fn session_token(answer: &ApiResponse) -> String {
+    assert_eq!(
+        answer.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    answer.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// Issue #19, item 3: a password a reader can manage — changed with the current one, or
+/// reset after a fresh emailed link; never a common breached one; every other session ends
+/// on a change; "sign out everywhere"; an idle session ends; and a password of a refused
+/// length is never compared as another password.
+#[tokio::test]
+async fn a_reader_changes_resets_and_signs_out_everywhere_and_idle_sessions_end() {
+    let app = TestApp::spawn().await;
+    let email = "manages-password@example.org";
+    assert_eq!(
+        sign_up(&app, email, PASSWORD).await.status,
+        StatusCode::ACCEPTED
+    );
+    let by_link = sign_in_by_link(&app, email, 1).await;
+    let phone = session_token(&sign_in(&app, email, PASSWORD).await);
+    let laptop = session_token(&sign_in(&app, email, PASSWORD).await);
+    let change = |token: String, body: Value| {
+        let app = &app;
+        async move { as_reader(app, Method::POST, "/v1/me/password", &token, Some(body)).await }
+    };
+    let me = |token: String| {
+        let app = &app;
+        async move {
+            as_reader(app, Method::GET, "/v1/me", &token, None)
+                .await
+                .status
+        }
+    };
+    // A password session must give the current password.
+    assert_eq!(
+        change(
+            laptop.clone(),
+            json!({"new_password": "a brand new passphrase"})
+        )
+        .await
+        .error_code(403),
+        "reauthentication_required"
+    );
+    assert_eq!(
+        change(
+            laptop.clone(),
+            json!({"current_password": "not the password", "new_password": "a brand new passphrase"})
+        )
+        .await
+        .error_code(401),
+        "invalid_credentials"
+    );
+    assert_eq!(
+        change(
+            laptop.clone(),
+            json!({"current_password": PASSWORD, "new_password": "P@ssw0rd"})
+        )
+        .await
+        .error_code(422),
+        "password_too_common"
+    );
+    let changed = change(
+        laptop.clone(),
+        json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"}),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.json());
+    assert_eq!(changed.json()["sessions_ended"], 2);
+    assert_eq!(
+        me(laptop.clone()).await,
+        StatusCode::OK,
+        "this session stays"
+    );
+    let mine = as_reader(&app, Method::GET, "/v1/me/contributions", &laptop, None).await;
+    assert_eq!(mine.status, StatusCode::OK, "and still sees what is linked");
+    assert_eq!(me(phone).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(by_link).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        sign_in(&app, email, PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    session_token(&sign_in(&app, email, "a brand new passphrase").await);
+
+    // Forgotten: a fresh emailed link, then a new password without the old one.
+    assert_eq!(request_link(&app, email).await.status, StatusCode::ACCEPTED);
+    let token = app.link_token(email, 2).await;
+    let fresh = session_token(
+        &app.api
+            .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
+            .await,
+    );
+    let reset = change(fresh.clone(), json!({"new_password": "forgot it, so this"})).await;
+    assert_eq!(reset.status, StatusCode::OK, "{:?}", reset.json());
+    session_token(&sign_in(&app, email, "forgot it, so this").await);
+
+    // Sign out everywhere: every session, this one too.
+    let everywhere = as_reader(&app, Method::DELETE, "/v1/me/sessions", &fresh, None).await;
+    assert_eq!(everywhere.status, StatusCode::NO_CONTENT);
+    assert_eq!(me(fresh).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(laptop).await, StatusCode::UNAUTHORIZED);
+
+    // An idle session ends (here: unused for eight days; the default is seven).
+    let idle = session_token(&sign_in(&app, email, "forgot it, so this").await);
+    assert_eq!(me(idle.clone()).await, StatusCode::OK);
+    sqlx::query(
+        "UPDATE sessions SET last_seen_at = now() - interval '8 days' WHERE revoked_at IS NULL",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(me(idle).await, StatusCode::UNAUTHORIZED);
+}
+
+/// A password of a length Kopilka refuses is simply wrong at sign-in: it is never compared
+/// as another password (an account whose password is eight x's does not sign in with `a`).
+#[tokio::test]
+async fn a_refused_password_length_is_never_compared_as_another_password() {
+    let app = TestApp::spawn().await;
+    let email = "eight-x@example.org";
+    let xs = "xxxxxxxx";
+    assert_eq!(sign_up(&app, email, xs).await.status, StatusCode::ACCEPTED);
+    let token = app.link_token(email, 1).await;
+    let confirmed = app
+        .api
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": token, "password": xs}),
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::CREATED);
+    session_token(&sign_in(&app, email, xs).await);
+    for guess in ["a", "", &"x".repeat(300)] {
+        assert_eq!(
+            sign_in(&app, email, guess).await.error_code(401),
+            "invalid_credentials",
+            "{guess:?}"
+        );
+    }
+}

@@ -15,6 +15,7 @@ mod access;
 mod erasure;
 mod fuzz;
 mod input;
+mod limits;
 mod logs;
 mod outages;
 mod retention;
@@ -105,6 +106,10 @@ fn main() -> std::process::ExitCode {
         row(
             "retention::a_month_and_a_half_on_no_ip_no_spent_row_and_no_unlinked_reader_remain",
             retention::a_month_and_a_half_on_no_ip_no_spent_row_and_no_unlinked_reader_remain,
+        ),
+        row(
+            "limits::two_servers_share_each_budget_and_refuse_alike_for_every_address",
+            limits::two_servers_share_each_budget_and_refuse_alike_for_every_address,
         ),
         row(
             "input::malformed_oversized_deep_and_non_utf8_bodies_are_4xx_envelopes",

@@ -1,8 +1,9 @@
 //! Request budgets shared by every instance through Postgres, with no round trip on the
 //! request's path: an instance counts in memory ([`Limiter::admit`]) and, every flush
 //! interval, adds what it admitted to the shared counters in one statement and reads the
-//! sums back ([`Limiter::flush`]). Instances may together overshoot a budget by what they
-//! admit in one interval; a budget is otherwise exact across instances.
+//! sums back, and re-reads every counter it holds that is at least half spent
+//! ([`Limiter::flush`]). Instances may together overshoot a budget by what they admit in
+//! one interval; a budget is otherwise exact across instances.
 //!
 //! Budgets are fixed windows (`window_secs`, aligned to the epoch). Keys are whatever the
 //! caller passes: keyed HMACs of clients and addresses, never the values themselves.
@@ -46,6 +47,8 @@ struct Counter {
     /// Admitted here and not flushed yet.
     pending: i64,
     window_end: i64,
+    /// The budget's limit (a counter at least half spent is re-read at every flush).
+    limit: i64,
 }
 
 /// In-memory counts, flushed to the shared ones (table `rate_limits`).
@@ -54,6 +57,10 @@ pub struct Limiter {
     counters: Mutex<HashMap<(String, i64), Counter>>,
     max_keys: usize,
 }
+
+/// A counter's key and window start, the count taken for a flush, its window's end and
+/// its limit.
+type Taken = ((String, i64), i64, i64, i64);
 
 fn window_of(budget: Budget, now: i64) -> (i64, i64) {
     let secs = i64::from(budget.window_secs.max(1));
@@ -117,6 +124,7 @@ impl Limiter {
                     shared: 0,
                     pending: 0,
                     window_end,
+                    limit: i64::from(budget.limit),
                 })
                 .pending += 1;
         }
@@ -130,25 +138,51 @@ impl Limiter {
     /// # Errors
     /// Storage errors.
     pub async fn flush(&self, pool: &PgPool, now: i64) -> Result<(), StoreError> {
-        let taken: Vec<((String, i64), i64, i64)> = {
+        let (taken, at_risk): (Vec<Taken>, Vec<(String, i64)>) = {
             let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
             counters.retain(|_, c| c.window_end > now || c.pending > 0);
-            counters
+            let at_risk = counters
+                .iter()
+                .filter(|(_, c)| c.pending == 0 && c.window_end > now && c.shared * 2 >= c.limit)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let taken = counters
                 .iter_mut()
                 .filter(|(_, c)| c.pending > 0)
                 .map(|(k, c)| {
                     let pending = std::mem::take(&mut c.pending);
-                    (k.clone(), pending, c.window_end)
+                    (k.clone(), pending, c.window_end, c.limit)
                 })
-                .collect()
+                .collect();
+            (taken, at_risk)
         };
+        // What the other instances admitted to the counters this one holds half spent.
+        if !at_risk.is_empty() {
+            let keys: Vec<&str> = at_risk.iter().map(|(k, _)| k.as_str()).collect();
+            let starts: Vec<i64> = at_risk.iter().map(|(_, s)| *s).collect();
+            let sums: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT r.key, r.window_start, r.hits FROM rate_limits r
+                 JOIN UNNEST($1::text[], $2::bigint[]) AS k(key, window_start)
+                   ON r.key = k.key AND r.window_start = k.window_start",
+            )
+            .bind(&keys)
+            .bind(&starts)
+            .fetch_all(pool)
+            .await?;
+            let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, start, hits) in sums {
+                if let Some(c) = counters.get_mut(&(key, start)) {
+                    c.shared = c.shared.max(hits);
+                }
+            }
+        }
         if taken.is_empty() {
             return Ok(());
         }
-        let keys: Vec<&str> = taken.iter().map(|((k, _), _, _)| k.as_str()).collect();
-        let starts: Vec<i64> = taken.iter().map(|((_, s), _, _)| *s).collect();
-        let ends: Vec<i64> = taken.iter().map(|(_, _, e)| *e).collect();
-        let deltas: Vec<i64> = taken.iter().map(|(_, d, _)| *d).collect();
+        let keys: Vec<&str> = taken.iter().map(|((k, _), _, _, _)| k.as_str()).collect();
+        let starts: Vec<i64> = taken.iter().map(|((_, s), _, _, _)| *s).collect();
+        let ends: Vec<i64> = taken.iter().map(|(_, _, e, _)| *e).collect();
+        let deltas: Vec<i64> = taken.iter().map(|(_, d, _, _)| *d).collect();
         let sums: Result<Vec<(String, i64, i64)>, sqlx::Error> = sqlx::query_as(
             "INSERT INTO rate_limits (key, window_start, window_end, hits)
              SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
@@ -172,13 +206,14 @@ impl Limiter {
                 Ok(())
             }
             Err(err) => {
-                for ((key, start), delta, window_end) in taken {
+                for ((key, start), delta, window_end, limit) in taken {
                     counters
                         .entry((key, start))
                         .or_insert(Counter {
                             shared: 0,
                             pending: 0,
                             window_end,
+                            limit,
                         })
                         .pending += delta;
                 }

@@ -215,6 +215,7 @@ pub async fn guessing_is_throttled_and_the_emailed_link_still_works() {
     let mut stack = Stack::options()
         .worker_in_serve(true)
         .env("KOPILKA__SERVER__CLIENT_IP_HEADER", "x-forwarded-for")
+        .env("KOPILKA__SERVER__TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
         .env("KOPILKA__ACCOUNTS__BACKOFF_BASE_SECS", "600")
         .start()
         .await;

@@ -9,7 +9,6 @@ use kopilka_config::Settings;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -79,8 +78,8 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<S
 /// Wraps `routes` in the API's layers, outermost first: request id (a client's only when
 /// it is a plain hex id), tracing (the span carries the request id, method and matched
 /// route template — never the raw path or query, which may hold tokens), compression, the
-/// error envelope, panic catching (the panic's message is not logged), CORS from the
-/// configured allowlist, the request timeout and the body limit.
+/// error envelope, panic catching (the panic's message is not logged), CORS for the
+/// widget's routes from the configured allowlist, the request timeout and the body limit.
 pub fn with_layers(routes: Router, settings: &Settings) -> Router {
     let server = &settings.server;
     let outer = ServiceBuilder::new()
@@ -105,7 +104,10 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
         .layer(CompressionLayer::new());
     let inner = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(cors(&server.cors_allowed_origins))
+        .layer(crate::cross_origin::widget_cors(
+            &server.cors_allowed_origins,
+            REQUEST_ID,
+        ))
         // 503, not 408: a 408 invites clients to resend, which a POST must not do blindly.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -121,23 +123,6 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
         .layer(inner)
         .layer(axum::middleware::map_response(errors_as_envelopes))
         .layer(outer)
-}
-
-fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|origin| HeaderValue::from_str(origin).ok())
-        .collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            HeaderName::from_static("idempotency-key"),
-        ])
-        .allow_credentials(true)
-        .expose_headers([REQUEST_ID])
 }
 
 /// Layers outside our handlers (routing's 405, the timeout's 503, the body limit's 413, a

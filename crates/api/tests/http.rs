@@ -116,30 +116,88 @@ async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
 }
 
 #[tokio::test]
-async fn cors_answers_only_the_configured_origins() {
+async fn credentialed_cors_answers_only_the_widgets_routes_from_the_configured_origins() {
+    let site = "https://news.example.org";
     let app = TestApp::spawn_with(|settings| {
-        settings.server.cors_allowed_origins = vec!["https://news.example.org".into()];
+        settings.server.cors_allowed_origins = vec![site.into()];
     })
     .await;
-    let preflight = |origin: &'static str| {
-        app.api
-            .request(Method::OPTIONS, "/healthz")
-            .header("origin", origin)
-            .header("access-control-request-method", "GET")
+    let preflight = |path: &str, method: &str, origin: &str| {
+        send(
+            app.api
+                .request(Method::OPTIONS, path)
+                .header("origin", origin)
+                .header("access-control-request-method", method)
+                .header("access-control-request-headers", "content-type"),
+        )
     };
-    let allowed = send(preflight("https://news.example.org")).await;
-    assert_eq!(
-        allowed.headers.get("access-control-allow-origin").unwrap(),
-        "https://news.example.org"
-    );
-    let refused = send(preflight("https://evil.example.com")).await;
-    assert!(refused.headers.get("access-control-allow-origin").is_none());
+    // What the widget calls (grep `call(` in widget.js), PUT included.
+    for (path, method) in [
+        ("/v1/offer", "GET"),
+        ("/v1/banner", "GET"),
+        ("/v1/banner", "PUT"),
+        ("/v1/checkout", "POST"),
+        ("/v1/checkout/outcome", "GET"),
+        ("/v1/reminders", "POST"),
+        ("/v1/sessions/magic-link", "POST"),
+        ("/v1/entitlements", "GET"),
+    ] {
+        let allowed = preflight(path, method, site).await;
+        assert_eq!(
+            allowed
+                .headers
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
+            Some(site),
+            "{method} {path}"
+        );
+        assert_eq!(allowed.headers["access-control-allow-credentials"], "true");
+        let methods = allowed.headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap();
+        assert!(methods.contains(method), "{method} {path}: {methods}");
+        let refused = preflight(path, method, "https://evil.example.com").await;
+        assert!(
+            refused.headers.get("access-control-allow-origin").is_none(),
+            "{path}"
+        );
+    }
+    // A reader's own data and the plan routes are same-origin only: no CORS header at all,
+    // not even to the newsroom's site.
+    for (path, method) in [
+        ("/v1/me", "GET"),
+        ("/v1/me", "DELETE"),
+        ("/v1/me/export", "GET"),
+        ("/v1/me/contributions", "GET"),
+        (
+            "/v1/me/recurring/00000000-0000-0000-0000-000000000000/cancel",
+            "POST",
+        ),
+        ("/v1/plan-links/abc", "POST"),
+        ("/v1/sessions", "POST"),
+        ("/v1/sessions/magic-link/consume", "POST"),
+        ("/healthz", "GET"),
+    ] {
+        let answer = preflight(path, method, site).await;
+        assert!(!answer.status.is_success(), "{path}: {}", answer.status);
+        let cors: Vec<_> = answer
+            .headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .collect();
+        assert!(cors.is_empty(), "{method} {path}: {cors:?}");
+        let read = send(app.api.request(Method::GET, path).header("origin", site)).await;
+        assert!(
+            read.headers.get("access-control-allow-origin").is_none(),
+            "{path}"
+        );
+    }
 
     // An error answered by a layer keeps its CORS headers, so the widget can read it.
     let not_allowed = send(
         app.api
-            .request(Method::POST, "/healthz")
-            .header("origin", "https://news.example.org"),
+            .request(Method::POST, "/v1/offer")
+            .header("origin", site),
     )
     .await;
     assert_eq!(not_allowed.error_code(405), "method_not_allowed");
@@ -148,8 +206,73 @@ async fn cors_answers_only_the_configured_origins() {
             .headers
             .get("access-control-allow-origin")
             .unwrap(),
-        "https://news.example.org"
+        site
     );
+}
+
+/// Wrong passwords for fresh addresses, each "from" a different forwarded address: how
+/// many are refused 429 shows which address the per-client throttle counted.
+async fn throttled_guesses(app: &TestApp, forwarded: &[&str]) -> usize {
+    let mut refused = 0;
+    for (n, ip) in forwarded.iter().enumerate() {
+        let answer = send(
+            app.api
+                .request(Method::POST, "/v1/sessions")
+                .header("x-forwarded-for", *ip)
+                .json(&json!({"email": format!("guess-{n}@example.org"), "password": "wrong password"})),
+        )
+        .await;
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&answer.status),
+            "{}",
+            answer.status
+        );
+        refused += usize::from(answer.status == StatusCode::TOO_MANY_REQUESTS);
+    }
+    refused
+}
+
+#[tokio::test]
+async fn a_forwarded_address_counts_only_from_a_trusted_proxy_and_ipv6_per_slash_64() {
+    let fresh: Vec<String> = (1..=6).map(|n| format!("203.0.113.{n}")).collect();
+    let fresh: Vec<&str> = fresh.iter().map(String::as_str).collect();
+    let limits = |s: &mut kopilka_config::Settings| {
+        s.server.client_ip_header = Some("x-forwarded-for".into());
+        s.accounts.free_failures_per_ip = 2;
+        s.accounts.backoff_base_secs = 300;
+    };
+    // The test client connects from 127.0.0.1, which is no trusted proxy here: its
+    // X-Forwarded-For is the client's own invention, so every guess counts against it.
+    let untrusted = TestApp::spawn_with(|s| {
+        limits(s);
+        s.server.trusted_proxies = vec!["192.0.2.0/24".parse().unwrap()];
+    })
+    .await;
+    assert!(
+        throttled_guesses(&untrusted, &fresh).await >= 3,
+        "a forged header must not give each guess a fresh address"
+    );
+
+    // Behind a trusted proxy (loopback here), each forwarded address counts by itself...
+    let proxied = TestApp::spawn_with(|s| {
+        limits(s);
+        s.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(throttled_guesses(&proxied, &fresh).await, 0);
+    // ...the right-most untrusted entry, not what the client wrote on the left...
+    let forged: Vec<String> = (1..=6)
+        .map(|n| format!("198.51.100.{n}, 203.0.113.200, 127.0.0.1"))
+        .collect();
+    let forged: Vec<&str> = forged.iter().map(String::as_str).collect();
+    assert!(throttled_guesses(&proxied, &forged).await >= 3);
+    // ...and an IPv6 client as its /64: fresh interface ids are one client.
+    let v6: Vec<String> = (1..=6).map(|n| format!("2001:db8:7:7::{n:x}")).collect();
+    let v6: Vec<&str> = v6.iter().map(String::as_str).collect();
+    assert!(throttled_guesses(&proxied, &v6).await >= 3);
+    let other_nets: Vec<String> = (1..=6).map(|n| format!("2001:db8:8:{n:x}::1")).collect();
+    let other_nets: Vec<&str> = other_nets.iter().map(String::as_str).collect();
+    assert_eq!(throttled_guesses(&proxied, &other_nets).await, 0);
 }
 
 const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";

@@ -11,6 +11,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -75,7 +76,25 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<S
     response
 }
 
-/// Wraps `routes` in the API's layers, outermost first: request id (a client's only when
+/// The policy of every answer that is not one of Kopilka's pages (JSON, the script, errors,
+/// redirects): it loads nothing, runs nothing and may not be framed. Pages send their own
+/// (see `pages`), which this does not replace.
+const API_POLICY: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// `Strict-Transport-Security` for production (`KOPILKA_ENV=production`, whose public URL
+/// is always https): browsers then refuse plain HTTP to this host for a year. Not in dev or
+/// test, which run on plain `http://127.0.0.1`, where pinning HTTPS would lock a developer
+/// out of every local port's plain HTTP. No `includeSubDomains`: Kopilka may live on the
+/// newsroom's own domain, whose other hosts are not ours to pin.
+pub(crate) fn strict_transport_security(settings: &Settings) -> Option<HeaderValue> {
+    (settings.env == kopilka_config::Environment::Production)
+        .then(|| HeaderValue::from_static("max-age=31536000"))
+}
+
+/// Wraps `routes` in the API's layers, outermost first: the security headers every answer
+/// carries unless it set its own (`X-Content-Type-Options: nosniff`, `Referrer-Policy:
+/// no-referrer`, the [`API_POLICY`] CSP, HSTS in production), request id (a client's only when
 /// it is a plain hex id), tracing (the span carries the request id, method and matched
 /// route template — never the raw path or query, which may hold tokens), compression, the
 /// error envelope, panic catching (the panic's message is not logged), CORS for the
@@ -83,6 +102,21 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<S
 pub fn with_layers(routes: Router, settings: &Settings) -> Router {
     let server = &settings.server;
     let outer = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(API_POLICY),
+        ))
+        .option_layer(strict_transport_security(settings).map(|value| {
+            SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, value)
+        }))
         .map_request(strict_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(

@@ -18,6 +18,7 @@ mod me;
 mod metrics;
 mod offer;
 mod openapi;
+mod pages;
 mod reminders;
 mod revocation;
 mod serve;

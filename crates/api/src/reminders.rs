@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use kopilka_accounts::banner::{BannerChange, BannerState};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -87,27 +87,12 @@ pub struct TokenQuery {
     token: String,
 }
 
-fn page(template: &str, token: &str) -> Response {
-    let escaped = token
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        .collect::<String>();
-    (
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
-        Html(template.replace("{{TOKEN}}", &escaped)),
-    )
-        .into_response()
-}
-
 /// The unsubscribe link's page: it asks for confirmation and changes nothing (a GET never
 /// unsubscribes: mail scanners open links).
 #[utoipa::path(get, path = "/v1/reminders/unsubscribe", tag = "reminders", params(TokenQuery),
     responses((status = 200, description = "A confirmation page", content_type = "text/html")))]
 async fn unsubscribe_page(Query(query): Query<TokenQuery>) -> Response {
-    page(include_str!("pages/unsubscribe.html"), &query.token)
+    crate::pages::UNSUBSCRIBE.with_token(&query.token)
 }
 
 /// One-click unsubscribe (RFC 8058: mail clients POST `List-Unsubscribe=One-Click`; any
@@ -185,7 +170,7 @@ async fn set_banner(
     params(("token" = String, Path, description = "From the email")),
     responses((status = 200, description = "A confirmation page", content_type = "text/html")))]
 async fn plan_link_page(Path(token): Path<String>) -> Response {
-    page(include_str!("pages/plan_link.html"), &token)
+    crate::pages::PLAN_LINK.with_token(&token)
 }
 
 /// Does what a one-click plan link says, without signing in (the link is signed and

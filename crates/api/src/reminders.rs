@@ -186,6 +186,13 @@ async fn use_plan_link(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<Response, AppError> {
+    // A forged or expired link is 400 whether or not payments are configured: the token is
+    // checked before anything needs Stripe.
+    if kopilka_accounts::plan_link::verify(&state.accounts.keys, &token, OffsetDateTime::now_utc())
+        .is_none()
+    {
+        return Err(kopilka_recurring::RecurringError::LinkInvalid.into());
+    }
     let stripe = crate::me::stripe(&state)?;
     let done = kopilka_recurring::use_plan_link(
         &state.pool,

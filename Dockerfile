@@ -26,6 +26,9 @@ USER kopilka
 ENV KOPILKA_ENV=production \
     KOPILKA_CONFIG_DIR=/app/config \
     KOPILKA__SERVER__ADDR=0.0.0.0:8080
+# On 0.0.0.0 production refuses to start until it knows where client IPs come from:
+# KOPILKA__SERVER__TRUSTED_PROXIES + KOPILKA__SERVER__CLIENT_IP_HEADER behind a proxy or
+# CDN, or KOPILKA__SERVER__CLIENT_IP=peer when readers reach the container directly.
 EXPOSE 8080
 # tini forwards SIGTERM so in-flight requests finish (graceful shutdown).
 ENTRYPOINT ["/usr/bin/tini", "--", "kopilka"]

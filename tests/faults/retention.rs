@@ -17,6 +17,7 @@ const DONOR: &str = "sweep-donor@example.org";
 pub async fn a_month_and_a_half_on_no_ip_no_spent_row_and_no_unlinked_reader_remain() {
     let mut stack = Stack::options()
         .env("KOPILKA__SERVER__CLIENT_IP_HEADER", "x-forwarded-for")
+        .env("KOPILKA__SERVER__TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
         .env("KOPILKA__ACCOUNTS__FREE_FAILURES_PER_IP", "2")
         // The paid gift's receipt is an email send: unlinked after 30 days here.
         .env("KOPILKA__RETENTION__EMAIL_SEND_DAYS", "30")

@@ -40,18 +40,13 @@ impl LoginKeys {
     }
 }
 
-/// IPv6 clients are throttled per /64 (one host usually owns the whole prefix).
+/// IPv6 clients are throttled per /64 (one host usually owns the whole prefix): see
+/// [`kopilka_domain::client::throttle_key`], the one rule every per-client limit uses.
 #[must_use]
 pub fn canonical(ip: IpAddr) -> String {
-    match ip {
+    match kopilka_domain::client::throttle_key(ip) {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+        IpAddr::V6(v6) => format!("{v6}/64"),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use kopilka_accounts::{Password, SignUp, parse_email, reader::parse_name};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -254,17 +254,8 @@ pub struct LinkQuery {
 /// its button posts the token to `/v1/sessions/magic-link/consume`.
 #[utoipa::path(get, path = "/v1/sessions/magic-link", tag = "accounts", params(LinkQuery),
     responses((status = 200, description = "A page with a sign-in button", content_type = "text/html")))]
-async fn link_page(Query(query): Query<LinkQuery>) -> impl IntoResponse {
-    let token = serde_json::to_string(&query.token).unwrap_or_else(|_| "\"\"".into());
-    let page = include_str!("pages/magic_link.html")
-        .replace("\"{{TOKEN}}\"", &token.replace('<', "\\u003c"));
-    (
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
-        Html(page),
-    )
+async fn link_page(Query(query): Query<LinkQuery>) -> Response {
+    crate::pages::MAGIC_LINK.with_token(&query.token)
 }
 
 /// Uses an emailed link (once): the address counts as verified, and a session begins.

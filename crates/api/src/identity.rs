@@ -57,43 +57,86 @@ fn session_token(headers: &HeaderMap) -> Option<(SecretString, bool)> {
     bearer.or_else(|| cookie(headers, SESSION_COOKIE).map(|t| (SecretString::from(t), true)))
 }
 
-/// Cookie-authenticated changes must come from the API's own origin or a configured site:
-/// `Sec-Fetch-Site: same-origin|none`, else an `Origin` on the allowlist. A request with
-/// neither header is not from a browser, so it cannot be a forged cross-site one.
+/// Whether a cookie-authenticated request may act. An `Origin` a browser sends must be the
+/// API's own or, on a route the widget calls, a configured site (`/v1/me…` and the plan
+/// routes are same-origin only); a foreign one is refused for every change, and for any
+/// request claiming `Sec-Fetch-Site: none` (a typed URL or bookmark has no foreign origin:
+/// that is no browser's navigation). A change without `Origin` needs `Sec-Fetch-Site`
+/// `same-origin` or `none`, or neither header (not a browser, so not a forged cross-site
+/// request). Reads pass otherwise: CORS decides what a page may read.
 pub(crate) fn same_site_request(
     method: &Method,
+    path: &str,
     headers: &HeaderMap,
     settings: &kopilka_config::Settings,
 ) -> bool {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return true;
-    }
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(fetch_site, Some("same-origin" | "none")) {
-        return true;
-    }
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+    let change = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let fetch_site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    match headers.get(header::ORIGIN) {
         Some(origin) => {
-            origin == settings.public_url.origin().ascii_serialization()
-                || settings
+            let ours = origin.as_bytes()
+                == settings
+                    .public_url
+                    .origin()
+                    .ascii_serialization()
+                    .as_bytes();
+            let configured = crate::cross_origin::widget_route(path)
+                && settings
                     .server
                     .cors_allowed_origins
                     .iter()
-                    .any(|o| o == origin)
+                    .any(|o| o.as_bytes() == origin.as_bytes());
+            ours || configured || !(change || fetch_site == Some(b"none"))
         }
-        None => fetch_site.is_none(),
+        None => !change || matches!(fetch_site, None | Some(b"same-origin" | b"none")),
     }
+}
+
+/// Whether a change carries JSON or no declared body: a cookie-authenticated change with a
+/// form's or `text/plain` body is what a cross-site page can send without asking CORS.
+fn json_or_no_body(method: &Method, headers: &HeaderMap) -> bool {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|value| is_json(value.as_bytes()))
+}
+
+/// `application/json` or `application/*+json`, with any parameters.
+pub(crate) fn is_json(content_type: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(content_type) else {
+        return false;
+    };
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 async fn signed_in(parts: &Parts, state: &AppState) -> Result<Option<SignedIn>, AppError> {
     let Some((token, via_cookie)) = session_token(&parts.headers) else {
         return Ok(None);
     };
-    if via_cookie && !same_site_request(&parts.method, &parts.headers, &state.settings) {
+    if via_cookie
+        && !same_site_request(
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            &state.settings,
+        )
+    {
         return Err(AppError::Forbidden {
             code: "cross_site_request",
             message: "a cookie-authenticated change must come from the newsroom's own site".into(),
         });
+    }
+    if via_cookie && !json_or_no_body(&parts.method, &parts.headers) {
+        return Err(AppError::UnsupportedMediaType);
     }
     let mut conn = state
         .pool
@@ -140,6 +183,56 @@ impl FromRequestParts<AppState> for MaybeSignedIn {
     }
 }
 
+impl ClientIp {
+    /// The key every per-client limit counts this client under: an IPv4 address as it is,
+    /// an IPv6 address as its /64 ([`kopilka_domain::client::throttle_key`]).
+    #[must_use]
+    pub fn throttle_key(self) -> Option<IpAddr> {
+        self.0.map(kopilka_domain::client::throttle_key)
+    }
+}
+
+/// The client's address: the TCP `peer`, unless the peer is one of
+/// `server.trusted_proxies`; then the right-most address of the configured header's
+/// `forwarded` values (in the order they came) that is not itself a trusted proxy (every
+/// proxy appends the address it was reached from, so the entries left of the first
+/// untrusted one are whatever the client chose to send). If every entry is trusted, the
+/// left-most; an entry that is not an address ends the walk at the last trusted hop.
+#[must_use]
+pub fn client_address<'a>(
+    peer: IpAddr,
+    forwarded: impl DoubleEndedIterator<Item = &'a str>,
+    server: &kopilka_config::ServerSettings,
+) -> IpAddr {
+    let peer = peer.to_canonical();
+    if server.client_ip_header.is_none() || !server.is_trusted_proxy(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    // A proxy chain is short; a header of thousands of entries is not walked to its end.
+    for entry in forwarded.rev().flat_map(|v| v.rsplit(',')).take(32) {
+        let Some(ip) = forwarded_address(entry) else {
+            break;
+        };
+        client = ip;
+        if !server.is_trusted_proxy(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One entry of a forwarded header: `203.0.113.7`, `2001:db8::1`, or with a port
+/// (`203.0.113.7:443`, `[2001:db8::1]:443`), as some proxies write it.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp
 where
     AppState: axum::extract::FromRef<S>,
@@ -148,20 +241,27 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = <AppState as axum::extract::FromRef<S>>::from_ref(state);
-        let from_header = state
-            .settings
-            .server
+        let server = &state.settings.server;
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(Self(None));
+        };
+        let forwarded = server
             .client_ip_header
             .as_deref()
-            .and_then(|name| parts.headers.get(name))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        Ok(Self(from_header.or(peer)))
+            .map(|name| {
+                parts
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        Ok(Self(Some(client_address(
+            peer.ip(),
+            forwarded.into_iter(),
+            server,
+        ))))
     }
 }
 
@@ -188,4 +288,84 @@ pub(crate) fn cleared_session_cookie() -> HeaderValue {
     HeaderValue::from_static(
         "__Host-kopilka_session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::client_address;
+
+    fn server(header: Option<&str>, proxies: &[&str]) -> kopilka_config::ServerSettings {
+        let mut settings = kopilka_config::Settings::for_env(
+            kopilka_config::Environment::Test,
+            std::path::Path::new("/nonexistent"),
+        )
+        .expect("test settings")
+        .server;
+        settings.client_ip_header = header.map(str::to_owned);
+        settings.trusted_proxies = proxies.iter().map(|p| p.parse().unwrap()).collect();
+        settings
+    }
+
+    fn client(peer: &str, forwarded: &[&str], server: &kopilka_config::ServerSettings) -> String {
+        client_address(
+            peer.parse::<IpAddr>().unwrap(),
+            forwarded.iter().copied(),
+            server,
+        )
+        .to_string()
+    }
+
+    #[test]
+    fn a_forwarded_header_counts_only_from_a_trusted_proxy() {
+        let lb = server(Some("x-forwarded-for"), &["10.0.0.0/8", "fd00::/8"]);
+        // Directly connected: the header is whatever the client wrote.
+        assert_eq!(
+            client("198.51.100.9", &["203.0.113.7"], &lb),
+            "198.51.100.9"
+        );
+        // Through the load balancer: the address it saw.
+        assert_eq!(client("10.1.2.3", &["203.0.113.7"], &lb), "203.0.113.7");
+        // A forged left part is skipped: the right-most untrusted entry counts.
+        assert_eq!(
+            client("10.1.2.3", &["1.2.3.4, 203.0.113.7, 10.9.9.9"], &lb),
+            "203.0.113.7"
+        );
+        // Several header lines read as one list, in order.
+        assert_eq!(
+            client("10.1.2.3", &["1.2.3.4", "203.0.113.7, 10.0.0.5"], &lb),
+            "203.0.113.7"
+        );
+        // Garbage ends the walk at the last trusted hop.
+        assert_eq!(client("10.1.2.3", &["203.0.113.7, junk"], &lb), "10.1.2.3");
+        assert_eq!(client("10.1.2.3", &[], &lb), "10.1.2.3");
+        // Ports and brackets some proxies add; IPv4-mapped peers.
+        assert_eq!(
+            client("10.1.2.3", &["[2001:db8::5]:443"], &lb),
+            "2001:db8::5"
+        );
+        assert_eq!(
+            client("::ffff:10.1.2.3", &["203.0.113.8:1234"], &lb),
+            "203.0.113.8"
+        );
+        // Every entry trusted: the left-most.
+        assert_eq!(client("10.1.2.3", &["10.0.0.7, 10.0.0.8"], &lb), "10.0.0.7");
+        // No header configured: the peer, whatever is sent.
+        let direct = server(None, &[]);
+        assert_eq!(client("10.1.2.3", &["203.0.113.7"], &direct), "10.1.2.3");
+    }
+
+    #[test]
+    fn a_cdn_header_names_the_client() {
+        let cdn = server(Some("cf-connecting-ip"), &["173.245.48.0/20"]);
+        assert_eq!(
+            client("173.245.48.1", &["2001:db8:1::1"], &cdn),
+            "2001:db8:1::1"
+        );
+        assert_eq!(
+            client("203.0.113.1", &["2001:db8:1::1"], &cdn),
+            "203.0.113.1"
+        );
+    }
 }

@@ -9,9 +9,9 @@ use kopilka_config::Settings;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -76,14 +76,47 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<S
     response
 }
 
-/// Wraps `routes` in the API's layers, outermost first: request id (a client's only when
+/// The policy of every answer that is not one of Kopilka's pages (JSON, the script, errors,
+/// redirects): it loads nothing, runs nothing and may not be framed. Pages send their own
+/// (see `pages`), which this does not replace.
+const API_POLICY: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// `Strict-Transport-Security` for production (`KOPILKA_ENV=production`, whose public URL
+/// is always https): browsers then refuse plain HTTP to this host for a year. Not in dev or
+/// test, which run on plain `http://127.0.0.1`, where pinning HTTPS would lock a developer
+/// out of every local port's plain HTTP. No `includeSubDomains`: Kopilka may live on the
+/// newsroom's own domain, whose other hosts are not ours to pin.
+pub(crate) fn strict_transport_security(settings: &Settings) -> Option<HeaderValue> {
+    (settings.env == kopilka_config::Environment::Production)
+        .then(|| HeaderValue::from_static("max-age=31536000"))
+}
+
+/// Wraps `routes` in the API's layers, outermost first: the security headers every answer
+/// carries unless it set its own (`X-Content-Type-Options: nosniff`, `Referrer-Policy:
+/// no-referrer`, the [`API_POLICY`] CSP, HSTS in production), request id (a client's only when
 /// it is a plain hex id), tracing (the span carries the request id, method and matched
 /// route template — never the raw path or query, which may hold tokens), compression, the
-/// error envelope, panic catching (the panic's message is not logged), CORS from the
-/// configured allowlist, the request timeout and the body limit.
+/// error envelope, panic catching (the panic's message is not logged), CORS for the
+/// widget's routes from the configured allowlist, the request timeout and the body limit.
 pub fn with_layers(routes: Router, settings: &Settings) -> Router {
     let server = &settings.server;
     let outer = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(API_POLICY),
+        ))
+        .option_layer(strict_transport_security(settings).map(|value| {
+            SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, value)
+        }))
         .map_request(strict_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
@@ -105,7 +138,10 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
         .layer(CompressionLayer::new());
     let inner = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(cors(&server.cors_allowed_origins))
+        .layer(crate::cross_origin::widget_cors(
+            &server.cors_allowed_origins,
+            REQUEST_ID,
+        ))
         // 503, not 408: a 408 invites clients to resend, which a POST must not do blindly.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -121,23 +157,6 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
         .layer(inner)
         .layer(axum::middleware::map_response(errors_as_envelopes))
         .layer(outer)
-}
-
-fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|origin| HeaderValue::from_str(origin).ok())
-        .collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            HeaderName::from_static("idempotency-key"),
-        ])
-        .allow_credentials(true)
-        .expose_headers([REQUEST_ID])
 }
 
 /// Layers outside our handlers (routing's 405, the timeout's 503, the body limit's 413, a

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod checkout;
+mod cross_origin;
 mod entitlements;
 mod error;
 mod extract;
@@ -18,6 +19,7 @@ mod me;
 mod metrics;
 mod offer;
 mod openapi;
+mod pages;
 mod reminders;
 mod revocation;
 mod serve;
@@ -36,7 +38,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use entitlements::SharedKeyring;
 pub use error::{AppError, ErrorBody, ErrorDetail};
 pub use extract::ApiJson;
-pub use identity::{ClientIp, MaybeSignedIn, SignedIn};
+pub use identity::{ClientIp, MaybeSignedIn, SignedIn, client_address};
 pub use layers::with_layers;
 pub use limits::PublicLimits;
 pub use metrics::admin_router;

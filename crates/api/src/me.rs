@@ -417,9 +417,15 @@ async fn cancel_plan(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<ApiJson<kopilka_recurring::privacy::PlanExport>, AppError> {
-    // The body is optional: none means "at the period's end".
+    // The body is optional: none means "at the period's end". One that is there is JSON:
+    // a form's or text/plain body is what a cross-site page could send unasked.
     let when: CancelWhen = if body.iter().all(u8::is_ascii_whitespace) {
         CancelWhen::default()
+    } else if !headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| crate::identity::is_json(v.as_bytes()))
+    {
+        return Err(AppError::UnsupportedMediaType);
     } else {
         serde_json::from_slice(&body).map_err(|e| AppError::Unprocessable {
             code: "invalid_body",

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use kopilka_accounts::banner::{BannerChange, BannerState};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -93,27 +93,12 @@ pub struct TokenQuery {
     token: String,
 }
 
-fn page(template: &str, token: &str) -> Response {
-    let escaped = token
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        .collect::<String>();
-    (
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
-        Html(template.replace("{{TOKEN}}", &escaped)),
-    )
-        .into_response()
-}
-
 /// The unsubscribe link's page: it asks for confirmation and changes nothing (a GET never
 /// unsubscribes: mail scanners open links).
 #[utoipa::path(get, path = "/v1/reminders/unsubscribe", tag = "reminders", params(TokenQuery),
     responses((status = 200, description = "A confirmation page", content_type = "text/html")))]
 async fn unsubscribe_page(Query(query): Query<TokenQuery>) -> Response {
-    page(include_str!("pages/unsubscribe.html"), &query.token)
+    crate::pages::UNSUBSCRIBE.with_token(&query.token)
 }
 
 /// One-click unsubscribe (RFC 8058: mail clients POST `List-Unsubscribe=One-Click`; any
@@ -193,7 +178,7 @@ async fn set_banner(
     params(("token" = String, Path, description = "From the email")),
     responses((status = 200, description = "A confirmation page", content_type = "text/html")))]
 async fn plan_link_page(Path(token): Path<String>) -> Response {
-    page(include_str!("pages/plan_link.html"), &token)
+    crate::pages::PLAN_LINK.with_token(&token)
 }
 
 /// Does what a one-click plan link says, without signing in (the link is signed and
@@ -211,6 +196,13 @@ async fn use_plan_link(
     Path(token): Path<String>,
 ) -> Result<Response, AppError> {
     state.limits.admit(Route::PlanLink, ip, None)?;
+    // A forged or expired link is 400 whether or not payments are configured: the token is
+    // checked before anything needs Stripe.
+    if kopilka_accounts::plan_link::verify(&state.accounts.keys, &token, OffsetDateTime::now_utc())
+        .is_none()
+    {
+        return Err(kopilka_recurring::RecurringError::LinkInvalid.into());
+    }
     let stripe = crate::me::stripe(&state)?;
     let done = kopilka_recurring::use_plan_link(
         &state.pool,

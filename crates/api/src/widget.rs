@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use axum::Router;
 use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kopilka_config::{Environment, Settings};
 use sha2::{Digest, Sha256};
@@ -69,11 +69,13 @@ struct DemoQuery {
 }
 
 /// A demo article page that embeds the widget as a newsroom's site would.
-async fn demo(Query(query): Query<DemoQuery>) -> Html<String> {
-    let page = include_str!("widget/demo.html");
-    Html(if query.lang.as_deref() == Some("ru") {
-        page.replace("<html lang=\"en\">", "<html lang=\"ru\">")
+async fn demo(Query(query): Query<DemoQuery>) -> Response {
+    let page = &crate::pages::DEMO;
+    if query.lang.as_deref() == Some("ru") {
+        page.answer(
+            include_str!("widget/demo.html").replace("<html lang=\"en\">", "<html lang=\"ru\">"),
+        )
     } else {
-        page.to_owned()
-    })
+        page.as_is()
+    }
 }

@@ -774,6 +774,10 @@ async fn the_banner_state_follows_the_reader_across_devices() {
     assert_eq!(reopened["closed_at"], Value::Null);
 }
 
+fn uuid_nil() -> &'static str {
+    "00000000-0000-0000-0000-000000000000"
+}
+
 #[tokio::test]
 async fn cookie_authenticated_changes_must_come_from_the_site() {
     let app = TestApp::spawn_with(|s| {
@@ -822,12 +826,92 @@ async fn cookie_authenticated_changes_must_come_from_the_site() {
         change(None, Some("same-origin")).await.status,
         StatusCode::NO_CONTENT
     );
+    // `/v1/me` is same-origin only: not even the newsroom's site may change it.
     assert_eq!(
         change(Some("https://news.example.org"), Some("same-site"))
             .await
-            .status,
-        StatusCode::NO_CONTENT
+            .error_code(403),
+        "cross_site_request"
     );
+    // `Sec-Fetch-Site: none` is a typed URL or a bookmark: it has no foreign origin.
+    assert_eq!(
+        change(Some("https://evil.example"), Some("none"))
+            .await
+            .error_code(403),
+        "cross_site_request"
+    );
+    assert_eq!(
+        change(
+            Some(&app.settings.public_url.origin().ascii_serialization()),
+            Some("same-origin")
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT,
+        "the API's own origin"
+    );
+    // The widget's routes take the newsroom's site: the banner's state, with the cookie.
+    let banner = send(
+        app.api
+            .request(Method::PUT, "/v1/banner")
+            .header("cookie", &cookie)
+            .header("origin", "https://news.example.org")
+            .header("sec-fetch-site", "same-site")
+            .json(&json!({"closed": true})),
+    )
+    .await;
+    assert_eq!(banner.status, StatusCode::OK);
+    // A cookie-authenticated change carries JSON: a form's or text/plain body (what a page
+    // may send cross-site without asking CORS) is 415, whatever it says.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let sneaky = send(
+            app.api
+                .request(Method::PATCH, "/v1/me")
+                .header("cookie", &cookie)
+                .header("sec-fetch-site", "same-origin")
+                .header("content-type", content_type)
+                .body(r#"{"name":"Mallory"}"#),
+        )
+        .await;
+        assert_eq!(
+            sneaky.error_code(415),
+            "unsupported_media_type",
+            "{content_type}"
+        );
+        let cancel = send(
+            app.api
+                .request(
+                    Method::POST,
+                    &format!("/v1/me/recurring/{}/cancel", uuid_nil()),
+                )
+                .header("cookie", &cookie)
+                .header("content-type", content_type)
+                .body(r#"{"at":"now"}"#),
+        )
+        .await;
+        assert_eq!(
+            cancel.error_code(415),
+            "unsupported_media_type",
+            "{content_type}"
+        );
+    }
+    // Even with a bearer token, a cancellation's body is JSON or nothing.
+    let cancel = send(
+        app.api
+            .request(
+                Method::POST,
+                &format!("/v1/me/recurring/{}/cancel", uuid_nil()),
+            )
+            .bearer_auth(&token)
+            .header("content-type", "text/plain")
+            .body(r#"{"at":"now"}"#),
+    )
+    .await;
+    assert_eq!(cancel.error_code(415), "unsupported_media_type");
     assert_eq!(
         change(None, None).await.status,
         StatusCode::NO_CONTENT,
@@ -1458,6 +1542,7 @@ async fn request_link_from(app: &TestApp, email: &str, ip: &str) -> ApiResponse 
 
 fn small_link_budgets(settings: &mut kopilka_config::Settings) {
     settings.server.client_ip_header = Some("x-forwarded-for".into());
+    settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     settings.limits.sign_in_link = kopilka_config::RouteLimit {
         per_client: 5,
         per_address: 3,

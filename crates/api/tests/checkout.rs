@@ -473,6 +473,7 @@ async fn an_amount_stripe_refuses_for_a_converted_currency_is_a_422_that_keeps_n
 async fn checkouts_are_limited_per_client_and_per_address() {
     let app = TestApp::spawn_with(|settings| {
         settings.server.client_ip_header = Some("x-forwarded-for".into());
+        settings.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
         settings.limits.checkout = kopilka_config::RouteLimit {
             per_client: 2,
             per_address: 2,

@@ -39,6 +39,7 @@ async fn sign_in_from(app: &TestApp, ip: &str, email: &str, password: &str) -> S
 async fn no_client_ip_reaches_the_database_in_any_form() {
     let app = TestApp::spawn_with(|s| {
         s.server.client_ip_header = Some("x-forwarded-for".into());
+        s.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
         s.accounts.free_failures_per_ip = 2;
         // Long enough that the block outlasts the test.
         s.accounts.backoff_base_secs = 300;

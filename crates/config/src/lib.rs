@@ -31,8 +31,8 @@ pub use offer::{
 pub use paywall::{LOCAL_PAYWALL_SECRET, PaywallSettings};
 pub use retention::RetentionSettings;
 pub use settings::{
-    DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings, StripeSettings,
-    WorkerSettings,
+    ClientIpSource, DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings,
+    StripeSettings, WorkerSettings,
 };
 
 /// The compiled-in defaults: the repository's `config/default.toml`.

@@ -32,3 +32,31 @@ pub(crate) fn comma_separated_secrets<'de, D: Deserializer<'de>>(
         .map(secrecy::SecretString::from)
         .collect())
 }
+
+/// Like [`comma_separated`], for CIDRs (`10.0.0.0/8`, `2001:db8::/32`); a bare address is
+/// its own /32 or /128.
+pub(crate) fn comma_separated_nets<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    comma_separated(d)?
+        .into_iter()
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "server.trusted_proxies: {item:?} is not a CIDR such as 10.0.0.0/8 or 2001:db8::/32"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Writes CIDRs as their text (`kopilka admin config`).
+pub(crate) fn nets_as_text<S: serde::Serializer>(
+    nets: &[ipnet::IpNet],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(ToString::to_string))
+}

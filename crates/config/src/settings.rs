@@ -102,10 +102,26 @@ pub struct ServerSettings {
     /// Browser origins allowed to call the API (CORS).
     #[serde(deserialize_with = "crate::list::comma_separated", default)]
     pub cors_allowed_origins: Vec<String>,
-    /// Behind a proxy or CDN: the header carrying the client's IP (e.g. `X-Forwarded-For`,
-    /// whose last entry is used, or `CF-Connecting-IP`); unset uses the peer address.
+    /// Behind a proxy or CDN: the header carrying the client's IP (e.g. `X-Forwarded-For`
+    /// or `CF-Connecting-IP`), believed only from [`Self::trusted_proxies`]; unset uses the
+    /// peer address.
     #[serde(default)]
     pub client_ip_header: Option<String>,
+    /// The proxies and CDN edges (CIDRs, `KOPILKA__SERVER__TRUSTED_PROXIES` comma-separated)
+    /// whose [`Self::client_ip_header`] is believed: only a request whose TCP peer is in one
+    /// of them is counted under the header's address (the right-most one not itself
+    /// trusted). Empty: the header is never believed.
+    #[serde(
+        default,
+        deserialize_with = "crate::list::comma_separated_nets",
+        serialize_with = "crate::list::nets_as_text"
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `peer` (`KOPILKA__SERVER__CLIENT_IP`): the operator's explicit word that the TCP peer
+    /// is the client (no proxy in front). Production on a non-loopback address needs this
+    /// or [`Self::trusted_proxies`].
+    #[serde(default)]
+    pub client_ip: Option<ClientIpSource>,
     /// Mounts `GET /_baseline`, a constant answer behind the same layers as every route:
     /// the baseline `scripts/bench` measures the offer against. Off unless set.
     #[serde(default)]
@@ -121,7 +137,22 @@ pub struct ServerSettings {
     pub metrics_token: Option<SecretString>,
 }
 
+/// Where the client's IP comes from, when the operator says so explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientIpSource {
+    /// The TCP peer: Kopilka is reached directly, no proxy rewrites the connection.
+    Peer,
+}
+
 impl ServerSettings {
+    /// Whether `ip` is one of [`Self::trusted_proxies`].
+    #[must_use]
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
     /// [`Self::request_timeout_secs`] as a duration.
     #[must_use]
     pub fn request_timeout(&self) -> Duration {

@@ -55,6 +55,7 @@ impl Settings {
         {
             return invalid("server.admin_addr must differ from server.addr".into());
         }
+        check_client_ip(self)?;
 
         let db = &self.database;
         if db.max_connections == 0 {
@@ -162,6 +163,66 @@ fn check_stripe(
                 "KOPILKA__STRIPE__API_BASE {base} must be an https URL (http only in dev and test)"
             ));
         }
+    }
+    Ok(())
+}
+
+/// Whose word the client's IP is: a forwarded header only from trusted proxies, and in
+/// production on a reachable address the operator must say which (per-client limits keyed
+/// on a proxy's address would lump every reader together; a header believed from anyone
+/// would give each guess a fresh address).
+fn check_client_ip(settings: &Settings) -> Result<(), ConfigError> {
+    let server = &settings.server;
+    if let Some(name) = &server.client_ip_header
+        && (name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        return invalid(format!(
+            "server.client_ip_header {name:?} is not a header name (e.g. x-forwarded-for, cf-connecting-ip)"
+        ));
+    }
+    if server
+        .trusted_proxies
+        .iter()
+        .any(|net| net.prefix_len() == 0)
+    {
+        return invalid(
+            "server.trusted_proxies may not contain a /0: it would believe every client's forwarded header; list the proxies' CIDRs".into(),
+        );
+    }
+    match (
+        server.client_ip,
+        server.client_ip_header.is_some(),
+        server.trusted_proxies.is_empty(),
+    ) {
+        (Some(crate::ClientIpSource::Peer), header, no_proxies) if header || !no_proxies => {
+            return invalid(
+                "server.client_ip = \"peer\" uses the TCP peer: unset server.client_ip_header and server.trusted_proxies, or unset server.client_ip".into(),
+            );
+        }
+        (_, true, true) => {
+            return invalid(
+                "server.client_ip_header is believed only from server.trusted_proxies: list the proxies' CIDRs (KOPILKA__SERVER__TRUSTED_PROXIES) or unset the header".into(),
+            );
+        }
+        (_, false, false) => {
+            return invalid(
+                "server.trusted_proxies needs server.client_ip_header, the header they put the client's IP in (KOPILKA__SERVER__CLIENT_IP_HEADER, e.g. x-forwarded-for or cf-connecting-ip)".into(),
+            );
+        }
+        _ => {}
+    }
+    let explicit = server.client_ip.is_some() || !server.trusted_proxies.is_empty();
+    if settings.env == crate::Environment::Production
+        && !server.addr.ip().is_loopback()
+        && !explicit
+    {
+        return invalid(format!(
+            "server.addr {} is reachable from other machines: say where client IPs come from, KOPILKA__SERVER__TRUSTED_PROXIES (the proxies' CIDRs, with KOPILKA__SERVER__CLIENT_IP_HEADER) behind a proxy or CDN, or KOPILKA__SERVER__CLIENT_IP=peer when clients connect directly",
+            server.addr
+        ));
     }
     Ok(())
 }
@@ -461,6 +522,115 @@ mod tests {
                 jail.set_env(key, value);
                 let err = load(Environment::Dev).unwrap_err().to_string();
                 assert!(err.contains(expected), "{key}={value}: {err}");
+                assert!(!err.contains('\n'), "{err}");
+                Ok(())
+            });
+        }
+    }
+
+    /// Production's settings, complete but for where client IPs come from.
+    fn production_env(jail: &mut Jail) {
+        jail.set_env("KOPILKA__PUBLIC_URL", "https://support.example.org");
+        jail.set_env("DATABASE_URL", "postgres://kopilka@db/kopilka");
+        jail.set_env("KOPILKA__STRIPE__SECRET_KEY", "sk_live_abc");
+        jail.set_env("KOPILKA__STRIPE__WEBHOOK_SECRET", "whsec_abc");
+        jail.set_env(
+            "KOPILKA__ACCOUNTS__SECRET",
+            "a-production-secret-of-more-than-32-bytes",
+        );
+        jail.set_env("KOPILKA__SMTP__URL", "smtps://m:s@smtp.example.org:465");
+        jail.set_env(
+            "KOPILKA__PAYWALL__SIGNING_SECRET",
+            "a-production-paywall-secret-of-32-bytes+",
+        );
+    }
+
+    #[test]
+    fn production_on_a_reachable_address_says_where_client_ips_come_from() {
+        Jail::expect_with(|jail| {
+            production_env(jail);
+            assert!(
+                load(Environment::Production).is_ok(),
+                "loopback needs nothing"
+            );
+            jail.set_env("KOPILKA__SERVER__ADDR", "0.0.0.0:8080");
+            let err = load(Environment::Production).unwrap_err().to_string();
+            assert!(
+                err.contains("KOPILKA__SERVER__TRUSTED_PROXIES")
+                    && err.contains("KOPILKA__SERVER__CLIENT_IP=peer"),
+                "{err}"
+            );
+            assert!(!err.contains('\n'));
+            assert!(
+                load(Environment::Dev).is_ok(),
+                "dev and test may listen anywhere"
+            );
+
+            jail.set_env("KOPILKA__SERVER__CLIENT_IP", "peer");
+            let direct = load(Environment::Production).expect("an explicit peer");
+            assert_eq!(direct.server.client_ip, Some(crate::ClientIpSource::Peer));
+
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            production_env(jail);
+            jail.set_env("KOPILKA__SERVER__ADDR", "[::]:8080");
+            jail.set_env(
+                "KOPILKA__SERVER__TRUSTED_PROXIES",
+                "10.0.0.0/8, 2001:db8::/32,192.0.2.7",
+            );
+            jail.set_env("KOPILKA__SERVER__CLIENT_IP_HEADER", "x-forwarded-for");
+            let proxied = load(Environment::Production).expect("trusted proxies");
+            let server = &proxied.server;
+            assert_eq!(server.trusted_proxies.len(), 3);
+            assert!(server.is_trusted_proxy("10.200.0.1".parse().unwrap()));
+            assert!(server.is_trusted_proxy("::ffff:10.200.0.1".parse().unwrap()));
+            assert!(server.is_trusted_proxy("192.0.2.7".parse().unwrap()));
+            assert!(!server.is_trusted_proxy("192.0.2.8".parse().unwrap()));
+            assert!(server.is_trusted_proxy("2001:db8:ffff::1".parse().unwrap()));
+            let shown = serde_json::to_value(&proxied).unwrap();
+            assert_eq!(
+                shown["server"]["trusted_proxies"],
+                serde_json::json!(["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"])
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_forwarded_header_needs_trusted_proxies_and_they_need_it() {
+        let cases: [&[(&str, &str)]; 6] = [
+            (&[("KOPILKA__SERVER__CLIENT_IP_HEADER", "x-forwarded-for")]),
+            (&[("KOPILKA__SERVER__TRUSTED_PROXIES", "10.0.0.0/8")]),
+            (&[("KOPILKA__SERVER__TRUSTED_PROXIES", "10.0.0.0/33")]),
+            (&[
+                ("KOPILKA__SERVER__TRUSTED_PROXIES", "0.0.0.0/0"),
+                ("KOPILKA__SERVER__CLIENT_IP_HEADER", "x-forwarded-for"),
+            ]),
+            (&[
+                ("KOPILKA__SERVER__CLIENT_IP", "peer"),
+                ("KOPILKA__SERVER__CLIENT_IP_HEADER", "x-forwarded-for"),
+            ]),
+            (&[
+                ("KOPILKA__SERVER__TRUSTED_PROXIES", "10.0.0.0/8"),
+                ("KOPILKA__SERVER__CLIENT_IP_HEADER", "x forwarded for"),
+            ]),
+        ];
+        let expected = [
+            "believed only from server.trusted_proxies",
+            "needs server.client_ip_header",
+            "is not a CIDR",
+            "may not contain a /0",
+            "client_ip = \"peer\"",
+            "is not a header name",
+        ];
+        for (vars, expected) in cases.into_iter().zip(expected) {
+            Jail::expect_with(|jail| {
+                for (key, value) in vars {
+                    jail.set_env(key, value);
+                }
+                let err = load(Environment::Dev).unwrap_err().to_string();
+                assert!(err.contains(expected), "{vars:?}: {err}");
                 assert!(!err.contains('\n'), "{err}");
                 Ok(())
             });

@@ -7,6 +7,7 @@
 //! comes from an injected [`Clock`].
 
 mod charge_rules;
+pub mod client;
 mod clock;
 mod currency;
 mod email;

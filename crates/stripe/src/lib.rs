@@ -15,5 +15,7 @@ pub mod webhook;
 
 pub use client::{CheckoutSession, ClientError, NewCheckout, Refund, StripeClient, Subscription};
 pub use event::{Event, EventError, api_version};
-pub use lists::{BalanceRecord, ChargeRecord, MovementRecord, PaymentFee, PayoutRecord};
+pub use lists::{
+    BalanceRecord, ChargeRecord, DisputeState, MovementRecord, PaymentFee, PayoutRecord,
+};
 pub use webhook::{SignatureError, WebhookError, WebhookVerifier, sign};

@@ -125,23 +125,6 @@ pub async fn alias_invoice_payment(
     Ok(InvoicePayment::Aliased { new, plan_id })
 }
 
-/// The payment intent whose payment row is `stripe_id` (an aliased invoice's), if any.
-///
-/// # Errors
-/// Storage errors.
-pub async fn payment_intent_of_row(
-    conn: &mut PgConnection,
-    stripe_id: &str,
-) -> Result<Option<String>, ContributionError> {
-    Ok(sqlx::query_scalar(
-        "SELECT payment_intent FROM ledger_payment_aliases WHERE stripe_id = $1
-         ORDER BY payment_intent LIMIT 1",
-    )
-    .bind(stripe_id)
-    .fetch_optional(conn)
-    .await?)
-}
-
 /// The key of a booked inquiry's compensating row.
 #[must_use]
 pub fn inquiry_key(dispute_id: &str) -> String {

@@ -1756,4 +1756,16 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
     assert_eq!(audited["repaired"], json!([]), "{audited}");
     let clean = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
     assert_eq!(clean["drift"], json!([]), "{clean}");
+
+    // The payout finds the legacy plan payment's charge in the ledger (through its alias).
+    app.sim_control("/_sim/clock/advance", &json!({"seconds": 3 * 86_400}))
+        .await;
+    settled(&db, "every event applied", "true").await;
+    let payouts = admin_json(&app, &url, &["report", "payouts", "--since", "2020-01-01"]).await;
+    let payouts = payouts["payouts"].as_array().unwrap();
+    assert!(!payouts.is_empty(), "the balance was paid out");
+    for payout in payouts {
+        assert_eq!(payout["problems"], json!([]), "{payout}");
+        assert_eq!(payout["in_ledger"], payout["transactions"], "{payout}");
+    }
 }

@@ -1579,6 +1579,36 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
     .await;
     assert_eq!(status_of(&db, &escalated).await, "paid");
 
+    // A chargeback won before the upgrade: its reinstatement keyed `dp_…:won`.
+    let won = app.checkout_and("once", 1500, "usd", "pay").await;
+    let won_pi = won["payment_intent"].as_str().unwrap().to_owned();
+    let chargeback = app
+        .sim_control("/_sim/disputes", &json!({"payment_intent": won_pi}))
+        .await;
+    let chargeback = chargeback["id"].as_str().unwrap().to_owned();
+    settled_or_dump(
+        &db,
+        "the chargeback withdrawn",
+        &format!("EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{chargeback}')"),
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+         VALUES ($1, 'dispute_reversal', $2, $3, $4::uuid, 1500, 'usd', now())",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(format!("{chargeback}:won"))
+    .bind(&won_pi)
+    .bind(won["client_reference_id"].as_str().unwrap())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    app.sim_control(
+        &format!("/_sim/disputes/{chargeback}/close"),
+        &json!({"outcome": "won"}),
+    )
+    .await;
+
     // The unrepaired legacy invoice's invoice_payment.paid, replayed: no second payment.
     admin(
         &url,
@@ -1596,9 +1626,10 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
     );
     settled_or_dump(
         &db,
-        "the replayed plan payment aliased, its fee booked",
+        "the replayed plan payment aliased, its fee booked, the chargeback won",
         &format!(
-            "EXISTS (SELECT 1 FROM ledger_payment_aliases WHERE payment_intent = '{}' AND stripe_id = '{}')
+            "(SELECT count(*) FROM ledger_entries WHERE kind = 'fee' AND payment_intent_id = '{won_pi}') = 3
+             AND EXISTS (SELECT 1 FROM ledger_payment_aliases WHERE payment_intent = '{}' AND stripe_id = '{}')
              AND EXISTS (SELECT 1 FROM plan_invoices WHERE invoice_id = '{}' AND payment_intent = '{}')
              AND EXISTS (SELECT 1 FROM ledger_entries WHERE kind = 'fee' AND payment_intent_id = '{}')",
             replayed.payment_intent, replayed.invoice, replayed.invoice, replayed.payment_intent,

@@ -350,8 +350,12 @@ pub async fn reconcile(
                 "Stripe says lost, the ledger reinstated the funds".into(),
             );
         }
+        // A Kopilka before #18 keyed a won dispute's reinstatement `dp_…:won`.
         if dispute.status == "won"
             && ledger_amount(&mut conn, &format!("{}:reinstated", dispute.id))
+                .await?
+                .is_none()
+            && ledger_amount(&mut conn, &format!("{}:won", dispute.id))
                 .await?
                 .is_none()
         {

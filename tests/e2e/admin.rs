@@ -1032,9 +1032,11 @@ async fn the_proof_month_with_switches_dunning_and_odd_currencies_matches_stripe
     let failing = app.checkout_and("once", 1200, "usd", "pay").await;
     let inquired_refunded = app.checkout_and("once", 2500, "usd", "pay").await;
     // Stripe's rules: ISK in whole krónur (…00), KWD in multiples of 10 fils, KRW whole won.
-    app.checkout_and("once", 50_000, "isk", "pay").await;
-    app.checkout_and("once", 5_000, "kwd", "pay").await;
-    app.checkout_and("once", 10_000, "krw", "pay").await;
+    // None of the three has a bank account at the (simulated) account: Stripe converts each
+    // to USD, so their fees, refunds' and disputes' balance transactions are in USD.
+    let isk = app.checkout_and("once", 50_000, "isk", "pay").await;
+    let kwd = app.checkout_and("once", 5_000, "kwd", "pay").await;
+    let krw = app.checkout_and("once", 10_000, "krw", "pay").await;
     let switcher = "proof-switcher@example.org";
     app.give(switcher, "month", 1000).await;
 
@@ -1135,6 +1137,29 @@ async fn the_proof_month_with_switches_dunning_and_odd_currencies_matches_stripe
         .unwrap();
     app.sim_control(&format!("/_sim/refunds/{}/fail", refund.id), &json!({}))
         .await;
+    // Converted money: 100 kr of the ISK gift refunded; the KRW gift disputed and lost, the
+    // KWD one disputed and won (each withdrawal and its dispute fee settle in USD).
+    stripe
+        .refund(
+            isk["payment_intent"].as_str().unwrap(),
+            "proof-isk-part",
+            Some(10_000),
+        )
+        .await
+        .unwrap();
+    for (session, outcome) in [(&krw, "lost"), (&kwd, "won")] {
+        let dispute = app
+            .sim_control(
+                "/_sim/disputes",
+                &json!({"payment_intent": session["payment_intent"]}),
+            )
+            .await;
+        app.sim_control(
+            &format!("/_sim/disputes/{}/close", dispute["id"].as_str().unwrap()),
+            &json!({"outcome": outcome}),
+        )
+        .await;
+    }
 
     // A signed-in reader switches to annual; the bank asks for 3-D Secure: 402, then paid
     // on Stripe's hosted invoice page; then back to monthly, on the year's credit.
@@ -1267,6 +1292,31 @@ async fn the_proof_month_with_switches_dunning_and_odd_currencies_matches_stripe
     .await;
     settled(&db, "every event applied", "true").await;
     assert_eq!(admin_json(&app, &url, &["report", "totals"]).await, stripes);
+    // The KRW gift's withdrawal is booked in won, as the donor paid; its dispute fee in
+    // dollars, where Stripe took it.
+    let krw_rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT kind, amount_minor, currency FROM ledger_entries WHERE payment_intent_id = $1
+         ORDER BY kind, amount_minor",
+    )
+    .bind(krw["payment_intent"].as_str().unwrap())
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let kinds: Vec<(&str, &str)> = krw_rows
+        .iter()
+        .map(|(k, _, c)| (k.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("dispute", "krw"),
+            ("fee", "usd"),
+            ("fee", "usd"),
+            ("payment", "krw")
+        ],
+        "{krw_rows:?}"
+    );
+    assert!(krw_rows.contains(&("dispute".into(), -10_000, "krw".into())));
     let report = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
     assert_eq!(report["drift"], json!([]), "{report}");
     let failed = admin_json(&app, &url, &["events", "list", "--status", "failed"]).await;

@@ -18,6 +18,8 @@ pub async fn a_month_and_a_half_on_no_ip_no_spent_row_and_no_unlinked_reader_rem
     let mut stack = Stack::options()
         .env("KOPILKA__SERVER__CLIENT_IP_HEADER", "x-forwarded-for")
         .env("KOPILKA__ACCOUNTS__FREE_FAILURES_PER_IP", "2")
+        // The paid gift's receipt is an email send: unlinked after 30 days here.
+        .env("KOPILKA__RETENTION__EMAIL_SEND_DAYS", "30")
         .start()
         .await;
     stack.watch([IP, STRANGER, DONOR]);
@@ -60,6 +62,32 @@ pub async fn a_month_and_a_half_on_no_ip_no_spent_row_and_no_unlinked_reader_rem
     )
     .await;
     assert_eq!(gift.status, StatusCode::CREATED, "{:?}", gift.body);
+    // Paid on Stripe's page: the address given there names the donor (a typed address
+    // alone names nobody).
+    stack.deliver_webhooks_to(0).await;
+    let session_id = gift.json()["checkout_url"]
+        .as_str()
+        .expect("a URL")
+        .rsplit('/')
+        .next()
+        .expect("an id")
+        .to_owned();
+    stack
+        .sim_control(&format!("/_sim/checkout/{session_id}/pay"), &json!({}))
+        .await;
+    // The worker applies the delivered events (each round runs what has arrived).
+    let mut named = 0;
+    for _ in 0..60 {
+        stack.work_through(1).await;
+        named = stack
+            .count("SELECT count(*) FROM contributions WHERE reader_id IS NOT NULL AND status = 'paid'")
+            .await;
+        if named == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(named, 1, "the donor is named by the paid gift");
     stack.work_through(1).await;
 
     // Today: the throttle counts, by keys that name nothing.

@@ -24,6 +24,10 @@ pub enum AccountError {
     /// An emailed link or one-click token that is unknown, used, expired or forged (400).
     #[error("this link is not valid any more; ask for a new one")]
     InvalidLink,
+    /// The change needs fresh proof (403): the current password, or a session begun by an
+    /// emailed link within the link's lifetime.
+    #[error("give your current password, or sign in with a fresh emailed link first")]
+    ReauthenticationRequired,
     /// Not found, or not this reader's (404).
     #[error("not found")]
     NotFound,

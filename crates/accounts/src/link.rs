@@ -129,6 +129,8 @@ pub struct Consumed {
     pub purpose: LinkPurpose,
     /// When it was issued (a password set after it is not the one it was sent for).
     pub issued_at: OffsetDateTime,
+    /// Whether this use is what first proved the address.
+    pub first_proof: bool,
 }
 
 /// Uses the link of `token` once: the address counts as verified from now on. (Whether a
@@ -160,21 +162,26 @@ pub async fn consume(
     .await?;
     let (reader, purpose, issued_at) = row.ok_or(AccountError::InvalidLink)?;
     let purpose = LinkPurpose::parse(&purpose).ok_or(AccountError::InvalidLink)?;
-    let verified = sqlx::query(
-        "UPDATE readers SET verified_at = coalesce(verified_at, $2) WHERE id = $1 AND erased_at IS NULL",
+    let was_verified: Option<Option<OffsetDateTime>> = sqlx::query_scalar(
+        "SELECT verified_at FROM readers WHERE id = $1 AND erased_at IS NULL FOR UPDATE",
     )
     .bind(reader)
-    .bind(now)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    if verified.rows_affected() == 0 {
+    let Some(was_verified) = was_verified else {
         return Err(AccountError::InvalidLink);
-    }
+    };
+    sqlx::query("UPDATE readers SET verified_at = coalesce(verified_at, $2) WHERE id = $1")
+        .bind(reader)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     tracing::info!(reader_id = %reader, link_id = %id, purpose = purpose.as_str(), "email link used");
     Ok(Consumed {
         reader_id: ReaderId::from_uuid(reader),
         purpose,
         issued_at,
+        first_proof: was_verified.is_none(),
     })
 }
 

@@ -29,6 +29,15 @@ pub struct Reader {
     pub mail_suppressed_at: Option<OffsetDateTime>,
 }
 
+impl Reader {
+    /// The name emails may greet them by: only once the address is proven (a name given
+    /// with an unproven address may be anyone's text, so such emails greet generically).
+    #[must_use]
+    pub fn greeting_name(&self) -> Option<&str> {
+        self.verified_at.and(self.name.as_deref())
+    }
+}
+
 /// Checks a display name: trimmed, at most [`MAX_NAME_CHARS`], no control characters.
 ///
 /// # Errors

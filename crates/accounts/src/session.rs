@@ -116,8 +116,10 @@ pub async fn begin(
 pub async fn authenticate(
     conn: &mut PgConnection,
     token: &SecretString,
+    idle: std::time::Duration,
     now: OffsetDateTime,
 ) -> Result<Option<SignedIn>, AccountError> {
+    let idle_since = now - idle;
     let token = token.expose_secret();
     if token.is_empty() || token.len() > 128 {
         return Ok(None);
@@ -127,6 +129,7 @@ pub async fn authenticate(
                  THEN $2 ELSE s.last_seen_at END
          FROM readers r LEFT JOIN credentials c ON c.reader_id = r.id
          WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
+           AND s.last_seen_at > $3
            AND r.id = s.reader_id AND r.erased_at IS NULL
          RETURNING s.id, s.reader_id,
            (r.verified_at IS NOT NULL AND (s.proof = 'mailbox'
@@ -134,6 +137,7 @@ pub async fn authenticate(
     )
     .bind(token_hash(token))
     .bind(now)
+    .bind(idle_since)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|(session_id, reader, sees_linked)| SignedIn {
@@ -141,6 +145,30 @@ pub async fn authenticate(
         reader_id: ReaderId::from_uuid(reader),
         sees_linked,
     }))
+}
+
+/// Ends every live session of `reader` but `except` ("sign out everywhere", or after a
+/// password change); returns how many ended.
+///
+/// # Errors
+/// Storage errors.
+pub async fn end_all(
+    conn: &mut PgConnection,
+    reader: ReaderId,
+    except: Option<uuid::Uuid>,
+    now: OffsetDateTime,
+) -> Result<u64, AccountError> {
+    let ended = sqlx::query(
+        "UPDATE sessions SET revoked_at = $3
+         WHERE reader_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2",
+    )
+    .bind(reader.as_uuid())
+    .bind(except)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    tracing::info!(reader_id = %reader, ended = ended.rows_affected(), "sessions ended");
+    Ok(ended.rows_affected())
 }
 
 /// Ends session `id` (sign-out). Returns whether it was live.

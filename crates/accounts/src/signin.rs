@@ -43,13 +43,15 @@ impl Accounts {
     /// password keeps it and gets an "already registered" email with a sign-in link.
     ///
     /// # Errors
-    /// Hashing and storage errors.
+    /// [`AccountError::Refused`] for a common breached password (before any lookup, so
+    /// alike for every address); hashing and storage errors.
     pub async fn sign_up(
         &self,
         pool: &PgPool,
         request: &SignUp,
         now: OffsetDateTime,
     ) -> Result<(), AccountError> {
+        crate::password::check_not_common(&request.password)?;
         let hash = self.passwords.hash(&request.password).await?;
         let mut tx = pool.begin().await?;
         let reader = reader::find_or_create(&mut tx, &request.email).await?;
@@ -149,11 +151,17 @@ impl Accounts {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await.map_err(kopilka_store::StoreError::from)?;
-        // An over-long password is simply wrong; it is still hashed so it takes as long.
-        let password = Password::parse(password)
-            .or_else(|_| Password::parse(&"x".repeat(crate::password::MIN_CHARS)))?;
         let (reader, hash, confirmed) =
             stored.map_or((None, None, false), |(r, h, c)| (Some(r), Some(h), c));
+        // A password of a length Kopilka refuses is simply wrong: it is hashed against the
+        // dummy (so it takes as long), never compared as anything else with the stored hash.
+        let (password, hash) = match Password::parse(password) {
+            Ok(password) => (password, hash),
+            Err(_) => (
+                Password::parse(&"x".repeat(crate::password::MIN_CHARS))?,
+                None,
+            ),
+        };
         let verdict = self.passwords.verify(hash, &password).await?;
         // A password nobody has confirmed from the mailbox is no password yet: refused like a
         // wrong one, after the same hashing (whether an address has a confirmed password must
@@ -306,6 +314,14 @@ impl Accounts {
                 }
             }
         }
+        if used.first_proof && !confirmed {
+            // The name came with an unproven sign-up, and whoever just proved the address
+            // did not prove they made it (the sign-up's password): it never speaks for them.
+            sqlx::query("UPDATE readers SET name = NULL WHERE id = $1")
+                .bind(used.reader_id.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+        }
         let session = session::begin(
             &mut tx,
             used.reader_id,
@@ -316,6 +332,96 @@ impl Accounts {
         .await?;
         tx.commit().await.map_err(kopilka_store::StoreError::from)?;
         Ok((session, confirmed))
+    }
+
+    /// Changes the signed-in reader's password to `new`: with their `current` password, or
+    /// without it from a session begun by an emailed link within the link's lifetime (how a
+    /// forgotten password is reset: ask for a sign-in link, then set a new one). The new
+    /// password counts as confirmed; every other session of the reader ends, and this one
+    /// stays. Returns how many sessions ended.
+    ///
+    /// # Errors
+    /// [`AccountError::Refused`] for a refused new password,
+    /// [`AccountError::InvalidCredentials`] for a wrong current one,
+    /// [`AccountError::ReauthenticationRequired`] without either proof; storage errors.
+    pub async fn change_password(
+        &self,
+        pool: &PgPool,
+        session_id: uuid::Uuid,
+        reader: ReaderId,
+        current: Option<&str>,
+        new: &str,
+        now: OffsetDateTime,
+    ) -> Result<u64, AccountError> {
+        let new = Password::parse(new)?;
+        crate::password::check_not_common(&new)?;
+        let mut conn = pool.acquire().await?;
+        let (proof, begun): (String, OffsetDateTime) = sqlx::query_as(
+            "SELECT proof, created_at FROM sessions WHERE id = $1 AND reader_id = $2",
+        )
+        .bind(session_id)
+        .bind(reader.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(AccountError::ReauthenticationRequired)?;
+        let stored: Option<(String, bool)> = sqlx::query_as(
+            "SELECT password_hash, confirmed_at IS NOT NULL FROM credentials WHERE reader_id = $1",
+        )
+        .bind(reader.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await?;
+        drop(conn);
+        match current {
+            Some(given) => {
+                // Hashed whatever happens, so a wrong length takes as long as a wrong password.
+                let (given, hash) = match Password::parse(given) {
+                    Ok(given) => (
+                        given,
+                        stored.as_ref().filter(|(_, c)| *c).map(|(h, _)| h.clone()),
+                    ),
+                    Err(_) => (
+                        Password::parse(&"x".repeat(crate::password::MIN_CHARS))?,
+                        None,
+                    ),
+                };
+                if matches!(
+                    self.passwords.verify(hash.clone(), &given).await?,
+                    Verdict::Wrong
+                ) || hash.is_none()
+                {
+                    return Err(AccountError::InvalidCredentials);
+                }
+            }
+            None => {
+                let fresh = now - begun <= self.sign_in_link_lifetime();
+                if !(proof == "mailbox" && fresh) {
+                    return Err(AccountError::ReauthenticationRequired);
+                }
+            }
+        }
+        let hash = self.passwords.hash(&new).await?;
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO credentials (reader_id, password_hash, set_at, confirmed_at) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (reader_id) DO UPDATE SET password_hash = $2, set_at = $3, confirmed_at = $3",
+        )
+        .bind(reader.as_uuid())
+        .bind(&hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // This session stays, tied to the new password if a password began it.
+        sqlx::query(
+            "UPDATE sessions SET credential_set_at = $2 WHERE id = $1 AND proof = 'password'",
+        )
+        .bind(session_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let ended = session::end_all(&mut tx, reader, Some(session_id), now).await?;
+        tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+        tracing::info!(reader_id = %reader, "password changed");
+        Ok(ended)
     }
 
     fn sign_in_link_lifetime(&self) -> time::Duration {

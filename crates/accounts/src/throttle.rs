@@ -41,7 +41,8 @@ impl LoginKeys {
 }
 
 /// IPv6 clients are throttled per /64 (one host usually owns the whole prefix).
-fn canonical(ip: IpAddr) -> String {
+#[must_use]
+pub fn canonical(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::identity::{ClientIp, SignedIn, cleared_session_cookie, session_cookie};
+use crate::limits::Route;
 use crate::{ApiJson, AppError, AppState, ErrorBody};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -133,10 +134,13 @@ fn started(
     ))]
 async fn sign_up(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<SignUpBody>,
 ) -> Result<(StatusCode, ApiJson<CheckEmail>), AppError> {
+    let email = parse_email(&body.email);
+    state.limits.admit(Route::SignUp, ip, email.as_ref().ok())?;
     let request = SignUp {
-        email: parse_email(&body.email)?,
+        email: email?,
         password: Password::parse(&body.password)?,
         name: parse_name(body.name.as_deref())?,
         locale: match body.locale.as_deref() {
@@ -170,7 +174,9 @@ async fn sign_in(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<SignInBody>,
 ) -> Result<Response, AppError> {
-    let email = parse_email(&body.email)?;
+    let email = parse_email(&body.email);
+    state.limits.admit(Route::SignIn, ip, email.as_ref().ok())?;
+    let email = email?;
     let session = state
         .accounts
         .sign_in_with_password(
@@ -210,12 +216,21 @@ async fn sign_out(State(state): State<AppState>, reader: SignedIn) -> Result<Res
     ))]
 async fn request_link(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<LinkRequestBody>,
 ) -> Result<(StatusCode, ApiJson<CheckEmail>), AppError> {
-    let email = parse_email(&body.email)?;
+    let email = parse_email(&body.email);
+    state
+        .limits
+        .admit(Route::SignInLink, ip, email.as_ref().ok())?;
+    let email = email?;
     // Whether the address has a reader decides how much work follows; doing it after the
-    // answer makes the answer take the same time either way.
+    // answer makes the answer take the same time either way. At most
+    // `limits.background_tasks` such requests run at once; past that, 503 `busy` (never an
+    // unbounded pile of tasks, and never a 202 whose work is then dropped).
+    let permit = state.limits.task()?;
     tokio::spawn(async move {
+        let _permit = permit;
         if let Err(err) = state
             .accounts
             .request_sign_in_link(&state.pool, &email, OffsetDateTime::now_utc())
@@ -260,8 +275,10 @@ async fn link_page(Query(query): Query<LinkQuery>) -> impl IntoResponse {
     ))]
 async fn consume_link(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ConsumeBody>,
 ) -> Result<Response, AppError> {
+    state.limits.admit(Route::SignIn, ip, None)?;
     let (session, confirmed) = state
         .accounts
         .sign_in_with_link(

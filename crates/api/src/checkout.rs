@@ -10,7 +10,8 @@ use kopilka_contributions::CheckoutInput;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::identity::MaybeSignedIn;
+use crate::identity::{ClientIp, MaybeSignedIn};
+use crate::limits::Route;
 use crate::{ApiJson, AppError, AppState, ErrorBody};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -169,15 +170,22 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
         (status = 201, description = "Started", body = Started),
         (status = 409, description = "Key reused with another body, or still in progress", body = ErrorBody),
         (status = 422, description = "Refused: below minimum, above maximum, unknown currency, bad interval, return URL not allowed", body = ErrorBody),
+        (status = 429, description = "Too many checkouts from this client, for this address, or at all; see Retry-After", body = ErrorBody),
         (status = 502, description = "Stripe refused", body = ErrorBody),
         (status = 503, description = "Stripe unavailable; retry with the same key", body = ErrorBody)
     ))]
 async fn checkout(
     State(state): State<AppState>,
     reader: MaybeSignedIn,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CheckoutBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    let typed = body
+        .email
+        .as_deref()
+        .and_then(|raw| kopilka_domain::Email::parse(raw).ok());
+    state.limits.admit(Route::Checkout, ip, typed.as_ref())?;
     let key = idempotency_key(&headers)?;
     let input = CheckoutInput {
         interval: body.interval,

@@ -100,6 +100,13 @@ pub enum AppError {
     /// The body is not `application/json`.
     #[error("expected a request with Content-Type: application/json")]
     UnsupportedMediaType,
+    /// This instance has taken on all the work it may at once (bounded queues, counters);
+    /// 503 with `Retry-After`.
+    #[error("the service is busy; try again shortly")]
+    Busy {
+        /// Seconds until a retry makes sense.
+        retry_after_secs: u64,
+    },
     /// Postgres is unreachable; the client may retry.
     #[error("the service is temporarily unavailable")]
     Unavailable,
@@ -146,7 +153,7 @@ impl AppError {
             Self::Upstream { retry: false, .. } => StatusCode::BAD_GATEWAY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable | Self::Upstream { retry: true, .. } => {
+            Self::Unavailable | Self::Busy { .. } | Self::Upstream { retry: true, .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -171,6 +178,7 @@ impl AppError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable => "service_unavailable",
+            Self::Busy { .. } => "busy",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -232,7 +240,8 @@ impl IntoResponse for AppError {
             Self::Unavailable | Self::Upstream { retry: true, .. } => Some(5),
             Self::TooManyRequests {
                 retry_after_secs, ..
-            } => Some((*retry_after_secs).max(1)),
+            }
+            | Self::Busy { retry_after_secs } => Some((*retry_after_secs).max(1)),
             _ => None,
         };
         // RFC 6750: a refused bearer token says so in WWW-Authenticate.
@@ -277,6 +286,20 @@ impl From<kopilka_contributions::ContributionError> for AppError {
                     .into(),
                 retry: true,
             },
+            // Stripe's own amount rules, where Kopilka's table could not know them (a
+            // currency the account converts to another for settlement): the reader's input.
+            E::StripeRefused(source) if source.code() == Some("amount_too_small") => {
+                Self::Unprocessable {
+                    code: "amount_below_stripe_minimum",
+                    message: "the amount is below the least Stripe charges in this currency for this account; choose a larger amount".into(),
+                }
+            }
+            E::StripeRefused(source) if source.code() == Some("amount_too_large") => {
+                Self::Unprocessable {
+                    code: "amount_above_stripe_maximum",
+                    message: "the amount is above the most Stripe charges at once in this currency".into(),
+                }
+            }
             E::StripeRefused(source) => {
                 tracing::error!(error = %source, "Stripe refused a request");
                 Self::Upstream {
@@ -309,6 +332,10 @@ impl From<kopilka_accounts::AccountError> for AppError {
                 code: "too_many_attempts",
                 message: err.to_string(),
                 retry_after_secs: retry_after.as_secs().saturating_add(1),
+            },
+            E::ReauthenticationRequired => Self::Forbidden {
+                code: "reauthentication_required",
+                message: err.to_string(),
             },
             E::InvalidLink => Self::BadRequest {
                 code: "invalid_link",

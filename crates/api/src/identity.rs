@@ -100,9 +100,13 @@ async fn signed_in(parts: &Parts, state: &AppState) -> Result<Option<SignedIn>, 
         .acquire()
         .await
         .map_err(|e| AppError::from(kopilka_store::StoreError::from(e)))?;
-    let found =
-        kopilka_accounts::session::authenticate(&mut conn, &token, OffsetDateTime::now_utc())
-            .await?;
+    let found = kopilka_accounts::session::authenticate(
+        &mut conn,
+        &token,
+        state.settings.accounts.session_idle(),
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
     Ok(found.map(|s| SignedIn {
         session_id: s.session_id,
         reader_id: s.reader_id,

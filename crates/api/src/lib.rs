@@ -13,6 +13,7 @@ mod extract;
 mod health;
 mod identity;
 mod layers;
+mod limits;
 mod me;
 mod metrics;
 mod offer;
@@ -37,6 +38,7 @@ pub use error::{AppError, ErrorBody, ErrorDetail};
 pub use extract::ApiJson;
 pub use identity::{ClientIp, MaybeSignedIn, SignedIn};
 pub use layers::with_layers;
+pub use limits::PublicLimits;
 pub use metrics::admin_router;
 pub use offer::OfferBodies;
 pub use revocation::RevokedSupporters;
@@ -79,6 +81,8 @@ pub struct Parts {
     pub webhooks: kopilka_stripe::WebhookVerifier,
     /// Supporter tokens of erased readers, refused without a query.
     pub revoked: revocation::RevokedSupporters,
+    /// The budgets of every public write, shared through Postgres.
+    pub limits: limits::PublicLimits,
 }
 
 impl AppState {
@@ -96,6 +100,7 @@ impl AppState {
             accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
             keyring: entitlements::SharedKeyring::empty(&settings),
             offers: offer::OfferBodies::new(&settings),
+            limits: limits::PublicLimits::new(&settings),
             settings: Arc::new(settings),
             stripe,
             goal: kopilka_recurring::GoalCache::default(),
@@ -115,6 +120,7 @@ impl AppState {
                 .spawn_reloader(self.pool.clone(), Arc::clone(&self.settings), poll),
             self.goal
                 .spawn_refresher(self.pool.clone(), self.settings.offer.clone()),
+            self.limits.spawn_flusher(self.pool.clone()),
         ])
     }
 }

@@ -19,7 +19,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(me, update_me, erase_me))
         .routes(routes!(my_contributions))
-        .routes(routes!(my_sessions))
+        .routes(routes!(my_sessions, sign_out_everywhere))
+        .routes(routes!(change_password))
         .routes(routes!(revoke_session))
         .routes(routes!(change_plan))
         .routes(routes!(cancel_plan))
@@ -200,6 +201,74 @@ async fn my_sessions(
         sessions.retain(|s| s.current);
     }
     Ok(ApiJson(sessions))
+}
+
+/// Signs out everywhere: every session of the reader ends, this one too, and its cookie is
+/// cleared.
+#[utoipa::path(delete, path = "/v1/me/sessions", tag = "self-service",
+    responses((status = 204, description = "Every session ended"), (status = 401, body = ErrorBody)))]
+async fn sign_out_everywhere(
+    State(state): State<AppState>,
+    reader: SignedIn,
+) -> Result<Response, AppError> {
+    let mut conn = conn(&state).await?;
+    kopilka_accounts::session::end_all(
+        &mut conn,
+        reader.reader_id,
+        None,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cleared_session_cookie());
+    Ok(response)
+}
+
+/// `POST /v1/me/password`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct PasswordChange {
+    /// The current password; may be left out within the sign-in link's lifetime after
+    /// signing in by an emailed link (how a forgotten password is reset).
+    #[serde(default)]
+    current_password: Option<String>,
+    /// The new one: 8 to 256 characters, not a common breached password.
+    new_password: String,
+}
+
+/// What a password change did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PasswordChanged {
+    /// How many other sessions ended (this one stays).
+    sessions_ended: u64,
+}
+
+/// Changes the reader's password; every other session ends.
+#[utoipa::path(post, path = "/v1/me/password", tag = "self-service", request_body = PasswordChange,
+    responses(
+        (status = 200, body = PasswordChanged),
+        (status = 401, description = "Not signed in, or the current password is wrong", body = ErrorBody),
+        (status = 403, description = "reauthentication_required: give the current password or sign in by a fresh emailed link", body = ErrorBody),
+        (status = 422, description = "The new password is too short, too long or too common", body = ErrorBody)
+    ))]
+async fn change_password(
+    State(state): State<AppState>,
+    reader: SignedIn,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<ApiJson<PasswordChanged>, AppError> {
+    let sessions_ended = state
+        .accounts
+        .change_password(
+            &state.pool,
+            reader.session_id,
+            reader.reader_id,
+            body.current_password.as_deref(),
+            &body.new_password,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(ApiJson(PasswordChanged { sessions_ended }))
 }
 
 /// Ends one of the reader's sessions (e.g. a lost phone's).

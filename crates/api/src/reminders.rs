@@ -10,7 +10,8 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::identity::{MaybeSignedIn, cookie};
+use crate::identity::{ClientIp, MaybeSignedIn, cookie};
+use crate::limits::Route;
 use crate::me::{change_banner, conn};
 use crate::{ApiJson, AppError, AppState, ErrorBody};
 
@@ -59,9 +60,14 @@ fn status(code: StatusCode, status: &str) -> (StatusCode, ApiJson<Status>) {
     ))]
 async fn remind_me(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ReminderBody>,
 ) -> Result<(StatusCode, ApiJson<Status>), AppError> {
-    let email = kopilka_accounts::parse_email(&body.email)?;
+    let email = kopilka_accounts::parse_email(&body.email);
+    state
+        .limits
+        .admit(Route::Reminder, ip, email.as_ref().ok())?;
+    let email = email?;
     let remind_on = time::Date::parse(
         &body.remind_on,
         time::macros::format_description!("[year]-[month]-[day]"),
@@ -119,8 +125,10 @@ async fn unsubscribe_page(Query(query): Query<TokenQuery>) -> Response {
     ))]
 async fn unsubscribe(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Query(query): Query<TokenQuery>,
 ) -> Result<(StatusCode, ApiJson<Status>), AppError> {
+    state.limits.admit(Route::Reminder, ip, None)?;
     let mut conn = conn(&state).await?;
     kopilka_accounts::reminder::unsubscribe(&mut conn, &state.accounts.keys, &query.token).await?;
     Ok(status(StatusCode::OK, "unsubscribed"))
@@ -199,8 +207,10 @@ async fn plan_link_page(Path(token): Path<String>) -> Response {
         (status = 410, description = "Used before, or the plan ended / the reader was erased", body = ErrorBody)))]
 async fn use_plan_link(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(token): Path<String>,
 ) -> Result<Response, AppError> {
+    state.limits.admit(Route::PlanLink, ip, None)?;
     let stripe = crate::me::stripe(&state)?;
     let done = kopilka_recurring::use_plan_link(
         &state.pool,

@@ -1444,3 +1444,386 @@ async fn a_plan_amount_stripe_would_refuse_is_422_and_changes_nothing() {
     );
     assert_eq!(whole.json()["amount_minor"], 60_000);
 }
+
+/// A link request from client `ip` (behind the configured forwarding header).
+async fn request_link_from(app: &TestApp, email: &str, ip: &str) -> ApiResponse {
+    send(
+        app.api
+            .request(Method::POST, "/v1/sessions/magic-link")
+            .header("x-forwarded-for", ip)
+            .json(&json!({"email": email})),
+    )
+    .await
+}
+
+fn small_link_budgets(settings: &mut kopilka_config::Settings) {
+    settings.server.client_ip_header = Some("x-forwarded-for".into());
+    settings.limits.sign_in_link = kopilka_config::RouteLimit {
+        per_client: 5,
+        per_address: 3,
+        global: 20,
+        window_secs: 600,
+    };
+}
+
+/// Issue #19: sign-in link requests count per address, per client and in all; over any
+/// budget the answer is 429 `rate_limited` with `Retry-After`, the same for an address with
+/// an account and one without; another client still gets through; refused requests are not
+/// counted; and every accepted request for a known address sends its link.
+#[tokio::test]
+async fn link_requests_are_limited_per_address_per_client_and_in_all_alike_for_every_address() {
+    let app = TestApp::spawn_with(small_link_budgets).await;
+    let known = "limited-known@example.org";
+    assert_eq!(
+        sign_up(&app, known, PASSWORD).await.status,
+        StatusCode::ACCEPTED
+    );
+    let mut admitted = 0;
+    // Per address: three from three clients, the fourth refused — alike for both.
+    for address in [known, "limited-unknown@example.org"] {
+        let mut statuses = Vec::new();
+        for n in 1..=4 {
+            let answer = request_link_from(&app, address, &format!("198.51.100.{n}")).await;
+            if answer.status == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(answer.error_code(429), "rate_limited");
+                let wait: u64 = answer.headers["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=600).contains(&wait), "{wait}");
+            } else {
+                admitted += 1;
+            }
+            statuses.push(answer.status.as_u16());
+        }
+        assert_eq!(statuses, [202, 202, 202, 429], "{address}");
+    }
+    // Per client (IPv6 per /64): five addresses from one /64, the sixth refused; another
+    // client passes.
+    let mut statuses = Vec::new();
+    for n in 1..=6 {
+        let ip = format!("2001:db8:1:2::{n}");
+        let answer = request_link_from(&app, &format!("per-client-{n}@example.org"), &ip).await;
+        statuses.push(answer.status.as_u16());
+    }
+    assert_eq!(statuses, [202, 202, 202, 202, 202, 429]);
+    admitted += 5;
+    let other = request_link_from(&app, "other-client@example.org", "203.0.113.9").await;
+    assert_eq!(other.status, StatusCode::ACCEPTED);
+    admitted += 1;
+    // In all: twenty per window, whoever asks.
+    let mut n = 0;
+    loop {
+        n += 1;
+        let answer = request_link_from(
+            &app,
+            &format!("global-{n}@example.org"),
+            &format!("192.0.2.{n}"),
+        )
+        .await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        admitted += 1;
+        assert!(n < 100, "the global budget never refused");
+    }
+    assert_eq!(admitted, 20, "refused requests are not counted");
+    // The known address's three accepted requests each sent a link (the sign-up's
+    // verification email came first).
+    app.link_token(known, 4).await;
+}
+
+/// Work a link request leaves behind is bounded: with one place and that place held (its
+/// lookup waits on a lock), the next request is 503 `busy` with `Retry-After` — and the
+/// accepted one still sends its link once the lock goes.
+#[tokio::test]
+async fn a_full_background_pool_refuses_clearly_and_the_accepted_work_still_happens() {
+    let app = TestApp::spawn_with(|settings| settings.limits.background_tasks = 1).await;
+    let known = "bounded-known@example.org";
+    assert_eq!(
+        sign_up(&app, known, PASSWORD).await.status,
+        StatusCode::ACCEPTED
+    );
+    app.link_token(known, 1).await;
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE readers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    assert_eq!(request_link(&app, known).await.status, StatusCode::ACCEPTED);
+    let busy = request_link(&app, "bounded-other@example.org").await;
+    assert_eq!(busy.error_code(503), "busy");
+    assert!(busy.headers.contains_key("retry-after"));
+    lock.rollback().await.unwrap();
+    app.link_token(known, 2).await;
+    // The place is free again.
+    eventually("the place frees", Duration::from_secs(10), || async {
+        (request_link(&app, "bounded-later@example.org").await.status == StatusCode::ACCEPTED)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Issue #19: a name typed with an address nobody has proven appears in no email — the
+/// verification email greets generically — and if the mailbox's owner proves the address
+/// without the sign-up's password, the name is dropped; a sign-up proven with its own
+/// password keeps it.
+#[tokio::test]
+async fn a_name_given_with_an_unproven_address_never_speaks_for_the_newsroom() {
+    let app = TestApp::spawn().await;
+    let victim = "named-victim@example.org";
+    let planted = "Mallory-Says-Donate-To-Us";
+    let signed = app
+        .api
+        .post_json(
+            "/v1/accounts",
+            &json!({"email": victim, "password": "attacker's own password", "name": planted}),
+        )
+        .await;
+    assert_eq!(signed.status, StatusCode::ACCEPTED);
+    let verify = app.email_to(victim, 1).await;
+    assert!(!verify.text.contains(planted) && !verify.html.contains(planted));
+    assert!(verify.text.starts_with("Hello,"), "{}", verify.text);
+    // The owner clicks without the attacker's password: signed in, the name gone.
+    let token = app.link_token(victim, 1).await;
+    let used = app
+        .api
+        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
+        .await;
+    assert_eq!(used.status, StatusCode::CREATED);
+    assert_eq!(
+        request_link(&app, victim).await.status,
+        StatusCode::ACCEPTED
+    );
+    let later = app.email_to(victim, 2).await;
+    assert!(!later.text.contains(planted) && !later.html.contains(planted));
+    let stored: Option<String> = sqlx::query_scalar("SELECT name FROM readers WHERE email = $1")
+        .bind(victim)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, None);
+
+    // A reader who proves the address with their own sign-up's password keeps the name.
+    let ada = "named-ada@example.org";
+    app.api
+        .post_json(
+            "/v1/accounts",
+            &json!({"email": ada, "password": PASSWORD, "name": "Ada"}),
+        )
+        .await;
+    assert!(!app.email_to(ada, 1).await.text.contains("Ada"));
+    sign_in_by_link(&app, ada, 1).await;
+    assert_eq!(request_link(&app, ada).await.status, StatusCode::ACCEPTED);
+    assert!(app.email_to(ada, 2).await.text.starts_with("Hello Ada,"));
+}
+
+/// Issue #19: a signed-in reader's checkout links to them whatever address is typed (and
+/// Stripe's page gets their own); an anonymous checkout's typed address creates no reader
+/// until the payment completes with the address the payer gave on Stripe's page.
+#[tokio::test]
+async fn a_signed_in_checkout_is_the_readers_and_a_typed_address_alone_names_nobody() {
+    let app = TestApp::spawn().await;
+    let reader = "checkout-owner@example.org";
+    assert_eq!(
+        sign_up(&app, reader, PASSWORD).await.status,
+        StatusCode::ACCEPTED
+    );
+    let token = sign_in_by_link(&app, reader, 1).await;
+    let typed = "someone-else@example.org";
+    let started = send(
+        app.api
+            .request(Method::POST, "/v1/checkout")
+            .bearer_auth(&token)
+            .json(&json!({"interval": "once", "amount_minor": 1000, "currency": "usd", "email": typed})),
+    )
+    .await;
+    assert_eq!(started.status, StatusCode::CREATED);
+    let url = started.json()["checkout_url"].as_str().unwrap().to_owned();
+    let session_id = url.rsplit('/').next().unwrap().to_owned();
+    let session = app
+        .sim_get(&format!("/v1/checkout/sessions/{session_id}"))
+        .await;
+    assert_eq!(
+        session["customer_email"], reader,
+        "Stripe's page has their own address"
+    );
+    let owner: Option<String> = sqlx::query_scalar(
+        "SELECT r.email FROM contributions c JOIN readers r ON r.id = c.reader_id
+         WHERE c.id = $1::uuid",
+    )
+    .bind(started.json()["contribution_id"].as_str().unwrap())
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(owner.as_deref(), Some(reader));
+    let strangers: i64 = sqlx::query_scalar("SELECT count(*) FROM readers WHERE email = $1")
+        .bind(typed)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(strangers, 0, "the typed address is stored nowhere");
+
+    // Anonymous: the typed address creates nothing until Stripe says who paid.
+    let anonymous = "anonymous-typed@example.org";
+    let started = app
+        .api
+        .post_json(
+            "/v1/checkout",
+            &json!({"interval": "once", "amount_minor": 1000, "currency": "usd", "email": anonymous}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::CREATED);
+    let readers: i64 = sqlx::query_scalar("SELECT count(*) FROM readers WHERE email = $1")
+        .bind(anonymous)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(readers, 0);
+}
+
+fn session_token(answer: &ApiResponse) -> String {
+    assert_eq!(
+        answer.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    answer.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// Issue #19, item 3: a password a reader can manage — changed with the current one, or
+/// reset after a fresh emailed link; never a common breached one; every other session ends
+/// on a change; "sign out everywhere"; an idle session ends; and a password of a refused
+/// length is never compared as another password.
+#[tokio::test]
+async fn a_reader_changes_resets_and_signs_out_everywhere_and_idle_sessions_end() {
+    let app = TestApp::spawn().await;
+    let email = "manages-password@example.org";
+    assert_eq!(
+        sign_up(&app, email, PASSWORD).await.status,
+        StatusCode::ACCEPTED
+    );
+    let by_link = sign_in_by_link(&app, email, 1).await;
+    let phone = session_token(&sign_in(&app, email, PASSWORD).await);
+    let laptop = session_token(&sign_in(&app, email, PASSWORD).await);
+    let change = |token: String, body: Value| {
+        let app = &app;
+        async move { as_reader(app, Method::POST, "/v1/me/password", &token, Some(body)).await }
+    };
+    let me = |token: String| {
+        let app = &app;
+        async move {
+            as_reader(app, Method::GET, "/v1/me", &token, None)
+                .await
+                .status
+        }
+    };
+    // A password session must give the current password.
+    assert_eq!(
+        change(
+            laptop.clone(),
+            json!({"new_password": "a brand new passphrase"})
+        )
+        .await
+        .error_code(403),
+        "reauthentication_required"
+    );
+    assert_eq!(
+        change(
+            laptop.clone(),
+            json!({"current_password": "not the password", "new_password": "a brand new passphrase"})
+        )
+        .await
+        .error_code(401),
+        "invalid_credentials"
+    );
+    assert_eq!(
+        change(
+            laptop.clone(),
+            json!({"current_password": PASSWORD, "new_password": "P@ssw0rd"})
+        )
+        .await
+        .error_code(422),
+        "password_too_common"
+    );
+    let changed = change(
+        laptop.clone(),
+        json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"}),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.json());
+    assert_eq!(changed.json()["sessions_ended"], 2);
+    assert_eq!(
+        me(laptop.clone()).await,
+        StatusCode::OK,
+        "this session stays"
+    );
+    let mine = as_reader(&app, Method::GET, "/v1/me/contributions", &laptop, None).await;
+    assert_eq!(mine.status, StatusCode::OK, "and still sees what is linked");
+    assert_eq!(me(phone).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(by_link).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        sign_in(&app, email, PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    session_token(&sign_in(&app, email, "a brand new passphrase").await);
+
+    // Forgotten: a fresh emailed link, then a new password without the old one.
+    assert_eq!(request_link(&app, email).await.status, StatusCode::ACCEPTED);
+    let token = app.link_token(email, 2).await;
+    let fresh = session_token(
+        &app.api
+            .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
+            .await,
+    );
+    let reset = change(fresh.clone(), json!({"new_password": "forgot it, so this"})).await;
+    assert_eq!(reset.status, StatusCode::OK, "{:?}", reset.json());
+    session_token(&sign_in(&app, email, "forgot it, so this").await);
+
+    // Sign out everywhere: every session, this one too.
+    let everywhere = as_reader(&app, Method::DELETE, "/v1/me/sessions", &fresh, None).await;
+    assert_eq!(everywhere.status, StatusCode::NO_CONTENT);
+    assert_eq!(me(fresh).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(laptop).await, StatusCode::UNAUTHORIZED);
+
+    // An idle session ends (here: unused for eight days; the default is seven).
+    let idle = session_token(&sign_in(&app, email, "forgot it, so this").await);
+    assert_eq!(me(idle.clone()).await, StatusCode::OK);
+    sqlx::query(
+        "UPDATE sessions SET last_seen_at = now() - interval '8 days' WHERE revoked_at IS NULL",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(me(idle).await, StatusCode::UNAUTHORIZED);
+}
+
+/// A password of a length Kopilka refuses is simply wrong at sign-in: it is never compared
+/// as another password (an account whose password is eight x's does not sign in with `a`).
+#[tokio::test]
+async fn a_refused_password_length_is_never_compared_as_another_password() {
+    let app = TestApp::spawn().await;
+    let email = "eight-x@example.org";
+    let xs = "xxxxxxxx";
+    assert_eq!(sign_up(&app, email, xs).await.status, StatusCode::ACCEPTED);
+    let token = app.link_token(email, 1).await;
+    let confirmed = app
+        .api
+        .post_json(
+            "/v1/sessions/magic-link/consume",
+            &json!({"token": token, "password": xs}),
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::CREATED);
+    session_token(&sign_in(&app, email, xs).await);
+    for guess in ["a", "", &"x".repeat(300)] {
+        assert_eq!(
+            sign_in(&app, email, guess).await.error_code(401),
+            "invalid_credentials",
+            "{guess:?}"
+        );
+    }
+}

@@ -428,3 +428,95 @@ async fn amounts_stripe_would_refuse_are_422_before_stripe() {
     .await;
     assert_eq!(allowed.status, StatusCode::CREATED);
 }
+
+/// Stripe's minimum depends on the currency the account settles in: without a GBP bank
+/// account, pounds are converted to dollars and £0.30 (about $0.40) is below $0.50. The
+/// table's GBP minimum cannot know that; Stripe's refusal is the reader's 422, and nothing
+/// stays: no contribution, and the same Idempotency-Key asks again.
+#[tokio::test]
+async fn an_amount_stripe_refuses_for_a_converted_currency_is_a_422_that_keeps_nothing() {
+    let app = TestApp::spawn_with(|settings| {
+        let gbp = "gbp".parse().unwrap();
+        let offer = settings.offer.currencies.get_mut(&gbp).unwrap();
+        offer.once.minimum_minor = 30;
+    })
+    .await;
+    let account = app
+        .sim_control("/_sim/account", &json!({"bank_account_currencies": []}))
+        .await;
+    assert_eq!(account["bank_account_currencies"], json!(["usd"]));
+    let body = json!({"interval": "once", "amount_minor": 30, "currency": "gbp"});
+    for _ in 0..2 {
+        let refused = checkout(&app, body.clone(), Some("widget-gbp-30")).await;
+        assert_eq!(
+            refused.error_code(422),
+            "amount_below_stripe_minimum",
+            "{}",
+            String::from_utf8_lossy(&refused.body)
+        );
+        assert_eq!(contributions(&app).await, vec![]);
+    }
+    // Above what converts to $0.50, the same currency goes through.
+    let accepted = checkout(
+        &app,
+        json!({"interval": "once", "amount_minor": 40, "currency": "gbp"}),
+        Some("widget-gbp-40"),
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::CREATED);
+    assert_eq!(contributions(&app).await.len(), 1);
+}
+
+/// Issue #19: checkouts count per client and per typed address; over either, 429
+/// `rate_limited` with `Retry-After` and no contribution, while another client still pays.
+#[tokio::test]
+async fn checkouts_are_limited_per_client_and_per_address() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.server.client_ip_header = Some("x-forwarded-for".into());
+        settings.limits.checkout = kopilka_config::RouteLimit {
+            per_client: 2,
+            per_address: 2,
+            global: 100,
+            window_secs: 600,
+        };
+    })
+    .await;
+    let from = |ip: &'static str, email: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut body = json!({"interval": "once", "amount_minor": 1000, "currency": "usd"});
+            if let Some(email) = email {
+                body["email"] = json!(email);
+            }
+            send(
+                app.api
+                    .request(Method::POST, "/v1/checkout")
+                    .header("x-forwarded-for", ip)
+                    .json(&body),
+            )
+            .await
+        }
+    };
+    assert_eq!(from("198.51.100.1", None).await.status, StatusCode::CREATED);
+    assert_eq!(from("198.51.100.1", None).await.status, StatusCode::CREATED);
+    let refused = from("198.51.100.1", None).await;
+    assert_eq!(refused.error_code(429), "rate_limited");
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(contributions(&app).await.len(), 2, "nothing was created");
+    // One address from many clients.
+    let addressed = "card-tester@example.org";
+    assert_eq!(
+        from("198.51.100.2", Some(addressed)).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        from("198.51.100.3", Some(addressed)).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        from("198.51.100.4", Some(addressed)).await.error_code(429),
+        "rate_limited"
+    );
+    assert_eq!(from("198.51.100.5", None).await.status, StatusCode::CREATED);
+    assert_eq!(contributions(&app).await.len(), 5);
+}

@@ -27,8 +27,10 @@ pub struct AccountsSettings {
     /// How many password hashes may run at once (0: one per core), so a login storm
     /// queues instead of starving everything else.
     pub hash_concurrency: usize,
-    /// How long a session lives without use.
+    /// How long a session lives at most.
     pub session_days: u32,
+    /// A session unused for this long ends (besides its absolute lifetime).
+    pub session_idle_days: u32,
     /// How long an emailed sign-in link works.
     pub magic_link_minutes: u32,
     /// How long an emailed address-verification link works.
@@ -79,6 +81,12 @@ impl AccountsSettings {
         Duration::from_secs(u64::from(self.session_days) * 86_400)
     }
 
+    /// How long an unused session lives.
+    #[must_use]
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(u64::from(self.session_idle_days) * 86_400)
+    }
+
     pub(crate) fn validate(&self, local: bool) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError::Invalid(format!("accounts.{m}")));
         match &self.secret {
@@ -108,6 +116,9 @@ impl AccountsSettings {
             return fail(
                 "session_days, magic_link_minutes and verify_link_hours must be at least 1",
             );
+        }
+        if self.session_idle_days == 0 || self.session_idle_days > self.session_days {
+            return fail("session_idle_days must be 1 to session_days");
         }
         if self.magic_link_minutes > 60 {
             return fail("magic_link_minutes must be at most 60");

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod environment;
+mod limits;
 mod list;
 mod mail;
 mod offer;
@@ -22,6 +23,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use accounts::{AccountsSettings, Argon2Settings, LOCAL_ACCOUNTS_SECRET};
 pub use environment::Environment;
+pub use limits::{LimitsSettings, RouteLimit};
 pub use mail::{NoticeSettings, PublisherSettings, SmtpSettings};
 pub use offer::{
     CurrencyOffer, GoalSettings, IntervalOffer, OfferSettings, STRIPE_MAXIMUM, stripe_minimum,

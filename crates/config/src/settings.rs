@@ -41,6 +41,8 @@ pub struct Settings {
     pub paywall: crate::PaywallSettings,
     /// How long rows that tie something to a person are kept after their use.
     pub retention: crate::RetentionSettings,
+    /// How much any stranger may ask: limits on every public write.
+    pub limits: crate::LimitsSettings,
 }
 
 /// `[worker]`: background jobs (webhook processing, emails).

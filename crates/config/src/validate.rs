@@ -98,6 +98,7 @@ impl Settings {
         }
         self.paywall.validate(local)?;
         self.retention.validate()?;
+        self.limits.validate()?;
         self.offer.validate()?;
         for origin in &self.offer.return_origins {
             check_origin(origin, local).map_err(|e| {

@@ -23,8 +23,9 @@ pub struct CheckoutInput {
     pub amount_minor: i64,
     /// ISO 4217, any case.
     pub currency: String,
-    /// Prefills Stripe's page and links the contribution to the reader of this address
-    /// (created, unverified, when new); the address itself is stored only with the reader.
+    /// Prefills Stripe's page (anonymous checkouts only; a signed-in reader's own address
+    /// is used instead). Nothing is stored or sent to it until the payment completes: the
+    /// address the payer gave on Stripe's page then names the reader.
     #[serde(default)]
     pub email: Option<String>,
     /// Where the reader returns; must be on the configured allowlist.
@@ -306,15 +307,18 @@ pub async fn start_checkout(
 
     // Record the contribution (and the key's claim on it) before calling Stripe.
     let mut tx = pool.begin().await?;
-    let reader = match (&valid.email, signed_in) {
-        (Some(email), _) => Some(kopilka_accounts::reader::find_or_create(&mut tx, email).await?),
-        (None, Some(reader)) => {
+    // A signed-in reader's checkout is theirs, whatever address was typed: Stripe's page is
+    // prefilled with their own. An anonymous checkout names no reader until it completes:
+    // the address the payer gave on Stripe's page (prefilled with the typed one) names the
+    // reader then, so a typed address alone creates nothing and is sent nothing.
+    let reader = match signed_in {
+        Some(reader) => {
             valid.email = kopilka_accounts::reader::by_id(&mut tx, reader)
                 .await?
                 .and_then(|r| r.email);
             Some(reader)
         }
-        (None, None) => None,
+        None => None,
     };
     let mut contribution = ContributionId::new();
     if let Some(key) = idempotency_key {
@@ -386,8 +390,21 @@ pub async fn start_checkout(
             customer_email: valid.email.as_ref(),
             expires_at: None,
         })
-        .await
-        .inspect_err(|err| tracing::warn!(contribution_id = %id, error = %err, "checkout session not created"))?;
+        .await;
+    let session = match session {
+        Ok(session) => session,
+        Err(err) => {
+            tracing::warn!(contribution_id = %id, error = %err, "checkout session not created");
+            let err = ContributionError::from(err);
+            if matches!(err, ContributionError::StripeRefused(_)) {
+                // Stripe refused for good (an amount its rules refuse, e.g. below the
+                // minimum of a currency the account converts): nothing was created there,
+                // so nothing stays here, and a retry with the same key asks again.
+                forget_refused(pool, contribution, idempotency_key).await?;
+            }
+            return Err(err);
+        }
+    };
     let checkout_url = session.url.clone().unwrap_or_default();
     let body = serde_json::to_value(CheckoutStarted {
         contribution_id: contribution,
@@ -411,6 +428,27 @@ pub async fn start_checkout(
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     tracing::info!(contribution_id = %id, interval = %valid.interval, currency = %valid.amount.currency(), "checkout started");
     Ok((201, body))
+}
+
+/// Removes the contribution (and its idempotency claim) of a checkout Stripe refused.
+async fn forget_refused(
+    pool: &PgPool,
+    contribution: ContributionId,
+    idempotency_key: Option<&str>,
+) -> Result<(), ContributionError> {
+    let mut tx = pool.begin().await?;
+    if let Some(key) = idempotency_key {
+        sqlx::query("DELETE FROM checkout_requests WHERE idempotency_key = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM contributions WHERE id = $1 AND stripe_checkout_session_id IS NULL")
+        .bind(contribution.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+    Ok(())
 }
 
 async fn insert_contribution(

@@ -2,7 +2,7 @@
 //! each function is idempotent and safe against a stale fact arriving after a newer one.
 
 use kopilka_domain::id::{ContributionId, ReaderId};
-use kopilka_domain::{ContributionStatus, Money};
+use kopilka_domain::{ContributionStatus, Currency, Money};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
@@ -323,6 +323,8 @@ pub struct RefundFact {
     pub amount: Money,
     /// The refund's `created`.
     pub occurred_at: i64,
+    /// Its `balance_transaction` (`txn_…`), which says what it settled as.
+    pub balance_transaction: Option<String>,
 }
 
 /// Whether the payment is in the ledger (under its payment intent, or the row its alias
@@ -385,6 +387,9 @@ pub async fn refund_recorded(
         },
     )
     .await?;
+    if new && let Some(txn) = &fact.balance_transaction {
+        ledger::queue_settlement(conn, &fact.refund_id, txn).await?;
+    }
     if let Some(contribution) = contribution
         && ledger::remaining_of_payment(conn, &fact.payment_intent).await? <= 0
         && own_payment(conn, contribution, &fact.payment_intent).await?
@@ -431,6 +436,10 @@ pub struct RefundFailedFact {
     pub refunded_at: i64,
     /// The event's `created` (when it failed).
     pub occurred_at: i64,
+    /// The refund's `balance_transaction` (what left the balance).
+    pub balance_transaction: Option<String>,
+    /// Its `failure_balance_transaction` (what came back).
+    pub failure_balance_transaction: Option<String>,
 }
 
 /// A failed refund: the money comes back as a `refund_reversal` row (`re_…:failed`). The
@@ -458,13 +467,16 @@ pub async fn refund_failed(
         amount: Money::new(minor, fact.amount.currency()),
         occurred_at: at(when),
     };
-    let mut changed = ledger::record(
+    let refunded = ledger::record(
         conn,
         &entry(EntryKind::Refund, &fact.refund_id, -minor, fact.refunded_at),
     )
     .await?;
+    if refunded && let Some(txn) = &fact.balance_transaction {
+        ledger::queue_settlement(conn, &fact.refund_id, txn).await?;
+    }
     let reversal = format!("{}:failed", fact.refund_id);
-    changed |= ledger::record(
+    let reversed = ledger::record(
         conn,
         &entry(
             EntryKind::RefundReversal,
@@ -474,6 +486,10 @@ pub async fn refund_failed(
         ),
     )
     .await?;
+    if reversed && let Some(txn) = &fact.failure_balance_transaction {
+        ledger::queue_settlement(conn, &reversal, txn).await?;
+    }
+    let changed = refunded || reversed;
     if let Some(contribution) = contribution
         && ledger::remaining_of_payment(conn, &fact.payment_intent).await? > 0
         && own_payment(conn, contribution, &fact.payment_intent).await?
@@ -502,6 +518,9 @@ pub struct DisputeMovement<'a> {
     pub amount: i64,
     /// Stripe's fee on it (positive when charged, negative when given back).
     pub fee: i64,
+    /// The balance transaction's currency: the one the funds settled in (the dispute's
+    /// own unless Stripe converted it), which `amount` and `fee` are in.
+    pub currency: Currency,
 }
 
 /// A dispute event, as far as money goes.
@@ -555,16 +574,34 @@ pub async fn dispute_changed(
     };
     let withdrawal = fact.movements.iter().find(|m| m.amount < 0);
     let reinstatement = fact.movements.iter().find(|m| m.amount > 0);
+    // The ledger row is in the dispute's currency: a movement Stripe converted moved the
+    // dispute's whole amount (its own amount is in the settlement currency).
+    let disputed = |m: &DisputeMovement<'_>| {
+        if m.currency == currency {
+            m.amount.abs()
+        } else {
+            fact.amount.minor().abs()
+        }
+    };
     let withdrawn = withdrawal
-        .map(|m| m.amount.abs())
+        .map(disputed)
         .or(fact.withdrawn.then(|| fact.amount.minor().abs()));
     let reinstated = reinstatement
-        .map(|m| m.amount)
+        .map(disputed)
         .or(fact.reinstated.then(|| fact.amount.minor().abs()));
     let mut changed = false;
     if let Some(minor) = withdrawn.filter(|m| *m > 0) {
         changed |=
             ledger::record(conn, &entry(EntryKind::Dispute, &withdrawal_key, -minor)).await?;
+        if let Some(m) = withdrawal {
+            ledger::record_settlement(
+                conn,
+                &withdrawal_key,
+                m.id,
+                Money::new(m.amount, m.currency),
+            )
+            .await?;
+        }
     }
     // Before issue #18 a won dispute's reinstatement was keyed `dp_…:won`; a database that
     // has one must not get a second.
@@ -577,9 +614,23 @@ pub async fn dispute_changed(
             &entry(EntryKind::DisputeReversal, &reinstatement_key, minor),
         )
         .await?;
+        if let Some(m) = reinstatement {
+            ledger::record_settlement(
+                conn,
+                &reinstatement_key,
+                m.id,
+                Money::new(m.amount, m.currency),
+            )
+            .await?;
+        }
     }
     for movement in fact.movements.iter().filter(|m| m.fee != 0) {
-        changed |= ledger::record(conn, &entry(EntryKind::Fee, movement.id, -movement.fee)).await?;
+        // Stripe's dispute fee, in the currency it was taken in.
+        let fee = NewEntry {
+            amount: Money::new(-movement.fee, movement.currency),
+            ..entry(EntryKind::Fee, movement.id, 0)
+        };
+        changed |= ledger::record(conn, &fee).await?;
     }
     if let Some(contribution) = contribution {
         if withdrawn.is_some() {

@@ -157,6 +157,82 @@ pub async fn record_payment_fee(
     .await
 }
 
+/// The kind of the job that records what a refund (or a failed refund's return) settled
+/// as (payload `stripe_id`, the ledger row's key, and `balance_transaction`, its `txn_…`):
+/// a refund names its balance transaction by id only, and in a converted currency only
+/// that transaction says how much left the balance.
+pub const SETTLEMENT_JOB: &str = "ledger.settlement";
+
+/// Queues [`SETTLEMENT_JOB`] for ledger row `stripe_id`, moved by balance transaction
+/// `txn` (once per transaction).
+///
+/// # Errors
+/// Storage errors.
+pub async fn queue_settlement(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+    txn: &str,
+) -> Result<(), ContributionError> {
+    let job = kopilka_queue::NewJob::new(
+        SETTLEMENT_JOB,
+        serde_json::json!({"stripe_id": stripe_id, "balance_transaction": txn}),
+    )
+    .attempts(kopilka_queue::PATIENT_ATTEMPTS)
+    .dedup(format!("ledger:settlement:{txn}"));
+    kopilka_queue::enqueue(conn, &job).await?;
+    Ok(())
+}
+
+/// Records that ledger row `stripe_id` settled as `settled` (signed, in the balance
+/// transaction's currency) through balance transaction `txn`. Returns whether it was new;
+/// `Ok(false)` also when no such row is in the ledger.
+///
+/// # Errors
+/// Storage errors.
+pub async fn record_settlement(
+    conn: &mut PgConnection,
+    stripe_id: &str,
+    txn: &str,
+    settled: Money,
+) -> Result<bool, ContributionError> {
+    let inserted = sqlx::query(
+        "INSERT INTO ledger_settlements (balance_transaction, stripe_id, amount_minor, currency)
+         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(txn)
+    .bind(stripe_id)
+    .bind(settled.minor())
+    .bind(settled.currency().stripe_code())
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// [`record_settlement`] for the payment booked under `payment_intent`.
+///
+/// # Errors
+/// Storage errors.
+pub async fn record_payment_settlement(
+    conn: &mut PgConnection,
+    payment_intent: &str,
+    txn: &str,
+    settled: Money,
+) -> Result<bool, ContributionError> {
+    let payment: Option<String> = sqlx::query_scalar(
+        "SELECT stripe_id FROM ledger_entries
+         WHERE kind = 'payment' AND (coalesce(payment_intent_id, stripe_id) = $1
+                                     OR stripe_id = kopilka_payment_key($1)) LIMIT 1",
+    )
+    .bind(payment_intent)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match payment {
+        Some(stripe_id) => record_settlement(conn, &stripe_id, txn, settled).await,
+        None => Ok(false),
+    }
+}
+
 /// Whether a row is recorded under `stripe_id`.
 ///
 /// # Errors
@@ -270,14 +346,18 @@ pub struct CurrencyTotals {
     pub payments: i64,
     /// What disputes withdrew, net of what they reinstated (positive number).
     pub disputed_minor: i64,
-    /// Stripe's fees (card processing and dispute fees, net of fees given back).
+    /// Stripe's fees (card processing and dispute fees, net of fees given back), in the
+    /// currency they were taken in (the settlement currency).
     pub fees_minor: i64,
-    /// What Stripe keeps for the account: `net_minor − fees_minor`.
+    /// What Stripe's balance gained in this currency: every movement that settled in it
+    /// (converted movements count in the currency they were converted to), less
+    /// `fees_minor`. Without conversion, `net_minor − fees_minor`.
     pub stripe_net_minor: i64,
 }
 
-/// Totals per currency over `[since, until)`, as Stripe counts them (fees apart in
-/// `net_minor`, taken in `stripe_net_minor`).
+/// Totals per currency over `[since, until)`, as Stripe counts them: payments, refunds and
+/// disputes in the currency the donor paid in (fees apart in `net_minor`); Stripe's fees
+/// and net in the currency the money settled in (see [`CurrencyTotals::stripe_net_minor`]).
 ///
 /// # Errors
 /// Storage errors.
@@ -286,6 +366,7 @@ pub async fn totals(
     since: OffsetDateTime,
     until: OffsetDateTime,
 ) -> Result<Vec<CurrencyTotals>, ContributionError> {
+    use std::collections::BTreeMap;
     let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT currency,
                 coalesce(sum(amount_minor) FILTER (WHERE kind = 'payment'), 0)::bigint,
@@ -299,33 +380,52 @@ pub async fn totals(
     )
     .bind(since)
     .bind(until)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                currency,
-                gross_minor,
-                refunded_minor,
-                net_minor,
-                payments,
-                disputed_minor,
-                fees_minor,
-            )| {
-                CurrencyTotals {
-                    currency,
-                    gross_minor,
-                    refunded_minor,
-                    net_minor,
-                    payments,
-                    disputed_minor,
-                    fees_minor,
-                    stripe_net_minor: net_minor - fees_minor,
-                }
-            },
-        )
-        .collect())
+    // Each movement as it settled: its settlement if recorded, else itself.
+    let settled: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT coalesce(s.currency, e.currency),
+                sum(coalesce(s.amount_minor, e.amount_minor))::bigint
+         FROM ledger_entries e LEFT JOIN ledger_settlements s ON s.stripe_id = e.stripe_id
+         WHERE e.occurred_at >= $1 AND e.occurred_at < $2 AND e.kind <> 'fee'
+         GROUP BY 1",
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_currency: BTreeMap<String, CurrencyTotals> = BTreeMap::new();
+    let empty = |currency: &str| CurrencyTotals {
+        currency: currency.to_owned(),
+        gross_minor: 0,
+        refunded_minor: 0,
+        net_minor: 0,
+        payments: 0,
+        disputed_minor: 0,
+        fees_minor: 0,
+        stripe_net_minor: 0,
+    };
+    for (currency, gross_minor, refunded_minor, net_minor, payments, disputed_minor, fees_minor) in
+        rows
+    {
+        let t = by_currency
+            .entry(currency.clone())
+            .or_insert_with(|| empty(&currency));
+        t.gross_minor = gross_minor;
+        t.refunded_minor = refunded_minor;
+        t.net_minor = net_minor;
+        t.payments = payments;
+        t.disputed_minor = disputed_minor;
+        t.fees_minor = fees_minor;
+        t.stripe_net_minor -= fees_minor;
+    }
+    for (currency, minor) in settled {
+        by_currency
+            .entry(currency.clone())
+            .or_insert_with(|| empty(&currency))
+            .stripe_net_minor += minor;
+    }
+    Ok(by_currency.into_values().collect())
 }
 
 /// Whether the reader of contribution `contribution` was erased: nothing will ever name a

@@ -42,7 +42,7 @@ pub(crate) async fn email_link(
     let url = link::url_for(&worker.accounts.keys, &worker.settings.public_url, link_id);
     let minutes = (expires_at - now).whole_minutes().max(1);
     let context = serde_json::json!({
-        "name": reader.name,
+        "name": reader.greeting_name(),
         "link_url": url.as_str(),
         "expires_minutes": minutes,
         "expires_hours": (minutes + 59) / 60,

@@ -167,6 +167,7 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
         kopilka_accounts::reminder::REMINDER_JOB => reminders::send(worker, job, now).await,
         kopilka_contributions::ledger::RECEIPT_JOB => notices::receipt(worker, job, now).await,
         kopilka_contributions::ledger::FEE_JOB => fees::record(worker, job).await,
+        kopilka_contributions::ledger::SETTLEMENT_JOB => fees::record_settlement(worker, job).await,
         statements::STATEMENT_JOB => statements::send(worker, job, now).await,
         kopilka_recurring::facts::RENEWAL_NOTICE_JOB => {
             notices::renewal_notice(worker, job, now).await

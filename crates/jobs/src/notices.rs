@@ -93,7 +93,7 @@ pub(crate) async fn receipt(worker: &Worker, job: &Job, now: OffsetDateTime) -> 
         return tx.commit().await.map_err(|e| e.to_string());
     };
     let context = serde_json::json!({
-        "name": reader.name,
+        "name": reader.greeting_name(),
         "amount": facts.amount.to_string(),
         "date": date(facts.occurred_at),
         "interval": facts.interval,
@@ -153,7 +153,7 @@ pub(crate) async fn payment_failed(
     let last = next_attempt.is_none() || attempt + 1 >= attempts;
     let card_url = plan_link_url(worker, plan_id, PlanAction::UpdateCard, now)?;
     let context = serde_json::json!({
-        "name": reader.name,
+        "name": reader.greeting_name(),
         "amount": amount.to_string(),
         "interval": plan.interval.to_string(),
         "card_url": card_url.as_str(),
@@ -266,7 +266,7 @@ pub(crate) async fn payment_action_required(
     } = notice;
     let pay_url = plan_link_url(worker, plan_id, PlanAction::CompletePayment, now)?;
     let context = serde_json::json!({
-        "name": reader.name,
+        "name": reader.greeting_name(),
         "amount": amount.to_string(),
         "interval": plan.interval.to_string(),
         "pay_url": pay_url.as_str(),
@@ -346,7 +346,7 @@ pub(crate) async fn renewal_notice(
     };
     let cancel_url = plan_link_url(worker, plan_id, PlanAction::Cancel, now)?;
     let context = serde_json::json!({
-        "name": reader.name,
+        "name": reader.greeting_name(),
         "amount": plan.amount.to_string(),
         "renews_on": date(renews_at),
         "cancel_url": cancel_url.as_str(),

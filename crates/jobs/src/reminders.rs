@@ -106,7 +106,7 @@ pub(crate) async fn send(worker: &Worker, job: &Job, now: OffsetDateTime) -> Res
         ))
         .map_err(|e| e.to_string())?;
     let context = serde_json::json!({
-        "name": reader.name,
+        "name": reader.greeting_name(),
         "give_url": worker.settings.publisher.website.as_str(),
         "unsubscribe_url": unsubscribe_url.as_str(),
         "remind_on": remind_on.to_string(),

@@ -77,7 +77,7 @@ pub(crate) async fn send(worker: &Worker, job: &Job, now: OffsetDateTime) -> Res
     };
     let last_day = (to - time::Duration::days(1)).date();
     let context = serde_json::json!({
-        "name": person.name,
+        "name": person.greeting_name(),
         "from": from.date().to_string(),
         "to": last_day.to_string(),
         "year": from.year(),

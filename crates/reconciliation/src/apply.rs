@@ -281,6 +281,7 @@ async fn route(
                         id: txn["id"].as_str()?,
                         amount: txn["amount"].as_i64()?,
                         fee: txn["fee"].as_i64().unwrap_or(0),
+                        currency: txn["currency"].as_str()?.parse().ok()?,
                     })
                 })
                 .collect();
@@ -539,6 +540,8 @@ async fn refund_failed(
         amount: money(object["amount"].as_i64(), text(object, "currency"))?,
         refunded_at: object["created"].as_i64().unwrap_or(created),
         occurred_at: created,
+        balance_transaction: text(object, "balance_transaction").map(str::to_owned),
+        failure_balance_transaction: text(object, "failure_balance_transaction").map(str::to_owned),
     };
     Ok(contribution::refund_failed(conn, &fact).await?)
 }
@@ -557,6 +560,7 @@ async fn refund(
         payment_intent: pi.to_owned(),
         amount: money(object["amount"].as_i64(), text(object, "currency"))?,
         occurred_at: object["created"].as_i64().unwrap_or(0),
+        balance_transaction: text(object, "balance_transaction").map(str::to_owned),
     };
     Ok(contribution::refund_recorded(conn, &fact).await?)
 }

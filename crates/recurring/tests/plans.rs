@@ -233,6 +233,7 @@ async fn a_paid_one_off_enters_the_ledger_once_and_late_facts_do_not_undo_it() {
             payment_intent: pi.clone(),
             amount: money(amount, "usd"),
             occurred_at: fact.occurred_at + 100,
+            balance_transaction: None,
         };
         contribution_facts::refund_recorded(&mut conn, &refund)
             .await
@@ -281,11 +282,13 @@ async fn a_won_dispute_reported_out_of_order_leaves_the_gift_paid() {
                     id: "txn_out",
                     amount: -3000,
                     fee: 0,
+                    currency: "jpy".parse().unwrap(),
                 },
                 contribution_facts::DisputeMovement {
                     id: "txn_back",
                     amount: 3000,
                     fee: 0,
+                    currency: "jpy".parse().unwrap(),
                 },
             ]
         } else {

@@ -7,6 +7,7 @@
 //! constraint and is reported as such.
 
 mod error;
+pub mod limits;
 mod migrate;
 mod pool;
 pub mod private_postgres;

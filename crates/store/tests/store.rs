@@ -236,3 +236,61 @@ async fn a_persistent_cluster_keeps_its_data() {
     .unwrap()
     .unwrap();
 }
+
+/// Two instances share one budget through Postgres: each admits from memory, and after a
+/// flush each sees the other's hits; a failed flush keeps its counts for the next one.
+#[tokio::test]
+async fn two_instances_share_a_budget_through_postgres() {
+    use kopilka_store::limits::{Budget, Limiter, Refusal};
+    let db = fresh_database().await;
+    let budget = Budget {
+        limit: 4,
+        window_secs: 3_600,
+    };
+    let now = 7_200;
+    let (a, b) = (Limiter::new(1_000), Limiter::new(1_000));
+    for _ in 0..2 {
+        a.admit(&[("global:test", budget)], now).unwrap();
+    }
+    b.admit(&[("global:test", budget)], now).unwrap();
+    a.flush(&db.pool, now).await.unwrap();
+    b.flush(&db.pool, now).await.unwrap();
+    // b now knows of a's two: one more is the fourth, then both refuse once a has read back.
+    b.admit(&[("global:test", budget)], now).unwrap();
+    assert!(matches!(
+        b.admit(&[("global:test", budget)], now),
+        Err(Refusal::Over { .. })
+    ));
+    b.flush(&db.pool, now).await.unwrap();
+    // a last read 2: it admits one more before its next flush (the documented overshoot:
+    // what one instance admits in one interval), then knows of all five and refuses.
+    a.admit(&[("global:test", budget)], now).unwrap();
+    a.flush(&db.pool, now).await.unwrap();
+    assert!(matches!(
+        a.admit(&[("global:test", budget)], now),
+        Err(Refusal::Over { .. })
+    ));
+    let hits: i64 = sqlx::query_scalar("SELECT hits FROM rate_limits WHERE key = 'global:test'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(hits, 5);
+    // A flush that fails keeps its counts: they land with the next one.
+    let c = Limiter::new(1_000);
+    c.admit(&[("client:x", budget)], now).unwrap();
+    let closed = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+    assert!(c.flush(&closed, now).await.is_err());
+    c.flush(&db.pool, now).await.unwrap();
+    let hits: i64 = sqlx::query_scalar("SELECT hits FROM rate_limits WHERE key = 'client:x'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(hits, 1);
+    // Ended windows are deleted.
+    assert_eq!(
+        kopilka_store::limits::forget_ended(&db.pool, now + 3_600 + 61)
+            .await
+            .unwrap(),
+        2
+    );
+}

@@ -21,6 +21,7 @@ pub fn routes(sim: Simulator) -> axum::Router {
         .route("/_sim/subscriptions/{id}/card", post(card))
         .route("/_sim/invoices/{id}/pay", post(pay_invoice))
         .route("/_sim/dunning", post(dunning))
+        .route("/_sim/account", post(account))
         .route("/_sim/subscriptions/{id}/credit", post(credit))
         .route("/_sim/disputes", post(open_dispute))
         .route("/_sim/disputes/{id}/close", post(close_dispute))
@@ -244,6 +245,28 @@ async fn dunning(
     Ok(Json(
         json!({"attempts": settings.attempts, "window_days": settings.window_days, "then": settings.then}),
     ))
+}
+
+#[derive(Deserialize)]
+struct AccountSettings {
+    bank_account_currencies: Vec<String>,
+}
+
+/// The account's bank accounts: money in `bank_account_currencies` (and USD, the default
+/// currency) settles as itself; every other currency is converted to USD, and its minimum
+/// charge is what converts to US$0.50. Answers the currencies in force.
+async fn account(
+    State(sim): State<Simulator>,
+    Json(body): Json<AccountSettings>,
+) -> Result<Json<serde_json::Value>, StripeError> {
+    let account = crate::currencies::Account::with_bank_accounts(&body.bank_account_currencies)
+        .map_err(|why| StripeError::invalid("bank_account_currencies", why))?;
+    let currencies = account.bank_account_currencies();
+    sim.act(|state| {
+        state.account = account;
+        Ok::<_, StripeError>(())
+    })?;
+    Ok(Json(json!({"bank_account_currencies": currencies})))
 }
 
 /// The subscription's next invoice is paid in full from the customer's credit balance

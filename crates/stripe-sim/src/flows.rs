@@ -125,7 +125,7 @@ pub fn create_checkout_session(
         .ok_or_else(|| {
             StripeError::invalid("line_items[0][price_data][unit_amount]", "Invalid amount.")
         })?;
-    currencies::check(
+    state.account.check(
         amount,
         &currency,
         "line_items[0][price_data][unit_amount]",
@@ -371,7 +371,9 @@ fn succeed_charge(
     let pi = objects::new_id("pi_");
     let ch = objects::new_id("ch_");
     let txn = objects::new_id("txn_");
-    let fee = objects::card_fee(payment.amount, is_zero_decimal(payment.currency));
+    // Stripe's fee is taken in the currency the charge settles in.
+    let settled = state.account.settle(payment.amount, payment.currency);
+    let fee = objects::card_fee(settled.amount, is_zero_decimal(&settled.currency));
     state.insert(objects::payment_intent(
         &pi,
         payment,
@@ -379,12 +381,11 @@ fn succeed_charge(
         None,
     ));
     state.emit("payment_intent.created", &pi, None, None);
-    state.insert(objects::balance_transaction(
+    state.insert(objects::settled_transaction(
         &txn,
         &ch,
-        payment.amount,
+        &settled,
         fee,
-        payment.currency,
         "charge",
         "charge",
         payment.now,
@@ -679,8 +680,8 @@ fn activate_subscription(state: &mut State, sub: &str, invoice: &str) {
     );
 }
 
-/// Stripe's dispute fee, charged in the dispute's currency when the account settles in it
-/// (the simulator's table, after Stripe's pricing pages: 15.00 in the US, Canada and the
+/// Stripe's dispute fee in `currency`, the currency the disputed funds settle in (the
+/// simulator's table, after Stripe's pricing pages: 15.00 in the US, Canada and the
 /// euro area, £20, 25.00 in Australia, New Zealand, Switzerland and Singapore), in minor
 /// units. Stripe returns it when the dispute is won.
 pub fn dispute_fee(currency: &str) -> i64 {
@@ -743,29 +744,44 @@ pub fn open_dispute_of(
     }
     state.emit("charge.dispute.created", &dp, None, None);
     if kind == DisputeKind::Chargeback {
-        dispute_moves_funds(state, &dp, -amount, dispute_fee(&currency));
+        dispute_moves_funds(state, &dp, -amount, DisputeFee::Charged);
         state.emit("charge.dispute.funds_withdrawn", &dp, None, None);
     }
     dp
 }
 
-/// A balance transaction of dispute `dp` (`amount` signed, `fee` positive when charged),
-/// added to the dispute's `balance_transactions`.
-fn dispute_moves_funds(state: &mut State, dp: &str, amount: i64, fee: i64) {
+/// A dispute's fee on one of its balance transactions.
+#[derive(Debug, Clone, Copy)]
+enum DisputeFee {
+    /// Stripe's dispute fee in the currency the funds settle in ([`dispute_fee`]).
+    Charged,
+    /// The fee charged earlier, given back (a won dispute).
+    GivenBack(i64),
+}
+
+/// A balance transaction of dispute `dp` (`amount` signed, in the dispute's currency; the
+/// transaction is in the currency it settles in), added to the dispute's
+/// `balance_transactions`.
+fn dispute_moves_funds(state: &mut State, dp: &str, amount: i64, fee: DisputeFee) {
     let now = state.now();
-    let Some(currency) = state
+    let Some(disputed_currency) = state
         .get(dp)
         .and_then(|d| d["currency"].as_str())
         .map(str::to_owned)
     else {
         return;
     };
-    let mut txn = objects::balance_transaction(
+    let settled = state.account.settle(amount, &disputed_currency);
+    let currency = settled.currency.clone();
+    let fee = match fee {
+        DisputeFee::Charged => dispute_fee(&currency),
+        DisputeFee::GivenBack(fee) => -fee,
+    };
+    let mut txn = objects::settled_transaction(
         &objects::new_id("txn_"),
         dp,
-        amount,
+        &settled,
         fee,
-        &currency,
         "adjustment",
         if amount < 0 {
             "dispute"
@@ -837,7 +853,7 @@ pub fn end_dispute(
         .sum();
     dispute["status"] = json!(status);
     if status == "won" {
-        dispute_moves_funds(state, id, amount, -fee);
+        dispute_moves_funds(state, id, amount, DisputeFee::GivenBack(fee));
     }
     state.emit(
         "charge.dispute.closed",
@@ -913,7 +929,6 @@ pub fn escalate_dispute(state: &mut State, id: &str) -> Result<(), StripeError> 
     let now = state.now();
     let dispute = state.get_mut(id).expect("found above");
     let amount = dispute["amount"].as_i64().unwrap_or(0);
-    let currency = dispute["currency"].as_str().unwrap_or("usd").to_owned();
     objects::merge(
         dispute,
         json!({"status": "needs_response", "is_charge_refundable": false,
@@ -927,7 +942,7 @@ pub fn escalate_dispute(state: &mut State, id: &str) -> Result<(), StripeError> 
                     "payment_method_details": {"card": {"case_type": "inquiry"}}})),
         None,
     );
-    dispute_moves_funds(state, id, -amount, dispute_fee(&currency));
+    dispute_moves_funds(state, id, -amount, DisputeFee::Charged);
     state.emit("charge.dispute.funds_withdrawn", id, None, None);
     Ok(())
 }
@@ -996,12 +1011,11 @@ pub fn fail_refund(state: &mut State, id: &str) -> Result<(), StripeError> {
     let amount = refund["amount"].as_i64().unwrap_or(0);
     let currency = refund["currency"].as_str().unwrap_or("usd").to_owned();
     let txn = objects::new_id("txn_");
-    state.insert(objects::balance_transaction(
+    state.insert(objects::settled_transaction(
         &txn,
         id,
-        amount,
+        &state.account.settle(amount, &currency),
         0,
-        &currency,
         "refund_failure",
         "refund_failure",
         now,
@@ -1118,8 +1132,14 @@ pub fn create_refund(
     let now = state.now();
     let txn = objects::new_id("txn_");
     let re = objects::new_id("re_");
-    state.insert(objects::balance_transaction(
-        &txn, &re, -amount, 0, &currency, "refund", "refund", now,
+    state.insert(objects::settled_transaction(
+        &txn,
+        &re,
+        &state.account.settle(-amount, &currency),
+        0,
+        "refund",
+        "refund",
+        now,
     ));
     let metadata = params.get("metadata").cloned().unwrap_or_else(|| json!({}));
     state.insert(objects::refund(
@@ -1362,7 +1382,7 @@ pub fn update_subscription(
                 "unit_amount",
             )?
             .ok_or_else(|| StripeError::missing("items[0][price_data][unit_amount]"))?;
-            currencies::check(
+            state.account.check(
                 amount,
                 &currency,
                 "items[0][price_data][unit_amount]",
@@ -1671,7 +1691,7 @@ fn bill(
         object["latest_invoice"] = json!(invoice);
     }
     let currency = price["currency"].as_str().unwrap_or("usd").to_owned();
-    let below_minimum = due > 0 && due < currencies::minimum(&currency);
+    let below_minimum = due > 0 && due < state.account.minimum(&currency);
     if below_minimum {
         // Stripe does not charge less than its minimum: the invoice is paid and the amount
         // is carried to the customer's balance, for the next invoice.
@@ -1823,7 +1843,9 @@ pub fn create_price(state: &mut State, params: &Value) -> Result<String, StripeE
         .to_ascii_lowercase();
     let amount = integer(params, "unit_amount", "unit_amount")?
         .ok_or_else(|| StripeError::missing("unit_amount"))?;
-    currencies::check(amount, &currency, "unit_amount", "currency")?;
+    state
+        .account
+        .check(amount, &currency, "unit_amount", "currency")?;
     let product = string(params, "product").ok_or_else(|| StripeError::missing("product"))?;
     if state.get(product).is_none_or(|p| p["object"] != "product") {
         return Err(StripeError::no_such("product", product));
@@ -2203,12 +2225,14 @@ fn renew(state: &mut State, sub: &str, period_start: i64) {
     charge_period(state, sub, "subscription_cycle", period);
 }
 
-/// What Stripe would count per currency: gross = succeeded charges, refunded = refunds,
-/// disputed = what disputes withdrew and did not reinstate (their balance transactions),
-/// net = gross − refunded − disputed (Stripe's fees apart), payments = succeeded charges,
-/// fees = the `fee` of every balance transaction (card processing and dispute fees, less
-/// fees given back), stripe_net = net − fees (what the balance gained). A failed refund is
-/// not a refund.
+/// What Stripe would count per currency. In the currency a donor paid in (the charge's,
+/// refund's and dispute's): gross = succeeded charges, refunded = succeeded refunds,
+/// disputed = what disputes withdrew and did not reinstate, net = gross − refunded −
+/// disputed, payments = succeeded charges. In the currency the money settled in (the
+/// balance transactions'; the same one unless converted): fees = the `fee` of every
+/// balance transaction (card processing and dispute fees, less fees given back),
+/// stripe_net = the `net` of every balance transaction but payouts (what the balance
+/// gained). A failed refund is not a refund.
 pub fn totals(state: &State) -> Value {
     use std::collections::BTreeMap;
     #[derive(Default)]
@@ -2218,6 +2242,7 @@ pub fn totals(state: &State) -> Value {
         lost: i64,
         payments: i64,
         fees: i64,
+        stripe_net: i64,
     }
     let mut sums: BTreeMap<String, Sum> = BTreeMap::new();
     let currency = |o: &Value| o["currency"].as_str().unwrap_or_default().to_owned();
@@ -2236,21 +2261,26 @@ pub fn totals(state: &State) -> Value {
         sums.entry(currency(refund)).or_default().refunded +=
             refund["amount"].as_i64().unwrap_or(0);
     }
-    // What disputes took and did not give back: their balance transactions' amounts.
+    // What disputes took and did not give back, in the dispute's currency: its amount for
+    // each withdrawal among its balance transactions, less it for each reinstatement.
     for dispute in state.newest_first("dispute") {
-        let moved: i64 = dispute["balance_transactions"]
+        let amount = dispute["amount"].as_i64().unwrap_or(0);
+        let lost: i64 = dispute["balance_transactions"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|t| t["amount"].as_i64())
+            .map(|moved| -moved.signum() * amount)
             .sum();
-        sums.entry(currency(dispute)).or_default().lost -= moved;
+        sums.entry(currency(dispute)).or_default().lost += lost;
     }
-    for txn in state.newest_first("balance_transaction") {
-        let fee = txn["fee"].as_i64().unwrap_or(0);
-        if fee != 0 {
-            sums.entry(currency(txn)).or_default().fees += fee;
-        }
+    for txn in state
+        .newest_first("balance_transaction")
+        .filter(|t| t["type"] != "payout")
+    {
+        let sum = sums.entry(currency(txn)).or_default();
+        sum.fees += txn["fee"].as_i64().unwrap_or(0);
+        sum.stripe_net += txn["net"].as_i64().unwrap_or(0);
     }
     let totals: Vec<Value> = sums
         .into_iter()
@@ -2258,7 +2288,7 @@ pub fn totals(state: &State) -> Value {
             let net = s.gross - s.refunded - s.lost;
             json!({"currency": currency, "gross_minor": s.gross, "refunded_minor": s.refunded,
             "net_minor": net, "payments": s.payments, "disputed_minor": s.lost,
-            "fees_minor": s.fees, "stripe_net_minor": net - s.fees})
+            "fees_minor": s.fees, "stripe_net_minor": s.stripe_net})
         })
         .collect();
     json!({"totals": totals})

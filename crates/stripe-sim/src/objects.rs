@@ -261,6 +261,37 @@ pub fn card_fee(amount: i64, zero_decimal: bool) -> i64 {
     }
 }
 
+/// A balance transaction of `settled` money (see [`crate::currencies::settle`]): its
+/// `amount`, `currency` and `exchange_rate` are the settled ones, `fee` in that currency.
+#[allow(clippy::too_many_arguments)]
+pub fn settled_transaction(
+    id: &str,
+    source: &str,
+    settled: &crate::currencies::Settled,
+    fee: i64,
+    kind: &str,
+    category: &str,
+    now: i64,
+) -> Value {
+    let mut txn = balance_transaction(
+        id,
+        source,
+        settled.amount,
+        fee,
+        &settled.currency,
+        kind,
+        category,
+        now,
+    );
+    // A JSON number, as Stripe writes it.
+    txn["exchange_rate"] = settled
+        .exchange_rate
+        .as_deref()
+        .and_then(|rate| serde_json::from_str(rate).ok())
+        .unwrap_or(Value::Null);
+    txn
+}
+
 pub fn balance_transaction(
     id: &str,
     source: &str,

@@ -90,6 +90,8 @@ pub struct State {
     pub outbox: Vec<String>,
     /// Which automatic payout paid out each balance transaction (`?payout=po_…`).
     pub payout_of: HashMap<String, String>,
+    /// Which currencies settle as themselves (`/_sim/account`).
+    pub account: crate::currencies::Account,
 }
 
 fn real_now() -> i64 {

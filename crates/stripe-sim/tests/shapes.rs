@@ -221,6 +221,9 @@ const SET_BY_FLOWS: &[(&str, &str)] = &[
     ("refund", "reason"),
     ("refund", "balance_transaction"),
     ("dispute", "payment_intent"),
+    // Money Stripe converted to the settlement currency.
+    ("dispute", "balance_transactions[].exchange_rate"),
+    ("balance_transaction", "exchange_rate"),
     ("subscription", "latest_invoice"),
     ("subscription", "cancellation_details.reason"),
     ("invoice", "customer_email"),

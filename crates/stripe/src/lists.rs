@@ -100,10 +100,26 @@ pub struct PaymentFee {
     pub balance_transaction: String,
     /// The fee (positive), in the balance transaction's currency.
     pub fee: i64,
+    /// What the payment added to the balance before the fee: the charge converted to the
+    /// settlement currency when Stripe converted it, else the charge's amount.
+    pub amount: i64,
     /// Lowercase ISO code of the balance transaction (the settlement currency).
     pub currency: String,
     /// The balance transaction's `created`.
     pub created: i64,
+}
+
+/// What one balance transaction moved, in the currency it settled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// `txn_…`.
+    pub id: String,
+    /// Signed, in `currency`'s minor units.
+    pub amount: i64,
+    /// Stripe's fee on it.
+    pub fee: i64,
+    /// Lowercase ISO code (the settlement currency).
+    pub currency: String,
 }
 
 fn since(at: i64) -> RangeQueryTs {
@@ -284,9 +300,26 @@ impl StripeClient {
         Ok(Some(PaymentFee {
             balance_transaction: t.id.to_string(),
             fee: t.fee,
+            amount: t.amount,
             currency: t.currency.to_string(),
             created: t.created,
         }))
+    }
+
+    /// Balance transaction `txn`: what it moved, in the currency it settled in.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn settlement(&self, txn: &str) -> Result<Settlement, ClientError> {
+        let t = stripe_core::balance_transaction::RetrieveBalanceTransaction::new(txn)
+            .send(self.inner())
+            .await?;
+        Ok(Settlement {
+            id: t.id.to_string(),
+            amount: t.amount,
+            fee: t.fee,
+            currency: t.currency.to_string(),
+        })
     }
 
     /// Event ids and types since `at` (Stripe keeps 30 days).

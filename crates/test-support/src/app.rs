@@ -297,13 +297,17 @@ impl TestApp {
                 let pool = pool.clone();
                 let contribution = contribution.clone();
                 async move {
-                    let status: Option<String> =
-                        sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1::uuid")
-                            .bind(&contribution)
-                            .fetch_optional(&pool)
-                            .await
-                            .ok()
-                            .flatten();
+                    // Paid, and named its reader: the address given on Stripe's page names
+                    // the reader when the checkout's completion is applied, which may come
+                    // after the payment's own events.
+                    let status: Option<String> = sqlx::query_scalar(
+                        "SELECT status FROM contributions WHERE id = $1::uuid AND reader_id IS NOT NULL",
+                    )
+                    .bind(&contribution)
+                    .fetch_optional(&pool)
+                    .await
+                    .ok()
+                    .flatten();
                     let plans: i64 = sqlx::query_scalar(
                         "SELECT count(*) FROM recurring_plans WHERE contribution_id = $1::uuid",
                     )

@@ -1,0 +1,147 @@
+//! No free work for strangers (issue #19): every public write counts against its client's
+//! budget (IP; IPv6 per /64), the budget of the address it names, and the route's global
+//! budget (`[limits]`), shared by every instance through Postgres without a query on the
+//! request's path ([`kopilka_store::limits`]). Over a budget: 429 `rate_limited` with
+//! `Retry-After`, the same answer whether the address has an account or not. Clients and
+//! addresses are counted under keyed HMACs, never as themselves.
+//!
+//! Work a request leaves running after its answer is bounded too ([`PublicLimits::task`]):
+//! past `limits.background_tasks`, 503 `busy` with `Retry-After` — never an unbounded pile
+//! of tasks, never accepted work dropped.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use kopilka_accounts::keys::{Keys, Purpose};
+use kopilka_config::{LimitsSettings, RouteLimit, Settings};
+use kopilka_domain::Email;
+use kopilka_store::PgPool;
+use kopilka_store::limits::{Budget, Limiter, Refusal};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::AppError;
+
+/// A public write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Checkout,
+    SignUp,
+    SignInLink,
+    SignIn,
+    Reminder,
+    PlanLink,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Checkout => "checkout",
+            Self::SignUp => "sign_up",
+            Self::SignInLink => "sign_in_link",
+            Self::SignIn => "sign_in",
+            Self::Reminder => "reminder",
+            Self::PlanLink => "plan_link",
+        }
+    }
+
+    fn limit(self, settings: &LimitsSettings) -> RouteLimit {
+        match self {
+            Self::Checkout => settings.checkout,
+            Self::SignUp => settings.sign_up,
+            Self::SignInLink => settings.sign_in_link,
+            Self::SignIn => settings.sign_in,
+            Self::Reminder => settings.reminder,
+            Self::PlanLink => settings.plan_link,
+        }
+    }
+}
+
+/// The budgets of every public write, and the bound on work left running.
+pub struct PublicLimits {
+    limiter: Arc<Limiter>,
+    settings: LimitsSettings,
+    keys: Keys,
+    tasks: Arc<Semaphore>,
+}
+
+impl PublicLimits {
+    /// Limits as `settings` configure them.
+    #[must_use]
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            limiter: Limiter::new(settings.limits.max_keys),
+            settings: settings.limits,
+            keys: Keys::from_settings(&settings.accounts),
+            tasks: Arc::new(Semaphore::new(settings.limits.background_tasks)),
+        }
+    }
+
+    /// Counts one request of `route` from `ip` naming `email`, or refuses it (429, or 503
+    /// when this instance can hold no more counters).
+    pub(crate) fn admit(
+        &self,
+        route: Route,
+        ip: Option<IpAddr>,
+        email: Option<&Email>,
+    ) -> Result<(), AppError> {
+        let limit = route.limit(&self.settings);
+        let budget = |n: u32| Budget {
+            limit: n,
+            window_secs: limit.window_secs,
+        };
+        let name = route.name();
+        let global = format!("{name}:global");
+        let client = ip.map(|ip| {
+            let canonical = kopilka_accounts::throttle::canonical(ip);
+            format!(
+                "{name}:client:{}",
+                self.keys.digest(Purpose::IpKey, canonical.as_bytes())
+            )
+        });
+        let address = email.filter(|_| limit.per_address > 0).map(|email| {
+            format!(
+                "{name}:address:{}",
+                self.keys
+                    .digest(Purpose::AddressKey, email.expose().as_bytes())
+            )
+        });
+        let mut hits = vec![(global.as_str(), budget(limit.global))];
+        if let Some(client) = &client {
+            hits.push((client.as_str(), budget(limit.per_client)));
+        }
+        if let Some(address) = &address {
+            hits.push((address.as_str(), budget(limit.per_address)));
+        }
+        self.limiter
+            .admit(&hits, kopilka_store::limits::unix_now())
+            .map_err(|refusal| match refusal {
+                Refusal::Over { retry_after } => {
+                    metrics::counter!("kopilka_rate_limited_total", "route" => name).increment(1);
+                    AppError::TooManyRequests {
+                        code: "rate_limited",
+                        message: "too many requests; try again later".into(),
+                        retry_after_secs: retry_after.as_secs(),
+                    }
+                }
+                Refusal::Full { retry_after } => AppError::Busy {
+                    retry_after_secs: retry_after.as_secs(),
+                },
+            })
+    }
+
+    /// A place for work that outlives its request's answer, or 503 `busy` when every place
+    /// is taken. Hold the permit until the work is done.
+    pub(crate) fn task(&self) -> Result<OwnedSemaphorePermit, AppError> {
+        Arc::clone(&self.tasks).try_acquire_owned().map_err(|_| {
+            metrics::counter!("kopilka_busy_total").increment(1);
+            AppError::Busy {
+                retry_after_secs: 1,
+            }
+        })
+    }
+
+    /// Starts sharing this instance's counts through Postgres.
+    pub(crate) fn spawn_flusher(&self, pool: PgPool) -> tokio::task::JoinHandle<()> {
+        self.limiter.spawn_flusher(pool, self.settings.flush())
+    }
+}

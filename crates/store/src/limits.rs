@@ -1,0 +1,288 @@
+//! Request budgets shared by every instance through Postgres, with no round trip on the
+//! request's path: an instance counts in memory ([`Limiter::admit`]) and, every flush
+//! interval, adds what it admitted to the shared counters in one statement and reads the
+//! sums back ([`Limiter::flush`]). Instances may together overshoot a budget by what they
+//! admit in one interval; a budget is otherwise exact across instances.
+//!
+//! Budgets are fixed windows (`window_secs`, aligned to the epoch). Keys are whatever the
+//! caller passes: keyed HMACs of clients and addresses, never the values themselves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::StoreError;
+
+/// How many requests one key may make per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Requests per window.
+    pub limit: u32,
+    /// The window, in seconds (at least 1).
+    pub window_secs: u32,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A budget is spent: retry when its window turns.
+    Over {
+        /// Until the longest of the spent budgets' windows ends.
+        retry_after: Duration,
+    },
+    /// The instance holds as many counters as it may: retry shortly.
+    Full {
+        /// A short wait.
+        retry_after: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counter {
+    /// The shared count as last read back (other instances' hits included).
+    shared: i64,
+    /// Admitted here and not flushed yet.
+    pending: i64,
+    window_end: i64,
+}
+
+/// In-memory counts, flushed to the shared ones (table `rate_limits`).
+#[derive(Debug)]
+pub struct Limiter {
+    counters: Mutex<HashMap<(String, i64), Counter>>,
+    max_keys: usize,
+}
+
+fn window_of(budget: Budget, now: i64) -> (i64, i64) {
+    let secs = i64::from(budget.window_secs.max(1));
+    let start = now.div_euclid(secs) * secs;
+    (start, start + secs)
+}
+
+fn seconds(n: i64) -> Duration {
+    Duration::from_secs(u64::try_from(n.max(1)).unwrap_or(1))
+}
+
+impl Limiter {
+    /// A limiter keeping at most `max_keys` counters.
+    #[must_use]
+    pub fn new(max_keys: usize) -> Arc<Self> {
+        Arc::new(Self {
+            counters: Mutex::new(HashMap::new()),
+            max_keys,
+        })
+    }
+
+    /// Counts one request against every `(key, budget)` at `now` (unix seconds): all of them
+    /// or none. Refused when any budget is spent (the longest wait), or when a new key would
+    /// not fit.
+    ///
+    /// # Errors
+    /// [`Refusal`].
+    pub fn admit(&self, hits: &[(&str, Budget)], now: i64) -> Result<(), Refusal> {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut wait = None;
+        let mut new_keys = 0;
+        for (key, budget) in hits {
+            let (start, end) = window_of(*budget, now);
+            match counters.get(&((*key).to_owned(), start)) {
+                Some(c) if c.shared + c.pending >= i64::from(budget.limit) => {
+                    wait = wait.max(Some(end - now));
+                }
+                Some(_) => {}
+                None if budget.limit == 0 => wait = wait.max(Some(end - now)),
+                None => new_keys += 1,
+            }
+        }
+        if let Some(wait) = wait {
+            return Err(Refusal::Over {
+                retry_after: seconds(wait),
+            });
+        }
+        if counters.len() + new_keys > self.max_keys {
+            counters.retain(|_, c| c.window_end > now || c.pending > 0);
+            if counters.len() + new_keys > self.max_keys {
+                return Err(Refusal::Full {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        }
+        for (key, budget) in hits {
+            let (start, window_end) = window_of(*budget, now);
+            counters
+                .entry(((*key).to_owned(), start))
+                .or_insert(Counter {
+                    shared: 0,
+                    pending: 0,
+                    window_end,
+                })
+                .pending += 1;
+        }
+        Ok(())
+    }
+
+    /// Adds what was admitted here since the last flush to the shared counters and reads
+    /// their sums back; forgets counters whose window ended before `now`. On a storage
+    /// error the counts stay pending for the next flush (nothing is lost).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn flush(&self, pool: &PgPool, now: i64) -> Result<(), StoreError> {
+        let taken: Vec<((String, i64), i64, i64)> = {
+            let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+            counters.retain(|_, c| c.window_end > now || c.pending > 0);
+            counters
+                .iter_mut()
+                .filter(|(_, c)| c.pending > 0)
+                .map(|(k, c)| {
+                    let pending = std::mem::take(&mut c.pending);
+                    (k.clone(), pending, c.window_end)
+                })
+                .collect()
+        };
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = taken.iter().map(|((k, _), _, _)| k.as_str()).collect();
+        let starts: Vec<i64> = taken.iter().map(|((_, s), _, _)| *s).collect();
+        let ends: Vec<i64> = taken.iter().map(|(_, _, e)| *e).collect();
+        let deltas: Vec<i64> = taken.iter().map(|(_, d, _)| *d).collect();
+        let sums: Result<Vec<(String, i64, i64)>, sqlx::Error> = sqlx::query_as(
+            "INSERT INTO rate_limits (key, window_start, window_end, hits)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+             ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + EXCLUDED.hits
+             RETURNING key, window_start, hits",
+        )
+        .bind(&keys)
+        .bind(&starts)
+        .bind(&ends)
+        .bind(&deltas)
+        .fetch_all(pool)
+        .await;
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        match sums {
+            Ok(sums) => {
+                for (key, start, hits) in sums {
+                    if let Some(c) = counters.get_mut(&(key, start)) {
+                        c.shared = hits;
+                    }
+                }
+                Ok(())
+            }
+            Err(err) => {
+                for ((key, start), delta, window_end) in taken {
+                    counters
+                        .entry((key, start))
+                        .or_insert(Counter {
+                            shared: 0,
+                            pending: 0,
+                            window_end,
+                        })
+                        .pending += delta;
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Flushes every `every` until the task is aborted; every few minutes also deletes
+    /// shared counters whose window ended.
+    pub fn spawn_flusher(
+        self: &Arc<Self>,
+        pool: PgPool,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let limiter = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut rounds: u64 = 0;
+            loop {
+                ticker.tick().await;
+                let now = unix_now();
+                if let Err(err) = limiter.flush(&pool, now).await {
+                    tracing::warn!(error = %err, "rate limit counters not flushed; kept for the next round");
+                }
+                rounds += 1;
+                if rounds.is_multiple_of(600)
+                    && let Err(err) = forget_ended(&pool, now).await
+                {
+                    tracing::warn!(error = %err, "ended rate limit counters not deleted");
+                }
+            }
+        })
+    }
+}
+
+/// Deletes shared counters whose window ended a minute or more before `now`.
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_ended(pool: &PgPool, now: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM rate_limits WHERE window_end < $1")
+        .bind(now - 60)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Seconds since the epoch.
+#[must_use]
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_PER_MINUTE: Budget = Budget {
+        limit: 2,
+        window_secs: 60,
+    };
+
+    #[test]
+    fn a_spent_budget_refuses_until_its_window_turns_and_all_or_none_is_counted() {
+        let limiter = Limiter::new(1_000);
+        let now = 120;
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], now).is_ok());
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], now + 1).is_ok());
+        assert_eq!(
+            limiter.admit(&[("a", TWO_PER_MINUTE)], now + 10),
+            Err(Refusal::Over {
+                retry_after: Duration::from_secs(50)
+            })
+        );
+        // Refused as a whole: "b" was not counted.
+        assert!(
+            limiter
+                .admit(&[("b", TWO_PER_MINUTE), ("a", TWO_PER_MINUTE)], now + 10)
+                .is_err()
+        );
+        assert!(limiter.admit(&[("b", TWO_PER_MINUTE)], now + 10).is_ok());
+        assert!(limiter.admit(&[("b", TWO_PER_MINUTE)], now + 10).is_ok());
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], now + 60).is_ok());
+    }
+
+    #[test]
+    fn a_full_limiter_refuses_new_keys_but_not_known_ones() {
+        let limiter = Limiter::new(2);
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], 0).is_ok());
+        assert!(limiter.admit(&[("b", TWO_PER_MINUTE)], 0).is_ok());
+        assert!(matches!(
+            limiter.admit(&[("c", TWO_PER_MINUTE)], 0),
+            Err(Refusal::Full { .. })
+        ));
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], 0).is_ok());
+        // Once the window turned, the old counters make room (flushed ones only: these
+        // were never flushed, so they still hold their pending counts).
+        assert!(matches!(
+            limiter.admit(&[("c", TWO_PER_MINUTE)], 61),
+            Err(Refusal::Full { .. })
+        ));
+    }
+}

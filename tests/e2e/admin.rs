@@ -1322,3 +1322,531 @@ async fn the_proof_month_with_switches_dunning_and_odd_currencies_matches_stripe
     let failed = admin_json(&app, &url, &["events", "list", "--status", "failed"]).await;
     assert_eq!(failed, json!([]));
 }
+
+/// POSTs `event` (as Stripe renders it) to the app's webhook endpoint, signed.
+async fn deliver(app: &TestApp, event: &Value) {
+    let body = event.to_string();
+    let at = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signature =
+        kopilka_stripe::sign(app.stripe.simulator.webhook_secret(), at, body.as_bytes());
+    let response = app
+        .api
+        .request(reqwest::Method::POST, "/v1/webhooks/stripe")
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// [`settled`], printing the events and jobs still waiting when it times out.
+async fn settled_or_dump(db: &TestDatabase, what: &str, extra: &str) {
+    let query = format!(
+        "SELECT (SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')) = 0 AND ({extra})"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(query.clone()))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if done {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let events: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+                "SELECT id, type, status, last_error FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            let jobs: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+                "SELECT kind, payload::text, status, last_error FROM jobs WHERE status <> 'done'",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            let ledger: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT kind, stripe_id, payment_intent_id, amount_minor FROM ledger_entries ORDER BY recorded_at",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            panic!(
+                "timed out waiting for {what}: events {events:?}, jobs {jobs:?}, ledger {ledger:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plan as a Kopilka before #18 booked it.
+struct LegacyPlan {
+    invoice: String,
+    payment_intent: String,
+    contribution: String,
+    /// Its `invoice_payment.paid`, stored and ignored.
+    payment_event: Value,
+}
+
+/// A monthly plan paid at the simulator and applied as a Kopilka before #18 applied it:
+/// every event but `invoice_payment.paid` delivered (that one stored whole and `ignored`,
+/// as the old inbox did with a type it did not handle), the payment booked on `invoice.paid`
+/// under the invoice (`stripe_id` and `payment_intent_id` both `in_…`), and no
+/// `plan_invoices` row (the table came with #18). Deliveries are off afterwards.
+async fn legacy_plan(app: &TestApp, db: &TestDatabase, amount: i64) -> LegacyPlan {
+    app.deliver_webhooks_here(None).await;
+    let before = app.sim_get("/v1/events?limit=100").await;
+    let known: std::collections::HashSet<String> = before["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let session = app.checkout_and("month", amount, "usd", "pay").await;
+    let contribution = session["client_reference_id"].as_str().unwrap().to_owned();
+    let sub = session["subscription"].as_str().unwrap().to_owned();
+    let events = app.sim_get("/v1/events?limit=100").await;
+    let mut payment_event = Value::Null;
+    for event in events["data"].as_array().unwrap().iter().rev() {
+        if known.contains(event["id"].as_str().unwrap()) {
+            continue;
+        }
+        if event["type"] == "invoice_payment.paid" {
+            payment_event = event.clone();
+        } else {
+            deliver(app, event).await;
+        }
+    }
+    assert_ne!(
+        payment_event,
+        Value::Null,
+        "the plan's invoice_payment.paid"
+    );
+    settled_or_dump(
+        db,
+        "the plan applied but its payment",
+        &format!(
+            "EXISTS (SELECT 1 FROM plan_invoices i JOIN recurring_plans p ON p.id = i.plan_id
+                     WHERE p.stripe_subscription_id = '{sub}')
+             AND EXISTS (SELECT 1 FROM contributions WHERE id = '{contribution}' AND status = 'paid')"
+        ),
+    )
+    .await;
+    let subscription = app.sim_get(&format!("/v1/subscriptions/{sub}")).await;
+    let invoice = subscription["latest_invoice"].as_str().unwrap().to_owned();
+    let expanded = app
+        .sim_get(&format!("/v1/invoices/{invoice}?expand[]=payments"))
+        .await;
+    let payment_intent = expanded["payments"]["data"][0]["payment"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sqlx::query("DELETE FROM plan_invoices WHERE invoice_id = $1")
+        .bind(&invoice)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, plan_id, amount_minor, currency, occurred_at)
+         SELECT $1, 'payment', $2, $2, contribution_id, id, $3, 'usd', now()
+         FROM recurring_plans WHERE stripe_subscription_id = $4",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(&invoice)
+    .bind(amount)
+    .bind(&sub)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload, status, processed_at)
+         VALUES ($1, 'invoice_payment.paid', $2, false, $3, $4, $5, 'ignored', now())",
+    )
+    .bind(payment_event["id"].as_str().unwrap())
+    .bind(payment_event["created"].as_i64().unwrap())
+    .bind(kopilka_stripe::api_version())
+    .bind(payment_event["data"]["object"]["id"].as_str().unwrap())
+    .bind(&payment_event)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    LegacyPlan {
+        invoice,
+        payment_intent,
+        contribution,
+        payment_event,
+    }
+}
+
+/// Books dispute `dispute` of `payment_intent` as a Kopilka before #18 booked every
+/// `charge.dispute.*`, inquiries included: funds withdrawn, the gift disputed.
+async fn book_dispute_as_before_18(
+    db: &TestDatabase,
+    dispute: &str,
+    payment_intent: &str,
+    contribution: &str,
+    amount: i64,
+) {
+    sqlx::query(
+        "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+         VALUES ($1, 'dispute', $2, $3, $4::uuid, $5, 'usd', now())",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(dispute)
+    .bind(payment_intent)
+    .bind(contribution)
+    .bind(-amount)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE contributions SET status = 'disputed' WHERE id = $1::uuid")
+        .bind(contribution)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+async fn ledger_of(db: &TestDatabase, payment_intent: &str) -> Vec<(String, String, i64)> {
+    sqlx::query_as(
+        "SELECT kind, stripe_id, amount_minor FROM ledger_entries
+         WHERE payment_intent_id IN ($1, kopilka_payment_key($1)) AND kind <> 'fee'
+         ORDER BY kind, stripe_id",
+    )
+    .bind(payment_intent)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+async fn status_of(db: &TestDatabase, contribution: &str) -> String {
+    sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1::uuid")
+        .bind(contribution)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn kinds_and_objects(report: &Value) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = report["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["object"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Issue #18, upgrading: a plan payment booked under its invoice and an inquiry booked as
+/// money taken (as a Kopilka before #18 did) are reported as their own drift kinds and
+/// repaired by `reconcile --apply` by appending: the refund of the plan payment lands on it,
+/// its late `invoice_payment.paid` books nothing twice, the inquiry is given back (and
+/// withdraws again when it escalates), a legacy inquiry that escalated and was won is left
+/// alone, the totals equal Stripe's, and a second `--apply` changes nothing.
+#[tokio::test]
+async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
+    let (db, url, app) = app_on_fresh_database().await;
+    let stripe = app.state.stripe.as_ref().unwrap();
+    // Repaired by reconcile, and repaired by its own replayed invoice_payment.paid.
+    let plan = legacy_plan(&app, &db, 700).await;
+    let replayed = legacy_plan(&app, &db, 900).await;
+    app.deliver_webhooks_here(Some((0, false))).await;
+    let count_payments = |pi: String, invoice: String| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM ledger_entries WHERE kind = 'payment' AND stripe_id IN ($1, $2)",
+            )
+            .bind(pi)
+            .bind(invoice)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // Two inquiries on one-off gifts, booked as withdrawals; the second escalated and won.
+    let mut gifts = Vec::new();
+    for amount in [1000, 1200] {
+        let gift = app.checkout_and("once", amount, "usd", "pay").await;
+        let pi = gift["payment_intent"].as_str().unwrap().to_owned();
+        let contribution = gift["client_reference_id"].as_str().unwrap().to_owned();
+        let inquiry = app
+            .sim_control(
+                "/_sim/disputes",
+                &json!({"payment_intent": pi, "kind": "inquiry"}),
+            )
+            .await;
+        assert_eq!(inquiry["status"], "warning_needs_response");
+        let dispute = inquiry["id"].as_str().unwrap().to_owned();
+        settled_or_dump(
+            &db,
+            "the gift, its fee and its inquiry applied",
+            &format!(
+                "EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{pi}')
+                 AND EXISTS (SELECT 1 FROM ledger_entries WHERE kind = 'fee' AND payment_intent_id = '{pi}')"
+            ),
+        )
+        .await;
+        book_dispute_as_before_18(&db, &dispute, &pi, &contribution, amount).await;
+        gifts.push((pi, contribution, dispute, amount));
+    }
+    let (inquired_pi, inquired, inquiry, _) = gifts[0].clone();
+    let (escalated_pi, escalated, escalation, _) = gifts[1].clone();
+    app.sim_control(&format!("/_sim/disputes/{escalation}/escalate"), &json!({}))
+        .await;
+    // Applied before the dispute is won: a withdrawal applied after a reinstatement of the
+    // same second would leave the gift disputed (see the report of this change).
+    settled_or_dump(
+        &db,
+        "the escalated inquiry withdrawn",
+        &format!(
+            "(SELECT count(*) FROM stripe_events WHERE object_id = '{escalation}'
+              AND type = 'charge.dispute.funds_withdrawn') = 1"
+        ),
+    )
+    .await;
+    app.sim_control(
+        &format!("/_sim/disputes/{escalation}/close"),
+        &json!({"outcome": "won"}),
+    )
+    .await;
+    settled_or_dump(
+        &db,
+        "the escalated inquiry won",
+        &format!(
+            "EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{escalation}:reinstated')"
+        ),
+    )
+    .await;
+    assert_eq!(status_of(&db, &escalated).await, "paid");
+
+    // A chargeback won before the upgrade: its reinstatement keyed `dp_…:won`.
+    let won = app.checkout_and("once", 1500, "usd", "pay").await;
+    let won_pi = won["payment_intent"].as_str().unwrap().to_owned();
+    let chargeback = app
+        .sim_control("/_sim/disputes", &json!({"payment_intent": won_pi}))
+        .await;
+    let chargeback = chargeback["id"].as_str().unwrap().to_owned();
+    settled_or_dump(
+        &db,
+        "the chargeback withdrawn",
+        &format!("EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{chargeback}')"),
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+         VALUES ($1, 'dispute_reversal', $2, $3, $4::uuid, 1500, 'usd', now())",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(format!("{chargeback}:won"))
+    .bind(&won_pi)
+    .bind(won["client_reference_id"].as_str().unwrap())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    app.sim_control(
+        &format!("/_sim/disputes/{chargeback}/close"),
+        &json!({"outcome": "won"}),
+    )
+    .await;
+
+    // The unrepaired legacy invoice's invoice_payment.paid, replayed: no second payment.
+    admin(
+        &url,
+        &[
+            "events",
+            "replay",
+            "--id",
+            replayed.payment_event["id"].as_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        count_payments(replayed.payment_intent.clone(), replayed.invoice.clone()).await,
+        1
+    );
+    settled_or_dump(
+        &db,
+        "the replayed plan payment aliased, its fee booked, the chargeback won",
+        &format!(
+            "(SELECT count(*) FROM ledger_entries WHERE kind = 'fee' AND payment_intent_id = '{won_pi}') = 3
+             AND EXISTS (SELECT 1 FROM ledger_payment_aliases WHERE payment_intent = '{}' AND stripe_id = '{}')
+             AND EXISTS (SELECT 1 FROM plan_invoices WHERE invoice_id = '{}' AND payment_intent = '{}')
+             AND EXISTS (SELECT 1 FROM ledger_entries WHERE kind = 'fee' AND payment_intent_id = '{}')",
+            replayed.payment_intent, replayed.invoice, replayed.invoice, replayed.payment_intent,
+            replayed.payment_intent
+        ),
+    )
+    .await;
+
+    // Reconcile reports each legacy booking as its kind, and nothing else.
+    let report = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
+    assert_eq!(
+        kinds_and_objects(&report),
+        vec![
+            ("inquiry_booked_as_dispute".to_owned(), inquiry.clone()),
+            (
+                "plan_payment_keyed_by_invoice".to_owned(),
+                plan.invoice.clone()
+            ),
+        ],
+        "{report}"
+    );
+
+    let applied = admin_json(
+        &app,
+        &url,
+        &["reconcile", "--since", "2020-01-01", "--apply"],
+    )
+    .await;
+    let left = kinds_and_objects(&applied);
+    assert!(
+        left.iter()
+            .all(|(kind, _)| kind != "inquiry_booked_as_dispute"
+                && kind != "plan_payment_keyed_by_invoice"),
+        "{applied}"
+    );
+    let audited: Value = sqlx::query_scalar(
+        "SELECT detail FROM audit_log WHERE action = 'reconcile' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited["repaired"],
+        json!([
+            ["plan_payment_keyed_by_invoice", &plan.invoice],
+            ["inquiry_booked_as_dispute", &inquiry]
+        ]),
+        "{audited}"
+    );
+    assert_eq!(
+        ledger_of(&db, &inquired_pi).await,
+        vec![
+            ("dispute".to_owned(), inquiry.clone(), -1000),
+            (
+                "dispute_reversal".to_owned(),
+                format!("{inquiry}:inquiry"),
+                1000
+            ),
+            ("payment".to_owned(), inquired_pi.clone(), 1000),
+        ]
+    );
+    assert_eq!(status_of(&db, &inquired).await, "paid");
+    assert_eq!(
+        ledger_of(&db, &escalated_pi).await,
+        vec![
+            ("dispute".to_owned(), escalation.clone(), -1200),
+            (
+                "dispute_reversal".to_owned(),
+                format!("{escalation}:reinstated"),
+                1200
+            ),
+            ("payment".to_owned(), escalated_pi.clone(), 1200),
+        ],
+        "the escalated and won inquiry is not given back twice"
+    );
+
+    // The repaired plan payment takes its refund, and its late invoice_payment.paid
+    // books nothing more.
+    stripe
+        .refund(&plan.payment_intent, "legacy-plan-refund", Some(200))
+        .await
+        .unwrap();
+    let mut late = plan.payment_event.clone();
+    late["id"] = json!(format!(
+        "{}_late",
+        plan.payment_event["id"].as_str().unwrap()
+    ));
+    deliver(&app, &late).await;
+    settled_or_dump(
+        &db,
+        "the legacy plan payment's refund and fee booked",
+        &format!(
+            "EXISTS (SELECT 1 FROM ledger_entries WHERE kind = 'refund' AND payment_intent_id = '{pi}')
+             AND EXISTS (SELECT 1 FROM ledger_entries WHERE kind = 'fee' AND payment_intent_id = '{pi}')
+             AND EXISTS (SELECT 1 FROM plan_invoices WHERE invoice_id = '{invoice}')",
+            pi = plan.payment_intent,
+            invoice = plan.invoice
+        ),
+    )
+    .await;
+    assert_eq!(
+        count_payments(plan.payment_intent.clone(), plan.invoice.clone()).await,
+        1
+    );
+    let refund: String = sqlx::query_scalar(
+        "SELECT stripe_id FROM ledger_entries WHERE kind = 'refund' AND payment_intent_id = $1",
+    )
+    .bind(&plan.payment_intent)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ledger_of(&db, &plan.payment_intent).await,
+        vec![
+            ("payment".to_owned(), plan.invoice.clone(), 700),
+            ("refund".to_owned(), refund, -200),
+        ]
+    );
+    assert_eq!(status_of(&db, &plan.contribution).await, "paid");
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE status = 'failed'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(failed, 0);
+
+    // The repaired inquiry escalates after all: withdrawn again, under its own key.
+    app.sim_control(&format!("/_sim/disputes/{inquiry}/escalate"), &json!({}))
+        .await;
+    settled_or_dump(
+        &db,
+        "the repaired inquiry's escalation withdrawn",
+        &format!("EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{inquiry}:withdrawn')"),
+    )
+    .await;
+    assert_eq!(status_of(&db, &inquired).await, "disputed");
+
+    // Nothing is counted twice, and nothing is left to repair.
+    let stripes = stripe_totals(&app).await;
+    let ours = admin_json(&app, &url, &["report", "totals"]).await;
+    assert_eq!(ours, stripes, "the ledger agrees with Stripe to the cent");
+    let again = admin_json(
+        &app,
+        &url,
+        &["reconcile", "--since", "2020-01-01", "--apply"],
+    )
+    .await;
+    assert_eq!(again["drift"], json!([]), "{again}");
+    let audited: Value = sqlx::query_scalar(
+        "SELECT detail FROM audit_log WHERE action = 'reconcile' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited["repaired"], json!([]), "{audited}");
+    let clean = admin_json(&app, &url, &["reconcile", "--since", "2020-01-01"]).await;
+    assert_eq!(clean["drift"], json!([]), "{clean}");
+
+    // The payout finds the legacy plan payment's charge in the ledger (through its alias).
+    app.sim_control("/_sim/clock/advance", &json!({"seconds": 3 * 86_400}))
+        .await;
+    settled(&db, "every event applied", "true").await;
+    let payouts = admin_json(&app, &url, &["report", "payouts", "--since", "2020-01-01"]).await;
+    let payouts = payouts["payouts"].as_array().unwrap();
+    assert!(!payouts.is_empty(), "the balance was paid out");
+    for payout in payouts {
+        assert_eq!(payout["problems"], json!([]), "{payout}");
+        assert_eq!(payout["in_ledger"], payout["transactions"], "{payout}");
+    }
+}

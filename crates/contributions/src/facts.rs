@@ -327,14 +327,16 @@ pub struct RefundFact {
     pub balance_transaction: Option<String>,
 }
 
-/// Whether the payment is in the ledger: a refund or dispute of a payment not recorded yet
-/// waits for it (the caller retries), so the ledger never holds a refund of nothing.
+/// Whether the payment is in the ledger (under its payment intent, or the row its alias
+/// names: see [`crate::alias`]): a refund or dispute of a payment not recorded yet waits for
+/// it (the caller retries), so the ledger never holds a refund of nothing.
 async fn payment_known(
     conn: &mut PgConnection,
     payment_intent: &str,
 ) -> Result<bool, ContributionError> {
     let known: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $1 AND kind = 'payment')",
+        "SELECT EXISTS (SELECT 1 FROM ledger_entries
+                        WHERE stripe_id = kopilka_payment_key($1) AND kind = 'payment')",
     )
     .bind(payment_intent)
     .fetch_one(conn)
@@ -347,7 +349,8 @@ async fn contribution_of_payment(
     payment_intent: &str,
 ) -> Result<Option<ContributionId>, ContributionError> {
     let id: Option<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT contribution_id FROM ledger_entries WHERE stripe_id = $1 AND kind = 'payment'
+        "SELECT contribution_id FROM ledger_entries
+         WHERE stripe_id = kopilka_payment_key($1) AND kind = 'payment'
          UNION ALL SELECT id FROM contributions WHERE stripe_payment_intent_id = $1 LIMIT 1",
     )
     .bind(payment_intent)
@@ -409,7 +412,8 @@ async fn own_payment(
     payment_intent: &str,
 ) -> Result<bool, ContributionError> {
     let own: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $2 AND contribution_id = $1 AND plan_id IS NULL)",
+        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = kopilka_payment_key($2)
+                        AND contribution_id = $1 AND plan_id IS NULL)",
     )
     .bind(contribution.as_uuid())
     .bind(payment_intent)
@@ -558,6 +562,7 @@ pub async fn dispute_changed(
     let contribution = contribution_of_payment(conn, &fact.payment_intent).await?;
     let currency = fact.amount.currency();
     let reinstatement_key = format!("{}:reinstated", fact.dispute_id);
+    let withdrawal_key = crate::alias::withdrawal_key(conn, &fact.dispute_id).await?;
     let entry = |kind, stripe_id, minor| NewEntry {
         kind,
         stripe_id,
@@ -587,11 +592,11 @@ pub async fn dispute_changed(
     let mut changed = false;
     if let Some(minor) = withdrawn.filter(|m| *m > 0) {
         changed |=
-            ledger::record(conn, &entry(EntryKind::Dispute, &fact.dispute_id, -minor)).await?;
+            ledger::record(conn, &entry(EntryKind::Dispute, &withdrawal_key, -minor)).await?;
         if let Some(m) = withdrawal {
             ledger::record_settlement(
                 conn,
-                &fact.dispute_id,
+                &withdrawal_key,
                 m.id,
                 Money::new(m.amount, m.currency),
             )

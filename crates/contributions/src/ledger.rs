@@ -133,7 +133,8 @@ pub async fn record_payment_fee(
     }
     let payment: Option<(Option<uuid::Uuid>, Option<uuid::Uuid>)> = sqlx::query_as(
         "SELECT contribution_id, plan_id FROM ledger_entries
-         WHERE kind = 'payment' AND coalesce(payment_intent_id, stripe_id) = $1 LIMIT 1",
+         WHERE kind = 'payment' AND (coalesce(payment_intent_id, stripe_id) = $1
+                                     OR stripe_id = kopilka_payment_key($1)) LIMIT 1",
     )
     .bind(payment_intent)
     .fetch_optional(&mut *conn)
@@ -220,7 +221,8 @@ pub async fn record_payment_settlement(
 ) -> Result<bool, ContributionError> {
     let payment: Option<String> = sqlx::query_scalar(
         "SELECT stripe_id FROM ledger_entries
-         WHERE kind = 'payment' AND coalesce(payment_intent_id, stripe_id) = $1 LIMIT 1",
+         WHERE kind = 'payment' AND (coalesce(payment_intent_id, stripe_id) = $1
+                                     OR stripe_id = kopilka_payment_key($1)) LIMIT 1",
     )
     .bind(payment_intent)
     .fetch_optional(&mut *conn)
@@ -320,7 +322,8 @@ pub async fn remaining_of_payment(
 ) -> Result<i64, ContributionError> {
     let remaining: Option<i64> = sqlx::query_scalar(
         "SELECT sum(amount_minor)::bigint FROM ledger_entries
-         WHERE payment_intent_id = $1 AND kind IN ('payment', 'refund', 'refund_reversal', 'dispute', 'dispute_reversal')",
+         WHERE payment_intent_id IN ($1, kopilka_payment_key($1))
+           AND kind IN ('payment', 'refund', 'refund_reversal', 'dispute', 'dispute_reversal')",
     )
     .bind(payment_intent_id)
     .fetch_one(conn)

@@ -1,11 +1,13 @@
 //! Contributions: the checkout that starts one (one-off or the first payment of a plan), the
 //! immutable payments ledger, and the facts from Stripe that move a contribution along
 //! (paid, failed, abandoned, refunded, disputed). Owns `contributions`,
-//! `checkout_requests` and `ledger_entries`. No PII: readers are referenced by id.
+//! `checkout_requests`, `ledger_entries` and `ledger_payment_aliases` (see [`alias`]). No
+//! PII: readers are referenced by id.
 //!
 //! Every fact function is idempotent (unique Stripe ids, `ON CONFLICT DO NOTHING`) and
 //! order-proof (a stale fact never moves a contribution backwards).
 
+pub mod alias;
 mod checkout;
 mod error;
 pub mod facts;

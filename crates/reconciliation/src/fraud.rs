@@ -57,7 +57,8 @@ pub(crate) async fn warning_applied(
         return Ok(Applied::Unchanged);
     }
     let ours: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $1 AND kind = 'payment')",
+        "SELECT EXISTS (SELECT 1 FROM ledger_entries
+                        WHERE stripe_id = kopilka_payment_key($1) AND kind = 'payment')",
     )
     .bind(pi)
     .fetch_one(&mut *conn)
@@ -98,9 +99,10 @@ pub async fn warnings(pool: &PgPool) -> Result<Vec<FraudWarning>, Reconciliation
             Some(pi) => {
                 let row: Option<(Option<uuid::Uuid>, Option<i64>)> = sqlx::query_as(
                     "SELECT (SELECT contribution_id FROM ledger_entries
-                             WHERE stripe_id = $1 AND kind = 'payment'),
+                             WHERE stripe_id = kopilka_payment_key($1) AND kind = 'payment'),
                             (SELECT sum(amount_minor)::bigint FROM ledger_entries
-                             WHERE payment_intent_id = $1 AND kind <> 'fee')",
+                             WHERE payment_intent_id IN ($1, kopilka_payment_key($1))
+                               AND kind <> 'fee')",
                 )
                 .bind(pi)
                 .fetch_optional(&mut *conn)

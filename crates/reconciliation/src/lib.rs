@@ -12,6 +12,7 @@ pub mod payouts;
 pub mod pii;
 pub mod privacy;
 pub mod projection;
+pub mod upgrade;
 
 pub use apply::{Outcome, apply_event};
 pub use error::ReconciliationError;

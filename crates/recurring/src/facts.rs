@@ -339,7 +339,9 @@ pub enum PaymentOfInvoice {
 
 /// A plan invoice's payment enters the ledger under its payment intent, tied to the plan
 /// and its contribution (once: the row is unique on the payment intent). A `$0` payment
-/// books nothing.
+/// books nothing. An invoice a Kopilka before #18 booked under its own id (on
+/// `invoice.paid`) is not booked again: its row becomes the payment's (an alias, see
+/// [`kopilka_contributions::alias`]) and the invoice is remembered as the plan's.
 ///
 /// # Errors
 /// Storage errors.
@@ -347,6 +349,12 @@ pub async fn invoice_payment_paid(
     conn: &mut PgConnection,
     fact: &InvoicePaymentPaid,
 ) -> Result<PaymentOfInvoice, RecurringError> {
+    if fact.amount.minor() > 0
+        && let Some(applied) =
+            payment_booked_by_invoice(conn, &fact.invoice_id, &fact.payment).await?
+    {
+        return Ok(PaymentOfInvoice::Applied(applied));
+    }
     let plan: Option<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
         "SELECT p.id, p.contribution_id FROM plan_invoices i
          JOIN recurring_plans p ON p.id = i.plan_id WHERE i.invoice_id = $1",
@@ -382,6 +390,48 @@ pub async fn invoice_payment_paid(
     )
     .await?;
     Ok(PaymentOfInvoice::Applied(Applied::from_changed(new)))
+}
+
+/// When a Kopilka before #18 booked invoice `invoice_id` under its own id, makes that row
+/// the payment of `payment_intent` and remembers the invoice as its plan's (with the
+/// payment intent, for MRR), once. `None` when no row is keyed by the invoice.
+///
+/// # Errors
+/// Storage errors.
+pub async fn payment_booked_by_invoice(
+    conn: &mut PgConnection,
+    invoice_id: &str,
+    payment_intent: &str,
+) -> Result<Option<Applied>, RecurringError> {
+    use kopilka_contributions::alias::{self, InvoicePayment};
+    let InvoicePayment::Aliased { new, plan_id } =
+        alias::alias_invoice_payment(conn, invoice_id, payment_intent).await?
+    else {
+        return Ok(None);
+    };
+    let mut remembered = false;
+    if let Some(plan) = plan_id {
+        remembered = sqlx::query(
+            "INSERT INTO plan_invoices (invoice_id, plan_id, paid_at, payment_intent)
+             SELECT $1, $2, occurred_at, $3 FROM ledger_entries WHERE stripe_id = $1
+             ON CONFLICT (invoice_id) DO NOTHING",
+        )
+        .bind(invoice_id)
+        .bind(plan)
+        .bind(payment_intent)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+        sqlx::query(
+            "UPDATE plan_invoices SET payment_intent = $2 WHERE invoice_id = $1 AND payment_intent IS NULL",
+        )
+        .bind(invoice_id)
+        .bind(payment_intent)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Some(Applied::from_changed(new || remembered)))
 }
 
 /// Whether `status` counts as a live plan (for the goal and supporter status).

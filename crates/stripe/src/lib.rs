@@ -16,6 +16,6 @@ pub mod webhook;
 pub use client::{CheckoutSession, ClientError, NewCheckout, Refund, StripeClient, Subscription};
 pub use event::{Event, EventError, api_version};
 pub use lists::{
-    BalanceRecord, ChargeRecord, MovementRecord, PaymentFee, PayoutRecord, Settlement,
+    BalanceRecord, ChargeRecord, DisputeState, MovementRecord, PaymentFee, PayoutRecord, Settlement,
 };
 pub use webhook::{SignatureError, WebhookError, WebhookVerifier, sign};

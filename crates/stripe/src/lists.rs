@@ -42,6 +42,23 @@ pub struct MovementRecord {
     pub created: i64,
 }
 
+/// A dispute's state, as the repair of inquiries booked as withdrawals reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisputeState {
+    /// Stripe's status (`warning_needs_response`, `warning_closed`, `needs_response`, `won`, …).
+    pub status: String,
+    /// Whether any of its balance transactions withdrew funds.
+    pub withdrew: bool,
+}
+
+impl DisputeState {
+    /// An inquiry that withdrew nothing: a ledger withdrawal of it is wrong.
+    #[must_use]
+    pub fn is_inquiry_without_withdrawal(&self) -> bool {
+        self.status.starts_with("warning_") && !self.withdrew
+    }
+}
+
 /// A payout, as reconciliation reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PayoutRecord {
@@ -358,6 +375,54 @@ impl StripeClient {
             return Ok(None);
         }
         Ok(invoice["hosted_invoice_url"].as_str().map(str::to_owned))
+    }
+
+    /// The payment intents of invoice `invoice`'s paid payments
+    /// (`GET /v1/invoice_payments?invoice=in_…`: since the 2025 "basil" API an invoice names
+    /// them only there, or when its `payments` are expanded).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn invoice_payment_intents(&self, invoice: &str) -> Result<Vec<String>, ClientError> {
+        use stripe_client_core::{RequestBuilder, StripeMethod};
+        let value: miniserde::json::Value =
+            RequestBuilder::new(StripeMethod::Get, "/invoice_payments")
+                .query(&std::collections::BTreeMap::from([
+                    ("invoice", invoice),
+                    ("limit", "100"),
+                ]))
+                .customize::<miniserde::json::Value>()
+                .send(self.inner())
+                .await?;
+        let list: serde_json::Value =
+            serde_json::from_str(&miniserde::json::to_string(&value)).unwrap_or_default();
+        Ok(list["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"] == "paid")
+            .filter_map(|p| p["payment"]["payment_intent"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Dispute `id` as Stripe has it now: its status and whether any of its balance
+    /// transactions withdrew funds (an inquiry's never do, unless it became a chargeback).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn dispute_state(&self, id: &str) -> Result<DisputeState, ClientError> {
+        let dispute: serde_json::Value = serde_json::from_str(&miniserde::json::to_string(
+            &self.raw_get(&format!("/disputes/{id}")).await?,
+        ))
+        .unwrap_or_default();
+        Ok(DisputeState {
+            status: dispute["status"].as_str().unwrap_or_default().to_owned(),
+            withdrew: dispute["balance_transactions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["amount"].as_i64().is_some_and(|a| a < 0)),
+        })
     }
 
     async fn raw_get(&self, path: &str) -> Result<miniserde::json::Value, ClientError> {

@@ -1,6 +1,7 @@
 //! `kopilka admin reconcile [--since D] [--apply]`: every drift between Stripe and Kopilka.
 //! With `--apply`, events Stripe has and the inbox lacks are stored and applied first (the
-//! webhook path), then the comparison runs.
+//! webhook path), what a Kopilka before #18 booked wrong is repaired (appended; see
+//! `kopilka_reconciliation::upgrade`), then the comparison runs.
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -13,7 +14,8 @@ pub struct Args {
     /// Stripe keeps events).
     #[arg(long, value_parser = super::parse_when)]
     since: Option<time::OffsetDateTime>,
-    /// Repair first: fetch and apply the events the inbox lacks.
+    /// Repair first: fetch and apply the events the inbox lacks, and repair what a Kopilka
+    /// before #18 booked wrong (plan payments under their invoice, inquiries as withdrawals).
     #[arg(long)]
     apply: bool,
     /// Output format.
@@ -35,6 +37,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         "{spinner} {pos} Stripe objects read · {msg}",
     )?);
     let tick = || bar.inc(1);
+    let mut repaired = Vec::new();
     if args.apply {
         bar.set_message("fetching missing events");
         let stored = kopilka_reconciliation::drift::fetch_missing_events(
@@ -46,6 +49,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         )
         .await?;
         tracing::info!(stored, "missing events stored and applied");
+        bar.set_message("repairing bookings from before #18");
+        repaired = kopilka_reconciliation::upgrade::repair(&pool, &stripe, &tick).await?;
+        tracing::info!(repaired = repaired.len(), "legacy bookings repaired");
     }
     bar.set_message("comparing");
     let report = kopilka_reconciliation::drift::reconcile(&pool, &stripe, since, &tick).await?;
@@ -53,7 +59,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     super::audit_command(
         &pool,
         "reconcile",
-        serde_json::json!({"apply": args.apply, "checked": report.checked, "drift": report.drift.len()}),
+        serde_json::json!({"apply": args.apply, "checked": report.checked, "drift": report.drift.len(),
+                           "repaired": repaired.iter().map(|d| [d.kind, d.object.as_str()]).collect::<Vec<_>>()}),
     )
     .await?;
     if args.format == Format::Json {

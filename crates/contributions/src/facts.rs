@@ -633,7 +633,12 @@ pub async fn dispute_changed(
         changed |= ledger::record(conn, &fee).await?;
     }
     if let Some(contribution) = contribution {
-        if withdrawn.is_some() {
+        // Funds already reinstated (by an event of the same second applied first) keep the
+        // gift paid whatever order the withdrawal's event comes in.
+        let back = reinstated.is_some()
+            || ledger::recorded(conn, &reinstatement_key).await?
+            || ledger::recorded(conn, &legacy_won).await?;
+        if withdrawn.is_some() && !back {
             move_to(
                 conn,
                 contribution,

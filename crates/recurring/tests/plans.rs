@@ -304,6 +304,23 @@ async fn a_won_dispute_reported_out_of_order_leaves_the_gift_paid() {
         .await
         .unwrap();
     assert_eq!(status_of(&app, contribution).await, "paid");
+    // "funds withdrawn" of the same second as the reinstatement, applied after it (its
+    // snapshot lists only the withdrawal): the gift stays paid.
+    let withdrawn = contribution_facts::DisputeFact {
+        withdrawn: true,
+        reinstated: false,
+        movements: vec![contribution_facts::DisputeMovement {
+            id: "txn_out",
+            amount: -3000,
+            fee: 0,
+            currency: "jpy".parse().unwrap(),
+        }],
+        ..dispute(None, fact.occurred_at + 500)
+    };
+    contribution_facts::dispute_changed(&mut conn, &withdrawn)
+        .await
+        .unwrap();
+    assert_eq!(status_of(&app, contribution).await, "paid");
     let net: i64 = ledger_rows(&app).await.iter().map(|(_, a, _)| a).sum();
     assert_eq!(net, 3000, "withdrawn and reinstated");
 }

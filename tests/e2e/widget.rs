@@ -178,7 +178,7 @@ fn artifact(name: &str) -> PathBuf {
 /// `kopilka dev` on a free port of `localhost` (a secure context: `__Host-` cookies work
 /// over plain HTTP there), its mail in `mail_dir`; returns it with its address and a pool
 /// on its private Postgres.
-async fn dev(folder: &Path, mail_dir: &Path) -> (Running, String, PgPool) {
+async fn dev(folder: &Path, mail_dir: &Path, env: &[(&str, String)]) -> (Running, String, PgPool) {
     let port = free_port();
     let site = format!("http://localhost:{port}");
     let data_dir = folder.join("pgdata");
@@ -188,6 +188,9 @@ async fn dev(folder: &Path, mail_dir: &Path) -> (Running, String, PgPool) {
         .env("KOPILKA__PUBLIC_URL", &site)
         .env("KOPILKA__SMTP__FILE_DIR", mail_dir)
         .env("KOPILKA__SERVER__CORS_ALLOWED_ORIGINS", &site);
+    for (key, value) in env {
+        command.env(key, value);
+    }
     let mut dev = Running::start(command);
     let line = dev.next_line(Duration::from_secs(90)).await;
     assert!(line.starts_with("kopilka dev: "), "{line}");
@@ -208,7 +211,7 @@ async fn a_reader_gives_monthly_through_the_widget_and_stops_seeing_asks() {
     // As root, the private cluster runs as `postgres`, who must reach the folder.
     std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mail_dir = folder.path().join("mail");
-    let (dev, site, pool) = dev(folder.path(), &mail_dir).await;
+    let (dev, site, pool) = dev(folder.path(), &mail_dir, &[]).await;
     let (_driver, driver_url) = chromedriver().await;
 
     // An anonymous reader sees the banner.
@@ -424,6 +427,139 @@ async fn a_reader_gives_monthly_through_the_widget_and_stops_seeing_asks() {
     .unwrap();
     assert_eq!(gifts, (1, 1000));
 
+    client.close().await.unwrap();
+    pool.close().await;
+    let log = dev.stderr();
+    let status = dev.terminate(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}; log:\n{log}");
+}
+
+/// The Turnstile stand-in (`tests/support/fake_turnstile.py`) on a free port.
+async fn fake_turnstile() -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/fake_turnstile.py");
+    let mut child = Command::new("python3")
+        .args([
+            script,
+            "--secret",
+            "1x0000000000000000000000000000000AA",
+            "--site-key",
+            "1x00000000000000000000AA",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs the Turnstile stand-in");
+    let stdout = child.stdout.take().expect("its stdout");
+    let line = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .expect("the stand-in starts")
+    .expect("a line")
+    .expect("a line");
+    let port = line
+        .strip_prefix("listening on ")
+        .expect("listening on PORT");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// Issue #19: checkout under attack. Continue gets 403 `challenge_required`; the widget
+/// loads the provider's script, shows the check, and once the reader solves it sends the
+/// token and goes on to the payment page; the token was verified with the provider.
+#[tokio::test]
+async fn under_attack_the_widget_asks_for_the_challenge_and_the_reader_goes_on() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mail_dir = folder.path().join("mail");
+    let (_turnstile, turnstile) = fake_turnstile().await;
+    let env = [
+        (
+            "KOPILKA__ABUSE__CHALLENGE__PROVIDER",
+            "turnstile".to_owned(),
+        ),
+        (
+            "KOPILKA__ABUSE__CHALLENGE__SITE_KEY",
+            "1x00000000000000000000AA".to_owned(),
+        ),
+        (
+            "KOPILKA__ABUSE__CHALLENGE__SECRET",
+            "1x0000000000000000000000000000000AA".to_owned(),
+        ),
+        (
+            "KOPILKA__ABUSE__CHALLENGE__VERIFY_URL",
+            format!("{turnstile}/turnstile/v0/siteverify"),
+        ),
+        (
+            "KOPILKA__ABUSE__CHALLENGE__SCRIPT_URL",
+            format!("{turnstile}/turnstile/v0/api.js?render=explicit"),
+        ),
+        ("KOPILKA__ABUSE__REFRESH_MS", "100".to_owned()),
+    ];
+    let (dev, site, pool) = dev(folder.path(), &mail_dir, &env).await;
+    // The operator holds checkout under attack (as `admin abuse block --under-attack` does).
+    sqlx::query("UPDATE abuse_state SET forced_until = now() + interval '1 hour'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = http
+            .post(format!("{site}/v1/checkout"))
+            .json(&json!({"interval": "once", "amount_minor": 5000, "currency": "usd"}))
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == reqwest::StatusCode::FORBIDDEN {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never under attack");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_driver, driver_url) = chromedriver().await;
+    let client = browser(&driver_url).await;
+    client.goto(&format!("{site}/")).await.unwrap();
+    wait_for_state(&client, &["shown"], Duration::from_secs(20)).await;
+    click(&client, "[data-kopilka='interval-once']").await;
+    type_into(&client, ".kopilka-amounts input[type=text]", "50").await;
+    click(&client, ".kopilka-give button[type=submit]").await;
+    // The check appears under Continue, with a line saying why.
+    click(&client, ".kopilka-challenge input[type=checkbox]").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while client
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .starts_with(&site)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkout page after the challenge; page:\n{}",
+            client.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let verified: serde_json::Value = reqwest::get(format!("{turnstile}/_fake/verifications"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        verified["verifications"],
+        json!(1),
+        "the token was verified once"
+    );
+    let started: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(amount_minor), 0)::bigint FROM contributions",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(started, (1, 5000));
     client.close().await.unwrap();
     pool.close().await;
     let log = dev.stderr();

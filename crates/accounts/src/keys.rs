@@ -36,6 +36,9 @@ pub enum Purpose {
     /// The fingerprint of a checkout request's body, kept with its `Idempotency-Key` (the
     /// body may hold an address; a bare hash of it could be reversed by guessing).
     CheckoutRequest,
+    /// A card's fingerprint, counted by the card-testing shield (Stripe's fingerprint is
+    /// never stored).
+    CardKey,
 }
 
 impl Purpose {
@@ -50,6 +53,7 @@ impl Purpose {
             Self::CheckoutReturn => b"kopilka/checkout-return/v1\0",
             Self::IpKey => b"kopilka/ip/v1\0",
             Self::CheckoutRequest => b"kopilka/checkout-request/v1\0",
+            Self::CardKey => b"kopilka/card/v1\0",
         }
     }
 }

@@ -135,6 +135,10 @@ pub struct CheckoutBody {
     /// Where the reader returns; must be on the newsroom's sites.
     #[serde(default)]
     return_url: Option<String>,
+    /// The token of a solved challenge (Turnstile or hCaptcha), when the last answer was
+    /// 403 `challenge_required`.
+    #[serde(default)]
+    challenge_token: Option<String>,
 }
 
 /// The answer: where to send the reader.
@@ -168,6 +172,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body answer the same")),
     responses(
         (status = 201, description = "Started", body = Started),
+        (status = 403, description = "Under attack: a challenge must be solved first (`challenge_required`, `challenge_failed`, with `error.challenge`); or this client or address is blocked for now (`blocked`, Retry-After)", body = ErrorBody),
         (status = 409, description = "Key reused with another body, or still in progress", body = ErrorBody),
         (status = 422, description = "Refused: below minimum, above maximum, unknown currency, bad interval, return URL not allowed", body = ErrorBody),
         (status = 429, description = "Too many checkouts from this client, for this address, or at all; see Retry-After", body = ErrorBody),
@@ -187,6 +192,10 @@ async fn checkout(
         .and_then(|raw| kopilka_domain::Email::parse(raw).ok());
     state.limits.admit(Route::Checkout, ip, typed.as_ref())?;
     let key = idempotency_key(&headers)?;
+    let attribution = state
+        .shield
+        .admit(ip, body.challenge_token.as_deref())
+        .await?;
     let input = CheckoutInput {
         interval: body.interval,
         amount_minor: body.amount_minor,
@@ -201,6 +210,7 @@ async fn checkout(
         &input,
         key.as_deref(),
         reader.0.map(|r| r.reader_id),
+        &attribution,
     )
     .await?;
     Ok((

@@ -94,6 +94,22 @@ pub enum AppError {
         /// Seconds until a retry makes sense.
         retry_after_secs: u64,
     },
+    /// Refused by the card-testing shield for a while (403 `blocked`, `Retry-After`).
+    #[error("checkout is not available from here for now; try again later")]
+    Blocked {
+        /// Seconds until the block ends.
+        retry_after_secs: u64,
+    },
+    /// A challenge must be solved first (403): the error carries `challenge` for the widget.
+    #[error("{message}")]
+    Challenge {
+        /// `challenge_required` or `challenge_failed`.
+        code: &'static str,
+        /// What to do.
+        message: String,
+        /// The provider and site key to render the challenge with.
+        challenge: Option<ChallengeInfo>,
+    },
     /// The body is larger than the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -133,6 +149,21 @@ pub struct ErrorDetail {
     /// hosted invoice page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The challenge to solve (only on 403 `challenge_required` and `challenge_failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<ChallengeInfo>,
+}
+
+/// A challenge the widget renders: the provider's script, then its widget with `site_key`;
+/// the token it yields goes back as `challenge_token`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChallengeInfo {
+    /// `turnstile` or `hcaptcha`.
+    pub provider: String,
+    /// The public site key.
+    pub site_key: String,
+    /// The provider's script (explicit rendering).
+    pub script_url: String,
 }
 
 impl AppError {
@@ -146,7 +177,9 @@ impl AppError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Forbidden { .. } | Self::Blocked { .. } | Self::Challenge { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Gone { .. } => StatusCode::GONE,
             Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
@@ -171,6 +204,7 @@ impl AppError {
             | Self::Conflict { code, .. }
             | Self::Unauthorized { code, .. }
             | Self::Forbidden { code, .. }
+            | Self::Challenge { code, .. }
             | Self::TooManyRequests { code, .. }
             | Self::Gone { code, .. }
             | Self::PaymentRequired { code, .. }
@@ -179,6 +213,7 @@ impl AppError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable => "service_unavailable",
             Self::Busy { .. } => "busy",
+            Self::Blocked { .. } => "blocked",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -208,6 +243,7 @@ pub(crate) fn envelope(status: StatusCode, code: &str, message: String) -> Respo
             code: code.to_owned(),
             message,
             url: None,
+            challenge: None,
         },
     };
     (status, Json(body)).into_response()
@@ -230,6 +266,18 @@ impl IntoResponse for AppError {
                         code: self.code().to_owned(),
                         message: self.to_string(),
                         url: url.clone(),
+                        challenge: None,
+                    },
+                };
+                (self.status(), Json(body)).into_response()
+            }
+            Self::Challenge { challenge, .. } => {
+                let body = ErrorBody {
+                    error: ErrorDetail {
+                        code: self.code().to_owned(),
+                        message: self.to_string(),
+                        url: None,
+                        challenge: challenge.clone(),
                     },
                 };
                 (self.status(), Json(body)).into_response()
@@ -241,7 +289,8 @@ impl IntoResponse for AppError {
             Self::TooManyRequests {
                 retry_after_secs, ..
             }
-            | Self::Busy { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            | Self::Busy { retry_after_secs }
+            | Self::Blocked { retry_after_secs } => Some((*retry_after_secs).max(1)),
             _ => None,
         };
         // RFC 6750: a refused bearer token says so in WWW-Authenticate.
@@ -272,6 +321,7 @@ impl From<kopilka_contributions::ContributionError> for AppError {
                 code: refusal.code,
                 message: refusal.message,
             },
+            E::Blocked { retry_after_secs } => Self::Blocked { retry_after_secs },
             E::KeyReused => Self::Conflict {
                 code: "idempotency_key_reused",
                 message: err.to_string(),

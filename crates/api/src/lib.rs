@@ -23,6 +23,7 @@ mod pages;
 mod reminders;
 mod revocation;
 mod serve;
+mod shield;
 mod webhooks;
 mod widget;
 
@@ -45,6 +46,7 @@ pub use metrics::admin_router;
 pub use offer::OfferBodies;
 pub use revocation::RevokedSupporters;
 pub use serve::{serve, serve_admin};
+pub use shield::Shield;
 pub use widget::WIDGET_JS;
 
 /// What every handler may reach: one shared [`Parts`], so extracting it per request is one
@@ -85,6 +87,8 @@ pub struct Parts {
     pub revoked: revocation::RevokedSupporters,
     /// The budgets of every public write, shared through Postgres.
     pub limits: limits::PublicLimits,
+    /// The card-testing shield's state (refreshed from Postgres) and challenge.
+    pub shield: Arc<shield::Shield>,
 }
 
 impl AppState {
@@ -103,6 +107,7 @@ impl AppState {
             keyring: entitlements::SharedKeyring::empty(&settings),
             offers: offer::OfferBodies::new(&settings),
             limits: limits::PublicLimits::new(&settings),
+            shield: Arc::new(shield::Shield::new(&settings)),
             settings: Arc::new(settings),
             stripe,
             goal: kopilka_recurring::GoalCache::default(),
@@ -123,6 +128,7 @@ impl AppState {
             self.goal
                 .spawn_refresher(self.pool.clone(), self.settings.offer.clone()),
             self.limits.spawn_flusher(self.pool.clone()),
+            self.shield.spawn_refresher(self.pool.clone()),
         ])
     }
 }

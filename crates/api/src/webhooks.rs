@@ -80,10 +80,17 @@ async fn stripe_webhook(
             tracing::warn!(error = %err, "webhook refused");
             refused(&err)
         })?;
-    let new = kopilka_reconciliation::inbox::receive(&state.pool, &event)
+    let counting = kopilka_reconciliation::inbox::FailureCounting {
+        keys: &state.accounts.keys,
+        settings: &state.settings.abuse,
+    };
+    let new = kopilka_reconciliation::inbox::receive(&state.pool, &event, Some(&counting))
         .await
         .map_err(|err| match err {
-            kopilka_reconciliation::ReconciliationError::Store(store) => AppError::from(store),
+            kopilka_reconciliation::ReconciliationError::Store(store)
+            | kopilka_reconciliation::ReconciliationError::Contribution(
+                kopilka_contributions::ContributionError::Store(store),
+            ) => AppError::from(store),
             kopilka_reconciliation::ReconciliationError::Queue(kopilka_queue_error) => {
                 AppError::internal(kopilka_queue_error)
             }

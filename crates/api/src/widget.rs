@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::Query;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -68,14 +68,50 @@ struct DemoQuery {
     lang: Option<String>,
 }
 
-/// A demo article page that embeds the widget as a newsroom's site would.
-async fn demo(Query(query): Query<DemoQuery>) -> Response {
+/// A demo article page that embeds the widget as a newsroom's site would. With a
+/// challenge configured, its policy lets the provider's script, frame and requests in, as a
+/// newsroom's own page must (see the README).
+async fn demo(State(state): State<AppState>, Query(query): Query<DemoQuery>) -> Response {
     let page = &crate::pages::DEMO;
-    if query.lang.as_deref() == Some("ru") {
+    let mut response = if query.lang.as_deref() == Some("ru") {
         page.answer(
             include_str!("widget/demo.html").replace("<html lang=\"en\">", "<html lang=\"ru\">"),
         )
     } else {
         page.as_is()
+    };
+    let origin = state
+        .settings
+        .abuse
+        .challenge
+        .configured()
+        .and_then(|c| url::Url::parse(&c.script_url).ok())
+        .map(|url| url.origin().ascii_serialization());
+    if let Some(origin) = origin
+        && let Some(policy) = response
+            .headers()
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+    {
+        let widened = format!(
+            "{}; frame-src {origin}",
+            policy
+                .replacen(
+                    "script-src 'self'",
+                    &format!("script-src 'self' {origin}"),
+                    1
+                )
+                .replacen(
+                    "connect-src 'self'",
+                    &format!("connect-src 'self' {origin}"),
+                    1
+                )
+        );
+        if let Ok(value) = axum::http::HeaderValue::from_str(&widened) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, value);
+        }
     }
+    response
 }

@@ -5,6 +5,7 @@
 //! variables `KOPILKA__SECTION__KEY` → plain `DATABASE_URL`. Secrets are `secrecy` types
 //! that never print. [`Settings::validate`] refuses nonsense at start-up with one line.
 
+mod abuse;
 mod accounts;
 mod environment;
 mod limits;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
+pub use abuse::{AbuseSettings, Challenge, ChallengeProvider, ChallengeSettings};
 pub use accounts::{AccountsSettings, Argon2Settings, LOCAL_ACCOUNTS_SECRET};
 pub use environment::Environment;
 pub use limits::{LimitsSettings, RouteLimit};

@@ -43,6 +43,8 @@ pub struct Settings {
     pub retention: crate::RetentionSettings,
     /// How much any stranger may ask: limits on every public write.
     pub limits: crate::LimitsSettings,
+    /// The card-testing shield: failure thresholds, blocks, the under-attack challenge.
+    pub abuse: crate::AbuseSettings,
 }
 
 /// `[worker]`: background jobs (webhook processing, emails).

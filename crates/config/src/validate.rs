@@ -100,6 +100,7 @@ impl Settings {
         self.paywall.validate(local)?;
         self.retention.validate()?;
         self.limits.validate()?;
+        self.abuse.validate()?;
         self.offer.validate()?;
         for origin in &self.offer.return_origins {
             check_origin(origin, local).map_err(|e| {

@@ -286,11 +286,50 @@ pub fn open_outcome_cookie(
     (now.unix_timestamp() < expires).then_some((contribution, outcome))
 }
 
+/// Under attack (`factor` > 1), the minimum of the currency and interval multiplied.
+fn raised_minimum(
+    settings: &Settings,
+    valid: &ValidCheckout,
+    factor: u32,
+) -> Result<(), ContributionError> {
+    if factor <= 1 {
+        return Ok(());
+    }
+    let currency = valid.amount.currency();
+    let Some(offer) = settings.offer.currencies.get(&currency) else {
+        return Ok(());
+    };
+    let minimum = offer
+        .interval(valid.interval)
+        .minimum_minor
+        .saturating_mul(i64::from(factor));
+    if valid.amount.minor() < minimum {
+        return Err(ContributionError::Refused(Refusal::new(
+            "amount_below_minimum",
+            format!(
+                "the minimum {} contribution is {} for now",
+                valid.interval,
+                Money::new(minimum, currency)
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// Seconds from now until `until` (at least 1).
+fn retry_after(until: time::OffsetDateTime) -> u64 {
+    u64::try_from((until - time::OffsetDateTime::now_utc()).whole_seconds())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Starts a checkout (see the module docs). `signed_in` is the reader of the session that
-/// asks, if any: the contribution is theirs unless the body names another address.
+/// asks, if any: the contribution is theirs, whatever address was typed. `attribution`
+/// names the client for the card-testing shield and, under attack, raises the minimum.
 ///
 /// # Errors
-/// [`ContributionError`]: refused values, key reuse, Stripe unavailable or refusing, storage.
+/// [`ContributionError`]: refused values, a blocked address, key reuse, Stripe unavailable
+/// or refusing, storage.
 pub async fn start_checkout(
     pool: &PgPool,
     stripe: Option<&StripeClient>,
@@ -298,10 +337,12 @@ pub async fn start_checkout(
     input: &CheckoutInput,
     idempotency_key: Option<&str>,
     signed_in: Option<ReaderId>,
+    attribution: &crate::shield::Attribution,
 ) -> Result<(u16, serde_json::Value), ContributionError> {
     let mut valid = input
         .validate(settings)
         .map_err(ContributionError::Refused)?;
+    raised_minimum(settings, &valid, attribution.minimum_factor)?;
     let stripe = stripe.ok_or(ContributionError::NoStripe)?;
     let digest = input.fingerprint(&Keys::from_settings(&settings.accounts));
 
@@ -320,6 +361,20 @@ pub async fn start_checkout(
         }
         None => None,
     };
+    // The card-testing shield: an address blocked for failed payments starts nothing.
+    let keys = Keys::from_settings(&settings.accounts);
+    let address_key = valid
+        .email
+        .as_ref()
+        .map(|email| crate::shield::address_key(&keys, email));
+    if let Some(key) = &address_key
+        && let Some(until) =
+            crate::shield::blocked_until(&mut tx, crate::shield::BlockKind::Address, key).await?
+    {
+        return Err(ContributionError::Blocked {
+            retry_after_secs: retry_after(until),
+        });
+    }
     let mut contribution = ContributionId::new();
     if let Some(key) = idempotency_key {
         let earlier: Option<(String, uuid::Uuid, Option<i16>, Option<serde_json::Value>)> =
@@ -339,6 +394,13 @@ pub async fn start_checkout(
             Some((_, id, _, _)) => contribution = ContributionId::from_uuid(id),
             None => {
                 insert_contribution(&mut tx, contribution, &valid, reader).await?;
+                crate::shield::attribute(
+                    &mut tx,
+                    contribution,
+                    attribution.client_key.as_deref(),
+                    address_key.as_deref(),
+                )
+                .await?;
                 let claimed = sqlx::query(
                     "INSERT INTO checkout_requests (idempotency_key, request_hash, contribution_id)
                      VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -355,6 +417,13 @@ pub async fn start_checkout(
         }
     } else {
         insert_contribution(&mut tx, contribution, &valid, reader).await?;
+        crate::shield::attribute(
+            &mut tx,
+            contribution,
+            attribution.client_key.as_deref(),
+            address_key.as_deref(),
+        )
+        .await?;
     }
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
 
@@ -364,7 +433,6 @@ pub async fn start_checkout(
         Interval::Month => "Monthly contribution",
         Interval::Year => "Annual contribution",
     };
-    let keys = kopilka_accounts::Keys::from_settings(&settings.accounts);
     let success_url = return_route(
         settings,
         &keys,

@@ -37,6 +37,12 @@ pub enum ContributionError {
     /// Stripe refused what we sent (502: our mistake, not the reader's).
     #[error("the payment provider refused the checkout")]
     StripeRefused(#[source] ClientError),
+    /// The address is blocked by the card-testing shield (403, `Retry-After`).
+    #[error("checkout is not available for this address for now")]
+    Blocked {
+        /// Seconds until the block ends.
+        retry_after_secs: u64,
+    },
     /// No Stripe client is configured (500).
     #[error("Stripe is not configured")]
     NoStripe,

@@ -14,6 +14,7 @@ pub mod facts;
 pub mod history;
 pub mod ledger;
 pub mod privacy;
+pub mod shield;
 
 pub use checkout::{
     CheckoutInput, CheckoutOutcome, CheckoutReturn, CheckoutStarted, ValidCheckout,

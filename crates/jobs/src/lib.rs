@@ -235,9 +235,14 @@ async fn run_lane(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary, Qu
     // Jobs retried in this run are due later, so the loop ends.
     while let Some(job) = kopilka_queue::claim(pool, now).await? {
         let outcome = if job.kind == RETENTION_SWEEP {
-            retention::sweep(pool, &worker.settings.retention, now)
-                .await
-                .map(Some)
+            retention::sweep(
+                pool,
+                &worker.settings.retention,
+                &worker.settings.abuse,
+                now,
+            )
+            .await
+            .map(Some)
         } else {
             run(worker, &job, now).await.map(|()| None)
         };

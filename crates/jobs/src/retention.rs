@@ -9,7 +9,7 @@
 //! either gone or whole (a reader goes with its own credentials, links and sessions in one
 //! statement), and the job's retry simply carries on.
 
-use kopilka_config::RetentionSettings;
+use kopilka_config::{AbuseSettings, RetentionSettings};
 use kopilka_queue::NewJob;
 use kopilka_store::PgPool;
 use serde::Serialize;
@@ -43,6 +43,9 @@ pub struct Swept {
     pub checkout_requests: u64,
     /// Records of used one-click plan links deleted once the link expired.
     pub plan_link_uses: u64,
+    /// The card-testing shield's rows deleted: checkout attributions a day past the
+    /// shield's window, failures past it, blocks over for longer than it.
+    pub shield: u64,
 }
 
 impl std::ops::AddAssign for Swept {
@@ -55,6 +58,7 @@ impl std::ops::AddAssign for Swept {
         self.jobs += other.jobs;
         self.checkout_requests += other.checkout_requests;
         self.plan_link_uses += other.plan_link_uses;
+        self.shield += other.shield;
     }
 }
 
@@ -62,7 +66,7 @@ impl std::fmt::Display for Swept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} sessions, {} links, {} throttles, {} readers, {} jobs, {} checkout requests, {} plan link uses deleted; {} email sends unlinked",
+            "{} sessions, {} links, {} throttles, {} readers, {} jobs, {} checkout requests, {} plan link uses, {} shield rows deleted; {} email sends unlinked",
             self.sessions,
             self.links,
             self.throttles,
@@ -70,6 +74,7 @@ impl std::fmt::Display for Swept {
             self.jobs,
             self.checkout_requests,
             self.plan_link_uses,
+            self.shield,
             self.email_sends
         )
     }
@@ -101,6 +106,7 @@ enum Step {
     Jobs,
     CheckoutRequests,
     PlanLinkUses,
+    Shield,
 }
 
 impl Step {
@@ -113,6 +119,7 @@ impl Step {
             Self::Jobs => "jobs",
             Self::CheckoutRequests => "checkout requests",
             Self::PlanLinkUses => "plan link uses",
+            Self::Shield => "shield",
         }
     }
 
@@ -121,6 +128,7 @@ impl Step {
         self,
         conn: &mut sqlx::PgConnection,
         windows: &RetentionSettings,
+        abuse: &AbuseSettings,
         now: OffsetDateTime,
     ) -> Result<u64, String> {
         use kopilka_accounts::{link, plan_link, session, throttle};
@@ -152,6 +160,9 @@ impl Step {
             Self::PlanLinkUses => plan_link::forget_expired_uses(conn, now, BATCH)
                 .await
                 .map_err(|e| text(&e)),
+            Self::Shield => kopilka_contributions::shield::forget_spent(conn, abuse, now, BATCH)
+                .await
+                .map_err(|e| text(&e)),
         }
     }
 
@@ -161,13 +172,14 @@ impl Step {
         self,
         pool: &PgPool,
         windows: &RetentionSettings,
+        abuse: &AbuseSettings,
         now: OffsetDateTime,
     ) -> Result<u64, String> {
         let mut total = 0;
         loop {
             let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
             let done = self
-                .batch(&mut tx, windows, now)
+                .batch(&mut tx, windows, abuse, now)
                 .await
                 .map_err(|e| format!("{}: {e}", self.name()))?;
             tx.commit().await.map_err(|e| e.to_string())?;
@@ -186,18 +198,22 @@ impl Step {
 pub async fn sweep(
     pool: &PgPool,
     windows: &RetentionSettings,
+    abuse: &AbuseSettings,
     now: OffsetDateTime,
 ) -> Result<Swept, String> {
     use kopilka_accounts::reader;
     let mut swept = Swept {
-        sessions: Step::Sessions.run(pool, windows, now).await?,
-        links: Step::Links.run(pool, windows, now).await?,
-        throttles: Step::Throttles.run(pool, windows, now).await?,
-        email_sends: Step::EmailSends.run(pool, windows, now).await?,
+        sessions: Step::Sessions.run(pool, windows, abuse, now).await?,
+        links: Step::Links.run(pool, windows, abuse, now).await?,
+        throttles: Step::Throttles.run(pool, windows, abuse, now).await?,
+        email_sends: Step::EmailSends.run(pool, windows, abuse, now).await?,
         readers: 0,
-        jobs: Step::Jobs.run(pool, windows, now).await?,
-        checkout_requests: Step::CheckoutRequests.run(pool, windows, now).await?,
-        plan_link_uses: Step::PlanLinkUses.run(pool, windows, now).await?,
+        jobs: Step::Jobs.run(pool, windows, abuse, now).await?,
+        checkout_requests: Step::CheckoutRequests
+            .run(pool, windows, abuse, now)
+            .await?,
+        plan_link_uses: Step::PlanLinkUses.run(pool, windows, abuse, now).await?,
+        shield: Step::Shield.run(pool, windows, abuse, now).await?,
     };
     // Readers last: what the steps above deleted no longer keeps anyone. A cursor walks
     // the candidates, so readers kept for a link outside this crate's view never fill a
@@ -230,6 +246,7 @@ pub async fn sweep(
         jobs = swept.jobs,
         checkout_requests = swept.checkout_requests,
         plan_link_uses = swept.plan_link_uses,
+        shield = swept.shield,
         "retention sweep done"
     );
     Ok(swept)

@@ -122,7 +122,7 @@ pub async fn fetch_missing_events(
         let raw = stripe.raw_event(id).await?;
         let event = Event::parse(raw.as_bytes())
             .map_err(|e| ReconciliationError::Malformed(e.to_string()))?;
-        if crate::inbox::receive(pool, &event).await? {
+        if crate::inbox::receive(pool, &event, None).await? {
             stored += 1;
         }
     }

@@ -16,9 +16,16 @@ use crate::{APPLY_EVENT, ReconciliationError};
 ///
 /// # Errors
 /// Storage errors (the caller answers 503 so Stripe retries).
-pub async fn receive(pool: &PgPool, event: &Event) -> Result<bool, ReconciliationError> {
+pub async fn receive(
+    pool: &PgPool,
+    event: &Event,
+    counting: Option<&FailureCounting<'_>>,
+) -> Result<bool, ReconciliationError> {
     let object: serde_json::Value = serde_json::from_str(event.object.get())
         .map_err(|_| ReconciliationError::Malformed("data.object".to_owned()))?;
+    // What the card-testing shield needs is read from Stripe's body here, before the
+    // projection drops it (the card's fingerprint is kept only as a keyed HMAC).
+    let failed = counting.and_then(|_| failed_attempt(&event.event_type, &object));
     let projection = crate::projection::project(&event.event_type, &object);
     let mut tx = pool.begin().await?;
     let reader = match reader_candidate(&event.event_type, &object) {
@@ -69,6 +76,15 @@ pub async fn receive(pool: &PgPool, event: &Event) -> Result<bool, Reconciliatio
     if stored.rows_affected() == 0 {
         return Ok(false);
     }
+    if let (Some(counting), Some(failed)) = (counting, &failed) {
+        kopilka_contributions::shield::record_failure(
+            &mut tx,
+            counting.keys,
+            counting.settings,
+            failed,
+        )
+        .await?;
+    }
     let job = NewJob::new(APPLY_EVENT, serde_json::json!({"event_id": event.id}))
         .dedup(format!("{APPLY_EVENT}:{}", event.id))
         .quiet();
@@ -76,6 +92,66 @@ pub async fn receive(pool: &PgPool, event: &Event) -> Result<bool, Reconciliatio
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     tracing::info!(event_id = %event.id, event_type = %event.event_type, "event stored");
     Ok(true)
+}
+
+/// What the card-testing shield counts failed payments with, when an event is received
+/// as it happens (a webhook); events fetched late by `reconcile` are not counted.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureCounting<'a> {
+    /// The keys the client, address and card are counted under.
+    pub keys: &'a kopilka_accounts::Keys,
+    /// The shield's thresholds.
+    pub settings: &'a kopilka_config::AbuseSettings,
+}
+
+/// The failed payment attempt a `charge.failed` or `payment_intent.payment_failed` reports:
+/// one attempt (keyed by its charge) however many of the two events arrive.
+fn failed_attempt(
+    kind: &str,
+    object: &serde_json::Value,
+) -> Option<kopilka_contributions::shield::FailedAttempt> {
+    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let (attempt, method) = match kind {
+        "charge.failed" => (
+            text(&object["id"])?,
+            (
+                &object["payment_method_details"]["card"]["fingerprint"],
+                &object["billing_details"]["email"],
+            ),
+        ),
+        "payment_intent.payment_failed" => {
+            let error = &object["last_payment_error"];
+            let attempt = text(&error["charge"])
+                .or_else(|| text(&object["latest_charge"]))
+                .or_else(|| text(&object["id"]))?;
+            let method = &error["payment_method"];
+            (
+                attempt,
+                (
+                    &method["card"]["fingerprint"],
+                    &method["billing_details"]["email"],
+                ),
+            )
+        }
+        _ => return None,
+    };
+    let customer = match &object["customer"] {
+        serde_json::Value::String(id) => Some(id.clone()),
+        serde_json::Value::Object(expanded) => expanded
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        _ => None,
+    };
+    Some(kopilka_contributions::shield::FailedAttempt {
+        attempt,
+        contribution: object["metadata"]["contribution_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok()),
+        customer,
+        card_fingerprint: text(method.0),
+        billing_email: text(method.1),
+    })
 }
 
 /// The contribution and the address a completed Checkout Session names, when its address

@@ -78,6 +78,7 @@ async fn paid_checkout(
         &input,
         None,
         None,
+        &kopilka_contributions::shield::Attribution::default(),
     )
     .await
     .unwrap();
@@ -930,6 +931,7 @@ async fn an_expired_checkout_is_abandoned_unless_it_was_paid() {
         &input,
         None,
         None,
+        &kopilka_contributions::shield::Attribution::default(),
     )
     .await
     .unwrap();

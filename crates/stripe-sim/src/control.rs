@@ -38,6 +38,8 @@ pub fn routes(sim: Simulator) -> axum::Router {
 #[derive(Deserialize, Default)]
 struct PayBody {
     email: Option<String>,
+    /// The card number tried (default: `4242…` to pay, `4000000000000002` to decline).
+    card: Option<String>,
 }
 
 async fn checkout(
@@ -47,8 +49,8 @@ async fn checkout(
 ) -> Result<Response, StripeError> {
     let outcome = page::parse_action(&action)
         .ok_or_else(|| StripeError::invalid("action", "pay, decline or pay-then-dispute"))?;
-    let email = body.and_then(|Json(b)| b.email);
-    sim.act(|state| flows::pay(state, &id, outcome, email.as_deref()))?;
+    let (email, card) = body.map_or((None, None), |Json(b)| (b.email, b.card));
+    sim.act(|state| flows::pay(state, &id, outcome, email.as_deref(), card.as_deref()))?;
     Ok(sim.object(&id)?.into_response())
 }
 
@@ -443,6 +445,7 @@ async fn seed_payments(
             customer: None,
             description: None,
             metadata: json!({}),
+            card: crate::objects::PAYING_CARD,
             now,
         };
         let ids: Vec<String> = (0..body.count)

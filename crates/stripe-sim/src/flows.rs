@@ -238,6 +238,7 @@ pub fn pay(
     session_id: &str,
     outcome: Outcome,
     email: Option<&str>,
+    card: Option<&str>,
 ) -> Result<(), StripeError> {
     let session = state
         .get(session_id)
@@ -272,6 +273,7 @@ pub fn pay(
             customer: existing_customer.as_deref(),
             description: None,
             metadata: plan.payment_metadata.clone(),
+            card: card.unwrap_or(objects::DECLINING_CARD),
             now,
         };
         decline_charge(state, &payment, None);
@@ -304,6 +306,7 @@ pub fn pay(
         } else {
             plan.payment_metadata.clone()
         },
+        card: card.unwrap_or(objects::PAYING_CARD),
         now,
     };
 
@@ -423,10 +426,11 @@ fn decline_charge(state: &mut State, payment: &Payment<'_>, invoice: Option<&str
         Some(("card_declined", "Your card was declined.")),
     ));
     state.emit("charge.failed", &ch, None, None);
+    let method = objects::payment_method(&format!("pm_{}", &pi[3..]), payment);
     let intent = state.get_mut(&pi).expect("just inserted");
     objects::merge(
         intent,
-        json!({"latest_charge": ch, "last_payment_error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline", "message": "Your card was declined.", "charge": ch}}),
+        json!({"latest_charge": ch, "last_payment_error": {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline", "message": "Your card was declined.", "charge": ch, "payment_method": method}}),
     );
     if let Some(invoice) = invoice {
         intent["description"] = json!(format!("Invoice {invoice}"));
@@ -1721,6 +1725,7 @@ fn bill(
             "Subscription update"
         }),
         metadata: json!({}),
+        card: objects::PAYING_CARD,
         now,
     };
     match card_outcome(state, sub) {
@@ -1794,6 +1799,7 @@ pub fn pay_invoice(state: &mut State, invoice: &str) -> Result<(), StripeError> 
         customer: Some(&customer),
         description: Some("Subscription update"),
         metadata: json!({}),
+        card: objects::PAYING_CARD,
         now,
     };
     // The authenticated (or new) card works from now on.
@@ -1978,6 +1984,7 @@ fn retry_invoice(state: &mut State, invoice: &str) {
         customer: Some(&customer),
         description: Some("Subscription cycle"),
         metadata: json!({}),
+        card: objects::PAYING_CARD,
         now,
     };
     if card_outcome(state, &sub) == CardOutcome::Succeed {

@@ -184,6 +184,10 @@ pub fn checkout_session(spec: &SessionSpec<'_>) -> Value {
 
 pub struct Payment<'a> {
     pub amount: i64,
+    /// The card number the payer used (Stripe's test numbers: `4242…` works,
+    /// `4000000000000002` is declined); its brand, last four digits and fingerprint show on
+    /// the charge and the payment method.
+    pub card: &'a str,
     pub currency: &'a str,
     pub customer: Option<&'a str>,
     pub description: Option<&'a str>,
@@ -231,7 +235,7 @@ pub fn charge(
     } else {
         json!({"network_status": "declined_by_network", "reason": "generic_decline", "seller_message": "The bank did not return any further details with this decline.", "type": "issuer_declined", "advice_code": null, "network_advice_code": null, "network_decline_code": null})
     };
-    from_template(
+    let mut charge = from_template(
         "charge",
         json!({
             "id": id, "created": payment.now, "amount": payment.amount,
@@ -248,7 +252,76 @@ pub fn charge(
                 "overcapture": {"maximum_amount_capturable": payment.amount, "status": "unavailable"}}},
             "refunds": {"object": "list", "data": [], "has_more": false, "url": format!("/v1/charges/{id}/refunds")},
         }),
-    )
+    );
+    let details = card_details(payment.card);
+    for field in ["brand", "last4", "fingerprint"] {
+        charge["payment_method_details"]["card"][field] = details[field].clone();
+    }
+    charge["payment_method_details"]["card"]["network"] = details["brand"].clone();
+    charge
+}
+
+/// The card a payer uses when a test names none: Stripe's `4242 4242 4242 4242`.
+pub const PAYING_CARD: &str = "4242424242424242";
+
+/// The card the hosted page's "Decline card" uses: Stripe's generic decline test card.
+pub const DECLINING_CARD: &str = "4000000000000002";
+
+/// What Stripe shows of a card: brand, last four digits, and a fingerprint (16 characters,
+/// the same for the same number on one account, so one card tried many times is
+/// recognisable).
+pub fn card_details(number: &str) -> Value {
+    let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+    let brand = match digits.as_bytes() {
+        [b'4', ..] => "visa",
+        [b'3', b'4' | b'7', ..] => "amex",
+        [b'5' | b'2', ..] => "mastercard",
+        [b'6', ..] => "discover",
+        _ => "unknown",
+    };
+    let last4 = if digits.len() >= 4 {
+        digits[digits.len() - 4..].to_owned()
+    } else {
+        "0000".to_owned()
+    };
+    // FNV-1a, twice with different seeds, as 16 base-62 characters.
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut fingerprint = String::with_capacity(16);
+    for seed in [0xcbf2_9ce4_8422_2325_u64, 0x8422_2325_cbf2_9ce4_u64] {
+        let mut hash = seed;
+        for byte in digits.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        for _ in 0..8 {
+            fingerprint.push(char::from(
+                ALPHABET[usize::try_from(hash % 62).unwrap_or(0)],
+            ));
+            hash /= 62;
+        }
+    }
+    json!({"brand": brand, "last4": last4, "fingerprint": fingerprint, "display_brand": brand})
+}
+
+/// The payment method a payment was tried with (on a payment intent's
+/// `last_payment_error.payment_method`).
+pub fn payment_method(id: &str, payment: &Payment<'_>) -> Value {
+    let mut card = card_details(payment.card);
+    if let Some(card) = card.as_object_mut() {
+        card.remove("display_brand");
+    }
+    let mut method = from_template(
+        "payment_method",
+        json!({
+            "id": id, "created": payment.now, "customer": payment.customer, "metadata": {},
+            "billing_details": {"address": {"city": null, "country": null, "line1": null, "line2": null, "postal_code": null, "state": null},
+                "email": null, "name": null, "phone": null, "tax_id": null},
+            "card": card,
+        }),
+    );
+    method["card"]["display_brand"] = method["card"]["brand"].clone();
+    method["card"]["wallet"] = Value::Null;
+    method
 }
 
 /// Stripe's standard card pricing (2.9 % + 30 minor units; 3.6 % for zero-decimal

@@ -153,7 +153,7 @@ async fn act(
         .and_then(|e| e.as_str())
         .filter(|e| !e.is_empty())
         .map(str::to_owned);
-    if let Err(err) = sim.act(|state| flows::pay(state, &id, outcome, email.as_deref())) {
+    if let Err(err) = sim.act(|state| flows::pay(state, &id, outcome, email.as_deref(), None)) {
         return (
             StatusCode::CONFLICT,
             Html(format!("<p>{}</p>", escape(&format!("{err:?}")))),

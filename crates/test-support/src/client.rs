@@ -143,15 +143,27 @@ impl ApiResponse {
             .get("error")
             .and_then(Value::as_object)
             .expect("an error envelope");
-        // Exactly code and message; a 402 also names the page where the payment is made.
-        let expected = if status == 402 { 3 } else { 2 };
+        // Exactly code and message; a 402 also names the page where the payment is made, a
+        // 403 challenge the challenge to solve.
+        let challenge = status == 403
+            && matches!(
+                error.get("code").and_then(Value::as_str),
+                Some("challenge_required" | "challenge_failed")
+            );
+        let expected = if status == 402 || challenge { 3 } else { 2 };
         assert_eq!(
             error.len(),
             expected,
-            "envelope has exactly code and message (and url on a 402): {body}"
+            "envelope has exactly code and message (and url on a 402, challenge on a 403 challenge): {body}"
         );
         if status == 402 {
             assert!(error.get("url").is_some_and(Value::is_string), "{body}");
+        }
+        if challenge {
+            assert!(
+                error.get("challenge").is_some_and(Value::is_object),
+                "{body}"
+            );
         }
         let message = error
             .get("message")

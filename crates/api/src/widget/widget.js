@@ -44,6 +44,9 @@
       low: "The least we can accept is {a}.", high: "The most we can accept is {a}.",
       bad: "Enter an amount, like 5 or 5.50.", badEmail: "Enter a valid email address.",
       failed: "That did not work. Please try again.",
+      human: "Please confirm you are human; your contribution then continues.",
+      lowNow: "Right now the least we can accept is higher than usual. Please choose a larger amount.",
+      blocked: "Payments from your network are paused for now. Please try again later.",
     },
     ru: {
       heading: "Поддержите нас", lead: "Помогите сегодня", close: "Закрыть",
@@ -64,6 +67,9 @@
       low: "Минимальная сумма — {a}.", high: "Максимальная сумма — {a}.",
       bad: "Введите сумму, например 5 или 5,50.", badEmail: "Введите правильный адрес почты.",
       failed: "Не получилось. Попробуйте ещё раз.",
+      human: "Подтвердите, что вы человек, — и платёж продолжится.",
+      lowNow: "Сейчас минимальная сумма выше обычной. Пожалуйста, выберите сумму побольше.",
+      blocked: "Платежи из вашей сети сейчас приостановлены. Попробуйте позже.",
     },
   };
   const T = TEXT[lang];
@@ -269,27 +275,68 @@
       return typed;
     };
 
+    // Under attack Kopilka asks for a human check (Turnstile or hCaptcha): its script is
+    // loaded only then, rendered here, and its single-use token sent with the next try.
+    const challengeBox = h("div", { class: "kopilka-challenge", hidden: true });
+    let challengeToken = null;
+    let challengeId = null;
+    const loadChallenge = (info) => new Promise((resolve, reject) => {
+      const name = info.provider === "hcaptcha" ? "hcaptcha" : "turnstile";
+      if (window[name]) { resolve(window[name]); return; }
+      let tag = document.querySelector("script[data-kopilka-challenge]");
+      if (!tag) {
+        tag = h("script", { src: info.script_url, async: true, "data-kopilka-challenge": name });
+        document.head.append(tag);
+      }
+      tag.addEventListener("load", () => (window[name] ? resolve(window[name]) : reject(new Error(name))));
+      tag.addEventListener("error", () => reject(new Error(name)));
+    });
+    const showChallenge = async (info) => {
+      challengeBox.hidden = false;
+      try {
+        const widget = await loadChallenge(info);
+        if (challengeId !== null) { widget.reset(challengeId); return; }
+        challengeId = widget.render(challengeBox, { sitekey: info.site_key, callback: (token) => {
+          challengeToken = token; error.textContent = ""; give.requestSubmit();
+        } });
+      } catch (_) {
+        error.textContent = T.failed;
+      }
+    };
+
     const give = h("form", { class: "kopilka-give", novalidate: true, onsubmit: async (event) => {
       event.preventDefault();
+      if (submit.disabled) return;
       const minor = chosen();
       if (minor === null) { other.focus(); return; }
       submit.disabled = true;
       submit.textContent = T.working;
+      const token = challengeToken;
+      challengeToken = null;
       const answer = await call("POST", "/v1/checkout",
-        { interval, amount_minor: minor, currency: offer.currency, return_url: returnUrl() }, { "idempotency-key": key() });
+        { interval, amount_minor: minor, currency: offer.currency, return_url: returnUrl(), challenge_token: token || undefined },
+        { "idempotency-key": key() });
       if (answer.ok && answer.body && answer.body.checkout_url) { location.assign(answer.body.checkout_url); return; }
       submit.disabled = false;
       submit.textContent = T.go;
-      const code = answer.body && answer.body.error && answer.body.error.code;
+      const failure = (answer.body && answer.body.error) || {};
+      const code = failure.code;
       const terms = offer.intervals[interval];
-      error.textContent = code === "amount_below_minimum" ? fill(T.low, { a: fmt(terms.minimum_minor) })
-        : code === "amount_above_maximum" ? fill(T.high, { a: fmt(terms.maximum_minor) }) : T.failed;
+      if ((code === "challenge_required" || code === "challenge_failed") && failure.challenge) {
+        error.textContent = T.human;
+        showChallenge(failure.challenge);
+        return;
+      }
+      error.textContent = code === "amount_below_minimum"
+        ? (minor >= terms.minimum_minor ? T.lowNow : fill(T.low, { a: fmt(terms.minimum_minor) }))
+        : code === "amount_above_maximum" ? fill(T.high, { a: fmt(terms.maximum_minor) })
+        : code === "blocked" ? T.blocked : T.failed;
     } },
     h("fieldset", { class: "kopilka-intervals" }, h("legend", null, T.often),
       ...["once", "month", "year"].map((value) => choice("interval", value, T[value], value === interval, () => {
         interval = value; amount = offer.intervals[value].default_minor; other.value = ""; error.textContent = ""; drawAmounts();
       }))),
-    amounts, hint, submit, error);
+    amounts, hint, submit, challengeBox, error);
     drawAmounts();
 
     // Remind me later: an address and a date; the banner then sleeps until that day.

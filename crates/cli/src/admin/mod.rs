@@ -1,6 +1,10 @@
 //! `kopilka admin …`: one file per command. Every command takes `--format table|json|csv`;
 //! json is one document on stdout.
 
+mod abuse;
+mod abuse_block;
+mod abuse_status;
+mod abuse_unblock;
 mod config;
 mod events_list;
 mod events_replay;
@@ -49,6 +53,21 @@ pub enum Command {
     /// Year-end statements of what each reader gave.
     #[command(subcommand)]
     Statements(Statements),
+    /// The card-testing shield: show it, block and unblock clients and addresses, hold or
+    /// end the under-attack state. Every use is audited.
+    #[command(subcommand)]
+    Abuse(Abuse),
+}
+
+/// `admin abuse …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Abuse {
+    /// Whether checkout is under attack, why, and every block in force.
+    Status(abuse_status::Args),
+    /// Refuse checkout to a client or address for a while, or hold the under-attack state.
+    Block(abuse_block::Args),
+    /// Lift a block, or declare the attack over.
+    Unblock(abuse_unblock::Args),
 }
 
 /// `admin statements …`.
@@ -126,6 +145,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Reader(Reader::Export(args)) => reader_export::run(&args).await,
         Command::Reader(Reader::Erase(args)) => reader_erase::run(&args).await,
         Command::Statements(Statements::Send(args)) => statements_send::run(&args).await,
+        Command::Abuse(Abuse::Status(args)) => abuse_status::run(&args).await,
+        Command::Abuse(Abuse::Block(args)) => abuse_block::run(&args).await,
+        Command::Abuse(Abuse::Unblock(args)) => abuse_unblock::run(&args).await,
     }
 }
 

@@ -19,6 +19,7 @@ mod limits;
 mod logs;
 mod outages;
 mod retention;
+mod shield;
 mod stack;
 mod webhooks;
 
@@ -55,6 +56,10 @@ where
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
+        row(
+            "shield::a_card_tester_on_two_servers_is_blocked_by_both_and_the_operator_steers_the_shield",
+            shield::a_card_tester_on_two_servers_is_blocked_by_both_and_the_operator_steers_the_shield,
+        ),
         row(
             "webhooks::forged_tampered_unsigned_and_stale_deliveries_are_400_and_store_nothing",
             webhooks::forged_tampered_unsigned_and_stale_deliveries_are_400_and_store_nothing,

@@ -46,6 +46,9 @@ struct Counter {
     shared: i64,
     /// Admitted here and not flushed yet.
     pending: i64,
+    /// Admitted here and being added to the shared count by a flush that has not answered
+    /// yet: still counted, so a slow flush never lets a budget be overshot.
+    in_flight: i64,
     window_end: i64,
     /// The budget's limit (a counter at least half spent is re-read at every flush).
     limit: i64,
@@ -95,7 +98,7 @@ impl Limiter {
         for (key, budget) in hits {
             let (start, end) = window_of(*budget, now);
             match counters.get(&((*key).to_owned(), start)) {
-                Some(c) if c.shared + c.pending >= i64::from(budget.limit) => {
+                Some(c) if c.shared + c.in_flight + c.pending >= i64::from(budget.limit) => {
                     wait = wait.max(Some(end - now));
                 }
                 Some(_) => {}
@@ -123,6 +126,7 @@ impl Limiter {
                 .or_insert(Counter {
                     shared: 0,
                     pending: 0,
+                    in_flight: 0,
                     window_end,
                     limit: i64::from(budget.limit),
                 })
@@ -138,24 +142,7 @@ impl Limiter {
     /// # Errors
     /// Storage errors.
     pub async fn flush(&self, pool: &PgPool, now: i64) -> Result<(), StoreError> {
-        let (taken, at_risk): (Vec<Taken>, Vec<(String, i64)>) = {
-            let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-            counters.retain(|_, c| c.window_end > now || c.pending > 0);
-            let at_risk = counters
-                .iter()
-                .filter(|(_, c)| c.pending == 0 && c.window_end > now && c.shared * 2 >= c.limit)
-                .map(|(k, _)| k.clone())
-                .collect();
-            let taken = counters
-                .iter_mut()
-                .filter(|(_, c)| c.pending > 0)
-                .map(|(k, c)| {
-                    let pending = std::mem::take(&mut c.pending);
-                    (k.clone(), pending, c.window_end, c.limit)
-                })
-                .collect();
-            (taken, at_risk)
-        };
+        let (taken, at_risk) = self.take(now);
         // What the other instances admitted to the counters this one holds half spent.
         if !at_risk.is_empty() {
             let keys: Vec<&str> = at_risk.iter().map(|(k, _)| k.as_str()).collect();
@@ -195,29 +182,72 @@ impl Limiter {
         .bind(&deltas)
         .fetch_all(pool)
         .await;
+        self.settle(taken, sums.map_err(StoreError::from))
+    }
+
+    /// The first half of a flush: forgets counters whose window ended, moves every pending
+    /// count in flight (still counted by [`Self::admit`]), and lists the counters at least
+    /// half spent whose shared sums should be re-read.
+    fn take(&self, now: i64) -> (Vec<Taken>, Vec<(String, i64)>) {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        counters.retain(|_, c| c.window_end > now || c.pending > 0 || c.in_flight > 0);
+        let at_risk = counters
+            .iter()
+            .filter(|(_, c)| {
+                c.pending == 0 && c.in_flight == 0 && c.window_end > now && c.shared * 2 >= c.limit
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let taken = counters
+            .iter_mut()
+            .filter(|(_, c)| c.pending > 0)
+            .map(|(k, c)| {
+                let pending = std::mem::take(&mut c.pending);
+                c.in_flight += pending;
+                (k.clone(), pending, c.window_end, c.limit)
+            })
+            .collect();
+        (taken, at_risk)
+    }
+
+    /// The second half of a flush: with the shared sums, what was in flight is in them;
+    /// without (a storage error), it is pending again for the next flush.
+    fn settle(
+        &self,
+        taken: Vec<Taken>,
+        sums: Result<Vec<(String, i64, i64)>, StoreError>,
+    ) -> Result<(), StoreError> {
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         match sums {
             Ok(sums) => {
-                for (key, start, hits) in sums {
-                    if let Some(c) = counters.get_mut(&(key, start)) {
-                        c.shared = hits;
+                let mut sums: HashMap<(String, i64), i64> = sums
+                    .into_iter()
+                    .map(|(key, start, hits)| ((key, start), hits))
+                    .collect();
+                for (counter, delta, _, _) in taken {
+                    if let Some(c) = counters.get_mut(&counter) {
+                        // The shared sum now holds what was in flight.
+                        c.in_flight -= delta;
+                        if let Some(hits) = sums.remove(&counter) {
+                            c.shared = c.shared.max(hits);
+                        }
                     }
                 }
                 Ok(())
             }
             Err(err) => {
                 for ((key, start), delta, window_end, limit) in taken {
-                    counters
-                        .entry((key, start))
-                        .or_insert(Counter {
-                            shared: 0,
-                            pending: 0,
-                            window_end,
-                            limit,
-                        })
-                        .pending += delta;
+                    let c = counters.entry((key, start)).or_insert(Counter {
+                        shared: 0,
+                        pending: 0,
+                        in_flight: delta,
+                        window_end,
+                        limit,
+                    });
+                    c.in_flight -= delta;
+                    c.pending += delta;
                 }
-                Err(err.into())
+                Err(err)
             }
         }
     }
@@ -301,6 +331,37 @@ mod tests {
         assert!(limiter.admit(&[("b", TWO_PER_MINUTE)], now + 10).is_ok());
         assert!(limiter.admit(&[("b", TWO_PER_MINUTE)], now + 10).is_ok());
         assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], now + 60).is_ok());
+    }
+
+    #[test]
+    fn counts_in_flight_to_the_shared_counter_still_count() {
+        let limiter = Limiter::new(1_000);
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], 120).is_ok());
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], 120).is_ok());
+        // A flush has taken both counts and its statement has not answered yet.
+        let (taken, _) = limiter.take(120);
+        assert_eq!(taken.len(), 1);
+        assert!(
+            limiter.admit(&[("a", TWO_PER_MINUTE)], 121).is_err(),
+            "a slow flush lets nothing extra through"
+        );
+        // The statement fails: the counts are pending again, still counted, flushed next.
+        limiter
+            .settle(
+                taken,
+                Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+            )
+            .unwrap_err();
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], 121).is_err());
+        let (taken, _) = limiter.take(121);
+        assert_eq!(taken[0].1, 2, "nothing lost, nothing doubled");
+        // It answers with the shared sum (another instance added one).
+        limiter
+            .settle(taken, Ok(vec![("a".to_owned(), 120, 3)]))
+            .unwrap();
+        let counters = limiter.counters.lock().unwrap();
+        let c = counters.get(&("a".to_owned(), 120)).unwrap();
+        assert_eq!((c.shared, c.pending, c.in_flight), (3, 0, 0));
     }
 
     #[test]

@@ -257,6 +257,9 @@ const OPTIONAL: &[(&str, &str, &str)] = &[
     ("payment_intent", "last_payment_error", "code"),
     ("payment_intent", "last_payment_error", "decline_code"),
     ("payment_intent", "last_payment_error", "message"),
+    // "The PaymentMethod object for errors returned on a request involving a PaymentMethod"
+    // (Stripe's API reference): the card that was declined, its fingerprint included.
+    ("payment_intent", "last_payment_error", "payment_method"),
 ];
 
 /// Whether `key`, absent from the example at `path`, may be there: a state-dependent key

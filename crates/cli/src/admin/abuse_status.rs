@@ -7,6 +7,9 @@ use crate::output::{self, Format};
 /// Options.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Who runs the command, for the audit log (default: the OS user).
+    #[arg(long, env = "KOPILKA_ADMIN_ACTOR")]
+    actor: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -15,10 +18,13 @@ pub struct Args {
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     let (settings, pool) = super::connect().await?;
     let status = kopilka_contributions::shield::status(&pool, &settings.abuse).await?;
-    super::audit_command(
-        &pool,
+    let mut conn = pool.acquire().await?;
+    kopilka_accounts::audit::record(
+        &mut conn,
+        &super::reader::actor_name(args.actor.as_deref()),
         "abuse.status",
-        serde_json::json!({"under_attack": status.under_attack, "blocks": status.blocks.len()}),
+        None,
+        &serde_json::json!({"under_attack": status.under_attack, "blocks": status.blocks.len()}),
     )
     .await?;
     if args.format == Format::Json {

@@ -18,6 +18,7 @@ mod input;
 mod limits;
 mod logs;
 mod outages;
+mod pages;
 mod retention;
 mod shield;
 mod stack;
@@ -147,6 +148,10 @@ fn main() -> std::process::ExitCode {
         row(
             "access::other_origins_and_cross_site_cookie_posts_are_refused",
             access::other_origins_and_cross_site_cookie_posts_are_refused,
+        ),
+        row(
+            "pages::every_page_sends_its_security_headers_and_no_hostile_token_is_a_500",
+            pages::every_page_sends_its_security_headers_and_no_hostile_token_is_a_500,
         ),
         row(
             "logs::a_full_journey_with_abuse_logs_no_secret_or_personal_data",

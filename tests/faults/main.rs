@@ -12,6 +12,7 @@
 )]
 
 mod access;
+mod accounts;
 mod erasure;
 mod fuzz;
 mod input;
@@ -152,6 +153,18 @@ fn main() -> std::process::ExitCode {
         row(
             "pages::every_page_sends_its_security_headers_and_no_hostile_token_is_a_500",
             pages::every_page_sends_its_security_headers_and_no_hostile_token_is_a_500,
+        ),
+        row(
+            "accounts::a_changed_or_reset_password_ends_every_other_session_and_common_ones_are_refused",
+            accounts::a_changed_or_reset_password_ends_every_other_session_and_common_ones_are_refused,
+        ),
+        row(
+            "accounts::a_name_given_for_an_unproven_address_appears_in_no_email",
+            accounts::a_name_given_for_an_unproven_address_appears_in_no_email,
+        ),
+        row(
+            "accounts::a_signed_in_readers_checkout_is_theirs_whatever_address_is_typed",
+            accounts::a_signed_in_readers_checkout_is_theirs_whatever_address_is_typed,
         ),
         row(
             "logs::a_full_journey_with_abuse_logs_no_secret_or_personal_data",

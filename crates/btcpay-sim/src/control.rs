@@ -1,8 +1,9 @@
 //! Control routes under `/_sim/`, for tests and developers, standing in for a buyer's
 //! clicks and for time:
 //!
-//! - `POST /_sim/invoices/{id}/{action}` (`pay`, `pay-partly`, `overpay`, `expire`,
-//!   `pay-late`, `invalid`): what the hosted page's buttons do; answers the `InvoiceData`.
+//! - `POST /_sim/invoices/{id}/{action}` (`pay`, `pay-unconfirmed`, `confirm`,
+//!   `pay-partly`, `overpay`, `expire`, `pay-late`, `invalid`): what the hosted page's
+//!   buttons do; answers the `InvoiceData`.
 //! - `POST /_sim/clock/advance {"seconds":N}`: time passes (invoices expire); answers
 //!   `{"now"}`. `GET /_sim/clock` answers `{"now"}`.
 //! - `POST /_sim/webhook {"url","secret"?,"automaticRedelivery"?,"specificEvents"?}`:

@@ -18,6 +18,8 @@ pub struct Payment {
     pub received: i64,
     pub sats: i64,
     pub settled: bool,
+    /// Received after the invoice expired.
+    pub late: bool,
 }
 
 /// An invoice.
@@ -61,6 +63,10 @@ pub struct Emitted {
 pub enum Action {
     /// Pay what is due, confirmed at once.
     Pay,
+    /// Pay what is due, left unconfirmed (the invoice stays Processing).
+    PayUnconfirmed,
+    /// Confirm every unconfirmed payment.
+    Confirm,
     /// Pay half of what is due.
     PayPartly,
     /// Pay what is due and a tenth more.
@@ -79,6 +85,8 @@ impl Action {
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "pay" => Self::Pay,
+            "pay-unconfirmed" => Self::PayUnconfirmed,
+            "confirm" => Self::Confirm,
             "pay-partly" => Self::PayPartly,
             "overpay" => Self::Overpay,
             "expire" => Self::Expire,
@@ -89,8 +97,10 @@ impl Action {
     }
 
     /// Every action with its route name and its button's label.
-    pub const ALL: [(Self, &'static str, &'static str); 6] = [
+    pub const ALL: [(Self, &'static str, &'static str); 8] = [
         (Self::Pay, "pay", "Pay"),
+        (Self::PayUnconfirmed, "pay-unconfirmed", "Pay, unconfirmed"),
+        (Self::Confirm, "confirm", "Confirm payments"),
         (Self::PayPartly, "pay-partly", "Pay partly"),
         (Self::Overpay, "overpay", "Overpay"),
         (Self::Expire, "expire", "Let it expire"),
@@ -214,18 +224,19 @@ impl Invoice {
         vec![self.emitted("InvoiceExpired", json!({ "partiallyPaid": partially_paid }))]
     }
 
-    /// A payment of `sats` arrives at `now` and confirms at once: the events BTCPay emits
-    /// for receiving it, the invoice's move to Processing when paid in full, the payment's
-    /// confirmation and the invoice's settlement.
-    fn receive(&mut self, sats: i64, now: i64) -> Vec<Emitted> {
+    /// A payment of `sats` arrives at `now`: `InvoiceReceivedPayment`, and the invoice's
+    /// move to Processing when now paid in full (`InvoiceProcessing`). With `confirm`, it
+    /// also confirms at once (see [`Self::confirm`]).
+    fn receive(&mut self, sats: i64, now: i64, confirm: bool) -> Vec<Emitted> {
         let mut events = Vec::new();
+        let late = self.status == "Expired";
         let payment = Payment {
             id: format!("{}-{}", hex_of(&self.id), self.payments.len()),
             received: now,
             sats,
             settled: false,
+            late,
         };
-        let late = self.status == "Expired";
         self.payments.push(payment.clone());
         events.push(self.payment_event("InvoiceReceivedPayment", &payment, late));
         if late {
@@ -239,12 +250,25 @@ impl Invoice {
         } else {
             self.additional = "PaidPartial";
         }
-        // One confirmation (the store's default speed policy, MediumSpeed).
-        if let Some(last) = self.payments.last_mut() {
-            last.settled = true;
+        if confirm {
+            events.extend(self.confirm());
         }
-        let settled = self.payments.last().cloned().unwrap_or(payment);
-        events.push(self.payment_event("InvoicePaymentSettled", &settled, late));
+        events
+    }
+
+    /// Every unconfirmed payment gets its confirmation (one: the store's default speed
+    /// policy, MediumSpeed): `InvoicePaymentSettled` each, then `InvoiceSettled` when the
+    /// invoice was Processing.
+    fn confirm(&mut self) -> Vec<Emitted> {
+        let mut events = Vec::new();
+        for index in 0..self.payments.len() {
+            if self.payments[index].settled {
+                continue;
+            }
+            self.payments[index].settled = true;
+            let payment = self.payments[index].clone();
+            events.push(self.payment_event("InvoicePaymentSettled", &payment, payment.late));
+        }
         if self.status == "Processing" {
             self.status = "Settled";
             let over = self.additional == "PaidOver";
@@ -260,7 +284,7 @@ impl Invoice {
     pub fn act(&mut self, action: Action, now: i64) -> Result<Vec<Emitted>, Refusal> {
         let mut events = self.expire_if_due(now);
         match action {
-            Action::Pay | Action::PayPartly | Action::Overpay => {
+            Action::Pay | Action::PayUnconfirmed | Action::PayPartly | Action::Overpay => {
                 if self.status != "New" {
                     return Err(Refusal(
                         "only a new invoice can be paid; try pay-late after expiry",
@@ -272,7 +296,13 @@ impl Invoice {
                     Action::Overpay => remaining + (remaining / 10).max(1),
                     _ => remaining,
                 };
-                events.extend(self.receive(sats, now));
+                events.extend(self.receive(sats, now, action != Action::PayUnconfirmed));
+            }
+            Action::Confirm => {
+                if self.payments.iter().all(|p| p.settled) {
+                    return Err(Refusal("no payment waits for a confirmation"));
+                }
+                events.extend(self.confirm());
             }
             Action::Expire => {
                 if self.status != "New" {
@@ -292,7 +322,7 @@ impl Invoice {
                     ));
                 }
                 let sats = self.remaining_sats().max(1);
-                events.extend(self.receive(sats, now));
+                events.extend(self.receive(sats, now, true));
             }
             Action::Invalid => {
                 events.extend(self.mark("Invalid")?);

@@ -406,6 +406,82 @@ async fn every_answer_and_delivery_conforms_and_each_action_emits_btcpays_sequen
             .await;
         expected.push((id, kinds, status, additional));
     }
+    // Paid in full but unconfirmed: Processing until the confirmation.
+    let (_, created) = caller
+        .call(
+            "POST",
+            &invoices,
+            Some(json!({ "amount": "3", "currency": "GBP", "metadata": { "orderId": "order-slow" } })),
+        )
+        .await;
+    let slow = created["id"].as_str().unwrap().to_owned();
+    let control = |action: &str| {
+        reqwest::Client::new()
+            .post(format!(
+                "{}/_sim/invoices/{slow}/{action}",
+                sim.simulator.base_url()
+            ))
+            .send()
+    };
+    assert_eq!(control("pay-unconfirmed").await.unwrap().status(), 200);
+    let (_, invoice) = caller
+        .call("GET", &format!("/api/v1/invoices/{slow}"), None)
+        .await;
+    assert_eq!(invoice["status"], "Processing");
+    let (_, methods) = caller
+        .call(
+            "GET",
+            &format!("/api/v1/invoices/{slow}/payment-methods"),
+            None,
+        )
+        .await;
+    assert_eq!(methods[0]["payments"][0]["status"], "Processing");
+    assert_eq!(control("confirm").await.unwrap().status(), 200);
+    assert_eq!(control("confirm").await.unwrap().status(), 409);
+    let (_, invoice) = caller
+        .call("GET", &format!("/api/v1/invoices/{slow}"), None)
+        .await;
+    assert_eq!(invoice["status"], "Settled");
+    expected.push((
+        slow,
+        vec![
+            "InvoiceCreated",
+            "InvoiceReceivedPayment",
+            "InvoiceProcessing",
+            "InvoicePaymentSettled",
+            "InvoiceSettled",
+        ],
+        "Settled",
+        "None",
+    ));
+
+    // The validator is not lenient: a field BTCPay does not document, or a status it does
+    // not know, is caught.
+    let mut extra = invoice.clone();
+    extra["buyerEmail"] = json!("reader@example.org");
+    assert!(
+        !caller
+            .spec
+            .check_response("GET", "/api/v1/invoices/x", 200, &extra)
+            .is_empty()
+    );
+    let mut unknown = invoice.clone();
+    unknown["status"] = json!("Paid");
+    assert!(
+        !caller
+            .spec
+            .check_response("GET", "/api/v1/invoices/x", 200, &unknown)
+            .is_empty()
+    );
+    let mut nested = invoice.clone();
+    nested["checkout"]["colour"] = json!("red");
+    assert!(
+        !caller
+            .spec
+            .check_response("GET", "/api/v1/invoices/x", 200, &nested)
+            .is_empty()
+    );
+
     // A partly paid invoice expires as partly paid.
     let partly = expected[1].0.clone();
     sim.simulator.advance(16 * 60);

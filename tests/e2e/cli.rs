@@ -6,7 +6,15 @@ use secrecy::ExposeSecret;
 async fn help_is_the_map_of_every_command() {
     let out = run(kopilka(&["--help"])).await;
     assert!(out.status.success());
-    for command in ["serve", "worker", "migrate", "dev", "stripe-sim", "admin"] {
+    for command in [
+        "serve",
+        "worker",
+        "migrate",
+        "dev",
+        "stripe-sim",
+        "btcpay-sim",
+        "admin",
+    ] {
         assert!(
             out.stdout.contains(command),
             "--help mentions {command}: {}",

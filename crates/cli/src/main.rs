@@ -1,6 +1,7 @@
 //! `kopilka`: the one binary. `kopilka --help` is the map.
 
 mod admin;
+mod btcpay_sim;
 mod database;
 mod dev;
 mod logging;
@@ -39,6 +40,9 @@ enum Command {
     Dev(dev::Args),
     /// A Stripe-compatible simulator (what `kopilka dev` runs when no Stripe key is set).
     StripeSim(stripe_sim::Args),
+    /// A BTCPay Server (Greenfield API) simulator: invoices, a hosted invoice page, signed
+    /// webhooks with redelivery, a clock.
+    BtcpaySim(btcpay_sim::Args),
     /// Administration: configuration, reports, reconciliation.
     #[command(subcommand)]
     Admin(admin::Command),
@@ -53,6 +57,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate::run().await,
         Command::Dev(args) => dev::run(args).await,
         Command::StripeSim(args) => stripe_sim::run(args).await,
+        Command::BtcpaySim(args) => btcpay_sim::run(args).await,
         Command::Admin(command) => admin::run(command).await,
     };
     match result {

@@ -7,6 +7,7 @@
 
 mod abuse;
 mod accounts;
+mod btcpay;
 mod environment;
 mod limits;
 mod list;
@@ -24,6 +25,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use abuse::{AbuseSettings, Challenge, ChallengeProvider, ChallengeSettings};
 pub use accounts::{AccountsSettings, Argon2Settings, LOCAL_ACCOUNTS_SECRET};
+pub use btcpay::BtcpaySettings;
 pub use environment::Environment;
 pub use limits::{LimitsSettings, RouteLimit};
 pub use mail::{NoticeSettings, PublisherSettings, SmtpSettings};

@@ -25,6 +25,9 @@ pub struct Settings {
     pub log: LogSettings,
     /// Stripe: keys, API base, webhook secrets.
     pub stripe: StripeSettings,
+    /// BTCPay Server, the second rail (off unless its URL, store and API key are set).
+    #[serde(default)]
+    pub btcpay: crate::BtcpaySettings,
     /// The banner's offer and the funding goal.
     pub offer: crate::OfferSettings,
     /// Background jobs.

@@ -84,6 +84,7 @@ impl Settings {
             _ => Ok(()),
         }?;
         check_stripe(&self.stripe, self.env)?;
+        self.btcpay.validate(local)?;
         self.accounts.validate(local)?;
         if self.smtp.url.is_none() && !local {
             return invalid(format!(

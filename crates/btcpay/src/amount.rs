@@ -1,0 +1,81 @@
+//! Fiat amounts as BTCPay writes them: decimal strings in major units (`"5.00"`). Kopilka
+//! counts integer minor units ([`Money`]); the two meet here, with no float in between.
+
+use kopilka_domain::{Currency, Money, MoneyError};
+
+/// The decimal string BTCPay expects for `money` (`12.34` for 1234 USD cents, `500` for
+/// 500 JPY): exactly the currency's decimals.
+#[must_use]
+pub fn fiat_amount(money: Money) -> String {
+    money.format_major()
+}
+
+/// Reads a fiat decimal string from BTCPay (`"5"`, `"5.00"`, `"5.0000"`) in `currency`.
+/// BTCPay may write more decimals than the currency has; extra decimals are accepted only
+/// when they are zeros, so no amount is ever rounded.
+///
+/// # Errors
+/// [`MoneyError`] when the text is not a decimal amount, or has non-zero decimals beyond
+/// the currency's.
+pub fn parse_fiat_amount(text: &str, currency: Currency) -> Result<Money, MoneyError> {
+    let exponent = usize::try_from(currency.exponent()).unwrap_or(usize::MAX);
+    let trimmed = match text.split_once('.') {
+        Some((whole, fraction)) if fraction.len() > exponent => {
+            let (kept, extra) = fraction.split_at(exponent);
+            if !extra.bytes().all(|b| b == b'0') {
+                return Err(MoneyError::TooManyDecimals {
+                    currency,
+                    exponent: currency.exponent(),
+                });
+            }
+            if kept.is_empty() {
+                whole.to_owned()
+            } else {
+                format!("{whole}.{kept}")
+            }
+        }
+        _ => text.to_owned(),
+    };
+    Money::parse_major(&trimmed, currency)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn currency(code: &str) -> Currency {
+        code.parse().unwrap()
+    }
+
+    #[test]
+    fn amounts_are_written_with_the_currencys_decimals() {
+        assert_eq!(fiat_amount(Money::new(1234, currency("USD"))), "12.34");
+        assert_eq!(fiat_amount(Money::new(500, currency("JPY"))), "500");
+        assert_eq!(fiat_amount(Money::new(5, currency("EUR"))), "0.05");
+    }
+
+    #[test]
+    fn btcpays_amounts_are_read_exactly() {
+        let usd = currency("USD");
+        assert_eq!(parse_fiat_amount("5", usd).unwrap().minor(), 500);
+        assert_eq!(parse_fiat_amount("5.00", usd).unwrap().minor(), 500);
+        assert_eq!(parse_fiat_amount("5.1000", usd).unwrap().minor(), 510);
+        assert!(parse_fiat_amount("5.001", usd).is_err());
+        assert_eq!(
+            parse_fiat_amount("500.00", currency("JPY"))
+                .unwrap()
+                .minor(),
+            500
+        );
+        assert!(parse_fiat_amount("1e3", usd).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn written_amounts_read_back(minor in 0_i64..10_000_000_000) {
+            let usd = currency("USD");
+            let money = Money::new(minor, usd);
+            proptest::prop_assert_eq!(parse_fiat_amount(&fiat_amount(money), usd).unwrap(), money);
+        }
+    }
+}

@@ -74,8 +74,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             sim_webhook_url(&settings)
         )
     };
+    let btcpay_note = if settings.btcpay.url.is_some() {
+        "BTCPay Server at KOPILKA__BTCPAY__URL".to_owned()
+    } else {
+        let sim = start_btcpay_simulator(&mut settings).await?;
+        format!("BTCPay simulator on http://{}", sim.addr)
+    };
     output::line(&format!(
-        "kopilka dev: API on http://{addr} · Postgres {postgres_note} · {stripe_note} · {} migration(s) applied now, {} known · ctrl-c stops all",
+        "kopilka dev: API on http://{addr} · Postgres {postgres_note} · {stripe_note} · {btcpay_note} · {} migration(s) applied now, {} known · ctrl-c stops all",
         report.applied.len(),
         report.known
     ));
@@ -116,6 +122,22 @@ async fn start_simulator(settings: &mut Settings) -> anyhow::Result<kopilka_stri
     settings.stripe.secret_key = Some(SecretString::from(options.secret_key));
     settings.stripe.webhook_secret = vec![SecretString::from(options.webhook_secret)];
     settings.stripe.api_base = Some(sim.simulator.base_url().parse()?);
+    Ok(sim)
+}
+
+/// With no BTCPay Server configured, dev runs the BTCPay simulator beside Stripe's and points
+/// Kopilka at it (its webhooks are registered once Kopilka receives BTCPay's deliveries).
+async fn start_btcpay_simulator(
+    settings: &mut Settings,
+) -> anyhow::Result<kopilka_btcpay_sim::Spawned> {
+    let options = kopilka_btcpay_sim::SimOptions::default();
+    let sim = kopilka_btcpay_sim::spawn("127.0.0.1:0".parse()?, options.clone())
+        .await
+        .context("starting the BTCPay simulator")?;
+    settings.btcpay.url = Some(format!("http://{}", sim.addr).parse()?);
+    settings.btcpay.store_id = Some(options.store_id);
+    settings.btcpay.api_key = Some(SecretString::from(options.api_key));
+    settings.btcpay.webhook_secret = vec![SecretString::from(options.webhook_secret)];
     Ok(sim)
 }
 

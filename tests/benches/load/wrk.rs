@@ -204,7 +204,14 @@ fn script_file(script: &str) -> PathBuf {
     let mut hasher = DefaultHasher::new();
     script.hash(&mut hasher);
     let path = scripts_dir().join(format!("{:016x}.lua", hasher.finish()));
-    std::fs::write(&path, format!("{script}\n{DONE}")).expect("the script is written");
+    let text = format!("{script}\n{DONE}");
+    // Two wrk processes may start on one script at once: a file another is reading is never
+    // rewritten, and a new one appears whole (renamed into place).
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        let partial = path.with_extension(format!("lua.{}", std::process::id()));
+        std::fs::write(&partial, text).expect("the script is written");
+        std::fs::rename(&partial, &path).expect("the script is in place");
+    }
     path
 }
 

@@ -15,6 +15,7 @@
     reason = "a benchmark: ratios of measured figures, printed; SIGINT to its own wrk"
 )]
 
+mod flood;
 mod rig;
 mod wrk;
 
@@ -86,6 +87,10 @@ async fn main() {
             "admin reconcile over 10 000 and 100 000 objects",
         ),
         ("storm", "login storm"),
+        (
+            "flood",
+            "a flood of junk writes against the well-behaved client",
+        ),
     ] {
         if !wanted(name) {
             continue;
@@ -96,7 +101,8 @@ async fn main() {
             "webhooks" => webhook_row(&rig).await,
             "reminders" => reminder_row(&rig).await,
             "reconcile" => reconcile_row(&rig).await,
-            _ => login_storm_row(&rig).await,
+            "storm" => login_storm_row(&rig).await,
+            _ => flood::flood_row(&rig).await,
         });
     }
     if wanted("offer") {
@@ -115,7 +121,7 @@ async fn main() {
 }
 
 /// Whether row group `name` runs: all of them, unless `KOPILKA_BENCH_ONLY` lists some
-/// (offer, tokens, webhooks, reminders, reconcile, storm), e.g. while profiling one.
+/// (offer, tokens, webhooks, reminders, reconcile, storm, flood), e.g. while profiling one.
 fn wanted(name: &str) -> bool {
     std::env::var("KOPILKA_BENCH_ONLY")
         .map_or(true, |only| only.split(',').any(|n| n.trim() == name))

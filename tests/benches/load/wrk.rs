@@ -16,15 +16,24 @@ pub struct Run {
     pub p99_ms: f64,
     /// Answers ≥ 400, and socket errors and timeouts.
     pub failed: u64,
+    /// Answers ≥ 500, counted only by scripts that list their threads in `counted_threads`
+    /// and count `server_errors` in `response` ([`PACED`]); 0 otherwise.
+    pub server_errors: u64,
 }
 
 const DONE: &str = r#"
 function done(summary, latency, requests)
   local e = summary.errors
+  local server_errors = 0
+  if counted_threads ~= nil then
+    for _, thread in ipairs(counted_threads) do
+      server_errors = server_errors + (thread:get('server_errors') or 0)
+    end
+  end
   io.write(string.format(
-    'WRK {"requests":%d,"duration_us":%d,"p99_us":%d,"status":%d,"socket":%d}\n',
+    'WRK {"requests":%d,"duration_us":%d,"p99_us":%d,"status":%d,"socket":%d,"server_errors":%d}\n',
     summary.requests, summary.duration, latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
+    e.status, e.connect + e.read + e.write + e.timeout, server_errors))
 end
 "#;
 
@@ -83,6 +92,87 @@ function request()
 end
 "#;
 
+/// A well-behaved client: GETs, each connection pausing the first argument's milliseconds
+/// between its requests (so it asks at a steady pace instead of as fast as it can), with the
+/// bearer token of the file named by the second argument, if any; counts answers ≥ 500.
+pub const PACED: &str = r#"
+counted_threads = {}
+function setup(thread)
+  table.insert(counted_threads, thread)
+end
+local pause = 5
+server_errors = 0
+function init(args)
+  pause = tonumber(args[1])
+  if args[2] ~= nil and args[2] ~= '' then
+    for line in io.lines(args[2]) do
+      wrk.headers['Authorization'] = 'Bearer ' .. line
+    end
+  end
+end
+function delay()
+  return pause
+end
+function response(status, headers, body)
+  if status >= 500 then
+    server_errors = server_errors + 1
+  end
+end
+"#;
+
+/// Junk public writes from many clients (a random `X-Forwarded-For` each): sign-in link
+/// requests, sign-ups, checkouts and reminders for random addresses, and a tenth malformed
+/// (not an address, or not JSON). Each connection pauses the first argument's milliseconds
+/// between requests; the second is a `remind_on` date. Requests are made up front, in
+/// `init`, so the generator spends its time sending.
+pub const JUNK: &str = r#"
+local counter = 0
+function setup(thread)
+  thread:set('thread_index', counter)
+  counter = counter + 1
+end
+local requests = {}
+local next_one = 0
+local pause = 10
+function init(args)
+  pause = tonumber(args[1])
+  local day = args[2]
+  math.randomseed(os.time() * 31 + thread_index)
+  for i = 1, 10000 do
+    local ip = string.format('10.%d.%d.%d', math.random(0, 255), math.random(0, 255), math.random(1, 254))
+    local email = string.format('junk-%d-%d-%d@example.org', thread_index, i, math.random(1, 1000000000))
+    local kind = i % 10
+    local path, body
+    if kind < 3 then
+      path, body = '/v1/sessions/magic-link', '{"email":"' .. email .. '"}'
+    elseif kind < 5 then
+      path = '/v1/accounts'
+      body = '{"email":"' .. email .. '","password":"junk ' .. math.random(1, 1000000000) .. ' pass","name":"Junk Junkson"}'
+    elseif kind < 7 then
+      path = '/v1/checkout'
+      body = '{"interval":"once","amount_minor":500,"currency":"usd","email":"' .. email .. '"}'
+    elseif kind < 9 then
+      path, body = '/v1/reminders', '{"email":"' .. email .. '","remind_on":"' .. day .. '"}'
+    elseif i % 20 == 9 then
+      path, body = '/v1/sessions/magic-link', '{"email":"not an address ' .. i .. '"}'
+    else
+      path, body = '/v1/accounts', '{"email": "unterminated'
+    end
+    requests[#requests + 1] = wrk.format('POST', path, {
+      ['Content-Type'] = 'application/json',
+      ['X-Forwarded-For'] = ip,
+    }, body)
+  end
+end
+function request()
+  next_one = next_one % #requests + 1
+  return requests[next_one]
+end
+function delay()
+  return pause
+end
+"#;
+
 /// POSTs of one JSON body (the first argument).
 pub const POST_JSON: &str = r#"
 function init(args)
@@ -114,7 +204,14 @@ fn script_file(script: &str) -> PathBuf {
     let mut hasher = DefaultHasher::new();
     script.hash(&mut hasher);
     let path = scripts_dir().join(format!("{:016x}.lua", hasher.finish()));
-    std::fs::write(&path, format!("{script}\n{DONE}")).expect("the script is written");
+    let text = format!("{script}\n{DONE}");
+    // Two wrk processes may start on one script at once: a file another is reading is never
+    // rewritten, and a new one appears whole (renamed into place).
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        let partial = path.with_extension(format!("lua.{}", std::process::id()));
+        std::fs::write(&partial, text).expect("the script is written");
+        std::fs::rename(&partial, &path).expect("the script is in place");
+    }
     path
 }
 
@@ -160,6 +257,7 @@ pub async fn finish(child: tokio::process::Child) -> Run {
         rps: number("requests") as f64 / secs.max(1e-9),
         p99_ms: number("p99_us") as f64 / 1e3,
         failed: number("status") + number("socket"),
+        server_errors: number("server_errors"),
     }
 }
 

@@ -138,7 +138,7 @@ async fn sign_up(
     ApiJson(body): ApiJson<SignUpBody>,
 ) -> Result<(StatusCode, ApiJson<CheckEmail>), AppError> {
     let email = parse_email(&body.email);
-    state.limits.admit(Route::SignUp, ip, email.as_ref().ok())?;
+    let _admitted = state.limits.admit(Route::SignUp, ip, email.as_ref().ok())?;
     let request = SignUp {
         email: email?,
         password: Password::parse(&body.password)?,
@@ -175,7 +175,7 @@ async fn sign_in(
     ApiJson(body): ApiJson<SignInBody>,
 ) -> Result<Response, AppError> {
     let email = parse_email(&body.email);
-    state.limits.admit(Route::SignIn, ip, email.as_ref().ok())?;
+    let _admitted = state.limits.admit(Route::SignIn, ip, email.as_ref().ok())?;
     let email = email?;
     let session = state
         .accounts
@@ -220,7 +220,7 @@ async fn request_link(
     ApiJson(body): ApiJson<LinkRequestBody>,
 ) -> Result<(StatusCode, ApiJson<CheckEmail>), AppError> {
     let email = parse_email(&body.email);
-    state
+    let _admitted = state
         .limits
         .admit(Route::SignInLink, ip, email.as_ref().ok())?;
     let email = email?;
@@ -269,7 +269,7 @@ async fn consume_link(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ConsumeBody>,
 ) -> Result<Response, AppError> {
-    state.limits.admit(Route::SignIn, ip, None)?;
+    let _admitted = state.limits.admit(Route::SignIn, ip, None)?;
     let (session, confirmed) = state
         .accounts
         .sign_in_with_link(

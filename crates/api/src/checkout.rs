@@ -190,7 +190,7 @@ async fn checkout(
         .email
         .as_deref()
         .and_then(|raw| kopilka_domain::Email::parse(raw).ok());
-    state.limits.admit(Route::Checkout, ip, typed.as_ref())?;
+    let _admitted = state.limits.admit(Route::Checkout, ip, typed.as_ref())?;
     let key = idempotency_key(&headers)?;
     let attribution = state
         .shield

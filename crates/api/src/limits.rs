@@ -62,7 +62,13 @@ pub struct PublicLimits {
     settings: LimitsSettings,
     keys: Keys,
     tasks: Arc<Semaphore>,
+    writes: Arc<Semaphore>,
 }
+
+/// An admitted public write: holds its place among the writes in flight until dropped
+/// (keep it for the handler's whole run).
+#[must_use = "hold it while the write is handled"]
+pub(crate) struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl PublicLimits {
     /// Limits as `settings` configure them.
@@ -73,17 +79,26 @@ impl PublicLimits {
             settings: settings.limits,
             keys: Keys::from_settings(&settings.accounts),
             tasks: Arc::new(Semaphore::new(settings.limits.background_tasks)),
+            writes: Arc::new(Semaphore::new(settings.limits.writes_in_flight)),
         }
     }
 
-    /// Counts one request of `route` from `ip` naming `email`, or refuses it (429, or 503
-    /// when this instance can hold no more counters).
+    /// Counts one request of `route` from `ip` naming `email`, or refuses it (429; 503 when
+    /// this instance can hold no more counters, or as many public writes are in flight as
+    /// it may handle at once). Hold the answer while the write is handled.
     pub(crate) fn admit(
         &self,
         route: Route,
         ip: Option<IpAddr>,
         email: Option<&Email>,
-    ) -> Result<(), AppError> {
+    ) -> Result<Admitted, AppError> {
+        // A place first: a refusal for a full house counts against no budget.
+        let place = Arc::clone(&self.writes).try_acquire_owned().map_err(|_| {
+            metrics::counter!("kopilka_busy_total").increment(1);
+            AppError::Busy {
+                retry_after_secs: 1,
+            }
+        })?;
         let limit = route.limit(&self.settings);
         let budget = |n: u32| Budget {
             limit: n,
@@ -105,7 +120,19 @@ impl PublicLimits {
                     .digest(Purpose::AddressKey, email.expose().as_bytes())
             )
         });
+        let burst = format!("{name}:global:second");
         let mut hits = vec![(global.as_str(), budget(limit.global))];
+        if self.settings.burst_factor > 0 {
+            let per_second = u64::from(limit.global) * u64::from(self.settings.burst_factor)
+                / u64::from(limit.window_secs.max(1));
+            hits.push((
+                burst.as_str(),
+                Budget {
+                    limit: u32::try_from(per_second.max(1)).unwrap_or(u32::MAX),
+                    window_secs: 1,
+                },
+            ));
+        }
         if let Some(client) = &client {
             hits.push((client.as_str(), budget(limit.per_client)));
         }
@@ -126,7 +153,8 @@ impl PublicLimits {
                 Refusal::Full { retry_after } => AppError::Busy {
                     retry_after_secs: retry_after.as_secs(),
                 },
-            })
+            })?;
+        Ok(Admitted(place))
     }
 
     /// A place for work that outlives its request's answer, or 503 `busy` when every place

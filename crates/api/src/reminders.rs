@@ -64,7 +64,7 @@ async fn remind_me(
     ApiJson(body): ApiJson<ReminderBody>,
 ) -> Result<(StatusCode, ApiJson<Status>), AppError> {
     let email = kopilka_accounts::parse_email(&body.email);
-    state
+    let _admitted = state
         .limits
         .admit(Route::Reminder, ip, email.as_ref().ok())?;
     let email = email?;
@@ -113,7 +113,7 @@ async fn unsubscribe(
     ClientIp(ip): ClientIp,
     Query(query): Query<TokenQuery>,
 ) -> Result<(StatusCode, ApiJson<Status>), AppError> {
-    state.limits.admit(Route::Reminder, ip, None)?;
+    let _admitted = state.limits.admit(Route::Reminder, ip, None)?;
     let mut conn = conn(&state).await?;
     kopilka_accounts::reminder::unsubscribe(&mut conn, &state.accounts.keys, &query.token).await?;
     Ok(status(StatusCode::OK, "unsubscribed"))
@@ -195,7 +195,7 @@ async fn use_plan_link(
     ClientIp(ip): ClientIp,
     Path(token): Path<String>,
 ) -> Result<Response, AppError> {
-    state.limits.admit(Route::PlanLink, ip, None)?;
+    let _admitted = state.limits.admit(Route::PlanLink, ip, None)?;
     // A forged or expired link is 400 whether or not payments are configured: the token is
     // checked before anything needs Stripe.
     if kopilka_accounts::plan_link::verify(&state.accounts.keys, &token, OffsetDateTime::now_utc())

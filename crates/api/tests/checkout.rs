@@ -521,3 +521,113 @@ async fn checkouts_are_limited_per_client_and_per_address() {
     assert_eq!(from("198.51.100.5", None).await.status, StatusCode::CREATED);
     assert_eq!(contributions(&app).await.len(), 5);
 }
+
+/// Issue #19: admitted public writes in flight are bounded. With one place and a checkout
+/// holding it (Stripe answering slowly), a second public write is 503 `busy` with
+/// `Retry-After`, counted against no budget and creating nothing; once the first is answered,
+/// writes are taken again.
+#[tokio::test]
+async fn public_writes_in_flight_are_bounded_and_the_next_is_busy() {
+    let app = TestApp::spawn_with(|settings| settings.limits.writes_in_flight = 1).await;
+    app.sim_control("/_sim/faults", &json!({"count": 1, "delay_ms": 1500}))
+        .await;
+    let slow = {
+        let api = app.api.clone();
+        tokio::spawn(async move {
+            send(
+                api.request(Method::POST, "/v1/checkout")
+                    .json(&json!({"interval": "once", "amount_minor": 1000, "currency": "usd"})),
+            )
+            .await
+        })
+    };
+    // The slow checkout holds the place once its contribution exists.
+    eventually(
+        "the slow checkout in flight",
+        Duration::from_secs(10),
+        || async { (!contributions(&app).await.is_empty()).then_some(()) },
+    )
+    .await;
+    let busy = checkout(
+        &app,
+        json!({"interval": "once", "amount_minor": 1000, "currency": "usd"}),
+        None,
+    )
+    .await;
+    assert_eq!(busy.error_code(503), "busy");
+    assert!(busy.headers.contains_key("retry-after"));
+    let reminder = send(
+        app.api
+            .request(Method::POST, "/v1/reminders")
+            .json(&json!({"email": "busy@example.org", "remind_on": "2030-01-01"})),
+    )
+    .await;
+    assert_eq!(
+        reminder.error_code(503),
+        "busy",
+        "every public write shares the bound"
+    );
+    assert_eq!(slow.await.unwrap().status, StatusCode::CREATED);
+    assert_eq!(
+        contributions(&app).await.len(),
+        1,
+        "the busy one created nothing"
+    );
+    let after = checkout(
+        &app,
+        json!({"interval": "once", "amount_minor": 1000, "currency": "usd"}),
+        None,
+    )
+    .await;
+    assert_eq!(after.status, StatusCode::CREATED);
+}
+
+/// Issue #19: a flood cannot spend a window's budget in its first second: besides its
+/// window, a route admits at most `global × burst_factor / window_secs` a second from
+/// everyone (here 2), then 429 `rate_limited` with `Retry-After`.
+#[tokio::test]
+async fn a_routes_budget_is_spread_over_its_window() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.limits.burst_factor = 1;
+        settings.limits.checkout = kopilka_config::RouteLimit {
+            per_client: 1000,
+            per_address: 1000,
+            global: 1200,
+            window_secs: 600,
+        };
+    })
+    .await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let mut admitted_in: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let mut refused = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let before = now();
+        let answer = checkout(
+            &app,
+            json!({"interval": "once", "amount_minor": 1000, "currency": "usd"}),
+            None,
+        )
+        .await;
+        let after = now();
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(answer.error_code(429), "rate_limited");
+            assert_eq!(answer.headers["retry-after"], "1");
+            refused += 1;
+        } else {
+            assert_eq!(answer.status, StatusCode::CREATED);
+            if before == after {
+                *admitted_in.entry(before).or_default() += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the burst budget never refused");
+    for (second, admitted) in admitted_in {
+        assert!(admitted <= 2, "{admitted} admitted in second {second}");
+    }
+}

@@ -43,6 +43,14 @@ pub struct LimitsSettings {
     /// Work a request may leave running after its answer (sign-in link requests); past it,
     /// the request is refused (503 `busy`, `Retry-After`) rather than queued without bound.
     pub background_tasks: usize,
+    /// Public writes admitted and still being handled, at most (each may hold a database
+    /// connection, call Stripe or hash a password); past it, 503 `busy` with `Retry-After`,
+    /// so a flood's admitted work never takes every connection from the reads.
+    pub writes_in_flight: usize,
+    /// Besides its window, each route admits from everyone at most `global × burst_factor /
+    /// window_secs` a second (at least 1), so a flood cannot spend a whole window's budget
+    /// in its first second; 0 turns this off.
+    pub burst_factor: u32,
     /// `POST /v1/checkout`.
     pub checkout: RouteLimit,
     /// `POST /v1/accounts`.
@@ -84,6 +92,12 @@ impl LimitsSettings {
         }
         if self.max_keys < 1_000 {
             return invalid("limits.max_keys must be at least 1000".into());
+        }
+        if self.writes_in_flight == 0 {
+            return invalid("limits.writes_in_flight must be at least 1".into());
+        }
+        if self.burst_factor > 1000 {
+            return invalid("limits.burst_factor must be 0 to 1000".into());
         }
         if self.background_tasks == 0 {
             return invalid("limits.background_tasks must be at least 1".into());

@@ -132,7 +132,12 @@ async fn erasing_a_monthly_supporter_stops_the_plan_at_stripe_and_forgets_the_ad
     .await;
     let paid_before = count(&app, payments).await;
 
-    // The export holds every row linked to the reader, stored events and email sends too.
+    // The export holds every row linked to the reader, stored events and email sends too
+    // (once the worker has sent the gift's receipt: wait for that state, not a time).
+    eventually("the receipt sent", Duration::from_secs(30), || async {
+        (count(&app, "SELECT count(*) FROM email_sends").await >= 1).then_some(())
+    })
+    .await;
     let export = send(
         app.api
             .request(Method::GET, "/v1/me/export")

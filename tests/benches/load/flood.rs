@@ -75,7 +75,11 @@ impl Shielded {
             .env("KOPILKA__SERVER__ADDR", format!("127.0.0.1:{port}"))
             .env("KOPILKA__SERVER__CLIENT_IP_HEADER", "x-forwarded-for")
             .env("KOPILKA__SERVER__TRUSTED_PROXIES", "127.0.0.1/32")
-            .env("KOPILKA__WORKER__IN_SERVE", "false");
+            .env("KOPILKA__WORKER__IN_SERVE", "false")
+            // Production's spread of each budget and bound on writes in flight (the test
+            // environment turns both off).
+            .env("KOPILKA__LIMITS__BURST_FACTOR", "10")
+            .env("KOPILKA__LIMITS__WRITES_IN_FLIGHT", "6");
         for (route, client, address, global) in PRODUCTION_LIMITS {
             for (key, value) in [
                 ("PER_CLIENT", client),

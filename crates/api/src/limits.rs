@@ -107,10 +107,9 @@ impl PublicLimits {
         let name = route.name();
         let global = format!("{name}:global");
         let client = ip.map(|ip| {
-            let canonical = kopilka_accounts::throttle::canonical(ip);
             format!(
                 "{name}:client:{}",
-                self.keys.digest(Purpose::IpKey, canonical.as_bytes())
+                kopilka_contributions::shield::client_key(&self.keys, ip)
             )
         });
         let address = email.filter(|_| limit.per_address > 0).map(|email| {

@@ -229,25 +229,23 @@ pub async fn record_failure(
     };
     let window = i64::from(settings.window_secs);
     let block_secs = i64::from(settings.block_secs);
-    for (kind, key, threshold, reason, column) in [
+    for (kind, key, threshold, reason) in [
         (
             BlockKind::Client,
             &client,
             settings.client_failures,
             "client_failures",
-            "client_key",
         ),
         (
             BlockKind::Address,
             &address,
             settings.address_failures,
             "address_failures",
-            "address_key",
         ),
     ] {
         let Some(key) = key else { continue };
         // Counted since the window began, or since an operator last cleared this key.
-        let statement = if column == "client_key" {
+        let statement = if kind == BlockKind::Client {
             "SELECT count(*) FROM payment_failures
              WHERE client_key = $1
                AND occurred_at > greatest(now() - make_interval(secs => $2::double precision),

@@ -247,15 +247,19 @@ pub async fn a_full_journey_with_abuse_logs_no_secret_or_personal_data() {
             .format(&time::format_description::well_known::Rfc3339)
             .expect("formats");
     stack.run(&["worker", "--once", "--as-of", &as_of]).await;
-    let reminder = stack
-        .smtp
-        .messages()
-        .into_iter()
-        .find(|m| {
-            m.header("Message-ID")
-                .is_some_and(|id| id.contains("reminder-"))
-        })
-        .expect("the reminder email");
+    // The sink may take a moment to store what it accepted: wait for the state.
+    let smtp = &stack.smtp;
+    let reminder = kopilka_test_support::eventually(
+        "the reminder email",
+        std::time::Duration::from_secs(20),
+        || async {
+            smtp.messages().into_iter().find(|m| {
+                m.header("Message-ID")
+                    .is_some_and(|id| id.contains("reminder-"))
+            })
+        },
+    )
+    .await;
     let unsubscribe = reminder
         .header("List-Unsubscribe")
         .expect("a List-Unsubscribe header")

@@ -51,7 +51,7 @@ async fn app_on_fresh_database() -> (TestDatabase, String, TestApp) {
 /// Waits until every stored event is applied (and `extra` holds).
 async fn settled(db: &TestDatabase, what: &str, extra: &str) {
     let query = format!(
-        "SELECT (SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')) = 0 AND ({extra})"
+        "SELECT (SELECT count(*) FROM provider_events WHERE status NOT IN ('processed', 'ignored')) = 0 AND ({extra})"
     );
     eventually(what, Duration::from_secs(60), || async {
         let done: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(query.clone()))
@@ -164,9 +164,38 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
         json!([])
     );
 
+    assert!(
+        events.iter().all(|e| e["provider"] == "stripe"),
+        "every stored event names its provider: {events:?}"
+    );
+
     let some = events[0]["id"].as_str().unwrap();
     let replayed = admin_json(&app, &url, &["events", "replay", "--id", some]).await;
     assert_eq!(replayed["failed"], 0);
+    let replayed = admin_json(
+        &app,
+        &url,
+        &["events", "replay", "--id", some, "--provider", "stripe"],
+    )
+    .await;
+    assert_eq!(replayed["failed"], 0);
+    // An event id is Stripe's only under Stripe; BTCPay's events have no applier yet.
+    let mut command = kopilka(&[
+        "admin",
+        "events",
+        "replay",
+        "--id",
+        some,
+        "--provider",
+        "btcpay",
+    ]);
+    command.env("KOPILKA_ENV", "test").env("DATABASE_URL", &url);
+    let refused = run(command).await;
+    assert!(
+        !refused.status.success() && refused.stderr.contains("btcpay"),
+        "{}",
+        refused.stderr
+    );
     let by_type = admin_json(
         &app,
         &url,
@@ -189,7 +218,7 @@ async fn admin_reports_agree_with_stripe_after_real_deliveries() {
 
     // A failed event (as the dead letter leaves it) is completed by `replay --failed`.
     sqlx::query(
-        "UPDATE stripe_events SET status = 'failed', last_error = 'was waiting' WHERE id = $1",
+        "UPDATE provider_events SET status = 'failed', last_error = 'was waiting' WHERE id = $1",
     )
     .bind(some)
     .execute(&db.pool)
@@ -307,7 +336,7 @@ async fn reconcile_apply_makes_no_reader_of_another_products_checkout() {
     .await;
     settled(&db, "the fetched events applied", "true").await;
     let stored: Vec<(String, String, Option<uuid::Uuid>)> =
-        sqlx::query_as("SELECT type, status, reader_id FROM stripe_events ORDER BY created")
+        sqlx::query_as("SELECT type, status, reader_id FROM provider_events ORDER BY created")
             .fetch_all(&db.pool)
             .await
             .unwrap();
@@ -443,7 +472,7 @@ async fn reconcile_reports_each_kind_of_injected_drift() {
         ("pi_nobody_knows".to_owned(), 900),
     ] {
         sqlx::query(
-            "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+            "INSERT INTO ledger_entries (id, kind, provider_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
              VALUES ($1, 'payment', $2, $2, $3, $4, 'usd', now())",
         )
         .bind(uuid::Uuid::now_v7())
@@ -838,8 +867,8 @@ async fn reconcile_finds_each_blind_spot_as_its_own_drift_kind() {
         &format!(
             "(SELECT count(*) FROM ledger_entries WHERE kind = 'payment') = 3
              AND (SELECT count(*) FROM ledger_entries WHERE kind = 'fee') = 4
-             AND EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{}')
-             AND EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{dispute_id}')",
+             AND EXISTS (SELECT 1 FROM ledger_entries WHERE provider_id = '{}')
+             AND EXISTS (SELECT 1 FROM ledger_entries WHERE provider_id = '{dispute_id}')",
             refund.id
         ),
     )
@@ -913,7 +942,7 @@ async fn reconcile_finds_each_blind_spot_as_its_own_drift_kind() {
     ];
     for (kind, stripe_id, payment_intent, amount, currency) in rows {
         sqlx::query(
-            "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+            "INSERT INTO ledger_entries (id, kind, provider_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
         )
         .bind(uuid::Uuid::now_v7())
@@ -1344,7 +1373,7 @@ async fn deliver(app: &TestApp, event: &Value) {
 /// [`settled`], printing the events and jobs still waiting when it times out.
 async fn settled_or_dump(db: &TestDatabase, what: &str, extra: &str) {
     let query = format!(
-        "SELECT (SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')) = 0 AND ({extra})"
+        "SELECT (SELECT count(*) FROM provider_events WHERE status NOT IN ('processed', 'ignored')) = 0 AND ({extra})"
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -1357,7 +1386,7 @@ async fn settled_or_dump(db: &TestDatabase, what: &str, extra: &str) {
         }
         if std::time::Instant::now() > deadline {
             let events: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
-                "SELECT id, type, status, last_error FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+                "SELECT id, type, status, last_error FROM provider_events WHERE status NOT IN ('processed', 'ignored')",
             )
             .fetch_all(&db.pool)
             .await
@@ -1369,7 +1398,7 @@ async fn settled_or_dump(db: &TestDatabase, what: &str, extra: &str) {
             .await
             .unwrap();
             let ledger: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
-                "SELECT kind, stripe_id, payment_intent_id, amount_minor FROM ledger_entries ORDER BY recorded_at",
+                "SELECT kind, provider_id, payment_intent_id, amount_minor FROM ledger_entries ORDER BY recorded_at",
             )
             .fetch_all(&db.pool)
             .await
@@ -1394,7 +1423,7 @@ struct LegacyPlan {
 /// A monthly plan paid at the simulator and applied as a Kopilka before #18 applied it:
 /// every event but `invoice_payment.paid` delivered (that one stored whole and `ignored`,
 /// as the old inbox did with a type it did not handle), the payment booked on `invoice.paid`
-/// under the invoice (`stripe_id` and `payment_intent_id` both `in_…`), and no
+/// under the invoice (`provider_id` and `payment_intent_id` both `in_…`), and no
 /// `plan_invoices` row (the table came with #18). Deliveries are off afterwards.
 async fn legacy_plan(app: &TestApp, db: &TestDatabase, amount: i64) -> LegacyPlan {
     app.deliver_webhooks_here(None).await;
@@ -1450,7 +1479,7 @@ async fn legacy_plan(app: &TestApp, db: &TestDatabase, amount: i64) -> LegacyPla
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, plan_id, amount_minor, currency, occurred_at)
+        "INSERT INTO ledger_entries (id, kind, provider_id, payment_intent_id, contribution_id, plan_id, amount_minor, currency, occurred_at)
          SELECT $1, 'payment', $2, $2, contribution_id, id, $3, 'usd', now()
          FROM recurring_plans WHERE stripe_subscription_id = $4",
     )
@@ -1462,7 +1491,7 @@ async fn legacy_plan(app: &TestApp, db: &TestDatabase, amount: i64) -> LegacyPla
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload, status, processed_at)
+        "INSERT INTO provider_events (id, type, created, livemode, api_version, object_id, payload, status, processed_at)
          VALUES ($1, 'invoice_payment.paid', $2, false, $3, $4, $5, 'ignored', now())",
     )
     .bind(payment_event["id"].as_str().unwrap())
@@ -1491,7 +1520,7 @@ async fn book_dispute_as_before_18(
     amount: i64,
 ) {
     sqlx::query(
-        "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+        "INSERT INTO ledger_entries (id, kind, provider_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
          VALUES ($1, 'dispute', $2, $3, $4::uuid, $5, 'usd', now())",
     )
     .bind(uuid::Uuid::now_v7())
@@ -1511,9 +1540,9 @@ async fn book_dispute_as_before_18(
 
 async fn ledger_of(db: &TestDatabase, payment_intent: &str) -> Vec<(String, String, i64)> {
     sqlx::query_as(
-        "SELECT kind, stripe_id, amount_minor FROM ledger_entries
+        "SELECT kind, provider_id, amount_minor FROM ledger_entries
          WHERE payment_intent_id IN ($1, kopilka_payment_key($1)) AND kind <> 'fee'
-         ORDER BY kind, stripe_id",
+         ORDER BY kind, provider_id",
     )
     .bind(payment_intent)
     .fetch_all(&db.pool)
@@ -1563,7 +1592,7 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
         let pool = db.pool.clone();
         async move {
             sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM ledger_entries WHERE kind = 'payment' AND stripe_id IN ($1, $2)",
+                "SELECT count(*) FROM ledger_entries WHERE kind = 'payment' AND provider_id IN ($1, $2)",
             )
             .bind(pi)
             .bind(invoice)
@@ -1591,7 +1620,7 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
             &db,
             "the gift, its fee and its inquiry applied",
             &format!(
-                "EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{pi}')
+                "EXISTS (SELECT 1 FROM ledger_entries WHERE provider_id = '{pi}')
                  AND EXISTS (SELECT 1 FROM ledger_entries WHERE kind = 'fee' AND payment_intent_id = '{pi}')"
             ),
         )
@@ -1609,7 +1638,7 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
         &db,
         "the escalated inquiry withdrawn",
         &format!(
-            "(SELECT count(*) FROM stripe_events WHERE object_id = '{escalation}'
+            "(SELECT count(*) FROM provider_events WHERE object_id = '{escalation}'
               AND type = 'charge.dispute.funds_withdrawn') = 1"
         ),
     )
@@ -1623,7 +1652,7 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
         &db,
         "the escalated inquiry won",
         &format!(
-            "EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{escalation}:reinstated')"
+            "EXISTS (SELECT 1 FROM ledger_entries WHERE provider_id = '{escalation}:reinstated')"
         ),
     )
     .await;
@@ -1639,11 +1668,11 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
     settled_or_dump(
         &db,
         "the chargeback withdrawn",
-        &format!("EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{chargeback}')"),
+        &format!("EXISTS (SELECT 1 FROM ledger_entries WHERE provider_id = '{chargeback}')"),
     )
     .await;
     sqlx::query(
-        "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+        "INSERT INTO ledger_entries (id, kind, provider_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
          VALUES ($1, 'dispute_reversal', $2, $3, $4::uuid, 1500, 'usd', now())",
     )
     .bind(uuid::Uuid::now_v7())
@@ -1785,7 +1814,7 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
         1
     );
     let refund: String = sqlx::query_scalar(
-        "SELECT stripe_id FROM ledger_entries WHERE kind = 'refund' AND payment_intent_id = $1",
+        "SELECT provider_id FROM ledger_entries WHERE kind = 'refund' AND payment_intent_id = $1",
     )
     .bind(&plan.payment_intent)
     .fetch_one(&db.pool)
@@ -1800,7 +1829,7 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
     );
     assert_eq!(status_of(&db, &plan.contribution).await, "paid");
     let failed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE status = 'failed'")
+        sqlx::query_scalar("SELECT count(*) FROM provider_events WHERE status = 'failed'")
             .fetch_one(&db.pool)
             .await
             .unwrap();
@@ -1812,7 +1841,7 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
     settled_or_dump(
         &db,
         "the repaired inquiry's escalation withdrawn",
-        &format!("EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = '{inquiry}:withdrawn')"),
+        &format!("EXISTS (SELECT 1 FROM ledger_entries WHERE provider_id = '{inquiry}:withdrawn')"),
     )
     .await;
     assert_eq!(status_of(&db, &inquired).await, "disputed");

@@ -37,7 +37,7 @@ async fn settled(app: &TestApp, what: &str) {
     eventually(what, Duration::from_secs(30), || async {
         let waiting = count(
             app,
-            "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+            "SELECT count(*) FROM provider_events WHERE status NOT IN ('processed', 'ignored')",
         )
         .await;
         (waiting == 0).then_some(())
@@ -248,7 +248,7 @@ async fn erasing_a_monthly_supporter_stops_the_plan_at_stripe_and_forgets_the_ad
     assert_eq!(
         count(
             &app,
-            "SELECT count(*) FROM stripe_events WHERE reader_id IS NOT NULL"
+            "SELECT count(*) FROM provider_events WHERE reader_id IS NOT NULL"
         )
         .await,
         0

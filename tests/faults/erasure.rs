@@ -202,7 +202,7 @@ pub async fn stripe_failing_or_slow_during_erasure_forgets_nothing_and_the_retry
         Duration::from_secs(30),
         || async {
             let applied: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM stripe_events
+                "SELECT count(*) FROM provider_events
              WHERE type IN ('customer.deleted', 'customer.subscription.deleted')
                AND status IN ('processed', 'ignored')",
             )

@@ -241,7 +241,7 @@ pub async fn malformed_oversized_deep_and_non_utf8_bodies_are_4xx_envelopes() {
         "contributions",
         "readers",
         "reminders",
-        "stripe_events",
+        "provider_events",
         // A worker queues its daily retention sweep by itself.
         "jobs WHERE kind <> 'retention.sweep'",
     ] {

@@ -163,7 +163,7 @@ pub async fn postgres_restarted_mid_webhook_and_mid_checkout_leaves_no_partial_w
     // Each acknowledged event is stored with its job; each refused one is not half-stored.
     let stored: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
         "SELECT e.id, (SELECT count(*) FROM jobs j WHERE j.payload->>'event_id' = e.id)
-         FROM stripe_events e",
+         FROM provider_events e",
     )
     .fetch_all(&pool)
     .await

@@ -97,7 +97,7 @@ pub async fn forged_tampered_unsigned_and_stale_deliveries_are_400_and_store_not
     .await;
     assert_eq!(unsigned.error_code(400), "signature_missing");
     assert_eq!(
-        stack.count("SELECT count(*) FROM stripe_events").await,
+        stack.count("SELECT count(*) FROM provider_events").await,
         0,
         "nothing stored"
     );
@@ -110,7 +110,7 @@ pub async fn forged_tampered_unsigned_and_stale_deliveries_are_400_and_store_not
     );
     // The genuine delivery still goes through afterwards.
     assert_eq!(stack.deliver(0, &body).await.status, StatusCode::OK);
-    assert_eq!(stack.count("SELECT count(*) FROM stripe_events").await, 1);
+    assert_eq!(stack.count("SELECT count(*) FROM provider_events").await, 1);
     stack.finish().await;
 }
 
@@ -159,7 +159,7 @@ pub async fn rotated_secrets_and_several_signatures_are_accepted() {
         let answer = stack.deliver_signed(0, body, header).await;
         assert_eq!(answer.status, StatusCode::OK, "{header}: {:?}", answer.body);
     }
-    assert_eq!(stack.count("SELECT count(*) FROM stripe_events").await, 5);
+    assert_eq!(stack.count("SELECT count(*) FROM provider_events").await, 5);
     // A secret that is neither is refused.
     let stranger = event(
         "evt_rotation_x",
@@ -205,7 +205,7 @@ pub async fn one_event_five_times_at_once_across_two_servers_has_one_effect() {
         contributions.push(contribution);
     }
     stack.work_through(1).await;
-    assert_eq!(stack.count("SELECT count(*) FROM stripe_events").await, 5);
+    assert_eq!(stack.count("SELECT count(*) FROM provider_events").await, 5);
     assert_eq!(
         stack
             .count("SELECT count(*) FROM jobs WHERE kind = 'stripe_event'")
@@ -359,7 +359,7 @@ pub async fn a_plans_events_in_every_order_end_in_the_same_state() {
     assert_eq!(
         stack
             .count(
-                "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')"
+                "SELECT count(*) FROM provider_events WHERE status NOT IN ('processed', 'ignored')"
             )
             .await,
         0,
@@ -458,7 +458,7 @@ pub async fn a_plan_payments_refund_and_dispute_land_in_every_order() {
     stack.work_through(120).await;
     for (n, (order, contribution)) in orders.iter().zip(&plans).enumerate() {
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT kind, stripe_id, amount_minor FROM ledger_entries WHERE payment_intent_id = $1
+            "SELECT kind, provider_id, amount_minor FROM ledger_entries WHERE payment_intent_id = $1
              ORDER BY kind",
         )
         .bind(format!("pi_money_{n}"))
@@ -487,7 +487,7 @@ pub async fn a_plan_payments_refund_and_dispute_land_in_every_order() {
     assert_eq!(
         stack
             .count(
-                "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')"
+                "SELECT count(*) FROM provider_events WHERE status NOT IN ('processed', 'ignored')"
             )
             .await,
         0,
@@ -571,7 +571,7 @@ pub async fn an_upgraded_database_and_another_products_objects_keep_no_personal_
     for body in &whole {
         let value: Value = serde_json::from_str(body).expect("json");
         sqlx::query(
-            "INSERT INTO stripe_events (id, type, created, livemode, api_version, payload, projection_version)
+            "INSERT INTO provider_events (id, type, created, livemode, api_version, payload, projection_version)
              VALUES ($1, $2, $3, false, $4, $5, 0)",
         )
         .bind(value["id"].as_str())
@@ -617,7 +617,7 @@ pub async fn an_upgraded_database_and_another_products_objects_keep_no_personal_
     assert!(replayed.status.success(), "replay: {}", replayed.stderr);
 
     let stored: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT id, status, payload::text FROM stripe_events ORDER BY id")
+        sqlx::query_as("SELECT id, status, payload::text FROM provider_events ORDER BY id")
             .fetch_all(&stack.pool)
             .await
             .expect("events");
@@ -632,7 +632,7 @@ pub async fn an_upgraded_database_and_another_products_objects_keep_no_personal_
     }
     assert_eq!(
         stack
-            .count("SELECT count(*) FROM stripe_events WHERE projection_version = 0")
+            .count("SELECT count(*) FROM provider_events WHERE projection_version = 0")
             .await,
         0
     );

@@ -111,7 +111,7 @@ async fn status_becomes(app: &TestApp, contribution: &str, expected: &str) {
 }
 
 async fn failed_events(app: &TestApp) -> Vec<(String, String, Option<String>)> {
-    sqlx::query_as("SELECT id, type, last_error FROM stripe_events WHERE status = 'failed'")
+    sqlx::query_as("SELECT id, type, last_error FROM provider_events WHERE status = 'failed'")
         .fetch_all(&app.pool)
         .await
         .unwrap()
@@ -231,7 +231,7 @@ async fn a_plan_payment_is_booked_under_its_payment_intent_so_its_refund_and_dis
 
     ledger_becomes(&app, &pi, &[("payment", 700)]).await;
     let plan_row: Option<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT plan_id FROM ledger_entries WHERE stripe_id = $1 AND kind = 'payment'",
+        "SELECT plan_id FROM ledger_entries WHERE provider_id = $1 AND kind = 'payment'",
     )
     .bind(&pi)
     .fetch_one(&app.pool)
@@ -370,7 +370,7 @@ async fn inquiries_move_nothing_won_disputes_come_back_with_the_fee_and_lost_one
         let pool = pool.clone();
         async move {
             let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+                "SELECT count(*) FROM provider_events WHERE status NOT IN ('processed', 'ignored')",
             )
             .fetch_one(&pool)
             .await
@@ -463,7 +463,7 @@ async fn a_refund_failure_arriving_before_the_refund_ends_the_same() {
         let pool = pool.clone();
         async move {
             let status: String = sqlx::query_scalar(
-                "SELECT status FROM stripe_events WHERE id = 'evt_refund_created'",
+                "SELECT status FROM provider_events WHERE id = 'evt_refund_created'",
             )
             .fetch_one(&pool)
             .await
@@ -538,7 +538,7 @@ async fn a_zero_invoice_is_processed_without_a_ledger_row() {
             let renewal_id = renewal_id.clone();
             async move {
                 let processed: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM stripe_events WHERE object_id = $1 AND type = 'invoice.paid'
+                    "SELECT count(*) FROM provider_events WHERE object_id = $1 AND type = 'invoice.paid'
                      AND status = 'processed'",
                 )
                 .bind(&renewal_id)
@@ -650,7 +650,7 @@ async fn a_failed_switch_payment_queues_no_renewal_notice_but_a_failed_renewal_d
         let pool = pool.clone();
         async move {
             let done: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM stripe_events WHERE id IN ('evt_switch_failed', 'evt_renewal_failed')
+                "SELECT count(*) FROM provider_events WHERE id IN ('evt_switch_failed', 'evt_renewal_failed')
                  AND status IN ('processed', 'ignored')",
             )
             .fetch_one(&pool)
@@ -697,7 +697,7 @@ async fn an_early_fraud_warning_is_stored_reported_and_refunds_when_configured()
             let pool = pool.clone();
             async move {
                 let processed: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM stripe_events WHERE id = 'evt_efw' AND status = 'processed'",
+                    "SELECT count(*) FROM provider_events WHERE id = 'evt_efw' AND status = 'processed'",
                 )
                 .fetch_one(&pool)
                 .await
@@ -772,7 +772,7 @@ async fn a_re_read_and_a_readers_resume_in_the_same_second_end_in_stripes_state(
         let object = app.sim_get(&format!("/v1/subscriptions/{sub}")).await;
         let event_id = format!("evt_race_{round}");
         sqlx::query(
-            "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload, projection_version)
+            "INSERT INTO provider_events (id, type, created, livemode, api_version, object_id, payload, projection_version)
              VALUES ($1, 'customer.subscription.updated', $2, false, $3, $4, $5, $6)",
         )
         .bind(&event_id)
@@ -901,7 +901,7 @@ async fn two_states_of_one_second_end_in_stripes_whatever_their_order() {
                 let id = id.clone();
                 async move {
                     let status: String =
-                        sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1")
+                        sqlx::query_scalar("SELECT status FROM provider_events WHERE id = $1")
                             .bind(&id)
                             .fetch_one(&pool)
                             .await
@@ -936,7 +936,7 @@ async fn a_dispute_won_before_the_upgrade_is_not_reinstated_twice() {
         ("dispute_reversal", "dp_legacy:won", 1000),
     ] {
         sqlx::query(
-            "INSERT INTO ledger_entries (id, kind, stripe_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
+            "INSERT INTO ledger_entries (id, kind, provider_id, payment_intent_id, contribution_id, amount_minor, currency, occurred_at)
              VALUES ($1, $2, $3, $4, $5::uuid, $6, 'usd', now())",
         )
         .bind(uuid::Uuid::now_v7())
@@ -1071,12 +1071,12 @@ async fn a_renewal_that_needs_3ds_emails_a_one_click_link_to_its_invoice_page_on
     assert_eq!(nothing.error_code(410), "nothing_to_pay");
     // Once per invoice: the event applied again queues nothing more.
     let event: String = sqlx::query_scalar(
-        "SELECT id FROM stripe_events WHERE type = 'invoice.payment_action_required'",
+        "SELECT id FROM provider_events WHERE type = 'invoice.payment_action_required'",
     )
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    sqlx::query("UPDATE stripe_events SET status = 'pending' WHERE id = $1")
+    sqlx::query("UPDATE provider_events SET status = 'pending' WHERE id = $1")
         .bind(&event)
         .execute(&app.pool)
         .await

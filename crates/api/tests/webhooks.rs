@@ -28,7 +28,7 @@ fn event(id: &str, kind: &str, object: &Value) -> String {
 }
 
 async fn stored(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM stripe_events")
+    sqlx::query_scalar("SELECT count(*) FROM provider_events")
         .fetch_one(&app.pool)
         .await
         .unwrap()
@@ -80,7 +80,7 @@ async fn a_signed_event_is_stored_once_and_forgeries_are_refused() {
         Duration::from_secs(20),
         || async {
             let status: String =
-                sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = 'evt_test_1'")
+                sqlx::query_scalar("SELECT status FROM provider_events WHERE id = 'evt_test_1'")
                     .fetch_one(&app.pool)
                     .await
                     .unwrap();
@@ -160,7 +160,7 @@ async fn ledger_sum(app: &TestApp) -> (i64, i64) {
 
 async fn pending_events(app: &TestApp) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')",
+        "SELECT count(*) FROM provider_events WHERE status NOT IN ('processed', 'ignored')",
     )
     .fetch_one(&app.pool)
     .await
@@ -223,7 +223,7 @@ async fn the_simulators_deliveries_duplicated_and_shuffled_end_in_the_right_ledg
         "every emitted event stored",
         Duration::from_secs(30),
         || async {
-            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events")
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_events")
                 .fetch_one(&app.pool)
                 .await
                 .unwrap();
@@ -250,7 +250,7 @@ async fn work_through(app: &TestApp, days: i64) {
 }
 
 async fn event_status(app: &TestApp, id: &str) -> String {
-    sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1")
+    sqlx::query_scalar("SELECT status FROM provider_events WHERE id = $1")
         .bind(id)
         .fetch_one(&app.pool)
         .await
@@ -528,7 +528,7 @@ async fn a_same_second_event_after_our_own_change_re_reads_the_subscription() {
         let pool = pool.clone();
         async move {
             let (event, plan): (String, String) = sqlx::query_as(
-                "SELECT e.status, p.status FROM stripe_events e, recurring_plans p WHERE e.id = 'evt_same_second'",
+                "SELECT e.status, p.status FROM provider_events e, recurring_plans p WHERE e.id = 'evt_same_second'",
             )
             .fetch_one(&pool)
             .await
@@ -728,7 +728,7 @@ async fn a_pg_dump_holds_nothing_of_stripes_objects_but_ids_and_the_readers_addr
         Duration::from_secs(60),
         || async {
             let waiting: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE attempts = 0")
+                sqlx::query_scalar("SELECT count(*) FROM provider_events WHERE attempts = 0")
                     .fetch_one(&app.pool)
                     .await
                     .unwrap();
@@ -765,7 +765,7 @@ async fn a_pg_dump_holds_nothing_of_stripes_objects_but_ids_and_the_readers_addr
         "the completed session's address names a reader"
     );
     assert!(kept.contains("id"), "ids are kept: {kept:?}");
-    let rows: Vec<(String, Value)> = sqlx::query_as("SELECT type, payload FROM stripe_events")
+    let rows: Vec<(String, Value)> = sqlx::query_as("SELECT type, payload FROM provider_events")
         .fetch_all(&app.pool)
         .await
         .unwrap();

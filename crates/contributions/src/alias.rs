@@ -9,8 +9,8 @@
 //! - an inquiry (`warning_*` dispute) booked as funds withdrawn (`dp_…`, −amount): a
 //!   compensating `dispute_reversal` row (`dp_…:inquiry`, +amount) gives it back.
 
-use kopilka_domain::Money;
 use kopilka_domain::id::ContributionId;
+use kopilka_domain::{Money, Provider};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
@@ -20,7 +20,7 @@ use crate::ledger::{self, EntryKind, NewEntry};
 /// A plan payment booked under its invoice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentByInvoice {
-    /// `in_…`: the row's `stripe_id`.
+    /// `in_…`: the row's `provider_id`.
     pub invoice_id: String,
     /// The plan it paid.
     pub plan_id: Option<uuid::Uuid>,
@@ -41,11 +41,12 @@ pub async fn payments_by_invoice(
     conn: &mut PgConnection,
 ) -> Result<Vec<PaymentByInvoice>, ContributionError> {
     let rows: Vec<ByInvoiceRow> = sqlx::query_as(
-        "SELECT l.stripe_id, l.plan_id, l.amount_minor, l.currency, l.occurred_at
+        "SELECT l.provider_id, l.plan_id, l.amount_minor, l.currency, l.occurred_at
          FROM ledger_entries l
-         WHERE l.kind = 'payment' AND l.stripe_id LIKE 'in\\_%'
-           AND NOT EXISTS (SELECT 1 FROM ledger_payment_aliases a WHERE a.stripe_id = l.stripe_id)
-         ORDER BY l.occurred_at, l.stripe_id",
+         WHERE l.provider = 'stripe' AND l.kind = 'payment' AND l.provider_id LIKE 'in\\_%'
+           AND NOT EXISTS (SELECT 1 FROM ledger_payment_aliases a
+                           WHERE a.provider = l.provider AND a.stripe_id = l.provider_id)
+         ORDER BY l.occurred_at, l.provider_id",
     )
     .fetch_all(conn)
     .await?;
@@ -90,7 +91,8 @@ pub async fn alias_invoice_payment(
     payment_intent: &str,
 ) -> Result<InvoicePayment, ContributionError> {
     let row: Option<Option<uuid::Uuid>> = sqlx::query_scalar(
-        "SELECT plan_id FROM ledger_entries WHERE stripe_id = $1 AND kind = 'payment'",
+        "SELECT plan_id FROM ledger_entries
+         WHERE provider = 'stripe' AND provider_id = $1 AND kind = 'payment'",
     )
     .bind(invoice_id)
     .fetch_optional(&mut *conn)
@@ -99,7 +101,7 @@ pub async fn alias_invoice_payment(
         return Ok(InvoicePayment::NotByInvoice);
     };
     let new = sqlx::query(
-        "INSERT INTO ledger_payment_aliases (payment_intent, stripe_id) VALUES ($1, $2)
+        "INSERT INTO ledger_payment_aliases (payment_intent, provider, stripe_id) VALUES ($1, 'stripe', $2)
          ON CONFLICT (payment_intent) DO NOTHING",
     )
     .bind(payment_intent)
@@ -141,11 +143,13 @@ pub async fn withdrawal_key(
     conn: &mut PgConnection,
     dispute_id: &str,
 ) -> Result<String, ContributionError> {
-    Ok(if ledger::recorded(conn, &inquiry_key(dispute_id)).await? {
-        format!("{dispute_id}:withdrawn")
-    } else {
-        dispute_id.to_owned()
-    })
+    Ok(
+        if ledger::recorded(conn, Provider::Stripe, &inquiry_key(dispute_id)).await? {
+            format!("{dispute_id}:withdrawn")
+        } else {
+            dispute_id.to_owned()
+        },
+    )
 }
 
 /// A withdrawal booked under `dp_…` with nothing reinstating or reversing it: a candidate
@@ -167,12 +171,14 @@ pub async fn unanswered_withdrawals(
     conn: &mut PgConnection,
 ) -> Result<Vec<BookedWithdrawal>, ContributionError> {
     let rows: Vec<(String, i64, String)> = sqlx::query_as(
-        "SELECT l.stripe_id, -l.amount_minor, l.currency FROM ledger_entries l
-         WHERE l.kind = 'dispute' AND l.stripe_id LIKE 'dp\\_%' AND position(':' IN l.stripe_id) = 0
+        "SELECT l.provider_id, -l.amount_minor, l.currency FROM ledger_entries l
+         WHERE l.provider = 'stripe' AND l.kind = 'dispute' AND l.provider_id LIKE 'dp\\_%'
+           AND position(':' IN l.provider_id) = 0
            AND NOT EXISTS (SELECT 1 FROM ledger_entries r
-                           WHERE r.stripe_id IN (l.stripe_id || ':reinstated', l.stripe_id || ':won',
-                                                 l.stripe_id || ':inquiry'))
-         ORDER BY l.occurred_at, l.stripe_id",
+                           WHERE r.provider = l.provider
+                             AND r.provider_id IN (l.provider_id || ':reinstated', l.provider_id || ':won',
+                                                   l.provider_id || ':inquiry'))
+         ORDER BY l.occurred_at, l.provider_id",
     )
     .fetch_all(conn)
     .await?;
@@ -212,7 +218,7 @@ pub async fn reverse_booked_inquiry(
 ) -> Result<bool, ContributionError> {
     let row: Option<DisputeRow> = sqlx::query_as(
         "SELECT payment_intent_id, contribution_id, plan_id, amount_minor, currency, occurred_at
-         FROM ledger_entries WHERE stripe_id = $1 AND kind = 'dispute'",
+         FROM ledger_entries WHERE provider = 'stripe' AND provider_id = $1 AND kind = 'dispute'",
     )
     .bind(dispute_id)
     .fetch_optional(&mut *conn)
@@ -229,7 +235,8 @@ pub async fn reverse_booked_inquiry(
         conn,
         &NewEntry {
             kind: EntryKind::DisputeReversal,
-            stripe_id: &key,
+            provider: Provider::Stripe,
+            provider_id: &key,
             payment_intent_id: payment_intent.as_deref(),
             contribution_id: contribution,
             plan_id: plan,

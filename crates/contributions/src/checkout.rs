@@ -525,11 +525,13 @@ async fn insert_contribution(
     valid: &ValidCheckout,
     reader: Option<ReaderId>,
 ) -> Result<(), ContributionError> {
+    // A checkout is Stripe Checkout's (the BTCPay rail writes its own contributions).
     sqlx::query(
-        "INSERT INTO contributions (id, interval, amount_minor, currency, reader_id)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO contributions (id, provider, interval, amount_minor, currency, reader_id)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id.as_uuid())
+    .bind(kopilka_domain::Provider::Stripe.as_str())
     .bind(valid.interval.as_str())
     .bind(valid.amount.minor())
     .bind(valid.amount.currency().stripe_code())

@@ -2,7 +2,7 @@
 //! each function is idempotent and safe against a stale fact arriving after a newer one.
 
 use kopilka_domain::id::{ContributionId, ReaderId};
-use kopilka_domain::{ContributionStatus, Currency, Money};
+use kopilka_domain::{ContributionStatus, Currency, Money, Provider};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
@@ -188,7 +188,8 @@ pub async fn checkout_completed(
             conn,
             &NewEntry {
                 kind: EntryKind::Payment,
-                stripe_id: pi,
+                provider: Provider::Stripe,
+                provider_id: pi,
                 payment_intent_id: Some(pi),
                 contribution_id: Some(fact.contribution_id),
                 plan_id: None,
@@ -227,7 +228,8 @@ pub async fn one_off_paid(
         conn,
         &NewEntry {
             kind: EntryKind::Payment,
-            stripe_id: payment_intent,
+            provider: Provider::Stripe,
+            provider_id: payment_intent,
             payment_intent_id: Some(payment_intent),
             contribution_id: Some(contribution_id),
             plan_id: None,
@@ -336,7 +338,8 @@ async fn payment_known(
 ) -> Result<bool, ContributionError> {
     let known: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM ledger_entries
-                        WHERE stripe_id = kopilka_payment_key($1) AND kind = 'payment')",
+                        WHERE provider = 'stripe' AND provider_id = kopilka_payment_key($1)
+                          AND kind = 'payment')",
     )
     .bind(payment_intent)
     .fetch_one(conn)
@@ -350,7 +353,7 @@ async fn contribution_of_payment(
 ) -> Result<Option<ContributionId>, ContributionError> {
     let id: Option<uuid::Uuid> = sqlx::query_scalar(
         "SELECT contribution_id FROM ledger_entries
-         WHERE stripe_id = kopilka_payment_key($1) AND kind = 'payment'
+         WHERE provider = 'stripe' AND provider_id = kopilka_payment_key($1) AND kind = 'payment'
          UNION ALL SELECT id FROM contributions WHERE stripe_payment_intent_id = $1 LIMIT 1",
     )
     .bind(payment_intent)
@@ -378,7 +381,8 @@ pub async fn refund_recorded(
         conn,
         &NewEntry {
             kind: EntryKind::Refund,
-            stripe_id: &fact.refund_id,
+            provider: Provider::Stripe,
+            provider_id: &fact.refund_id,
             payment_intent_id: Some(&fact.payment_intent),
             contribution_id: contribution,
             plan_id: None,
@@ -412,8 +416,9 @@ async fn own_payment(
     payment_intent: &str,
 ) -> Result<bool, ContributionError> {
     let own: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = kopilka_payment_key($2)
-                        AND contribution_id = $1 AND plan_id IS NULL)",
+        "SELECT EXISTS (SELECT 1 FROM ledger_entries
+                        WHERE provider = 'stripe' AND provider_id = kopilka_payment_key($2)
+                          AND contribution_id = $1 AND plan_id IS NULL)",
     )
     .bind(contribution.as_uuid())
     .bind(payment_intent)
@@ -458,9 +463,10 @@ pub async fn refund_failed(
     }
     let contribution = contribution_of_payment(conn, &fact.payment_intent).await?;
     let minor = fact.amount.minor().abs();
-    let entry = |kind, stripe_id, minor, when| NewEntry {
+    let entry = |kind, provider_id, minor, when| NewEntry {
         kind,
-        stripe_id,
+        provider: Provider::Stripe,
+        provider_id,
         payment_intent_id: Some(&fact.payment_intent),
         contribution_id: contribution,
         plan_id: None,
@@ -563,9 +569,10 @@ pub async fn dispute_changed(
     let currency = fact.amount.currency();
     let reinstatement_key = format!("{}:reinstated", fact.dispute_id);
     let withdrawal_key = crate::alias::withdrawal_key(conn, &fact.dispute_id).await?;
-    let entry = |kind, stripe_id, minor| NewEntry {
+    let entry = |kind, provider_id, minor| NewEntry {
         kind,
-        stripe_id,
+        provider: Provider::Stripe,
+        provider_id,
         payment_intent_id: Some(&fact.payment_intent),
         contribution_id: contribution,
         plan_id: None,
@@ -607,7 +614,7 @@ pub async fn dispute_changed(
     // has one must not get a second.
     let legacy_won = format!("{}:won", fact.dispute_id);
     if let Some(minor) = reinstated.filter(|m| *m > 0)
-        && !ledger::recorded(conn, &legacy_won).await?
+        && !ledger::recorded(conn, Provider::Stripe, &legacy_won).await?
     {
         changed |= ledger::record(
             conn,
@@ -636,8 +643,8 @@ pub async fn dispute_changed(
         // Funds already reinstated (by an event of the same second applied first) keep the
         // gift paid whatever order the withdrawal's event comes in.
         let back = reinstated.is_some()
-            || ledger::recorded(conn, &reinstatement_key).await?
-            || ledger::recorded(conn, &legacy_won).await?;
+            || ledger::recorded(conn, Provider::Stripe, &reinstatement_key).await?
+            || ledger::recorded(conn, Provider::Stripe, &legacy_won).await?;
         if withdrawn.is_some() && !back {
             move_to(
                 conn,

@@ -28,7 +28,8 @@ pub struct ContributionRecord {
     #[serde(with = "time::serde::rfc3339::option")]
     pub paid_at: Option<OffsetDateTime>,
     /// Its money movements (payments — each renewal one — refunds, disputes), oldest first:
-    /// `{kind, amount_minor, currency, occurred_at, stripe_id}`.
+    /// `{kind, amount_minor, currency, occurred_at, provider, provider_id, stripe_id}`
+    /// (`stripe_id`: the provider's id when the provider is Stripe, else null).
     pub movements: serde_json::Value,
     /// Stripe's customer, if any (for erasure; not shown to readers).
     #[serde(skip)]
@@ -60,7 +61,8 @@ pub async fn of_reader(
         "SELECT c.id, c.interval, c.amount_minor, c.currency, c.status, c.created_at, c.paid_at,
                 coalesce(jsonb_agg(jsonb_build_object(
                     'kind', l.kind, 'amount_minor', l.amount_minor, 'currency', l.currency,
-                    'occurred_at', l.occurred_at, 'stripe_id', l.stripe_id)
+                    'occurred_at', l.occurred_at, 'provider', l.provider, 'provider_id', l.provider_id,
+                    'stripe_id', CASE WHEN l.provider = 'stripe' THEN l.provider_id END)
                     ORDER BY l.occurred_at) FILTER (WHERE l.id IS NOT NULL), '[]'::jsonb),
                 c.stripe_customer_id
          FROM contributions c LEFT JOIN ledger_entries l ON l.contribution_id = c.id

@@ -1,8 +1,8 @@
 //! The payments ledger: every money movement once, immutable (the table refuses UPDATE and
 //! DELETE). Balances and totals are derived from it, never stored.
 
-use kopilka_domain::Money;
 use kopilka_domain::id::ContributionId;
+use kopilka_domain::{Money, Provider};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
@@ -45,8 +45,10 @@ impl EntryKind {
 pub struct NewEntry<'a> {
     /// What moved.
     pub kind: EntryKind,
-    /// The Stripe id that makes it unique.
-    pub stripe_id: &'a str,
+    /// The provider the money moved through (no default: every booking says which).
+    pub provider: Provider,
+    /// The provider's id that makes it unique within its provider.
+    pub provider_id: &'a str,
     /// The payment it belongs to.
     pub payment_intent_id: Option<&'a str>,
     /// The contribution it belongs to, when known.
@@ -59,7 +61,8 @@ pub struct NewEntry<'a> {
     pub occurred_at: OffsetDateTime,
 }
 
-/// Records `entry` unless its Stripe id is already there; returns whether it was new.
+/// Records `entry` unless its provider's id is already there under its provider; returns
+/// whether it was new. A payment through Stripe also queues the job that records Stripe's fee.
 ///
 /// # Errors
 /// Storage errors.
@@ -69,13 +72,14 @@ pub async fn record(
 ) -> Result<bool, ContributionError> {
     let inserted = sqlx::query(
         "INSERT INTO ledger_entries
-             (id, kind, stripe_id, payment_intent_id, contribution_id, plan_id, amount_minor, currency, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (stripe_id) DO NOTHING",
+             (id, kind, provider, provider_id, payment_intent_id, contribution_id, plan_id, amount_minor, currency, occurred_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (provider, provider_id) DO NOTHING",
     )
     .bind(uuid::Uuid::now_v7())
     .bind(entry.kind.as_str())
-    .bind(entry.stripe_id)
+    .bind(entry.provider.as_str())
+    .bind(entry.provider_id)
     .bind(entry.payment_intent_id)
     .bind(entry.contribution_id.map(ContributionId::as_uuid))
     .bind(entry.plan_id)
@@ -87,17 +91,16 @@ pub async fn record(
     let new = inserted.rows_affected() == 1;
     if new && entry.kind == EntryKind::Payment {
         // Every payment gets its receipt, queued with the row that records it.
-        let job = kopilka_queue::NewJob::new(
-            RECEIPT_JOB,
-            serde_json::json!({"stripe_id": entry.stripe_id}),
-        )
-        .attempts(kopilka_queue::PATIENT_ATTEMPTS)
-        .dedup(format!("mail:receipt:{}", entry.stripe_id));
+        let job = kopilka_queue::NewJob::new(RECEIPT_JOB, receipt_payload(entry))
+            .attempts(kopilka_queue::PATIENT_ATTEMPTS)
+            .dedup(receipt_dedup(entry.provider, entry.provider_id));
         kopilka_queue::enqueue(conn, &job).await?;
+    }
+    if new && entry.kind == EntryKind::Payment && entry.provider == Provider::Stripe {
         // And Stripe's fee on it: the event names the charge's balance transaction by id
         // only (or not at all), and applying an event calls no Stripe API, so a job
         // retrieves it after the payment is booked (see `FEE_JOB`).
-        let payment_intent = entry.payment_intent_id.unwrap_or(entry.stripe_id);
+        let payment_intent = entry.payment_intent_id.unwrap_or(entry.provider_id);
         let job = kopilka_queue::NewJob::new(
             FEE_JOB,
             serde_json::json!({"payment_intent": payment_intent}),
@@ -107,6 +110,32 @@ pub async fn record(
         kopilka_queue::enqueue(conn, &job).await?;
     }
     Ok(new)
+}
+
+fn receipt_payload(entry: &NewEntry<'_>) -> serde_json::Value {
+    serde_json::json!({"provider": entry.provider, "provider_id": entry.provider_id})
+}
+
+/// The receipt job's dedup key: a Stripe payment's as it was before providers (so a job
+/// queued by an earlier Kopilka still deduplicates), another provider's prefixed by its name.
+fn receipt_dedup(provider: Provider, provider_id: &str) -> String {
+    match provider {
+        Provider::Stripe => format!("mail:receipt:{provider_id}"),
+        Provider::Btcpay => format!("mail:receipt:{provider}:{provider_id}"),
+    }
+}
+
+/// The payment a [`RECEIPT_JOB`]'s payload names: `{"provider", "provider_id"}`, or
+/// `{"stripe_id"}` as an earlier Kopilka queued it.
+#[must_use]
+pub fn receipt_job_payment(payload: &serde_json::Value) -> Option<(Provider, &str)> {
+    if let Some(stripe_id) = payload["stripe_id"].as_str() {
+        return Some((Provider::Stripe, stripe_id));
+    }
+    Some((
+        payload["provider"].as_str()?.parse().ok()?,
+        payload["provider_id"].as_str()?,
+    ))
 }
 
 /// The kind of the job that records Stripe's fee on a payment (payload `payment_intent`):
@@ -133,8 +162,9 @@ pub async fn record_payment_fee(
     }
     let payment: Option<(Option<uuid::Uuid>, Option<uuid::Uuid>)> = sqlx::query_as(
         "SELECT contribution_id, plan_id FROM ledger_entries
-         WHERE kind = 'payment' AND (coalesce(payment_intent_id, stripe_id) = $1
-                                     OR stripe_id = kopilka_payment_key($1)) LIMIT 1",
+         WHERE provider = 'stripe' AND kind = 'payment'
+           AND (coalesce(payment_intent_id, provider_id) = $1 OR provider_id = kopilka_payment_key($1))
+         LIMIT 1",
     )
     .bind(payment_intent)
     .fetch_optional(&mut *conn)
@@ -146,7 +176,8 @@ pub async fn record_payment_fee(
         conn,
         &NewEntry {
             kind: EntryKind::Fee,
-            stripe_id: txn,
+            provider: Provider::Stripe,
+            provider_id: txn,
             payment_intent_id: Some(payment_intent),
             contribution_id: contribution.map(ContributionId::from_uuid),
             plan_id: plan,
@@ -183,7 +214,7 @@ pub async fn queue_settlement(
     Ok(())
 }
 
-/// Records that ledger row `stripe_id` settled as `settled` (signed, in the balance
+/// Records that Stripe ledger row `stripe_id` settled as `settled` (signed, in the balance
 /// transaction's currency) through balance transaction `txn`. Returns whether it was new;
 /// `Ok(false)` also when no such row is in the ledger.
 ///
@@ -196,8 +227,9 @@ pub async fn record_settlement(
     settled: Money,
 ) -> Result<bool, ContributionError> {
     let inserted = sqlx::query(
-        "INSERT INTO ledger_settlements (balance_transaction, stripe_id, amount_minor, currency)
-         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $2)
+        "INSERT INTO ledger_settlements (balance_transaction, provider, stripe_id, amount_minor, currency)
+         SELECT $1, 'stripe', $2, $3, $4
+         WHERE EXISTS (SELECT 1 FROM ledger_entries WHERE provider = 'stripe' AND provider_id = $2)
          ON CONFLICT DO NOTHING",
     )
     .bind(txn)
@@ -220,9 +252,10 @@ pub async fn record_payment_settlement(
     settled: Money,
 ) -> Result<bool, ContributionError> {
     let payment: Option<String> = sqlx::query_scalar(
-        "SELECT stripe_id FROM ledger_entries
-         WHERE kind = 'payment' AND (coalesce(payment_intent_id, stripe_id) = $1
-                                     OR stripe_id = kopilka_payment_key($1)) LIMIT 1",
+        "SELECT provider_id FROM ledger_entries
+         WHERE provider = 'stripe' AND kind = 'payment'
+           AND (coalesce(payment_intent_id, provider_id) = $1 OR provider_id = kopilka_payment_key($1))
+         LIMIT 1",
     )
     .bind(payment_intent)
     .fetch_optional(&mut *conn)
@@ -233,20 +266,26 @@ pub async fn record_payment_settlement(
     }
 }
 
-/// Whether a row is recorded under `stripe_id`.
+/// Whether a row is recorded under `provider_id` of `provider`.
 ///
 /// # Errors
 /// Storage errors.
-pub async fn recorded(conn: &mut PgConnection, stripe_id: &str) -> Result<bool, ContributionError> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = $1)")
-            .bind(stripe_id)
-            .fetch_one(conn)
-            .await?,
+pub async fn recorded(
+    conn: &mut PgConnection,
+    provider: Provider,
+    provider_id: &str,
+) -> Result<bool, ContributionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE provider = $1 AND provider_id = $2)",
     )
+    .bind(provider.as_str())
+    .bind(provider_id)
+    .fetch_one(conn)
+    .await?)
 }
 
-/// The kind of the job that emails a payment's receipt (payload `stripe_id`).
+/// The kind of the job that emails a payment's receipt (payload `{"provider",
+/// "provider_id"}`, read by [`receipt_job_payment`]).
 pub const RECEIPT_JOB: &str = "mail.receipt";
 
 /// What a receipt says about one payment.
@@ -279,22 +318,24 @@ type ReceiptRow = (
     bool,
 );
 
-/// The payment recorded under `stripe_id`, for its receipt.
+/// The payment recorded under `provider_id` of `provider`, for its receipt.
 ///
 /// # Errors
 /// Storage errors.
 pub async fn receipt_facts(
     conn: &mut PgConnection,
-    stripe_id: &str,
+    provider: Provider,
+    provider_id: &str,
 ) -> Result<Option<ReceiptFacts>, ContributionError> {
     let row: Option<ReceiptRow> = sqlx::query_as(
         "SELECT c.id, c.reader_id, c.interval, l.plan_id, l.amount_minor, l.currency, l.occurred_at,
                  EXISTS (SELECT 1 FROM ledger_entries e WHERE e.plan_id = l.plan_id
                          AND e.kind = 'payment' AND e.occurred_at < l.occurred_at)
              FROM ledger_entries l JOIN contributions c ON c.id = l.contribution_id
-             WHERE l.stripe_id = $1 AND l.kind = 'payment'",
+             WHERE l.provider = $1 AND l.provider_id = $2 AND l.kind = 'payment'",
     )
-    .bind(stripe_id)
+    .bind(provider.as_str())
+    .bind(provider_id)
     .fetch_optional(conn)
     .await?;
     Ok(row.and_then(
@@ -386,7 +427,8 @@ pub async fn totals(
     let settled: Vec<(String, i64)> = sqlx::query_as(
         "SELECT coalesce(s.currency, e.currency),
                 sum(coalesce(s.amount_minor, e.amount_minor))::bigint
-         FROM ledger_entries e LEFT JOIN ledger_settlements s ON s.stripe_id = e.stripe_id
+         FROM ledger_entries e LEFT JOIN ledger_settlements s
+             ON s.provider = e.provider AND s.stripe_id = e.provider_id
          WHERE e.occurred_at >= $1 AND e.occurred_at < $2 AND e.kind <> 'fee'
          GROUP BY 1",
     )

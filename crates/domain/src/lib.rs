@@ -4,7 +4,8 @@
 //! No I/O lives here. Amounts are integer minor units (as Stripe counts them) with an ISO 4217
 //! currency ([`Money`]); Stripe's per-currency rules are one table ([`ChargeRules`]); the reader's address is PII and never prints ([`Email`]); ids are typed
 //! so a contribution id cannot be passed where a reader id is expected ([`id`]); time
-//! comes from an injected [`Clock`].
+//! comes from an injected [`Clock`]; which payment provider a fact came from is a
+//! [`Provider`].
 
 mod charge_rules;
 pub mod client;
@@ -15,6 +16,7 @@ pub mod id;
 mod interval;
 mod locale;
 mod money;
+mod provider;
 mod rate;
 mod status;
 
@@ -25,5 +27,6 @@ pub use email::{Email, EmailError};
 pub use interval::{Interval, IntervalError};
 pub use locale::{Locale, LocaleError};
 pub use money::{Money, MoneyError};
+pub use provider::{Provider, ProviderError};
 pub use rate::{Rate, RateError};
 pub use status::{ContributionStatus, StatusError};

@@ -270,10 +270,16 @@ async fn run_lane(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary, Qu
                     summary.retrying += 1;
                 } else {
                     summary.failed += 1;
+                    // APPLY_EVENT applies Stripe's events.
                     if let (APPLY_EVENT, Some(event_id)) =
                         (job.kind.as_str(), job.payload["event_id"].as_str())
-                        && let Err(err) =
-                            kopilka_reconciliation::inbox::mark_failed(pool, event_id, &error).await
+                        && let Err(err) = kopilka_reconciliation::inbox::mark_failed(
+                            pool,
+                            kopilka_domain::Provider::Stripe,
+                            event_id,
+                            &error,
+                        )
+                        .await
                     {
                         tracing::warn!(event_id, error = %err, "could not mark the event failed");
                     }

@@ -59,14 +59,17 @@ async fn plan_and_reader(
     Ok((plan, reader))
 }
 
-/// Sends the receipt of the payment recorded under the job's `stripe_id`.
+/// Sends the receipt of the payment recorded under the job's provider and provider id.
 pub(crate) async fn receipt(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), String> {
-    let stripe_id = job.payload["stripe_id"]
-        .as_str()
-        .ok_or("a receipt job without stripe_id")?;
-    let logical_id = format!("receipt-{stripe_id}");
+    let (provider, provider_id) = ledger::receipt_job_payment(&job.payload)
+        .ok_or("a receipt job without its payment's provider and id")?;
+    // A Stripe receipt's send is named as before providers, so none is sent twice.
+    let logical_id = match provider {
+        kopilka_domain::Provider::Stripe => format!("receipt-{provider_id}"),
+        kopilka_domain::Provider::Btcpay => format!("receipt-{provider}-{provider_id}"),
+    };
     let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
-    let facts = ledger::receipt_facts(&mut tx, stripe_id)
+    let facts = ledger::receipt_facts(&mut tx, provider, provider_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the payment of a receipt job is not in the ledger")?;
@@ -98,7 +101,7 @@ pub(crate) async fn receipt(worker: &Worker, job: &Job, now: OffsetDateTime) -> 
         "date": date(facts.occurred_at),
         "interval": facts.interval,
         "renewal": facts.renewal,
-        "reference": stripe_id,
+        "reference": provider_id,
         "manage_url": worker.settings.public_url.as_str(),
     });
     let delivered = sends::render_and_deliver(

@@ -85,7 +85,7 @@ async fn each_window_deletes_only_what_is_past_it_and_keeps_readers_with_anythin
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO stripe_events (id, type, created, livemode, payload, reader_id)
+        "INSERT INTO provider_events (id, type, created, livemode, payload, reader_id)
          VALUES ('evt_1', 'customer.updated', 1, false, '{}', $1)",
     )
     .bind(evented)

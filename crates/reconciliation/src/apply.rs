@@ -64,7 +64,7 @@ async fn ours(
 
 type EventRow = Option<(String, i64, Value, i16, Option<uuid::Uuid>, Option<String>)>;
 
-/// Applies stored event `event_id` and records the outcome on it. With `stripe`, a
+/// Applies stored Stripe event `event_id` and records the outcome on it. With `stripe`, a
 /// subscription event from the same second as a state our own call stored, or as another
 /// state it would replace, re-reads the subscription (neither can be ordered by time;
 /// Stripe's current state can), under the subscription's lock. `refund_on_fraud_warning`
@@ -83,7 +83,7 @@ pub async fn apply_event(
     let mut tx = pool.begin().await?;
     let row: EventRow = sqlx::query_as(
         "SELECT type, created, payload, projection_version, reader_id, api_version
-         FROM stripe_events WHERE id = $1 FOR UPDATE",
+         FROM provider_events WHERE provider = 'stripe' AND id = $1 FOR UPDATE",
     )
     .bind(event_id)
     .fetch_optional(&mut *tx)
@@ -93,7 +93,7 @@ pub async fn apply_event(
     if version < crate::projection::VERSION {
         // Stored before these rules: applied from (and left as) its projection.
         payload = crate::projection::project_stored(&kind, &payload);
-        sqlx::query("UPDATE stripe_events SET payload = $2, projection_version = $3 WHERE id = $1")
+        sqlx::query("UPDATE provider_events SET payload = $2, projection_version = $3 WHERE provider = 'stripe' AND id = $1")
             .bind(event_id)
             .bind(&payload)
             .bind(crate::projection::VERSION)
@@ -137,7 +137,7 @@ pub async fn apply_event(
             } else {
                 "failed"
             };
-            sqlx::query("UPDATE stripe_events SET attempts = attempts + 1, last_error = $2, status = $3 WHERE id = $1")
+            sqlx::query("UPDATE provider_events SET attempts = attempts + 1, last_error = $2, status = $3 WHERE provider = 'stripe' AND id = $1")
                 .bind(event_id)
                 .bind(err.to_string())
                 .bind(status)
@@ -154,7 +154,7 @@ pub async fn apply_event(
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("UPDATE stripe_events SET status = $2, attempts = attempts + 1, last_error = NULL, processed_at = now() WHERE id = $1")
+    sqlx::query("UPDATE provider_events SET status = $2, attempts = attempts + 1, last_error = NULL, processed_at = now() WHERE provider = 'stripe' AND id = $1")
         .bind(event_id)
         .bind(outcome.as_str())
         .execute(&mut *tx)
@@ -515,8 +515,8 @@ async fn invoice_was_ignored(
     invoice_id: &str,
 ) -> Result<bool, ReconciliationError> {
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM stripe_events
-                        WHERE object_id = $1 AND type IN ('invoice.paid', 'invoice.payment_succeeded')
+        "SELECT EXISTS (SELECT 1 FROM provider_events
+                        WHERE provider = 'stripe' AND object_id = $1 AND type IN ('invoice.paid', 'invoice.payment_succeeded')
                           AND status = 'ignored')",
     )
     .bind(invoice_id)

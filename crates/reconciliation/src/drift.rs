@@ -38,24 +38,24 @@ pub struct Report {
 }
 
 async fn in_inbox(conn: &mut PgConnection, id: &str) -> Result<bool, ReconciliationError> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $1)")
-            .bind(id)
-            .fetch_one(conn)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM provider_events WHERE provider = 'stripe' AND id = $1)",
     )
+    .bind(id)
+    .fetch_one(conn)
+    .await?)
 }
 
 async fn ledger_currency(
     conn: &mut PgConnection,
     stripe_id: &str,
 ) -> Result<Option<String>, ReconciliationError> {
-    Ok(
-        sqlx::query_scalar("SELECT currency FROM ledger_entries WHERE stripe_id = $1")
-            .bind(stripe_id)
-            .fetch_optional(conn)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT currency FROM ledger_entries WHERE provider = 'stripe' AND provider_id = $1",
     )
+    .bind(stripe_id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// The key of payment intent `pi`'s payment row (its alias's row when it has one).
@@ -78,12 +78,12 @@ async fn ledger_amount(
     conn: &mut PgConnection,
     stripe_id: &str,
 ) -> Result<Option<i64>, ReconciliationError> {
-    Ok(
-        sqlx::query_scalar("SELECT amount_minor FROM ledger_entries WHERE stripe_id = $1")
-            .bind(stripe_id)
-            .fetch_optional(conn)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT amount_minor FROM ledger_entries WHERE provider = 'stripe' AND provider_id = $1",
     )
+    .bind(stripe_id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// A plan as reconcile compares it: status, amount, interval, currency, the period's end
@@ -459,9 +459,10 @@ pub async fn reconcile(
         }
     }
     let unknown: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT stripe_id, amount_minor FROM ledger_entries
-         WHERE kind = 'payment' AND occurred_at >= to_timestamp($1) AND stripe_id LIKE 'pi\\_%'
-           AND stripe_id NOT IN (SELECT stripe_id FROM reconcile_seen) ORDER BY occurred_at",
+        "SELECT provider_id, amount_minor FROM ledger_entries
+         WHERE provider = 'stripe' AND kind = 'payment' AND occurred_at >= to_timestamp($1)
+           AND provider_id LIKE 'pi\\_%'
+           AND provider_id NOT IN (SELECT stripe_id FROM reconcile_seen) ORDER BY occurred_at",
     )
     .bind(since)
     .fetch_all(&mut *conn)
@@ -475,9 +476,9 @@ pub async fn reconcile(
     }
     // Refunds and disputes the ledger has and Stripe does not list.
     let unknown: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT stripe_id, kind, amount_minor FROM ledger_entries
-         WHERE kind IN ('refund', 'dispute') AND occurred_at >= to_timestamp($1)
-           AND stripe_id NOT IN (SELECT stripe_id FROM reconcile_seen) ORDER BY occurred_at",
+        "SELECT provider_id, kind, amount_minor FROM ledger_entries
+         WHERE provider = 'stripe' AND kind IN ('refund', 'dispute') AND occurred_at >= to_timestamp($1)
+           AND provider_id NOT IN (SELECT stripe_id FROM reconcile_seen) ORDER BY occurred_at",
     )
     .bind(since)
     .fetch_all(&mut *conn)

@@ -58,7 +58,7 @@ pub(crate) async fn warning_applied(
     }
     let ours: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM ledger_entries
-                        WHERE stripe_id = kopilka_payment_key($1) AND kind = 'payment')",
+                        WHERE provider = 'stripe' AND provider_id = kopilka_payment_key($1) AND kind = 'payment')",
     )
     .bind(pi)
     .fetch_one(&mut *conn)
@@ -81,8 +81,8 @@ pub(crate) async fn warning_applied(
 /// Storage errors.
 pub async fn warnings(pool: &PgPool) -> Result<Vec<FraudWarning>, ReconciliationError> {
     let rows: Vec<(String, i64, Value)> = sqlx::query_as(
-        "SELECT DISTINCT ON (object_id) object_id, created, payload FROM stripe_events
-         WHERE type LIKE 'radar.early\\_fraud\\_warning.%' AND object_id IS NOT NULL
+        "SELECT DISTINCT ON (object_id) object_id, created, payload FROM provider_events
+         WHERE provider = 'stripe' AND type LIKE 'radar.early\\_fraud\\_warning.%' AND object_id IS NOT NULL
          ORDER BY object_id, created DESC, received_at DESC",
     )
     .fetch_all(pool)
@@ -99,7 +99,7 @@ pub async fn warnings(pool: &PgPool) -> Result<Vec<FraudWarning>, Reconciliation
             Some(pi) => {
                 let row: Option<(Option<uuid::Uuid>, Option<i64>)> = sqlx::query_as(
                     "SELECT (SELECT contribution_id FROM ledger_entries
-                             WHERE stripe_id = kopilka_payment_key($1) AND kind = 'payment'),
+                             WHERE provider = 'stripe' AND provider_id = kopilka_payment_key($1) AND kind = 'payment'),
                             (SELECT sum(amount_minor)::bigint FROM ledger_entries
                              WHERE payment_intent_id IN ($1, kopilka_payment_key($1))
                                AND kind <> 'fee')",

@@ -1,8 +1,10 @@
-//! The inbox: a verified event is stored (unique on its id) and its processing job enqueued
-//! in one transaction; only then is Stripe told 2xx. A duplicate delivery changes nothing.
+//! The inbox: a verified event is stored (unique on its provider and id) and its processing
+//! job enqueued in one transaction; only then is Stripe told 2xx. A duplicate delivery
+//! changes nothing.
 //! What is stored is an allowlisted projection ([`crate::projection`]), never Stripe's
 //! body; a reader is linked (by id) only for a Checkout Session of Kopilka's own.
 
+use kopilka_domain::Provider;
 use kopilka_domain::id::ContributionId;
 use kopilka_queue::NewJob;
 use kopilka_store::PgPool;
@@ -10,7 +12,7 @@ use kopilka_stripe::Event;
 
 use crate::{APPLY_EVENT, ReconciliationError};
 
-/// Stores the projection of verified `event` and enqueues its application, quietly: the
+/// Stores the projection of verified Stripe `event` and enqueues its application, quietly: the
 /// caller wakes workers after a new event (`kopilka_queue::Wakeups`), or applies it itself.
 /// Returns `true` for a new event, `false` for a duplicate.
 ///
@@ -32,11 +34,13 @@ pub async fn receive(
         Some((contribution, email)) => {
             // A duplicate must not create a reader (nor lock one); most events name no
             // reader and skip these round trips.
-            let known: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $1)")
-                    .bind(&event.id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let known: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM provider_events WHERE provider = $1 AND id = $2)",
+            )
+            .bind(Provider::Stripe.as_str())
+            .bind(&event.id)
+            .fetch_one(&mut *tx)
+            .await?;
             if known {
                 return Ok(false);
             }
@@ -59,9 +63,11 @@ pub async fn receive(
         None => None,
     };
     let stored = sqlx::query(
-        "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload, reader_id, projection_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO provider_events
+             (provider, id, type, created, livemode, api_version, object_id, payload, reader_id, projection_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (provider, id) DO NOTHING",
     )
+    .bind(Provider::Stripe.as_str())
     .bind(&event.id)
     .bind(&event.event_type)
     .bind(event.created)
@@ -176,7 +182,9 @@ fn reader_candidate(
 /// A stored event, as `admin events list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
-    /// `evt_…`.
+    /// The provider that sent it.
+    pub provider: Provider,
+    /// Its id at the provider (`evt_…` at Stripe): unique only within its provider.
     pub id: String,
     /// Its type.
     pub event_type: String,
@@ -186,7 +194,7 @@ pub struct StoredEvent {
     pub last_error: Option<String>,
 }
 
-/// Stored events, oldest first, optionally only those with `status`.
+/// Stored events of every provider, oldest first, optionally only those with `status`.
 ///
 /// # Errors
 /// Storage errors.
@@ -194,35 +202,41 @@ pub async fn list(
     pool: &PgPool,
     status: Option<&str>,
 ) -> Result<Vec<StoredEvent>, ReconciliationError> {
-    let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, type, status, last_error FROM stripe_events
+    let rows: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT provider, id, type, status, last_error FROM provider_events
          WHERE $1::text IS NULL OR status = $1 ORDER BY created, received_at",
     )
     .bind(status)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, event_type, status, last_error)| StoredEvent {
-            id,
-            event_type,
-            status,
-            last_error,
+    rows.into_iter()
+        .map(|(provider, id, event_type, status, last_error)| {
+            Ok(StoredEvent {
+                provider: provider
+                    .parse()
+                    .map_err(|_| ReconciliationError::Malformed(format!("provider {provider}")))?,
+                id,
+                event_type,
+                status,
+                last_error,
+            })
         })
-        .collect())
+        .collect()
 }
 
-/// Marks an event `failed` with `error`: its job gave up (the dead letter), and
-/// `admin events replay --failed` takes it from here.
+/// Marks `provider`'s event `event_id` `failed` with `error`: its job gave up (the dead
+/// letter), and `admin events replay --failed` takes it from here.
 ///
 /// # Errors
 /// Storage errors.
 pub async fn mark_failed(
     pool: &PgPool,
+    provider: Provider,
     event_id: &str,
     error: &str,
 ) -> Result<(), ReconciliationError> {
-    sqlx::query("UPDATE stripe_events SET status = 'failed', last_error = $2 WHERE id = $1 AND status <> 'processed'")
+    sqlx::query("UPDATE provider_events SET status = 'failed', last_error = $3 WHERE provider = $1 AND id = $2 AND status <> 'processed'")
+        .bind(provider.as_str())
         .bind(event_id)
         .bind(error)
         .execute(pool)
@@ -230,13 +244,14 @@ pub async fn mark_failed(
     Ok(())
 }
 
-/// Ids of stored events of type `pattern` (a trailing `*` matches a prefix) created at or
-/// after `since`, oldest first.
+/// Ids of `provider`'s stored events of type `pattern` (a trailing `*` matches a prefix)
+/// created at or after `since`, oldest first.
 ///
 /// # Errors
 /// Storage errors.
 pub async fn ids_of_type(
     pool: &PgPool,
+    provider: Provider,
     pattern: &str,
     since: i64,
 ) -> Result<Vec<String>, ReconciliationError> {
@@ -253,7 +268,8 @@ pub async fn ids_of_type(
             .replace('%', "\\%")
             .replace('_', "\\_"),
     };
-    Ok(sqlx::query_scalar("SELECT id FROM stripe_events WHERE type LIKE $1 AND created >= $2 ORDER BY created, received_at")
+    Ok(sqlx::query_scalar("SELECT id FROM provider_events WHERE provider = $1 AND type LIKE $2 AND created >= $3 ORDER BY created, received_at")
+        .bind(provider.as_str())
         .bind(like)
         .bind(since)
         .fetch_all(pool)

@@ -1,7 +1,8 @@
 //! Stripe webhook reconciliation: the inbox (every verified event stored once, with its
 //! processing job, in one transaction, before it is acknowledged) and the application of
 //! each event to the owning crate's facts — idempotent, order-proof, and with no Stripe call.
-//! Owns `stripe_events`.
+//! Owns `provider_events`, the inbox every provider's events are stored in (each row names
+//! its provider; the events applied here are Stripe's).
 
 mod apply;
 pub mod drift;

@@ -89,7 +89,8 @@ pub async fn payouts(
             let recorded: bool = match &key {
                 Some(key) => {
                     sqlx::query_scalar(
-                        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE stripe_id = kopilka_payment_key($1))",
+                        "SELECT EXISTS (SELECT 1 FROM ledger_entries
+                                        WHERE provider = 'stripe' AND provider_id = kopilka_payment_key($1))",
                     )
                     .bind(key)
                     .fetch_one(&mut *conn)

@@ -38,12 +38,14 @@ pub async fn events_of(
     stripe_ids: &[String],
 ) -> Result<Vec<EventExport>, ReconciliationError> {
     Ok(sqlx::query_as(
-        "SELECT id, type, created, payload FROM stripe_events
-         WHERE reader_id = $1 OR object_id = ANY($2)
-            OR payload->'object'->>'customer' = ANY($2)
-            OR payload->'object'->>'subscription' = ANY($2)
-            OR payload->'object'->>'payment_intent' = ANY($2)
-            OR payload->'object'->'parent'->'subscription_details'->>'subscription' = ANY($2)
+        "SELECT id, type, created, payload FROM provider_events
+         WHERE reader_id = $1
+            OR provider = 'stripe'
+               AND (object_id = ANY($2)
+                    OR payload->'object'->>'customer' = ANY($2)
+                    OR payload->'object'->>'subscription' = ANY($2)
+                    OR payload->'object'->>'payment_intent' = ANY($2)
+                    OR payload->'object'->'parent'->'subscription_details'->>'subscription' = ANY($2))
          ORDER BY created, id",
     )
     .bind(reader.as_uuid())
@@ -64,7 +66,7 @@ pub async fn forget_reader(
     now: OffsetDateTime,
 ) -> Result<u64, ReconciliationError> {
     let unlinked = sqlx::query(
-        "UPDATE stripe_events SET reader_id = NULL, payload = payload - 'reader_id'
+        "UPDATE provider_events SET reader_id = NULL, payload = payload - 'reader_id'
          WHERE reader_id = $1",
     )
     .bind(reader.as_uuid())

@@ -376,7 +376,8 @@ pub async fn reproject_stored(pool: &PgPool) -> Result<u64, ReconciliationError>
     loop {
         let mut tx = pool.begin().await?;
         let rows: Vec<(String, String, Value)> = sqlx::query_as(
-            "SELECT id, type, payload FROM stripe_events WHERE projection_version < $1
+            "SELECT id, type, payload FROM provider_events
+             WHERE provider = 'stripe' AND projection_version < $1
              ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED",
         )
         .bind(VERSION)
@@ -387,7 +388,8 @@ pub async fn reproject_stored(pool: &PgPool) -> Result<u64, ReconciliationError>
         }
         for (id, kind, payload) in &rows {
             sqlx::query(
-                "UPDATE stripe_events SET payload = $2, projection_version = $3 WHERE id = $1",
+                "UPDATE provider_events SET payload = $2, projection_version = $3
+                 WHERE provider = 'stripe' AND id = $1",
             )
             .bind(id)
             .bind(project_stored(kind, payload))

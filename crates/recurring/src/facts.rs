@@ -4,7 +4,7 @@
 use kopilka_contributions::facts::Applied;
 use kopilka_contributions::ledger::{self, EntryKind, NewEntry};
 use kopilka_domain::id::ContributionId;
-use kopilka_domain::{Interval, Money};
+use kopilka_domain::{Interval, Money, Provider};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
@@ -77,8 +77,9 @@ pub async fn subscription_changed(
     let written = sqlx::query(
         "INSERT INTO recurring_plans AS p
              (id, contribution_id, stripe_subscription_id, stripe_customer_id, status, interval, amount_minor,
-              currency, current_period_end, cancel_at_period_end, stripe_watermark, stripe_state_answered)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+              currency, current_period_end, cancel_at_period_end, stripe_watermark, stripe_state_answered,
+              provider)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (stripe_subscription_id) DO UPDATE SET
              stripe_customer_id = coalesce(p.stripe_customer_id, EXCLUDED.stripe_customer_id),
              status = EXCLUDED.status, interval = EXCLUDED.interval, amount_minor = EXCLUDED.amount_minor,
@@ -106,6 +107,8 @@ pub async fn subscription_changed(
     .bind(fact.cancel_at_period_end)
     .bind(fact.occurred_at)
     .bind(fact.answered)
+    // A plan is a Stripe subscription.
+    .bind(Provider::Stripe.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(Applied::from_changed(written.rows_affected() == 1))
@@ -298,7 +301,8 @@ pub async fn invoice_paid(
             conn,
             &NewEntry {
                 kind: EntryKind::Payment,
-                stripe_id: pi,
+                provider: Provider::Stripe,
+                provider_id: pi,
                 payment_intent_id: Some(pi),
                 contribution_id: Some(contribution),
                 plan_id: Some(plan),
@@ -380,7 +384,8 @@ pub async fn invoice_payment_paid(
         conn,
         &NewEntry {
             kind: EntryKind::Payment,
-            stripe_id: &fact.payment,
+            provider: Provider::Stripe,
+            provider_id: &fact.payment,
             payment_intent_id: Some(&fact.payment),
             contribution_id: Some(ContributionId::from_uuid(contribution)),
             plan_id: Some(plan),
@@ -413,7 +418,8 @@ pub async fn payment_booked_by_invoice(
     if let Some(plan) = plan_id {
         remembered = sqlx::query(
             "INSERT INTO plan_invoices (invoice_id, plan_id, paid_at, payment_intent)
-             SELECT $1, $2, occurred_at, $3 FROM ledger_entries WHERE stripe_id = $1
+             SELECT $1, $2, occurred_at, $3 FROM ledger_entries
+             WHERE provider = 'stripe' AND provider_id = $1
              ON CONFLICT (invoice_id) DO NOTHING",
         )
         .bind(invoice_id)

@@ -54,7 +54,7 @@ pub async fn mrr_by_month(
                     coalesce(i.interval, p.interval) AS paid_for
              FROM ledger_entries l
              JOIN recurring_plans p ON p.id = l.plan_id
-             LEFT JOIN plan_invoices i ON i.payment_intent = l.stripe_id
+             LEFT JOIN plan_invoices i ON l.provider = 'stripe' AND i.payment_intent = l.provider_id
              WHERE l.kind = 'payment' AND l.plan_id IS NOT NULL)
          SELECT m.month, l.plan_id, l.currency,
                 (CASE l.paid_for WHEN 'month' THEN l.amount_minor * 12 ELSE l.amount_minor END)::bigint

@@ -1,4 +1,5 @@
-//! `kopilka admin events list [--status pending|processed|ignored|failed]`.
+//! `kopilka admin events list [--status pending|processed|ignored|failed]`: every provider's
+//! stored events, each naming its provider.
 
 use crate::output::{self, Format};
 
@@ -44,7 +45,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     if args.format == Format::Json {
         let document: Vec<serde_json::Value> = events
             .iter()
-            .map(|e| serde_json::json!({"id": e.id, "type": e.event_type, "status": e.status}))
+            .map(|e| {
+                serde_json::json!({"id": e.id, "type": e.event_type, "status": e.status,
+                                   "provider": e.provider})
+            })
             .collect();
         output::line(&serde_json::Value::Array(document).to_string());
         return Ok(());
@@ -57,9 +61,14 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 e.event_type.clone(),
                 e.status.clone(),
                 e.last_error.clone().unwrap_or_default(),
+                e.provider.to_string(),
             ]
         })
         .collect();
-    output::rows(args.format, &["id", "type", "status", "last_error"], &rows);
+    output::rows(
+        args.format,
+        &["id", "type", "status", "last_error", "provider"],
+        &rows,
+    );
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! `kopilka admin events replay (--id EVT | --failed | --type T [--since D])`: apply stored
-//! events again, now.
+//! `kopilka admin events replay (--id EVT | --failed | --type T [--since D]) [--provider
+//! stripe|btcpay]`: apply stored events of one provider (Stripe's unless said) again, now.
 //! Application is idempotent, so replaying an applied event changes nothing.
+
+use kopilka_domain::Provider;
 
 use crate::output::{self, Format};
 
@@ -20,23 +22,39 @@ pub struct Args {
     /// With --type: only events Stripe created since this day or instant.
     #[arg(long, value_parser = super::parse_when, requires = "event_type")]
     since: Option<time::OffsetDateTime>,
+    /// Whose events: an event id is unique only within its provider.
+    #[arg(long, value_parser = parse_provider, default_value = "stripe")]
+    provider: Provider,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
 
+fn parse_provider(value: &str) -> Result<Provider, String> {
+    value
+        .parse()
+        .map_err(|e: kopilka_domain::ProviderError| e.to_string())
+}
+
 pub async fn run(args: &Args) -> anyhow::Result<()> {
+    // Only Stripe's events have an applier so far; BTCPay's come with its webhooks (#20).
+    anyhow::ensure!(
+        args.provider == Provider::Stripe,
+        "{} events are not applied by this Kopilka yet: only stripe events can be replayed",
+        args.provider
+    );
     let (settings, pool) = super::connect().await?;
     let stripe = kopilka_stripe::StripeClient::from_settings(&settings.stripe)?;
     let ids: Vec<String> = match (&args.id, &args.event_type) {
         (Some(id), _) => vec![id.clone()],
         (None, Some(pattern)) => {
             let since = args.since.map_or(0, time::OffsetDateTime::unix_timestamp);
-            kopilka_reconciliation::inbox::ids_of_type(&pool, pattern, since).await?
+            kopilka_reconciliation::inbox::ids_of_type(&pool, args.provider, pattern, since).await?
         }
         (None, None) => kopilka_reconciliation::inbox::list(&pool, Some("failed"))
             .await?
             .into_iter()
+            .filter(|e| e.provider == args.provider)
             .map(|e| e.id)
             .collect(),
     };

@@ -65,7 +65,9 @@ async fn the_same_event_id_from_two_providers_is_two_inbox_rows() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        err.as_database_error()
+            .and_then(sqlx::error::DatabaseError::code)
+            .as_deref(),
         Some("23505"),
         "{err}"
     );

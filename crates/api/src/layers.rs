@@ -132,7 +132,8 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
                     method = method_of(request),
                     route = route_of(request),
                 )
-            }),
+            })
+            .on_failure(log_failure),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CompressionLayer::new());
@@ -157,6 +158,27 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
         .layer(inner)
         .layer(axum::middleware::map_response(errors_as_envelopes))
         .layer(outer)
+}
+
+/// A failed request's log line. A 503 is not one: it is the answer of an overloaded path
+/// (`busy`, counted in `kopilka_busy_total`) or of the timeout (logged by
+/// [`errors_as_envelopes`]), and a line per refused request would turn a flood into a flood
+/// of logs. Anything else (a 500, a broken connection) is an error.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass;
+    if matches!(class, ServerErrorsFailureClass::StatusCode(status) if status == StatusCode::SERVICE_UNAVAILABLE)
+    {
+        return;
+    }
+    tracing::error!(
+        classification = %class,
+        latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+        "response failed"
+    );
 }
 
 /// Layers outside our handlers (routing's 405, the timeout's 503, the body limit's 413, a
@@ -186,6 +208,9 @@ async fn errors_as_envelopes(response: Response<Body>) -> axum::response::Respon
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("a request failed without a handled error (panic or layer failure)");
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!("request timed out");
     }
     let mut enveloped = envelope(status, code, message.to_owned());
     // Keep what the layers added (Allow, CORS, Vary, request id); only the body changes.

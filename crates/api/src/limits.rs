@@ -92,13 +92,6 @@ impl PublicLimits {
         ip: Option<IpAddr>,
         email: Option<&Email>,
     ) -> Result<Admitted, AppError> {
-        // A place first: a refusal for a full house counts against no budget.
-        let place = Arc::clone(&self.writes).try_acquire_owned().map_err(|_| {
-            metrics::counter!("kopilka_busy_total").increment(1);
-            AppError::Busy {
-                retry_after_secs: 1,
-            }
-        })?;
         let limit = route.limit(&self.settings);
         let budget = |n: u32| Budget {
             limit: n,
@@ -138,21 +131,32 @@ impl PublicLimits {
         if let Some(address) = &address {
             hits.push((address.as_str(), budget(limit.per_address)));
         }
-        self.limiter
-            .admit(&hits, kopilka_store::limits::unix_now())
-            .map_err(|refusal| match refusal {
-                Refusal::Over { retry_after } => {
-                    metrics::counter!("kopilka_rate_limited_total", "route" => name).increment(1);
-                    AppError::TooManyRequests {
-                        code: "rate_limited",
-                        message: "too many requests; try again later".into(),
-                        retry_after_secs: retry_after.as_secs(),
-                    }
-                }
-                Refusal::Full { retry_after } => AppError::Busy {
+        let now = kopilka_store::limits::unix_now();
+        let refused = |refusal| match refusal {
+            Refusal::Over { retry_after } => {
+                metrics::counter!("kopilka_rate_limited_total", "route" => name).increment(1);
+                AppError::TooManyRequests {
+                    code: "rate_limited",
+                    message: "too many requests; try again later".into(),
                     retry_after_secs: retry_after.as_secs(),
-                },
-            })?;
+                }
+            }
+            Refusal::Full { retry_after } => AppError::Busy {
+                retry_after_secs: retry_after.as_secs(),
+            },
+        };
+        // A place first: a refusal for a full house counts against no budget. But a request
+        // over its budget is told so (429 until its window turns) whether or not the house
+        // is full: a flood's refused requests never take places, and never hear "come back
+        // in a second".
+        let Ok(place) = Arc::clone(&self.writes).try_acquire_owned() else {
+            self.limiter.peek(&hits, now).map_err(refused)?;
+            metrics::counter!("kopilka_busy_total").increment(1);
+            return Err(AppError::Busy {
+                retry_after_secs: 1,
+            });
+        };
+        self.limiter.admit(&hits, now).map_err(refused)?;
         Ok(Admitted(place))
     }
 

@@ -528,7 +528,19 @@ async fn checkouts_are_limited_per_client_and_per_address() {
 /// writes are taken again.
 #[tokio::test]
 async fn public_writes_in_flight_are_bounded_and_the_next_is_busy() {
-    let app = TestApp::spawn_with(|settings| settings.limits.writes_in_flight = 1).await;
+    let app = TestApp::spawn_with(|settings| {
+        settings.limits.writes_in_flight = 1;
+        settings.limits.reminder.per_client = 1;
+    })
+    .await;
+    // This client's one reminder of the window, before the house is full.
+    let first = send(
+        app.api
+            .request(Method::POST, "/v1/reminders")
+            .json(&json!({"email": "first@example.org", "remind_on": "2030-01-01"})),
+    )
+    .await;
+    assert!(first.status.is_success(), "{}", first.status);
     app.sim_control("/_sim/faults", &json!({"count": 1, "delay_ms": 1500}))
         .await;
     let slow = {
@@ -556,17 +568,26 @@ async fn public_writes_in_flight_are_bounded_and_the_next_is_busy() {
     .await;
     assert_eq!(busy.error_code(503), "busy");
     assert!(busy.headers.contains_key("retry-after"));
+    let link = send(
+        app.api
+            .request(Method::POST, "/v1/sessions/magic-link")
+            .json(&json!({"email": "busy@example.org"})),
+    )
+    .await;
+    assert_eq!(
+        link.error_code(503),
+        "busy",
+        "every public write shares the bound"
+    );
+    // A request over its budget hears so whether or not the house is full: 429 until its
+    // window turns, not "come back in a second".
     let reminder = send(
         app.api
             .request(Method::POST, "/v1/reminders")
             .json(&json!({"email": "busy@example.org", "remind_on": "2030-01-01"})),
     )
     .await;
-    assert_eq!(
-        reminder.error_code(503),
-        "busy",
-        "every public write shares the bound"
-    );
+    assert_eq!(reminder.error_code(429), "rate_limited");
     assert_eq!(slow.await.unwrap().status, StatusCode::CREATED);
     assert_eq!(
         contributions(&app).await.len(),

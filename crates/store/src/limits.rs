@@ -93,24 +93,7 @@ impl Limiter {
     /// [`Refusal`].
     pub fn admit(&self, hits: &[(&str, Budget)], now: i64) -> Result<(), Refusal> {
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut wait = None;
-        let mut new_keys = 0;
-        for (key, budget) in hits {
-            let (start, end) = window_of(*budget, now);
-            match counters.get(&((*key).to_owned(), start)) {
-                Some(c) if c.shared + c.in_flight + c.pending >= i64::from(budget.limit) => {
-                    wait = wait.max(Some(end - now));
-                }
-                Some(_) => {}
-                None if budget.limit == 0 => wait = wait.max(Some(end - now)),
-                None => new_keys += 1,
-            }
-        }
-        if let Some(wait) = wait {
-            return Err(Refusal::Over {
-                retry_after: seconds(wait),
-            });
-        }
+        let new_keys = Self::spent(&counters, hits, now)?;
         if counters.len() + new_keys > self.max_keys {
             counters.retain(|_, c| c.window_end > now || c.pending > 0);
             if counters.len() + new_keys > self.max_keys {
@@ -133,6 +116,49 @@ impl Limiter {
                 .pending += 1;
         }
         Ok(())
+    }
+
+    /// Whether [`Self::admit`] would refuse `hits` at `now` for a spent budget, counting
+    /// nothing: `Err(Refusal::Over)` when one is spent.
+    ///
+    /// # Errors
+    /// [`Refusal::Over`].
+    pub fn peek(&self, hits: &[(&str, Budget)], now: i64) -> Result<(), Refusal> {
+        let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::spent(&counters, hits, now).map(|_| ())
+    }
+
+    /// The keys of `hits` not counted yet, or [`Refusal::Over`] (the longest wait) when a
+    /// budget is spent.
+    fn spent(
+        counters: &HashMap<(String, i64), Counter>,
+        hits: &[(&str, Budget)],
+        now: i64,
+    ) -> Result<usize, Refusal> {
+        let mut wait = None;
+        let mut new_keys = 0;
+        // One key buffer for every lookup: the map is keyed by owned strings.
+        let mut probe = (String::new(), 0);
+        for (key, budget) in hits {
+            let (start, end) = window_of(*budget, now);
+            probe.0.clear();
+            probe.0.push_str(key);
+            probe.1 = start;
+            match counters.get(&probe) {
+                Some(c) if c.shared + c.in_flight + c.pending >= i64::from(budget.limit) => {
+                    wait = wait.max(Some(end - now));
+                }
+                Some(_) => {}
+                None if budget.limit == 0 => wait = wait.max(Some(end - now)),
+                None => new_keys += 1,
+            }
+        }
+        match wait {
+            Some(wait) => Err(Refusal::Over {
+                retry_after: seconds(wait),
+            }),
+            None => Ok(new_keys),
+        }
     }
 
     /// Adds what was admitted here since the last flush to the shared counters and reads
@@ -362,6 +388,26 @@ mod tests {
         let counters = limiter.counters.lock().unwrap();
         let c = counters.get(&("a".to_owned(), 120)).unwrap();
         assert_eq!((c.shared, c.pending, c.in_flight), (3, 0, 0));
+    }
+
+    #[test]
+    fn a_peek_counts_nothing_and_says_what_admit_would_of_a_spent_budget() {
+        let limiter = Limiter::new(10);
+        for _ in 0..5 {
+            assert!(limiter.peek(&[("a", TWO_PER_MINUTE)], 0).is_ok());
+        }
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], 0).is_ok());
+        assert!(limiter.admit(&[("a", TWO_PER_MINUTE)], 0).is_ok());
+        assert_eq!(
+            limiter.peek(&[("b", TWO_PER_MINUTE), ("a", TWO_PER_MINUTE)], 10),
+            Err(Refusal::Over {
+                retry_after: Duration::from_secs(50)
+            })
+        );
+        // The peek made no counter for "b": it can still be admitted twice.
+        assert!(limiter.admit(&[("b", TWO_PER_MINUTE)], 10).is_ok());
+        assert!(limiter.admit(&[("b", TWO_PER_MINUTE)], 10).is_ok());
+        assert!(limiter.admit(&[("b", TWO_PER_MINUTE)], 10).is_err());
     }
 
     #[test]

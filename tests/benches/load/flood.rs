@@ -127,6 +127,22 @@ impl Shielded {
         )
     }
 
+    /// CPU seconds the server process has used so far (user + system), from `/proc`.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .unwrap_or_default();
+        // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf reads a constant of the running system.
+        let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / per_sec.max(1.0)
+    }
+
     /// SIGTERM (in-flight requests finish), then waits.
     fn stop(mut self) {
         if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
@@ -189,9 +205,9 @@ async fn flooded(
     server: &Shielded,
     session_file: &str,
     next_known: &Arc<AtomicUsize>,
-) -> (Reading, wrk::Run, Asked) {
+) -> (Reading, wrk::Run, Asked, f64) {
     let day = (time::OffsetDateTime::now_utc().date() + time::Duration::days(30)).to_string();
-    let junk = wrk::start(&Load {
+    let junk = wrk::start_as_attacker(&Load {
         url: server.base.clone(),
         script: wrk::JUNK,
         args: vec![FLOOD_PAUSE_MS.to_string(), day],
@@ -233,12 +249,32 @@ async fn flooded(
             asked
         })
     };
+    let cpu_before = server.cpu_secs();
     let reading = well_behaved(&server.base, session_file, RUN).await;
+    let cpu = server.cpu_secs() - cpu_before;
     stop.store(true, Ordering::Relaxed);
     let asked = known.await.expect("the known-address requests end");
     wrk::interrupt(&junk);
     let junk = wrk::finish(junk).await;
-    (reading, junk, asked)
+    (reading, junk, asked, cpu / RUN.as_secs_f64())
+}
+
+/// The floor: the same flood's rate and shape against `GET /healthz`, which does nothing
+/// (no body, no budget, no query). What any server on this machine pays merely to receive
+/// the flood's requests beside the well-behaved client's: the junk run's figures against
+/// this one are what Kopilka's handling of the junk adds.
+async fn floor(server: &Shielded, session_file: &str) -> (Reading, wrk::Run) {
+    let flood = wrk::start_as_attacker(&Load {
+        url: format!("{}/healthz", server.base),
+        script: wrk::PACED,
+        args: vec![FLOOD_PAUSE_MS.to_string(), String::new()],
+        threads: 2,
+        connections: FLOOD_CONNECTIONS,
+        duration: RUN + Duration::from_secs(5),
+    });
+    let reading = well_behaved(&server.base, session_file, RUN).await;
+    wrk::interrupt(&flood);
+    (reading, wrk::finish(flood).await)
 }
 
 fn known_address(n: usize) -> String {
@@ -316,8 +352,8 @@ async fn seed(rig: &Rig) -> std::path::PathBuf {
     )
 }
 
-/// Row 9: the flood.
-pub async fn flood_row(rig: &Rig) -> Row {
+/// Rows 9 and 10: the flood against idle (the issue's goal) and against the floor.
+pub async fn flood_rows(rig: &Rig) -> Vec<Row> {
     let session_file = seed(rig).await.display().to_string();
     let worker = {
         let mut command = rig.kopilka(&["worker"]);
@@ -326,7 +362,9 @@ pub async fn flood_row(rig: &Rig) -> Row {
     };
     let next_known = Arc::new(AtomicUsize::new(0));
     let (mut idle, mut during, mut junk) = (vec![], vec![], vec![]);
+    let (mut floors, mut floor_floods) = (vec![], vec![]);
     let mut asked = Asked::default();
+    let (mut server_cores, mut idle_cores) = (vec![], vec![]);
     let (mut unavailable, mut not_issued, mut issued_short) = (0, 0, 0);
     for pair in 0..PAIRS {
         let server = Shielded::start(rig, pair).await;
@@ -338,7 +376,9 @@ pub async fn flood_row(rig: &Rig) -> Row {
             [true, false]
         } {
             if flooding {
-                let (reading, run, got) = flooded(rig, &server, &session_file, &next_known).await;
+                let (reading, run, got, cores) =
+                    flooded(rig, &server, &session_file, &next_known).await;
+                server_cores.push(cores);
                 during.push(reading);
                 junk.push(run);
                 asked.accepted += got.accepted;
@@ -346,9 +386,14 @@ pub async fn flood_row(rig: &Rig) -> Row {
                 asked.busy += got.busy;
                 asked.other += got.other;
             } else {
+                let before = server.cpu_secs();
                 idle.push(well_behaved(&server.base, &session_file, RUN).await);
+                idle_cores.push((server.cpu_secs() - before) / RUN.as_secs_f64());
             }
         }
+        let (reading, flood) = floor(&server, &session_file).await;
+        floors.push(reading);
+        floor_floods.push(flood);
         // Every accepted link request's work finishes before the instance stops (it runs
         // after the answer): waited for, not assumed.
         let target = i64::try_from(asked.accepted).expect("fits");
@@ -415,10 +460,54 @@ pub async fn flood_row(rig: &Rig) -> Row {
     eprintln!(
         "bench: flood: known-address link requests {} accepted, {} refused 429, {} busy 503, {} other; \
          {issued} links issued, {sent} sent, {delivered} at the sink; {unavailable} pool timeouts, \
-         {not_issued} link tasks failed, {issued_short} pairs short of links",
-        asked.accepted, asked.refused, asked.busy, asked.other
+         {not_issued} link tasks failed, {issued_short} pairs short of links; the server used \
+         {:.2} cores flooded ({:.1} µs a junk request), {:.2} idle",
+        asked.accepted,
+        asked.refused,
+        asked.busy,
+        asked.other,
+        median(server_cores.clone()),
+        (median(server_cores.clone()) - median(idle_cores.clone())) * 1e6 / junk_rate.max(1.0),
+        median(idle_cores.clone()),
     );
-    Row {
+    let floor_ratio = |route: Route| {
+        median(
+            during
+                .iter()
+                .zip(&floors)
+                .map(|(flood, floor)| route(flood).p99_ms / route(floor).p99_ms)
+                .collect(),
+        )
+    };
+    let (offer_floor, me_floor) = (floor_ratio(offer), floor_ratio(me));
+    let floor_rate = median(floor_floods.iter().map(|r| r.rps).collect());
+    let floor_errors: u64 = floors
+        .iter()
+        .map(|r| r.offer.server_errors + r.me.server_errors)
+        .sum();
+    let against_floor = Row {
+        measure: "the same flood against the floor (the same rate of `GET /healthz`, which does \
+                  nothing): what Kopilka's handling of junk adds to the well-behaved p99",
+        result: format!(
+            "floor flood {floor_rate:.0} req/s; offer p99 {:.2} ms, me p99 {:.2} ms during the \
+             floor flood (idle {:.2} ms, {:.2} ms: the floor alone is {:.1}× and {:.1}× idle)",
+            p99(&floors, offer),
+            p99(&floors, me),
+            p99(&idle, offer),
+            p99(&idle, me),
+            p99(&floors, offer) / p99(&idle, offer),
+            p99(&floors, me) / p99(&idle, me),
+        ),
+        baseline: "the same client during the floor flood, same instance".into(),
+        ratio: format!("offer {offer_floor:.2}×, me {me_floor:.2}×"),
+        goal: "p99 ≤ 2× the floor's each; no 5xx",
+        meets: offer_floor <= 2.0
+            && me_floor <= 2.0
+            && server_errors == 0
+            && floor_errors == 0
+            && floor_rate >= 0.9 * junk_rate,
+    };
+    let against_idle = Row {
         measure: "flood of junk writes (links, sign-ups, checkouts, reminders; production budgets): \
                   well-behaved `GET /v1/offer` and `GET /v1/me` p99 during / idle",
         result: format!(
@@ -448,5 +537,6 @@ pub async fn flood_row(rig: &Rig) -> Row {
             && not_issued == 0
             && every_link
             && asked.accepted > 0,
-    }
+    };
+    vec![against_idle, against_floor]
 }

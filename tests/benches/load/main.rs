@@ -96,13 +96,16 @@ async fn main() {
             continue;
         }
         eprintln!("bench: {what}");
+        if name == "flood" {
+            rows.extend(flood::flood_rows(&rig).await);
+            continue;
+        }
         rows.push(match name {
             "tokens" => token_row(records.clone()).await,
             "webhooks" => webhook_row(&rig).await,
             "reminders" => reminder_row(&rig).await,
             "reconcile" => reconcile_row(&rig).await,
-            "storm" => login_storm_row(&rig).await,
-            _ => flood::flood_row(&rig).await,
+            _ => login_storm_row(&rig).await,
         });
     }
     if wanted("offer") {
@@ -591,7 +594,7 @@ async fn webhook_row(rig: &Rig) -> Row {
         duration: Duration::from_secs(300),
     });
     let stored = loop {
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events")
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_events")
             .fetch_one(&rig.pool)
             .await
             .expect("counted");
@@ -618,7 +621,7 @@ async fn webhook_row(rig: &Rig) -> Row {
             r"\set n random(1, 2000000000)".to_owned(),
             "BEGIN;".to_owned(),
             format!(
-                "INSERT INTO stripe_events (id, type, created, livemode, api_version, object_id, payload) VALUES ({id}, 'charge.succeeded', 1, false, null, 'ch_x', CAST('{literal}' AS jsonb)) ON CONFLICT (id) DO NOTHING;"
+                "INSERT INTO provider_events (id, type, created, livemode, api_version, object_id, payload) VALUES ({id}, 'charge.succeeded', 1, false, null, 'ch_x', CAST('{literal}' AS jsonb)) ON CONFLICT (provider, id) DO NOTHING;"
             ),
             format!(
                 "WITH new AS (INSERT INTO jobs (id, kind, payload, dedup_key, run_at, max_attempts) VALUES (gen_random_uuid(), 'bench', jsonb_build_object('event_id', {id}), 'bench:' || {id}, now(), 10) ON CONFLICT (dedup_key) DO NOTHING RETURNING kind) SELECT count(kind) FROM new;"
@@ -632,7 +635,7 @@ async fn webhook_row(rig: &Rig) -> Row {
         // The events would be applied by the reminder row's worker run; not its work.
         "DELETE FROM jobs WHERE kind = 'stripe_event'",
         "DELETE FROM jobs WHERE kind = 'bench'",
-        "DELETE FROM stripe_events WHERE id LIKE 'evt\\_pgb\\_%'",
+        "DELETE FROM provider_events WHERE id LIKE 'evt\\_pgb\\_%'",
     ] {
         sqlx::query(cleanup)
             .execute(&rig.pool)

@@ -217,8 +217,21 @@ fn script_file(script: &str) -> PathBuf {
 
 /// Starts wrk; `finish` reads its figures.
 pub fn start(load: &Load<'_>) -> tokio::process::Child {
+    spawn(tokio::process::Command::new("wrk"), load)
+}
+
+/// Starts wrk as an attacker's load: at the lowest CPU priority (nice 19). A flood's own
+/// CPU is the attacker's, on machines of their own; on the one machine a benchmark has,
+/// the generator would otherwise take the very cores the server is measured on. It still
+/// gets every cycle the server leaves idle, and its achieved rate is reported.
+pub fn start_as_attacker(load: &Load<'_>) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new("nice");
+    command.args(["-n", "19", "wrk"]);
+    spawn(command, load)
+}
+
+fn spawn(mut command: tokio::process::Command, load: &Load<'_>) -> tokio::process::Child {
     let script = script_file(load.script);
-    let mut command = tokio::process::Command::new("wrk");
     command
         .arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))

@@ -58,7 +58,45 @@ async fn dev_runs_everything_and_keeps_its_data_across_restarts() {
         .unwrap();
     assert_eq!(customers.status(), StatusCode::OK);
 
+    // Nor a BTCPay Server: dev runs its simulator, whose store webhook delivers here.
+    let btcpay = line
+        .split("BTCPay simulator on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no BTCPay simulator in {line:?}"));
+    let defaults = kopilka_btcpay_sim::SimOptions::default();
+    let invoice: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{btcpay}/api/v1/stores/{}/invoices",
+            defaults.store_id
+        ))
+        .header("authorization", format!("token {}", defaults.api_key))
+        .json(&serde_json::json!({"amount": "3.00", "currency": "EUR"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let invoice = invoice["id"].as_str().expect("an invoice").to_owned();
     let pool = PgPool::connect(&postgres_url).await.unwrap();
+    kopilka_test_support::eventually(
+        "the simulator's InvoiceCreated stored and processed",
+        Duration::from_secs(30),
+        || async {
+            let status: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM provider_events
+                 WHERE provider = 'btcpay' AND type = 'InvoiceCreated' AND object_id = $1",
+            )
+            .bind(&invoice)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            (status.as_deref() == Some("ignored")).then_some(())
+        },
+    )
+    .await;
+
     sqlx::raw_sql("CREATE TABLE survives (note text); INSERT INTO survives VALUES ('still here')")
         .execute(&pool)
         .await

@@ -83,6 +83,8 @@ pub struct Parts {
     pub wakeups: kopilka_queue::Wakeups,
     /// Checks webhook signatures against the configured endpoint secrets.
     pub webhooks: kopilka_stripe::WebhookVerifier,
+    /// Checks BTCPay Server's `BTCPay-Sig` against the configured store webhook secrets.
+    pub btcpay_webhooks: kopilka_btcpay::WebhookVerifier,
     /// Supporter tokens of erased readers, refused without a query.
     pub revoked: revocation::RevokedSupporters,
     /// The budgets of every public write, shared through Postgres.
@@ -102,6 +104,7 @@ impl AppState {
         Self(Arc::new(Parts {
             wakeups: kopilka_queue::Wakeups::new(pool.clone()),
             webhooks: kopilka_stripe::WebhookVerifier::from_settings(&settings.stripe),
+            btcpay_webhooks: kopilka_btcpay::WebhookVerifier::from_settings(&settings.btcpay),
             pool,
             accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
             keyring: entitlements::SharedKeyring::empty(&settings),

@@ -1,7 +1,9 @@
-//! `POST /v1/webhooks/stripe`: verify, store in the inbox with its processing job (one
-//! transaction), then 2xx — never before the event is durable. Duplicates answer 2xx and
-//! change nothing; a bad signature is 400 and nothing is stored; Postgres down is 503, so
-//! Stripe retries.
+//! `POST /v1/webhooks/stripe` and `POST /v1/webhooks/btcpay`: verify, store in the inbox
+//! with its processing job (one transaction), then 2xx — never before the event is durable.
+//! Duplicates (and BTCPay's redeliveries) answer 2xx and change nothing; a bad signature is
+//! 400 and nothing is stored; Postgres down is 503, so the provider retries. A provider whose
+//! webhook secret is not configured gets 503 `webhook_not_configured` (the route exists, so
+//! the provider keeps retrying until the operator sets the secret, and nothing is lost).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,6 +20,7 @@ use crate::{AppError, AppState, ErrorBody};
 pub(crate) fn routes(webhook_limit: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(stripe_webhook))
+        .routes(routes!(btcpay_webhook))
         .layer(DefaultBodyLimit::max(webhook_limit))
 }
 
@@ -86,18 +89,113 @@ async fn stripe_webhook(
     };
     let new = kopilka_reconciliation::inbox::receive(&state.pool, &event, Some(&counting))
         .await
-        .map_err(|err| match err {
-            kopilka_reconciliation::ReconciliationError::Store(store)
-            | kopilka_reconciliation::ReconciliationError::Contribution(
-                kopilka_contributions::ContributionError::Store(store),
-            ) => AppError::from(store),
-            kopilka_reconciliation::ReconciliationError::Queue(kopilka_queue_error) => {
-                AppError::internal(kopilka_queue_error)
-            }
-            other => AppError::internal(other),
-        })?;
+        .map_err(not_stored)?;
     if new {
         // Stored quietly (a NOTIFY per event would serialize the commits): wake them now.
+        state.wakeups.wake();
+    }
+    Ok(Json(Received {
+        received: true,
+        duplicate: !new,
+    }))
+}
+
+/// Why an event was not stored: Postgres unreachable is 503 (the provider retries); any
+/// other failure is a 500.
+fn not_stored(err: kopilka_reconciliation::ReconciliationError) -> AppError {
+    match err {
+        kopilka_reconciliation::ReconciliationError::Store(store)
+        | kopilka_reconciliation::ReconciliationError::Contribution(
+            kopilka_contributions::ContributionError::Store(store),
+        ) => AppError::from(store),
+        kopilka_reconciliation::ReconciliationError::Queue(kopilka_queue_error) => {
+            AppError::internal(kopilka_queue_error)
+        }
+        other => AppError::internal(other),
+    }
+}
+
+/// BTCPay webhooks cannot be verified or attributed: 503, so BTCPay redelivers once the
+/// operator has configured them.
+fn btcpay_not_configured(missing: &str) -> AppError {
+    tracing::error!("a BTCPay webhook arrived but {missing} is not set");
+    AppError::Upstream {
+        code: "webhook_not_configured",
+        message: "webhooks are not configured".into(),
+        retry: true,
+    }
+}
+
+fn btcpay_refused(err: &kopilka_btcpay::WebhookError) -> AppError {
+    use kopilka_btcpay::{SignatureError, WebhookError};
+    let code = match err {
+        WebhookError::Signature(SignatureError::NoSecret) => {
+            return btcpay_not_configured("KOPILKA__BTCPAY__WEBHOOK_SECRET");
+        }
+        WebhookError::Signature(_) => "invalid_signature",
+        WebhookError::Envelope(_) => "invalid_delivery",
+    };
+    AppError::BadRequest {
+        code,
+        message: err.to_string(),
+    }
+}
+
+/// Receives a BTCPay Server store webhook delivery. Deliveries are stored under their
+/// `originalDeliveryId` (their `deliveryId` on a first delivery), so a redelivery is a
+/// duplicate. A delivery about another store than `KOPILKA__BTCPAY__STORE_ID` is refused
+/// (400 `unknown_store`, nothing stored): BTCPay then shows it failed in the store's webhook
+/// deliveries, which is where an operator who pointed another store here looks. Without
+/// `KOPILKA__BTCPAY__WEBHOOK_SECRET` or `KOPILKA__BTCPAY__STORE_ID`: 503
+/// `webhook_not_configured`, as the Stripe route without its secret.
+#[utoipa::path(post, path = "/v1/webhooks/btcpay", tag = "webhooks",
+    params(("BTCPay-Sig" = String, Header, description = "sha256=<hex HMAC-SHA256 of the raw body, keyed with the store webhook's secret>")),
+    request_body(content = String, content_type = "application/json", description = "A BTCPay Server store webhook delivery, as BTCPay signed it"),
+    responses(
+        (status = 200, description = "Stored (or already stored: a duplicate or a redelivery)", body = Received),
+        (status = 400, description = "`invalid_signature` (missing, malformed or matching no configured secret), `invalid_delivery` (not a delivery) or `unknown_store` (another store's); nothing stored", body = ErrorBody),
+        (status = 503, description = "Not stored (`webhook_not_configured`, or Postgres down); BTCPay redelivers", body = ErrorBody)
+    ))]
+async fn btcpay_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Received>, AppError> {
+    let Some(store_id) = state.settings.btcpay.store_id.as_deref() else {
+        return Err(btcpay_not_configured("KOPILKA__BTCPAY__STORE_ID"));
+    };
+    // A header that is there but not visible ASCII is malformed, not missing.
+    let signature = headers
+        .get("btcpay-sig")
+        .map(|v| v.to_str().unwrap_or_default());
+    let delivery = state
+        .btcpay_webhooks
+        .verify_delivery(signature, &body)
+        .map_err(|err| {
+            tracing::warn!(error = %err, "BTCPay webhook refused");
+            btcpay_refused(&err)
+        })?;
+    // A delivery without a store id (none of BTCPay's store webhooks) names no other store.
+    if delivery
+        .store_id
+        .as_deref()
+        .is_some_and(|other| other != store_id)
+    {
+        tracing::warn!(
+            delivery_id = %delivery.delivery_id,
+            "BTCPay webhook refused: another store's delivery"
+        );
+        return Err(AppError::BadRequest {
+            code: "unknown_store",
+            message: "this delivery is about another store than KOPILKA__BTCPAY__STORE_ID".into(),
+        });
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let new = kopilka_reconciliation::inbox::receive_btcpay(&state.pool, &delivery, now)
+        .await
+        .map_err(not_stored)?;
+    if new {
+        // Stored quietly, as Stripe's events are: wake the workers now.
         state.wakeups.wake();
     }
     Ok(Json(Received {

@@ -78,7 +78,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "BTCPay Server at KOPILKA__BTCPAY__URL".to_owned()
     } else {
         let sim = start_btcpay_simulator(&mut settings).await?;
-        format!("BTCPay simulator on http://{}", sim.addr)
+        format!(
+            "BTCPay simulator on http://{} (webhooks signed to {}/v1/webhooks/btcpay)",
+            sim.addr,
+            settings.public_url.as_str().trim_end_matches('/')
+        )
     };
     output::line(&format!(
         "kopilka dev: API on http://{addr} · Postgres {postgres_note} · {stripe_note} · {btcpay_note} · {} migration(s) applied now, {} known · ctrl-c stops all",
@@ -126,11 +130,17 @@ async fn start_simulator(settings: &mut Settings) -> anyhow::Result<kopilka_stri
 }
 
 /// With no BTCPay Server configured, dev runs the BTCPay simulator beside Stripe's and points
-/// Kopilka at it (its webhooks are registered once Kopilka receives BTCPay's deliveries).
+/// Kopilka at it, with a store webhook delivering every event to `/v1/webhooks/btcpay`.
 async fn start_btcpay_simulator(
     settings: &mut Settings,
 ) -> anyhow::Result<kopilka_btcpay_sim::Spawned> {
-    let options = kopilka_btcpay_sim::SimOptions::default();
+    let options = kopilka_btcpay_sim::SimOptions {
+        webhook_url: Some(format!(
+            "{}/v1/webhooks/btcpay",
+            settings.public_url.as_str().trim_end_matches('/')
+        )),
+        ..kopilka_btcpay_sim::SimOptions::default()
+    };
     let sim = kopilka_btcpay_sim::spawn("127.0.0.1:0".parse()?, options.clone())
         .await
         .context("starting the BTCPay simulator")?;

@@ -2,7 +2,7 @@
 //! lanes, each one job at a time (lanes and several workers share the queue safely), runs
 //! each kind's handler, and records success, a retry with backoff, or the dead letter. It wakes on `LISTEN kopilka_jobs` and also polls.
 //!
-//! Kinds: applying a Stripe event, recording Stripe's fee on a payment (see `fees`), emailing an account link, a due reminder, a receipt or
+//! Kinds: applying a Stripe event, processing a BTCPay delivery, recording Stripe's fee on a payment (see `fees`), emailing an account link, a due reminder, a receipt or
 //! a failed-payment notice, deleting an erased reader's Stripe customer (queued by older
 //! versions; erasure itself now ends everything at Stripe first, see `privacy`), and the
 //! daily retention sweep (see `retention`). Emails are sent once each (see `sends`).
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use kopilka_config::Settings;
 use kopilka_queue::{Job, QueueError};
-use kopilka_reconciliation::{APPLY_EVENT, ReconciliationError};
+use kopilka_reconciliation::{APPLY_BTCPAY_EVENT, APPLY_EVENT, ReconciliationError};
 use kopilka_store::PgPool;
 use sqlx::postgres::PgListener;
 use time::OffsetDateTime;
@@ -162,6 +162,15 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
                 Err(err) => Err(err.to_string()),
             }
         }
+        APPLY_BTCPAY_EVENT => {
+            let event_id = job.payload["event_id"]
+                .as_str()
+                .ok_or("a btcpay_event job without event_id")?;
+            kopilka_reconciliation::apply_btcpay_event(pool, event_id)
+                .await
+                .map(|_| ())
+                .map_err(|err| err.to_string())
+        }
         kopilka_reconciliation::fraud::REFUND_JOB => refund_on_fraud_warning(worker, job).await,
         kopilka_accounts::link::EMAIL_LINK_JOB => account_mail::email_link(worker, job, now).await,
         kopilka_accounts::reminder::REMINDER_JOB => reminders::send(worker, job, now).await,
@@ -270,14 +279,16 @@ async fn run_lane(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary, Qu
                     summary.retrying += 1;
                 } else {
                     summary.failed += 1;
-                    // APPLY_EVENT applies Stripe's events.
-                    if let (APPLY_EVENT, Some(event_id)) =
-                        (job.kind.as_str(), job.payload["event_id"].as_str())
+                    // APPLY_EVENT applies Stripe's events, APPLY_BTCPAY_EVENT BTCPay's.
+                    let provider = match job.kind.as_str() {
+                        APPLY_EVENT => Some(kopilka_domain::Provider::Stripe),
+                        APPLY_BTCPAY_EVENT => Some(kopilka_domain::Provider::Btcpay),
+                        _ => None,
+                    };
+                    if let (Some(provider), Some(event_id)) =
+                        (provider, job.payload["event_id"].as_str())
                         && let Err(err) = kopilka_reconciliation::inbox::mark_failed(
-                            pool,
-                            kopilka_domain::Provider::Stripe,
-                            event_id,
-                            &error,
+                            pool, provider, event_id, &error,
                         )
                         .await
                     {

@@ -164,6 +164,48 @@ pub async fn apply_event(
     Ok(outcome)
 }
 
+/// Processes stored BTCPay delivery `event_id` (its `originalDeliveryId`) and records the
+/// outcome on it. For now every delivery is recorded `ignored`, without effect: invoices
+/// are not applied to contributions and the ledger yet, and the job must neither fail nor
+/// retry on a row it cannot apply.
+///
+/// # Errors
+/// [`ReconciliationError::UnknownEvent`] when no such delivery is stored; storage errors.
+pub async fn apply_btcpay_event(
+    pool: &PgPool,
+    event_id: &str,
+) -> Result<Outcome, ReconciliationError> {
+    let mut tx = pool.begin().await?;
+    let kind: Option<String> = sqlx::query_scalar(
+        "SELECT type FROM provider_events WHERE provider = 'btcpay' AND id = $1 FOR UPDATE",
+    )
+    .bind(event_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let kind = kind.ok_or_else(|| ReconciliationError::UnknownEvent(event_id.to_owned()))?;
+    let outcome = match kopilka_btcpay::EventKind::from_name(&kind) {
+        // next: apply the invoice events to contributions and the ledger (issue #20, item 2):
+        // settled money becomes a ledger row in the invoice's fiat amount; a partial payment,
+        // an overpayment and a payment after expiry each end in a defined state.
+        kopilka_btcpay::EventKind::InvoiceCreated
+        | kopilka_btcpay::EventKind::InvoiceReceivedPayment
+        | kopilka_btcpay::EventKind::InvoiceProcessing
+        | kopilka_btcpay::EventKind::InvoicePaymentSettled
+        | kopilka_btcpay::EventKind::InvoiceSettled
+        | kopilka_btcpay::EventKind::InvoiceExpired
+        | kopilka_btcpay::EventKind::InvoiceInvalid
+        | kopilka_btcpay::EventKind::Other(_) => Outcome::Ignored,
+    };
+    sqlx::query("UPDATE provider_events SET status = $2, attempts = attempts + 1, last_error = NULL, processed_at = now() WHERE provider = 'btcpay' AND id = $1")
+        .bind(event_id)
+        .bind(outcome.as_str())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+    tracing::info!(event_id, event_type = %kind, outcome = outcome.as_str(), "BTCPay delivery processed");
+    Ok(outcome)
+}
+
 /// Whether events of `kind` can change the ledger or a plan (and so the goal).
 fn moves_money(kind: &str) -> bool {
     kind.starts_with("checkout.session.")

@@ -1,6 +1,6 @@
 //! The inbox: a verified event is stored (unique on its provider and id) and its processing
-//! job enqueued in one transaction; only then is Stripe told 2xx. A duplicate delivery
-//! changes nothing.
+//! job enqueued in one transaction; only then is the provider (Stripe, BTCPay Server) told
+//! 2xx. A duplicate delivery changes nothing.
 //! What is stored is an allowlisted projection ([`crate::projection`]), never Stripe's
 //! body; a reader is linked (by id) only for a Checkout Session of Kopilka's own.
 
@@ -97,6 +97,59 @@ pub async fn receive(
     kopilka_queue::enqueue(&mut tx, &job).await?;
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     tracing::info!(event_id = %event.id, event_type = %event.event_type, "event stored");
+    Ok(true)
+}
+
+/// Stores the projection of verified BTCPay `delivery` and enqueues its processing job
+/// ([`crate::APPLY_BTCPAY_EVENT`]) in one transaction, quietly (the caller wakes workers).
+/// The row is keyed (`btcpay`, [`kopilka_btcpay::Delivery::event_id`]): a redelivery, which
+/// carries the first delivery's id in `originalDeliveryId`, is a duplicate and changes
+/// nothing. `received_at` (unix seconds) stands in for `created` when the delivery has no
+/// `timestamp`. Returns `true` for a new event, `false` for a duplicate.
+///
+/// # Errors
+/// Storage errors (the caller answers 503 so BTCPay redelivers).
+pub async fn receive_btcpay(
+    pool: &PgPool,
+    delivery: &kopilka_btcpay::Delivery,
+    received_at: i64,
+) -> Result<bool, ReconciliationError> {
+    let event_id = delivery.event_id();
+    let kind = delivery.kind.as_str();
+    let projection = crate::projection::project_delivery(delivery);
+    let mut tx = pool.begin().await?;
+    // BTCPay has no live mode nor API version: both stay NULL.
+    let stored = sqlx::query(
+        "INSERT INTO provider_events
+             (provider, id, type, created, object_id, payload, projection_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (provider, id) DO NOTHING",
+    )
+    .bind(Provider::Btcpay.as_str())
+    .bind(event_id)
+    .bind(kind)
+    .bind(delivery.timestamp.unwrap_or(received_at))
+    .bind(delivery.invoice_id.as_deref())
+    .bind(&projection)
+    .bind(crate::projection::DELIVERY_VERSION)
+    .execute(&mut *tx)
+    .await?;
+    if stored.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let job = NewJob::new(
+        crate::APPLY_BTCPAY_EVENT,
+        serde_json::json!({"event_id": event_id}),
+    )
+    .dedup(format!("{}:{event_id}", crate::APPLY_BTCPAY_EVENT))
+    .quiet();
+    kopilka_queue::enqueue(&mut tx, &job).await?;
+    tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+    tracing::info!(
+        event_id,
+        delivery_id = %delivery.delivery_id,
+        event_type = kind,
+        "BTCPay delivery stored"
+    );
     Ok(true)
 }
 

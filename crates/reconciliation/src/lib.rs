@@ -2,7 +2,9 @@
 //! processing job, in one transaction, before it is acknowledged) and the application of
 //! each event to the owning crate's facts — idempotent, order-proof, and with no Stripe call.
 //! Owns `provider_events`, the inbox every provider's events are stored in (each row names
-//! its provider; the events applied here are Stripe's).
+//! its provider): Stripe's events ([`inbox::receive`]) and BTCPay Server's deliveries
+//! ([`inbox::receive_btcpay`]). The events applied here are Stripe's; BTCPay's are stored and
+//! recorded as processed without effect until invoices are applied ([`apply_btcpay_event`]).
 
 mod apply;
 pub mod drift;
@@ -15,8 +17,11 @@ pub mod privacy;
 pub mod projection;
 pub mod upgrade;
 
-pub use apply::{Outcome, apply_event};
+pub use apply::{Outcome, apply_btcpay_event, apply_event};
 pub use error::ReconciliationError;
 
 /// The job kind that applies one stored event; its payload is `{"event_id": "evt_…"}`.
 pub const APPLY_EVENT: &str = "stripe_event";
+/// The job kind that processes one stored BTCPay delivery; its payload is
+/// `{"event_id": "<originalDeliveryId>"}`.
+pub const APPLY_BTCPAY_EVENT: &str = "btcpay_event";

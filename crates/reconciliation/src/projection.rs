@@ -402,6 +402,68 @@ pub async fn reproject_stored(pool: &PgPool) -> Result<u64, ReconciliationError>
     }
 }
 
+/// The version of BTCPay deliveries' projection ([`project_delivery`]), stored in
+/// `projection_version` beside it.
+pub const DELIVERY_VERSION: i16 = 1;
+
+/// The stored projection of a verified BTCPay delivery: for the invoice events Kopilka
+/// acts on, the invoice, Kopilka's id (`orderId`, kept only when it is one of Kopilka's
+/// ids, a UUID: another order id is a stranger's), the flags that decide how an invoice
+/// ends (`manuallyMarked`, `overPaid`, `afterExpiration`, `partiallyPaid`), the payment
+/// method and the payment (`id`, `value`, `status`, `receivedDate`); `{}` for any other
+/// type. Never `metadata` beyond `orderId` (`buyerEmail`, a store's own keys), never the
+/// payment's destination or fee: [`kopilka_btcpay::Delivery`] reads nothing else, and this
+/// keeps less.
+#[must_use]
+pub fn project_delivery(delivery: &kopilka_btcpay::Delivery) -> Value {
+    if matches!(delivery.kind, kopilka_btcpay::EventKind::Other(_)) {
+        return Value::Object(Map::new());
+    }
+    let mut kept = Map::new();
+    let mut put = |name: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            kept.insert(name.to_owned(), value);
+        }
+    };
+    put("invoiceId", delivery.invoice_id.clone().map(Value::String));
+    put(
+        "orderId",
+        delivery
+            .order_id
+            .as_deref()
+            .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+            .map(|id| Value::String(id.to_owned())),
+    );
+    put("manuallyMarked", delivery.manually_marked.map(Value::Bool));
+    put("overPaid", delivery.over_paid.map(Value::Bool));
+    put(
+        "afterExpiration",
+        delivery.after_expiration.map(Value::Bool),
+    );
+    put("partiallyPaid", delivery.partially_paid.map(Value::Bool));
+    put(
+        "paymentMethodId",
+        delivery.payment_method_id.clone().map(Value::String),
+    );
+    put(
+        "payment",
+        delivery.payment.as_ref().map(|payment| {
+            let mut kept = Map::new();
+            kept.insert("id".to_owned(), Value::String(payment.id.clone()));
+            kept.insert("value".to_owned(), Value::String(payment.value.clone()));
+            kept.insert(
+                "status".to_owned(),
+                serde_json::to_value(payment.status).unwrap_or(Value::Null),
+            );
+            if let Some(received) = payment.received_date {
+                kept.insert("receivedDate".to_owned(), Value::from(received));
+            }
+            Value::Object(kept)
+        }),
+    );
+    Value::Object(kept)
+}
+
 fn keep_object(value: &Value, rules: &[(&str, Rule)]) -> Value {
     let Some(fields) = value.as_object() else {
         return Value::Null;
@@ -532,6 +594,41 @@ mod tests {
             project("refund.created", &object),
             json!({"object": {"currency": "eur"}})
         );
+    }
+
+    #[test]
+    fn a_delivery_keeps_its_allowlist_and_nothing_of_the_buyer() {
+        let body = br#"{"deliveryId":"d2","webhookId":"w1","originalDeliveryId":"d1","isRedelivery":true,
+            "type":"InvoiceReceivedPayment","timestamp":1700000000,"storeId":"s1","invoiceId":"i1",
+            "metadata":{"orderId":"0190a3c2-7d7e-7000-8000-000000000001","buyerEmail":"reader@example.org","itemDesc":"x"},
+            "afterExpiration":true,"paymentMethodId":"BTC-CHAIN","payment":{"id":"tx-0",
+            "receivedDate":1700000000,"value":"0.00010000","fee":"0.00000100","status":"Processing",
+            "destination":"bc1qsecret"}}"#;
+        let delivery = kopilka_btcpay::Delivery::parse(body).unwrap();
+        assert_eq!(
+            project_delivery(&delivery),
+            json!({"invoiceId": "i1", "orderId": "0190a3c2-7d7e-7000-8000-000000000001",
+                   "afterExpiration": true, "paymentMethodId": "BTC-CHAIN",
+                   "payment": {"id": "tx-0", "value": "0.00010000", "status": "Processing",
+                               "receivedDate": 1_700_000_000}})
+        );
+    }
+
+    #[test]
+    fn a_strangers_order_id_and_other_types_are_not_kept() {
+        let settled = kopilka_btcpay::Delivery::parse(
+            br#"{"deliveryId":"d","type":"InvoiceSettled","invoiceId":"i1","metadata":{"orderId":"reader@example.org"},"manuallyMarked":false,"overPaid":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            project_delivery(&settled),
+            json!({"invoiceId": "i1", "manuallyMarked": false, "overPaid": true})
+        );
+        let other = kopilka_btcpay::Delivery::parse(
+            br#"{"deliveryId":"d","type":"PayoutCreated","metadata":{"orderId":"0190a3c2-7d7e-7000-8000-000000000001"}}"#,
+        )
+        .unwrap();
+        assert_eq!(project_delivery(&other), json!({}));
     }
 
     #[test]

@@ -110,3 +110,74 @@ async fn the_same_event_id_from_two_providers_is_two_inbox_rows() {
         ["evt_shared"]
     );
 }
+
+#[tokio::test]
+async fn a_btcpay_delivery_is_stored_and_processed_apart_from_stripes_event_of_the_same_id() {
+    let db = fresh_database().await;
+    assert!(
+        inbox::receive(&db.pool, &stripe_event("Shared1"), None)
+            .await
+            .unwrap()
+    );
+    // No timestamp: the time it was received stands in for it.
+    let first = kopilka_btcpay::Delivery::parse(
+        br#"{"deliveryId":"Shared1","originalDeliveryId":"Shared1","type":"InvoiceSettled","invoiceId":"Inv1"}"#,
+    )
+    .unwrap();
+    assert!(
+        inbox::receive_btcpay(&db.pool, &first, 1_764_583_300)
+            .await
+            .unwrap()
+    );
+    let redelivery = kopilka_btcpay::Delivery::parse(
+        br#"{"deliveryId":"Later2","originalDeliveryId":"Shared1","isRedelivery":true,"type":"InvoiceSettled","invoiceId":"Inv1","timestamp":1764583999}"#,
+    )
+    .unwrap();
+    assert!(
+        !inbox::receive_btcpay(&db.pool, &redelivery, 1_764_583_999)
+            .await
+            .unwrap()
+    );
+    let jobs: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT kind, payload FROM jobs ORDER BY kind")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        jobs,
+        [
+            (
+                kopilka_reconciliation::APPLY_BTCPAY_EVENT.to_owned(),
+                serde_json::json!({"event_id": "Shared1"})
+            ),
+            (
+                kopilka_reconciliation::APPLY_EVENT.to_owned(),
+                serde_json::json!({"event_id": "Shared1"})
+            ),
+        ]
+    );
+
+    assert_eq!(
+        kopilka_reconciliation::apply_btcpay_event(&db.pool, "Shared1")
+            .await
+            .unwrap(),
+        kopilka_reconciliation::Outcome::Ignored
+    );
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT provider, status, created FROM provider_events WHERE id = 'Shared1' ORDER BY provider",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("btcpay".to_owned(), "ignored".to_owned(), 1_764_583_300),
+            ("stripe".to_owned(), "pending".to_owned(), 1_764_583_200)
+        ]
+    );
+    assert!(matches!(
+        kopilka_reconciliation::apply_btcpay_event(&db.pool, "Unknown1").await,
+        Err(kopilka_reconciliation::ReconciliationError::UnknownEvent(_))
+    ));
+}

@@ -25,6 +25,10 @@ pub struct TestApp {
     pub state: AppState,
     /// The Stripe simulator the app talks to.
     pub stripe: kopilka_stripe_sim::Spawned,
+    /// The BTCPay Server simulator the app talks to (its store, API key and webhook secret
+    /// are the app's `[btcpay]` settings); it delivers webhooks to the app once
+    /// [`TestApp::deliver_btcpay_webhooks_here`] registered one.
+    pub btcpay: kopilka_btcpay_sim::Spawned,
     /// Where the app's emails are written (one `.eml` per message), unless a test configured
     /// an SMTP server.
     pub mail_dir: tempfile::TempDir,
@@ -57,6 +61,13 @@ impl TestApp {
         )
         .await
         .expect("the Stripe simulator starts");
+        let btcpay_options = kopilka_btcpay_sim::SimOptions::default();
+        let btcpay = kopilka_btcpay_sim::spawn(
+            "127.0.0.1:0".parse().expect("an address"),
+            btcpay_options.clone(),
+        )
+        .await
+        .expect("the BTCPay simulator starts");
         let mut settings = test_settings();
         let mail_dir = tempfile::tempdir().expect("a mail folder");
         settings.smtp.file_dir = mail_dir.path().to_owned();
@@ -67,6 +78,10 @@ impl TestApp {
             stripe.simulator.webhook_secret().to_owned(),
         )];
         settings.stripe.api_base = Some(stripe.simulator.base_url().parse().expect("a URL"));
+        settings.btcpay.url = Some(btcpay.simulator.base_url().parse().expect("a URL"));
+        settings.btcpay.store_id = Some(btcpay_options.store_id);
+        settings.btcpay.api_key = Some(SecretString::from(btcpay_options.api_key));
+        settings.btcpay.webhook_secret = vec![SecretString::from(btcpay_options.webhook_secret)];
         configure(&mut settings);
         settings.validate().expect("test settings are valid");
         let pool = kopilka_store::connect(&settings.database, &url).expect("a pool");
@@ -102,6 +117,7 @@ impl TestApp {
             pool,
             state,
             stripe,
+            btcpay,
             mail_dir,
             shutdown: Some(shutdown),
         }
@@ -358,6 +374,40 @@ impl TestApp {
         .await;
         self.sim_get(&format!("/v1/checkout/sessions/{session}"))
             .await
+    }
+}
+
+/// Driving the BTCPay Server simulator the app talks to.
+impl TestApp {
+    /// `POST` JSON to a BTCPay simulator control path (`/_sim/…`).
+    pub async fn btcpay_control(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        sim_control(&self.btcpay.simulator.base_url(), path, body).await
+    }
+
+    /// Registers a store webhook on the simulator delivering every event to this app's
+    /// `POST /v1/webhooks/btcpay`, signed with the first configured webhook secret (as an
+    /// operator does in BTCPay's Store → Webhooks); returns the webhook with its secret.
+    ///
+    /// # Panics
+    /// When no webhook secret is configured.
+    pub async fn deliver_btcpay_webhooks_here(&self) -> serde_json::Value {
+        use secrecy::ExposeSecret as _;
+        let secret = self
+            .settings
+            .btcpay
+            .webhook_secret
+            .first()
+            .expect("a BTCPay webhook secret")
+            .expose_secret()
+            .to_owned();
+        self.btcpay_control(
+            "/_sim/webhook",
+            &serde_json::json!({
+                "url": format!("http://{}/v1/webhooks/btcpay", self.address),
+                "secret": secret,
+            }),
+        )
+        .await
     }
 }
 

@@ -120,20 +120,21 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
         .map_request(strict_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
-                let request_id = request
-                    .headers()
-                    .get(REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!(
-                    "request",
-                    request_id,
-                    method = method_of(request),
-                    route = route_of(request),
-                )
-            })
-            .on_failure(log_failure),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Body>| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        request_id,
+                        method = method_of(request),
+                        route = route_of(request),
+                    )
+                })
+                .on_failure(log_failure),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CompressionLayer::new());
@@ -164,6 +165,10 @@ pub fn with_layers(routes: Router, settings: &Settings) -> Router {
 /// (`busy`, counted in `kopilka_busy_total`) or of the timeout (logged by
 /// [`errors_as_envelopes`]), and a line per refused request would turn a flood into a flood
 /// of logs. Anything else (a 500, a broken connection) is an error.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "tower-http's OnFailure passes the class by value"
+)]
 fn log_failure(
     class: tower_http::classify::ServerErrorsFailureClass,
     latency: std::time::Duration,

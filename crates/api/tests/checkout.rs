@@ -534,10 +534,11 @@ async fn public_writes_in_flight_are_bounded_and_the_next_is_busy() {
     })
     .await;
     // This client's one reminder of the window, before the house is full.
+    let remind_on = (time::OffsetDateTime::now_utc().date() + time::Duration::days(30)).to_string();
     let first = send(
         app.api
             .request(Method::POST, "/v1/reminders")
-            .json(&json!({"email": "first@example.org", "remind_on": "2030-01-01"})),
+            .json(&json!({"email": "first@example.org", "remind_on": remind_on})),
     )
     .await;
     assert!(first.status.is_success(), "{}", first.status);
@@ -584,7 +585,7 @@ async fn public_writes_in_flight_are_bounded_and_the_next_is_busy() {
     let reminder = send(
         app.api
             .request(Method::POST, "/v1/reminders")
-            .json(&json!({"email": "busy@example.org", "remind_on": "2030-01-01"})),
+            .json(&json!({"email": "busy@example.org", "remind_on": remind_on})),
     )
     .await;
     assert_eq!(reminder.error_code(429), "rate_limited");

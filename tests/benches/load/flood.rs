@@ -129,15 +129,20 @@ impl Shielded {
 
     /// CPU seconds the server process has used so far (user + system), from `/proc`.
     fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
         let fields: Vec<&str> = stat
             .rsplit_once(')')
             .map_or("", |(_, rest)| rest)
             .split_whitespace()
             .collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         // SAFETY: sysconf reads a constant of the running system.
         let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         (ticks(11) + ticks(12)) / per_sec.max(1.0)

@@ -58,10 +58,12 @@ impl Purpose {
     }
 }
 
-/// The accounts secret, ready to sign and check tokens.
+/// The accounts secret, ready to sign and check tokens: kept as the HMAC's state with the
+/// key already absorbed, so each MAC clones it instead of hashing the key's pads again
+/// (a public write computes several; measured: about half of their SHA-256 work).
 #[derive(Clone)]
 pub struct Keys {
-    secret: secrecy::SecretSlice<u8>,
+    keyed: HmacSha256,
 }
 
 impl std::fmt::Debug for Keys {
@@ -75,7 +77,8 @@ impl Keys {
     #[must_use]
     pub fn new(secret: &[u8]) -> Self {
         Self {
-            secret: secret.to_vec().into(),
+            keyed: HmacSha256::new_from_slice(secret)
+                .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length")),
         }
     }
 
@@ -86,9 +89,7 @@ impl Keys {
     }
 
     fn mac(&self, purpose: Purpose, payload: &[u8]) -> [u8; MAC_LEN] {
-        use secrecy::ExposeSecret as _;
-        let mut mac = HmacSha256::new_from_slice(self.secret.expose_secret())
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        let mut mac = self.keyed.clone();
         mac.update(purpose.label());
         mac.update(payload);
         mac.finalize().into_bytes().into()
@@ -160,6 +161,26 @@ fn hex_lower(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Digests stay what every stored key was made with (computed apart, with Python's
+    /// `hmac`): keeping the keyed state instead of the secret changes no byte, for a short
+    /// key and for one longer than SHA-256's block (which HMAC hashes first).
+    #[test]
+    fn digests_are_hmac_sha256_of_label_and_value() {
+        assert_eq!(
+            Keys::new(b"0123456789abcdef0123456789abcdef")
+                .digest(Purpose::AddressKey, b"reader@example.org"),
+            "f7ef3189699acbab3b13c74b4e633d94c8c7cf776a8ba6744a95466152865666"
+        );
+        let keys = Keys::new(&[b'k'; 100]);
+        // Twice: a MAC must not change the state the next one starts from.
+        for _ in 0..2 {
+            assert_eq!(
+                keys.digest(Purpose::AddressKey, b"reader@example.org"),
+                "007decdb43cf1ec58d9bc7631c48d52b959da8ea690bb06de8bf7bf8804b008e"
+            );
+        }
+    }
 
     #[test]
     fn a_token_opens_only_for_its_purpose_and_key() {

@@ -154,10 +154,14 @@ async fn sign_up(
             }
         },
     };
-    state
-        .accounts
-        .sign_up(&state.pool, &request, OffsetDateTime::now_utc())
-        .await?;
+    // Boxed: see `checkout` (the hasher's and the mail job's state would ride in every
+    // layer's copy of this handler's future).
+    Box::pin(
+        state
+            .accounts
+            .sign_up(&state.pool, &request, OffsetDateTime::now_utc()),
+    )
+    .await?;
     Ok(check_email())
 }
 
@@ -177,16 +181,15 @@ async fn sign_in(
     let email = parse_email(&body.email);
     let _admitted = state.limits.admit(Route::SignIn, ip, email.as_ref().ok())?;
     let email = email?;
-    let session = state
-        .accounts
-        .sign_in_with_password(
-            &state.pool,
-            &email,
-            &body.password,
-            ip,
-            OffsetDateTime::now_utc(),
-        )
-        .await?;
+    // Boxed: see `checkout`.
+    let session = Box::pin(state.accounts.sign_in_with_password(
+        &state.pool,
+        &email,
+        &body.password,
+        ip,
+        OffsetDateTime::now_utc(),
+    ))
+    .await?;
     Ok(started(&session, None))
 }
 

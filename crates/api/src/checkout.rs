@@ -192,10 +192,10 @@ async fn checkout(
         .and_then(|raw| kopilka_domain::Email::parse(raw).ok());
     let _admitted = state.limits.admit(Route::Checkout, ip, typed.as_ref())?;
     let key = idempotency_key(&headers)?;
-    let attribution = state
-        .shield
-        .admit(ip, body.challenge_token.as_deref())
-        .await?;
+    // The heavy calls are boxed: an unboxed handler future holds their whole state (the
+    // Stripe client's among it), and every layer copies the handler's future into a box of
+    // its own on every request, refused or not (measured: 13 % of a refused write's CPU).
+    let attribution = Box::pin(state.shield.admit(ip, body.challenge_token.as_deref())).await?;
     let input = CheckoutInput {
         interval: body.interval,
         amount_minor: body.amount_minor,
@@ -203,7 +203,7 @@ async fn checkout(
         email: body.email,
         return_url: body.return_url,
     };
-    let (status, answer) = kopilka_contributions::start_checkout(
+    let (status, answer) = Box::pin(kopilka_contributions::start_checkout(
         &state.pool,
         state.stripe.as_ref(),
         &state.settings,
@@ -211,7 +211,7 @@ async fn checkout(
         key.as_deref(),
         reader.0.map(|r| r.reader_id),
         &attribution,
-    )
+    ))
     .await?;
     Ok((
         StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),

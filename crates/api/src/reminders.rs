@@ -78,10 +78,13 @@ async fn remind_me(
     })?;
     let today = OffsetDateTime::now_utc().date();
     let mut conn = conn(&state).await?;
-    state
-        .accounts
-        .remind_me(&mut conn, &email, remind_on, today)
-        .await?;
+    // Boxed: see `checkout`.
+    Box::pin(
+        state
+            .accounts
+            .remind_me(&mut conn, &email, remind_on, today),
+    )
+    .await?;
     Ok(status(StatusCode::ACCEPTED, "scheduled"))
 }
 

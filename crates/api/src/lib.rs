@@ -187,6 +187,10 @@ pub fn router(state: AppState) -> Router {
         );
     }
     let routes = routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::refuse_spent,
+        ))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(|| async { AppError::NotFound })
         .with_state(state);

@@ -92,45 +92,9 @@ impl PublicLimits {
         ip: Option<IpAddr>,
         email: Option<&Email>,
     ) -> Result<Admitted, AppError> {
-        let limit = route.limit(&self.settings);
-        let budget = |n: u32| Budget {
-            limit: n,
-            window_secs: limit.window_secs,
-        };
         let name = route.name();
-        let global = format!("{name}:global");
-        let client = ip.map(|ip| {
-            format!(
-                "{name}:client:{}",
-                kopilka_contributions::shield::client_key(&self.keys, ip)
-            )
-        });
-        let address = email.filter(|_| limit.per_address > 0).map(|email| {
-            format!(
-                "{name}:address:{}",
-                self.keys
-                    .digest(Purpose::AddressKey, email.expose().as_bytes())
-            )
-        });
-        let burst = format!("{name}:global:second");
-        let mut hits = vec![(global.as_str(), budget(limit.global))];
-        if self.settings.burst_factor > 0 {
-            let per_second = u64::from(limit.global) * u64::from(self.settings.burst_factor)
-                / u64::from(limit.window_secs.max(1));
-            hits.push((
-                burst.as_str(),
-                Budget {
-                    limit: u32::try_from(per_second.max(1)).unwrap_or(u32::MAX),
-                    window_secs: 1,
-                },
-            ));
-        }
-        if let Some(client) = &client {
-            hits.push((client.as_str(), budget(limit.per_client)));
-        }
-        if let Some(address) = &address {
-            hits.push((address.as_str(), budget(limit.per_address)));
-        }
+        let owned = self.hits(route, ip, email);
+        let hits: Vec<(&str, Budget)> = owned.iter().map(|(k, b)| (k.as_str(), *b)).collect();
         let now = kopilka_store::limits::unix_now();
         let refused = |refusal| match refusal {
             Refusal::Over { retry_after } => {
@@ -160,6 +124,74 @@ impl PublicLimits {
         Ok(Admitted(place))
     }
 
+    /// Refuses a request of `route` from `ip` when the route's or the client's budget is
+    /// already spent, counting nothing: the check [`refuse_spent`] makes before a body is
+    /// read. The handler's [`Self::admit`] still counts (and checks the address's budget).
+    fn refuse_spent(&self, route: Route, ip: Option<IpAddr>) -> Result<(), AppError> {
+        let owned = self.hits(route, ip, None);
+        let hits: Vec<(&str, Budget)> = owned.iter().map(|(k, b)| (k.as_str(), *b)).collect();
+        self.limiter
+            .peek(&hits, kopilka_store::limits::unix_now())
+            .map_err(|refusal| {
+                let (Refusal::Over { retry_after } | Refusal::Full { retry_after }) = refusal;
+                metrics::counter!("kopilka_rate_limited_total", "route" => route.name())
+                    .increment(1);
+                AppError::TooManyRequests {
+                    code: "rate_limited",
+                    message: "too many requests; try again later".into(),
+                    retry_after_secs: retry_after.as_secs(),
+                }
+            })
+    }
+
+    /// The budgets a request of `route` from `ip` naming `email` counts against: the
+    /// route's window and second, the client's and the address's, each under its key.
+    fn hits(
+        &self,
+        route: Route,
+        ip: Option<IpAddr>,
+        email: Option<&Email>,
+    ) -> Vec<(String, Budget)> {
+        let limit = route.limit(&self.settings);
+        let budget = |n: u32| Budget {
+            limit: n,
+            window_secs: limit.window_secs,
+        };
+        let name = route.name();
+        let mut hits = vec![(format!("{name}:global"), budget(limit.global))];
+        if self.settings.burst_factor > 0 {
+            let per_second = u64::from(limit.global) * u64::from(self.settings.burst_factor)
+                / u64::from(limit.window_secs.max(1));
+            hits.push((
+                format!("{name}:global:second"),
+                Budget {
+                    limit: u32::try_from(per_second.max(1)).unwrap_or(u32::MAX),
+                    window_secs: 1,
+                },
+            ));
+        }
+        if let Some(ip) = ip {
+            hits.push((
+                format!(
+                    "{name}:client:{}",
+                    kopilka_contributions::shield::client_key(&self.keys, ip)
+                ),
+                budget(limit.per_client),
+            ));
+        }
+        if let Some(email) = email.filter(|_| limit.per_address > 0) {
+            hits.push((
+                format!(
+                    "{name}:address:{}",
+                    self.keys
+                        .digest(Purpose::AddressKey, email.expose().as_bytes())
+                ),
+                budget(limit.per_address),
+            ));
+        }
+        hits
+    }
+
     /// A place for work that outlives its request's answer, or 503 `busy` when every place
     /// is taken. Hold the permit until the work is done.
     pub(crate) fn task(&self) -> Result<OwnedSemaphorePermit, AppError> {
@@ -175,4 +207,39 @@ impl PublicLimits {
     pub(crate) fn spawn_flusher(&self, pool: PgPool) -> tokio::task::JoinHandle<()> {
         self.limiter.spawn_flusher(pool, self.settings.flush())
     }
+}
+
+/// A public write's route, by its method and matched template; `None` for every other.
+fn public_write(method: &axum::http::Method, template: &str) -> Option<Route> {
+    if method != axum::http::Method::POST {
+        return None;
+    }
+    match template {
+        "/v1/checkout" => Some(Route::Checkout),
+        "/v1/accounts" => Some(Route::SignUp),
+        "/v1/sessions/magic-link" => Some(Route::SignInLink),
+        "/v1/sessions" => Some(Route::SignIn),
+        "/v1/reminders" => Some(Route::Reminder),
+        _ => None,
+    }
+}
+
+/// Middleware on every route: a public write whose route's or client's budget is spent is
+/// refused (429) before its body is read, parsed or validated — a flood's refusals cost no
+/// JSON parsing and no address HMAC. Everything else passes untouched; the handler still
+/// counts the request (and checks the address's budget) when it is admitted.
+pub(crate) async fn refuse_spent(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    crate::ClientIp(ip): crate::ClientIp,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let route = public_write(request.method(), crate::layers::route_of(&request));
+    if let Some(route) = route
+        && let Err(refused) = state.limits.refuse_spent(route, ip)
+    {
+        return refused.into_response();
+    }
+    next.run(request).await
 }

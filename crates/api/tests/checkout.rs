@@ -504,6 +504,20 @@ async fn checkouts_are_limited_per_client_and_per_address() {
     assert_eq!(refused.error_code(429), "rate_limited");
     assert!(refused.headers.contains_key("retry-after"));
     assert_eq!(contributions(&app).await.len(), 2, "nothing was created");
+    // A spent client is refused before its body is read: even a body that is not JSON
+    // hears 429, not 400 (a flood's refusals cost no parsing). Another client's malformed
+    // body is still 400.
+    let unread = |ip: &'static str| {
+        send(
+            app.api
+                .request(Method::POST, "/v1/checkout")
+                .header("x-forwarded-for", ip)
+                .header("content-type", "application/json")
+                .body("{\"interval\": \"once\", unterminated"),
+        )
+    };
+    assert_eq!(unread("198.51.100.1").await.error_code(429), "rate_limited");
+    assert_eq!(unread("198.51.100.9").await.error_code(400), "malformed_json");
     // One address from many clients.
     let addressed = "card-tester@example.org";
     assert_eq!(

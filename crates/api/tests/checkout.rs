@@ -517,7 +517,10 @@ async fn checkouts_are_limited_per_client_and_per_address() {
         )
     };
     assert_eq!(unread("198.51.100.1").await.error_code(429), "rate_limited");
-    assert_eq!(unread("198.51.100.9").await.error_code(400), "malformed_json");
+    assert_eq!(
+        unread("198.51.100.9").await.error_code(400),
+        "malformed_json"
+    );
     // One address from many clients.
     let addressed = "card-tester@example.org";
     assert_eq!(

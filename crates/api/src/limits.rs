@@ -230,16 +230,21 @@ fn public_write(method: &axum::http::Method, template: &str) -> Option<Route> {
 /// counts the request (and checks the address's budget) when it is admitted.
 pub(crate) async fn refuse_spent(
     axum::extract::State(state): axum::extract::State<crate::AppState>,
-    crate::ClientIp(ip): crate::ClientIp,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::extract::FromRequestParts as _;
     use axum::response::IntoResponse as _;
-    let route = public_write(request.method(), crate::layers::route_of(&request));
-    if let Some(route) = route
-        && let Err(refused) = state.limits.refuse_spent(route, ip)
-    {
+    // Every other route (the offer among them) passes at the cost of one match: the
+    // client's address is read only for a public write.
+    let Some(route) = public_write(request.method(), crate::layers::route_of(&request)) else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let Ok(crate::ClientIp(ip)) = crate::ClientIp::from_request_parts(&mut parts, &state).await;
+    if let Err(refused) = state.limits.refuse_spent(route, ip) {
         return refused.into_response();
     }
-    next.run(request).await
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }

@@ -40,14 +40,7 @@ fn refused(err: &WebhookError) -> AppError {
         WebhookError::Signature(SignatureError::NoMatch) => "signature_mismatch",
         WebhookError::Signature(SignatureError::Stale { .. }) => "signature_stale",
         WebhookError::Signature(SignatureError::NoSecret) => {
-            tracing::error!(
-                "a Stripe webhook arrived but KOPILKA__STRIPE__WEBHOOK_SECRET is not set"
-            );
-            return AppError::Upstream {
-                code: "webhook_not_configured",
-                message: "webhooks are not configured".into(),
-                retry: true,
-            };
+            return not_configured("KOPILKA__STRIPE__WEBHOOK_SECRET");
         }
         WebhookError::Envelope(_) => "invalid_event",
     };
@@ -115,10 +108,10 @@ fn not_stored(err: kopilka_reconciliation::ReconciliationError) -> AppError {
     }
 }
 
-/// BTCPay webhooks cannot be verified or attributed: 503, so BTCPay redelivers once the
-/// operator has configured them.
-fn btcpay_not_configured(missing: &str) -> AppError {
-    tracing::error!("a BTCPay webhook arrived but {missing} is not set");
+/// A provider's webhooks cannot be verified or attributed without `missing`: 503, so the
+/// provider redelivers once the operator has configured it.
+fn not_configured(missing: &str) -> AppError {
+    tracing::error!("a webhook arrived but {missing} is not set");
     AppError::Upstream {
         code: "webhook_not_configured",
         message: "webhooks are not configured".into(),
@@ -130,7 +123,7 @@ fn btcpay_refused(err: &kopilka_btcpay::WebhookError) -> AppError {
     use kopilka_btcpay::{SignatureError, WebhookError};
     let code = match err {
         WebhookError::Signature(SignatureError::NoSecret) => {
-            return btcpay_not_configured("KOPILKA__BTCPAY__WEBHOOK_SECRET");
+            return not_configured("KOPILKA__BTCPAY__WEBHOOK_SECRET");
         }
         WebhookError::Signature(_) => "invalid_signature",
         WebhookError::Envelope(_) => "invalid_delivery",
@@ -162,7 +155,7 @@ async fn btcpay_webhook(
     body: Bytes,
 ) -> Result<Json<Received>, AppError> {
     let Some(store_id) = state.settings.btcpay.store_id.as_deref() else {
-        return Err(btcpay_not_configured("KOPILKA__BTCPAY__STORE_ID"));
+        return Err(not_configured("KOPILKA__BTCPAY__STORE_ID"));
     };
     // A header that is there but not visible ASCII is malformed, not missing.
     let signature = headers

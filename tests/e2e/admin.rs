@@ -1879,3 +1879,70 @@ async fn reconcile_apply_repairs_what_a_kopilka_before_18_booked() {
         assert_eq!(payout["in_ledger"], payout["transactions"], "{payout}");
     }
 }
+
+/// A crypto checkout of `amount_minor` USD through the API; its contribution and invoice.
+async fn crypto_gift(app: &TestApp, amount_minor: i64) -> (String, String) {
+    let started = app
+        .api
+        .post_json(
+            "/v1/checkout",
+            &json!({"interval": "once", "amount_minor": amount_minor, "currency": "usd",
+                    "rail": "crypto"}),
+        )
+        .await;
+    assert_eq!(started.status.as_u16(), 201);
+    let answer = started.json();
+    let invoice = answer["checkout_url"]
+        .as_str()
+        .and_then(|url| url.rsplit('/').next())
+        .unwrap()
+        .to_owned();
+    (
+        answer["contribution_id"].as_str().unwrap().to_owned(),
+        invoice,
+    )
+}
+
+#[tokio::test]
+async fn crypto_gifts_count_in_totals_and_what_needs_a_person_is_reported() {
+    let (db, url, app) = app_on_fresh_database().await;
+    app.deliver_btcpay_webhooks_here().await;
+    let (_, paid) = crypto_gift(&app, 1_000).await;
+    app.btcpay_control(&format!("/_sim/invoices/{paid}/pay"), &json!({}))
+        .await;
+    let (partial, partly) = crypto_gift(&app, 2_000).await;
+    app.btcpay_control(&format!("/_sim/invoices/{partly}/pay-partly"), &json!({}))
+        .await;
+    app.btcpay_control(&format!("/_sim/invoices/{partly}/expire"), &json!({}))
+        .await;
+    settled(
+        &db,
+        "both invoices applied",
+        "(SELECT count(*) FROM contributions WHERE status IN ('paid', 'abandoned')) = 2",
+    )
+    .await;
+
+    let totals = admin_json(&app, &url, &["report", "totals"]).await;
+    let usd = &totals["totals"][0];
+    assert_eq!(
+        (
+            &usd["currency"],
+            &usd["gross_minor"],
+            &usd["net_minor"],
+            &usd["payments"]
+        ),
+        (&json!("usd"), &json!(1_000), &json!(1_000), &json!(1)),
+        "{totals}"
+    );
+    let report = admin_json(&app, &url, &["report", "attention"]).await;
+    let listed = report["attention"].as_array().expect("a list");
+    assert_eq!(listed.len(), 1, "{report}");
+    let entry = &listed[0];
+    assert_eq!(entry["contribution_id"], partial.as_str());
+    assert_eq!(entry["provider"], "btcpay");
+    assert_eq!(entry["invoice_id"], partly.as_str());
+    assert_eq!(entry["attention"], "partial_payment");
+    assert_eq!(entry["status"], "abandoned");
+    assert_eq!(entry["amount_minor"], 2_000);
+    assert!(entry["paid_minor"].as_i64().unwrap() < 2_000, "{entry}");
+}

@@ -129,9 +129,14 @@ pub struct CheckoutBody {
     amount_minor: i64,
     /// ISO 4217, e.g. `usd`.
     currency: String,
-    /// Prefills Stripe's page.
+    /// Card rail: prefills Stripe's page. Crypto rail: where to email the receipt (the
+    /// only case in which BTCPay is told an address); leave it out to give anonymously.
     #[serde(default)]
     email: Option<String>,
+    /// `card` (Stripe Checkout, the default) or `crypto` (a BTCPay Server invoice; one-off
+    /// only).
+    #[serde(default)]
+    rail: Option<String>,
     /// Where the reader returns; must be on the newsroom's sites.
     #[serde(default)]
     return_url: Option<String>,
@@ -146,7 +151,7 @@ pub struct CheckoutBody {
 pub struct Started {
     /// Kopilka's id for the contribution (a UUID).
     pub contribution_id: String,
-    /// Stripe's hosted checkout page.
+    /// The provider's hosted page: Stripe Checkout, or BTCPay's invoice.
     pub checkout_url: String,
 }
 
@@ -174,7 +179,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
         (status = 201, description = "Started", body = Started),
         (status = 403, description = "Under attack: a challenge must be solved first (`challenge_required`, `challenge_failed`, with `error.challenge`); or this client or address is blocked for now (`blocked`, Retry-After)", body = ErrorBody),
         (status = 409, description = "Key reused with another body, or still in progress", body = ErrorBody),
-        (status = 422, description = "Refused: below minimum, above maximum, unknown currency, bad interval, return URL not allowed", body = ErrorBody),
+        (status = 422, description = "Refused: below minimum, above maximum, unknown currency, bad interval, return URL not allowed, a rail not offered (`rail_not_offered`, `invalid_rail`) or an interval the rail has not (`interval_not_on_rail`)", body = ErrorBody),
         (status = 429, description = "Too many checkouts from this client, for this address, or at all; see Retry-After", body = ErrorBody),
         (status = 502, description = "Stripe refused", body = ErrorBody),
         (status = 503, description = "Stripe unavailable; retry with the same key", body = ErrorBody)
@@ -202,10 +207,14 @@ async fn checkout(
         currency: body.currency,
         email: body.email,
         return_url: body.return_url,
+        rail: body.rail,
     };
     let (status, answer) = Box::pin(kopilka_contributions::start_checkout(
         &state.pool,
-        state.stripe.as_ref(),
+        kopilka_contributions::Providers {
+            stripe: state.stripe.as_ref(),
+            btcpay: state.btcpay.as_ref(),
+        },
         &state.settings,
         &input,
         key.as_deref(),

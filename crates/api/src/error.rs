@@ -330,7 +330,7 @@ impl From<kopilka_contributions::ContributionError> for AppError {
                 code: "request_in_progress",
                 message: err.to_string(),
             },
-            E::StripeUnavailable(_) => Self::Upstream {
+            E::StripeUnavailable(_) | E::BtcpayUnavailable(_) => Self::Upstream {
                 code: "payment_provider_unavailable",
                 message: "the payment provider is unavailable; retry with the same Idempotency-Key"
                     .into(),
@@ -352,6 +352,14 @@ impl From<kopilka_contributions::ContributionError> for AppError {
             }
             E::StripeRefused(source) => {
                 tracing::error!(error = %source, "Stripe refused a request");
+                Self::Upstream {
+                    code: "payment_provider_error",
+                    message: "the payment provider refused the request".into(),
+                    retry: false,
+                }
+            }
+            E::BtcpayRefused(source) => {
+                tracing::error!(error = %source, "BTCPay refused a request");
                 Self::Upstream {
                     code: "payment_provider_error",
                     message: "the payment provider refused the request".into(),

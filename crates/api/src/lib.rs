@@ -71,6 +71,8 @@ pub struct Parts {
     pub settings: Arc<Settings>,
     /// Stripe, when a key is configured.
     pub stripe: Option<kopilka_stripe::StripeClient>,
+    /// BTCPay Server (the crypto rail), when a store is configured.
+    pub btcpay: Option<kopilka_btcpay::BtcpayClient>,
     /// The funding goal's latest figure (read by the offer, never computed per request).
     pub goal: kopilka_recurring::GoalCache,
     /// Reader accounts: token keys, the bounded password hasher, limits.
@@ -105,6 +107,7 @@ impl AppState {
             wakeups: kopilka_queue::Wakeups::new(pool.clone()),
             webhooks: kopilka_stripe::WebhookVerifier::from_settings(&settings.stripe),
             btcpay_webhooks: kopilka_btcpay::WebhookVerifier::from_settings(&settings.btcpay),
+            btcpay: kopilka_btcpay::BtcpayClient::from_settings(&settings.btcpay),
             pool,
             accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
             keyring: entitlements::SharedKeyring::empty(&settings),

@@ -137,6 +137,7 @@ async fn a_signed_delivery_is_stored_once_as_a_projection_without_the_buyer() {
         "reader@example.org",
         "A Reader",
         "bcrt1qsecret",
+        "tx1-0",
         "metadata",
         "fee",
     ] {

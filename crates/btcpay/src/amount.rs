@@ -39,9 +39,49 @@ pub fn parse_fiat_amount(text: &str, currency: Currency) -> Result<Money, MoneyE
     Money::parse_major(&trimmed, currency)
 }
 
+/// A crypto amount as BTCPay writes it (`"0.00016667"` BTC), exactly: the integer of its
+/// smallest written unit and how many decimals that unit has (`(16667, 8)`). `None` for
+/// anything that is not a plain non-negative decimal, or too large for an `i64`.
+#[must_use]
+pub fn parse_crypto_amount(text: &str) -> Option<(i64, u8)> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let plain = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !plain(whole) || !plain(fraction) || fraction.len() > 18 {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    Some((digits.parse().ok()?, u8::try_from(fraction.len()).ok()?))
+}
+
+/// Whether `text` is a positive decimal (a rate): digits, at most one point, not zero.
+#[must_use]
+pub fn is_positive_decimal(text: &str) -> bool {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let plain = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    !whole.is_empty()
+        && plain(whole)
+        && plain(fraction)
+        && text.len() <= 64
+        && text.bytes().any(|b| (b'1'..=b'9').contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crypto_amounts_are_read_exactly() {
+        assert_eq!(parse_crypto_amount("0.00016667"), Some((16_667, 8)));
+        assert_eq!(parse_crypto_amount("1.50000000"), Some((150_000_000, 8)));
+        assert_eq!(parse_crypto_amount("2"), Some((2, 0)));
+        assert_eq!(parse_crypto_amount("-0.1"), None);
+        assert_eq!(parse_crypto_amount("1e-8"), None);
+        assert_eq!(parse_crypto_amount(".5"), None);
+        assert_eq!(parse_crypto_amount("99999999999.99999999"), None);
+        assert!(is_positive_decimal("60000.00"));
+        assert!(!is_positive_decimal("0.000"));
+        assert!(!is_positive_decimal("1,5"));
+    }
 
     fn currency(code: &str) -> Currency {
         code.parse().unwrap()

@@ -120,6 +120,10 @@ pub struct Invoice {
     pub expiration_time: i64,
     /// Kopilka's id, as sent in `metadata.orderId`.
     pub order_id: Option<String>,
+    /// `metadata.buyerEmail`, when it is an address: Kopilka sends one only when the reader
+    /// asked for an emailed receipt, and reads it back only to name the reader of a
+    /// settled invoice (never stored from here otherwise).
+    pub buyer_email: Option<Email>,
 }
 
 /// How an invoice is created for one contribution.
@@ -269,6 +273,8 @@ fn no_additional_status() -> AdditionalStatus {
 struct MetadataAnswer {
     #[serde(default)]
     order_id: Option<String>,
+    #[serde(default)]
+    buyer_email: Option<serde_json::Value>,
 }
 
 impl TryFrom<InvoiceAnswer> for Invoice {
@@ -298,6 +304,12 @@ impl TryFrom<InvoiceAnswer> for Invoice {
             checkout_link: answer.checkout_link,
             created_time: answer.created_time,
             expiration_time: answer.expiration_time,
+            buyer_email: answer
+                .metadata
+                .as_ref()
+                .and_then(|m| m.buyer_email.as_ref())
+                .and_then(serde_json::Value::as_str)
+                .and_then(|raw| Email::parse(raw).ok()),
             order_id: answer.metadata.and_then(|m| m.order_id),
         })
     }

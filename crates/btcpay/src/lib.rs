@@ -16,7 +16,7 @@ pub mod delivery;
 mod error;
 pub mod webhook;
 
-pub use amount::{fiat_amount, parse_fiat_amount};
+pub use amount::{fiat_amount, is_positive_decimal, parse_crypto_amount, parse_fiat_amount};
 pub use client::{
     AdditionalStatus, BtcpayClient, Invoice, InvoiceQuery, InvoiceStatus, NewInvoice,
     PaymentMethod, PaymentRecord, PaymentStatus,

@@ -3,8 +3,14 @@
 //! `Idempotency-Key`, the same key and body answer the same and create nothing new; the
 //! same key with another body is refused; a retry after Stripe was unavailable reuses the
 //! contribution (and so Stripe's own idempotency key).
+//!
+//! Two rails: `card` (Stripe Checkout, the default) and `crypto` (a BTCPay Server invoice in
+//! the contribution's fiat currency, one-off only). The crypto rail sends BTCPay Kopilka's
+//! id and the amount; the reader's address only when they typed one, which on this rail
+//! asks for an emailed receipt.
 
 use kopilka_accounts::keys::{Keys, Purpose};
+use kopilka_btcpay::{BtcpayClient, NewInvoice};
 use kopilka_config::Settings;
 use kopilka_domain::id::{ContributionId, ReaderId};
 use kopilka_domain::{Currency, Email, Interval, Money};
@@ -31,6 +37,47 @@ pub struct CheckoutInput {
     /// Where the reader returns; must be on the configured allowlist.
     #[serde(default)]
     pub return_url: Option<String>,
+    /// `card` (the default) or `crypto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rail: Option<String>,
+}
+
+/// How the reader pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rail {
+    /// By card (and the wallets Stripe Checkout offers), through Stripe.
+    Card,
+    /// In crypto, through the newsroom's BTCPay Server (one-off only).
+    Crypto,
+}
+
+impl Rail {
+    /// `card` or `crypto`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Card => "card",
+            Self::Crypto => "crypto",
+        }
+    }
+
+    /// The provider that takes payments on this rail.
+    #[must_use]
+    pub fn provider(self) -> kopilka_domain::Provider {
+        match self {
+            Self::Card => kopilka_domain::Provider::Stripe,
+            Self::Crypto => kopilka_domain::Provider::Btcpay,
+        }
+    }
+}
+
+/// The payment providers a checkout may use, as configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Providers<'a> {
+    /// Stripe, for the card rail.
+    pub stripe: Option<&'a StripeClient>,
+    /// BTCPay Server, for the crypto rail.
+    pub btcpay: Option<&'a BtcpayClient>,
 }
 
 /// A checkout that passed validation.
@@ -44,6 +91,8 @@ pub struct ValidCheckout {
     pub email: Option<Email>,
     /// Where the reader returns.
     pub return_url: url::Url,
+    /// How the reader pays.
+    pub rail: Rail,
 }
 
 /// The answer: 201 `{contribution_id, checkout_url}`.
@@ -61,6 +110,13 @@ impl CheckoutInput {
     /// # Errors
     /// A [`Refusal`] with a precise code.
     pub fn validate(&self, settings: &Settings) -> Result<ValidCheckout, Refusal> {
+        let rail = match self.rail.as_deref() {
+            None | Some("card") => Rail::Card,
+            Some("crypto") => Rail::Crypto,
+            Some(_) => {
+                return Err(Refusal::new("invalid_rail", "rail must be card or crypto"));
+            }
+        };
         let interval: Interval =
             self.interval
                 .parse()
@@ -102,9 +158,17 @@ impl CheckoutInput {
         // The offer's limits were checked against Stripe's rules at start-up; this catches
         // what they cannot: an amount that is not a multiple Stripe takes (ISK, UGX: whole
         // units; BHD, JOD, KWD, OMR, TND: last digit 0).
-        amount
-            .check_chargeable()
-            .map_err(|refusal| Refusal::new(refusal.code(), refusal.to_string()))?;
+        if rail == Rail::Crypto && interval != Interval::Once {
+            return Err(Refusal::new(
+                "interval_not_on_rail",
+                "crypto contributions are one-off: crypto has no payments that repeat by themselves",
+            ));
+        }
+        if rail == Rail::Card {
+            amount
+                .check_chargeable()
+                .map_err(|refusal| Refusal::new(refusal.code(), refusal.to_string()))?;
+        }
         let email = self
             .email
             .as_deref()
@@ -123,6 +187,7 @@ impl CheckoutInput {
             amount,
             email,
             return_url,
+            rail,
         })
     }
 
@@ -332,7 +397,7 @@ fn retry_after(until: time::OffsetDateTime) -> u64 {
 /// or refusing, storage.
 pub async fn start_checkout(
     pool: &PgPool,
-    stripe: Option<&StripeClient>,
+    providers: Providers<'_>,
     settings: &Settings,
     input: &CheckoutInput,
     idempotency_key: Option<&str>,
@@ -343,7 +408,21 @@ pub async fn start_checkout(
         .validate(settings)
         .map_err(ContributionError::Refused)?;
     raised_minimum(settings, &valid, attribution.minimum_factor)?;
-    let stripe = stripe.ok_or(ContributionError::NoStripe)?;
+    let provider = match valid.rail {
+        Rail::Card => Provider::Stripe(providers.stripe.ok_or(ContributionError::NoStripe)?),
+        Rail::Crypto => Provider::Btcpay(providers.btcpay.ok_or_else(|| {
+            ContributionError::Refused(Refusal::new(
+                "rail_not_offered",
+                "crypto contributions are not offered",
+            ))
+        })?),
+    };
+    // The crypto rail sends BTCPay the address only when an anonymous reader typed one
+    // (asking for an emailed receipt); a signed-in reader's gift is theirs already.
+    let buyer_email = match (valid.rail, signed_in) {
+        (Rail::Crypto, None) => valid.email.clone(),
+        _ => None,
+    };
     let digest = input.fingerprint(&Keys::from_settings(&settings.accounts));
 
     // Record the contribution (and the key's claim on it) before calling Stripe.
@@ -447,24 +526,47 @@ pub async fn start_checkout(
         &valid.return_url,
         CheckoutOutcome::Cancelled,
     );
-    let session = stripe
-        .create_checkout_session(&NewCheckout {
-            contribution_id: &id,
-            interval: valid.interval,
-            amount: valid.amount,
-            product_name,
-            success_url: &success_url,
-            cancel_url: Some(&cancel_url),
-            customer_email: valid.email.as_ref(),
-            expires_at: None,
-        })
-        .await;
-    let session = match session {
+    let started = match provider {
+        Provider::Stripe(stripe) => stripe
+            .create_checkout_session(&NewCheckout {
+                contribution_id: &id,
+                interval: valid.interval,
+                amount: valid.amount,
+                product_name,
+                success_url: &success_url,
+                cancel_url: Some(&cancel_url),
+                customer_email: valid.email.as_ref(),
+                expires_at: None,
+            })
+            .await
+            .map(|session| Started {
+                url: session.url.clone().unwrap_or_default(),
+                update: "UPDATE contributions SET stripe_checkout_session_id = $2 WHERE id = $1",
+                id: session.id,
+            })
+            .map_err(ContributionError::from),
+        Provider::Btcpay(btcpay) => btcpay
+            .create_invoice(&NewInvoice {
+                order_id: &id,
+                amount: valid.amount,
+                buyer_email: buyer_email.as_ref(),
+                redirect_url: Some(&success_url),
+                expiration_minutes: Some(settings.btcpay.invoice_expiration_minutes),
+                redirect_automatically: None,
+            })
+            .await
+            .map(|invoice| Started {
+                url: invoice.checkout_link,
+                update: "UPDATE contributions SET btcpay_invoice_id = $2 WHERE id = $1",
+                id: invoice.id,
+            })
+            .map_err(ContributionError::from),
+    };
+    let session = match started {
         Ok(session) => session,
         Err(err) => {
-            tracing::warn!(contribution_id = %id, error = %err, "checkout session not created");
-            let err = ContributionError::from(err);
-            if matches!(err, ContributionError::StripeRefused(_)) {
+            tracing::warn!(contribution_id = %id, rail = valid.rail.as_str(), error = %err, "checkout not created at the provider");
+            if err.refused_for_good() {
                 // Stripe refused for good (an amount its rules refuse, e.g. below the
                 // minimum of a currency the account converts): nothing was created there,
                 // so nothing stays here, and a retry with the same key asks again.
@@ -473,7 +575,7 @@ pub async fn start_checkout(
             return Err(err);
         }
     };
-    let checkout_url = session.url.clone().unwrap_or_default();
+    let checkout_url = session.url.clone();
     let body = serde_json::to_value(CheckoutStarted {
         contribution_id: contribution,
         checkout_url,
@@ -481,7 +583,7 @@ pub async fn start_checkout(
     .unwrap_or_default();
 
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE contributions SET stripe_checkout_session_id = $2 WHERE id = $1")
+    sqlx::query(session.update)
         .bind(contribution.as_uuid())
         .bind(&session.id)
         .execute(&mut *tx)
@@ -494,8 +596,21 @@ pub async fn start_checkout(
             .await?;
     }
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
-    tracing::info!(contribution_id = %id, interval = %valid.interval, currency = %valid.amount.currency(), "checkout started");
+    tracing::info!(contribution_id = %id, interval = %valid.interval, currency = %valid.amount.currency(), rail = valid.rail.as_str(), "checkout started");
     Ok((201, body))
+}
+
+/// The provider a checkout goes to.
+enum Provider<'a> {
+    Stripe(&'a StripeClient),
+    Btcpay(&'a BtcpayClient),
+}
+
+/// What the provider started: its page and its id, and how the contribution records it.
+struct Started {
+    url: String,
+    update: &'static str,
+    id: String,
 }
 
 /// Removes the contribution (and its idempotency claim) of a checkout Stripe refused.
@@ -511,10 +626,13 @@ async fn forget_refused(
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("DELETE FROM contributions WHERE id = $1 AND stripe_checkout_session_id IS NULL")
-        .bind(contribution.as_uuid())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "DELETE FROM contributions
+         WHERE id = $1 AND stripe_checkout_session_id IS NULL AND btcpay_invoice_id IS NULL",
+    )
+    .bind(contribution.as_uuid())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     Ok(())
 }
@@ -525,13 +643,12 @@ async fn insert_contribution(
     valid: &ValidCheckout,
     reader: Option<ReaderId>,
 ) -> Result<(), ContributionError> {
-    // A checkout is Stripe Checkout's (the BTCPay rail writes its own contributions).
     sqlx::query(
         "INSERT INTO contributions (id, provider, interval, amount_minor, currency, reader_id)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id.as_uuid())
-    .bind(kopilka_domain::Provider::Stripe.as_str())
+    .bind(valid.rail.provider().as_str())
     .bind(valid.interval.as_str())
     .bind(valid.amount.minor())
     .bind(valid.amount.currency().stripe_code())

@@ -46,6 +46,12 @@ pub enum ContributionError {
     /// No Stripe client is configured (500).
     #[error("Stripe is not configured")]
     NoStripe,
+    /// BTCPay Server could not be reached (503, retry with the same key).
+    #[error("the payment provider is unavailable")]
+    BtcpayUnavailable(#[source] kopilka_btcpay::ClientError),
+    /// BTCPay Server refused what we sent, or answered unexpectedly (502).
+    #[error("the payment provider refused the checkout")]
+    BtcpayRefused(#[source] kopilka_btcpay::ClientError),
     /// The queue.
     #[error(transparent)]
     Queue(#[from] kopilka_queue::QueueError),
@@ -60,6 +66,24 @@ pub enum ContributionError {
 impl From<sqlx::Error> for ContributionError {
     fn from(err: sqlx::Error) -> Self {
         Self::Store(err.into())
+    }
+}
+
+impl From<kopilka_btcpay::ClientError> for ContributionError {
+    fn from(err: kopilka_btcpay::ClientError) -> Self {
+        match err {
+            kopilka_btcpay::ClientError::Unavailable(_) => Self::BtcpayUnavailable(err),
+            _ => Self::BtcpayRefused(err),
+        }
+    }
+}
+
+impl ContributionError {
+    /// Whether a provider refused a checkout for good: nothing was created there, so
+    /// nothing stays here, and a retry with the same key asks again.
+    #[must_use]
+    pub fn refused_for_good(&self) -> bool {
+        matches!(self, Self::StripeRefused(_) | Self::BtcpayRefused(_))
     }
 }
 

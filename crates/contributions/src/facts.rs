@@ -32,7 +32,7 @@ impl Applied {
     }
 }
 
-fn at(unix: i64) -> OffsetDateTime {
+pub(crate) fn at(unix: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -114,7 +114,7 @@ async fn status_for_update(
 /// Moves a contribution to `next` if that is a step forward and the fact is not older than
 /// the newest fact already applied (a dispute's "created" arriving after its "closed: won"
 /// must not reopen it).
-async fn move_to(
+pub(crate) async fn move_to(
     conn: &mut PgConnection,
     id: ContributionId,
     next: ContributionStatus,
@@ -260,7 +260,7 @@ pub async fn payment_landed(
 
 /// Tells the contribution's reader's account (if it has one) that they gave at `at`:
 /// their pending reminders are suppressed and the banner remembers the gift.
-async fn note_gift(
+pub(crate) async fn note_gift(
     conn: &mut PgConnection,
     contribution_id: ContributionId,
     at_unix: i64,

@@ -25,6 +25,9 @@ pub enum EntryKind {
     /// Stripe's fee (negative; positive when Stripe gives it back), keyed by the balance
     /// transaction (`txn_…`) that charged it.
     Fee,
+    /// A settled payment its provider took back (negative): a BTCPay invoice marked invalid
+    /// after it settled, keyed `<invoice>:invalid`.
+    Reversal,
 }
 
 impl EntryKind {
@@ -36,6 +39,7 @@ impl EntryKind {
             Self::Dispute => "dispute",
             Self::DisputeReversal => "dispute_reversal",
             Self::Fee => "fee",
+            Self::Reversal => "reversal",
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod alias;
 mod checkout;
+pub mod crypto;
 mod error;
 pub mod facts;
 pub mod history;
@@ -17,7 +18,8 @@ pub mod privacy;
 pub mod shield;
 
 pub use checkout::{
-    CheckoutInput, CheckoutOutcome, CheckoutReturn, CheckoutStarted, ValidCheckout,
-    forget_old_requests, open_outcome_cookie, open_return, outcome_cookie, start_checkout,
+    CheckoutInput, CheckoutOutcome, CheckoutReturn, CheckoutStarted, Providers, Rail,
+    ValidCheckout, forget_old_requests, open_outcome_cookie, open_return, outcome_cookie,
+    start_checkout,
 };
 pub use error::{ContributionError, Refusal};

@@ -37,6 +37,8 @@ pub struct Worker {
     pub pool: PgPool,
     /// Stripe, when configured.
     pub stripe: Option<kopilka_stripe::StripeClient>,
+    /// BTCPay Server, when configured.
+    pub btcpay: Option<kopilka_btcpay::BtcpayClient>,
     /// Where emails go.
     pub mailer: kopilka_mail::Mailer,
     /// What emails say.
@@ -75,6 +77,7 @@ impl Worker {
         Ok(Self {
             pool,
             stripe: kopilka_stripe::StripeClient::from_settings(&settings.stripe)?,
+            btcpay: kopilka_btcpay::BtcpayClient::from_settings(&settings.btcpay),
             mailer: kopilka_mail::Mailer::from_settings(&settings.smtp)?,
             templates: Arc::new(kopilka_mail::Templates::new(&settings.publisher)?),
             accounts: kopilka_accounts::Accounts::from_settings(&settings.accounts),
@@ -166,10 +169,13 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
             let event_id = job.payload["event_id"]
                 .as_str()
                 .ok_or("a btcpay_event job without event_id")?;
-            kopilka_reconciliation::apply_btcpay_event(pool, event_id)
+            match kopilka_reconciliation::apply_btcpay_event(pool, worker.btcpay.as_ref(), event_id)
                 .await
-                .map(|_| ())
-                .map_err(|err| err.to_string())
+            {
+                Ok(_) => Ok(()),
+                Err(ReconciliationError::NotYet(why)) => Err(format!("waiting: {why}")),
+                Err(err) => Err(err.to_string()),
+            }
         }
         kopilka_reconciliation::fraud::REFUND_JOB => refund_on_fraud_warning(worker, job).await,
         kopilka_accounts::link::EMAIL_LINK_JOB => account_mail::email_link(worker, job, now).await,

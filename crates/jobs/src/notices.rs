@@ -80,7 +80,9 @@ pub(crate) async fn receipt(worker: &Worker, job: &Job, now: OffsetDateTime) -> 
         && ledger::reader_erased(&mut tx, facts.contribution_id)
             .await
             .map_err(|e| e.to_string())?;
-    if reader.is_none() && !erased && now - facts.occurred_at < READER_WAIT {
+    // A crypto payment's reader is named with the payment or never (an anonymous gift).
+    let may_be_named = provider == kopilka_domain::Provider::Stripe;
+    if reader.is_none() && !erased && may_be_named && now - facts.occurred_at < READER_WAIT {
         // The payment may land before the checkout event that names its reader.
         return Err("waiting: the payment has no reader yet".into());
     }

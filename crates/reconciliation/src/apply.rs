@@ -165,36 +165,85 @@ pub async fn apply_event(
 }
 
 /// Processes stored BTCPay delivery `event_id` (its `originalDeliveryId`) and records the
-/// outcome on it. For now every delivery is recorded `ignored`, without effect: invoices
-/// are not applied to contributions and the ledger yet, and the job must neither fail nor
-/// retry on a row it cannot apply.
+/// outcome on it. A delivery about an invoice Kopilka created (its `orderId` is a
+/// contribution whose invoice it is) is applied by reading the invoice as it stands now
+/// from BTCPay, and its payment methods once it settled (a delivery names no amounts), so
+/// deliveries late, repeated or out of order all end the same way (see
+/// [`kopilka_contributions::crypto`]); any other delivery is recorded `ignored`.
 ///
 /// # Errors
-/// [`ReconciliationError::UnknownEvent`] when no such delivery is stored; storage errors.
+/// [`ReconciliationError::UnknownEvent`] when no such delivery is stored;
+/// [`ReconciliationError::NotYet`] when BTCPay is not configured (the job waits);
+/// BTCPay's refusal or unavailability; storage errors.
 pub async fn apply_btcpay_event(
     pool: &PgPool,
+    btcpay: Option<&kopilka_btcpay::BtcpayClient>,
     event_id: &str,
 ) -> Result<Outcome, ReconciliationError> {
-    let mut tx = pool.begin().await?;
-    let kind: Option<String> = sqlx::query_scalar(
-        "SELECT type FROM provider_events WHERE provider = 'btcpay' AND id = $1 FOR UPDATE",
+    let row: Option<(String, Value, i64)> = sqlx::query_as(
+        "SELECT type, payload, created FROM provider_events WHERE provider = 'btcpay' AND id = $1",
     )
     .bind(event_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
-    let kind = kind.ok_or_else(|| ReconciliationError::UnknownEvent(event_id.to_owned()))?;
-    let outcome = match kopilka_btcpay::EventKind::from_name(&kind) {
-        // next: apply the invoice events to contributions and the ledger (issue #20, item 2):
-        // settled money becomes a ledger row in the invoice's fiat amount; a partial payment,
-        // an overpayment and a payment after expiry each end in a defined state.
-        kopilka_btcpay::EventKind::InvoiceCreated
-        | kopilka_btcpay::EventKind::InvoiceReceivedPayment
-        | kopilka_btcpay::EventKind::InvoiceProcessing
-        | kopilka_btcpay::EventKind::InvoicePaymentSettled
-        | kopilka_btcpay::EventKind::InvoiceSettled
-        | kopilka_btcpay::EventKind::InvoiceExpired
-        | kopilka_btcpay::EventKind::InvoiceInvalid
-        | kopilka_btcpay::EventKind::Other(_) => Outcome::Ignored,
+    let (kind, projection, created) =
+        row.ok_or_else(|| ReconciliationError::UnknownEvent(event_id.to_owned()))?;
+    let invoice_id = text(&projection, "invoiceId");
+    let contribution = text(&projection, "orderId")
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .map(ContributionId::from_uuid);
+    let ours = match (
+        kopilka_btcpay::EventKind::from_name(&kind),
+        invoice_id,
+        contribution,
+    ) {
+        (kopilka_btcpay::EventKind::Other(_), _, _) => None,
+        (_, Some(invoice_id), Some(contribution)) => {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(kopilka_store::StoreError::from)?;
+            kopilka_contributions::crypto::is_kopilkas_invoice(&mut conn, contribution, invoice_id)
+                .await?
+                .then_some((invoice_id, contribution))
+        }
+        _ => None,
+    };
+    let mut tx = pool.begin().await?;
+    let outcome = match ours {
+        None => Outcome::Ignored,
+        Some((invoice_id, contribution)) => {
+            let btcpay = btcpay.ok_or_else(|| {
+                ReconciliationError::NotYet("BTCPay Server is not configured".into())
+            })?;
+            // Read before the transaction locks anything: BTCPay may be slow.
+            drop(tx);
+            let invoice = btcpay.invoice(invoice_id).await?;
+            let methods = if invoice.status == kopilka_btcpay::InvoiceStatus::Settled {
+                btcpay.payment_methods(invoice_id).await?
+            } else {
+                Vec::new()
+            };
+            tx = pool.begin().await?;
+            let applied = kopilka_contributions::crypto::invoice_seen(
+                &mut tx,
+                &kopilka_contributions::crypto::InvoiceSeen {
+                    contribution_id: contribution,
+                    invoice: &invoice,
+                    methods: &methods,
+                    occurred_at: created,
+                },
+            )
+            .await?;
+            if applied == Applied::Changed {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(kopilka_recurring::goal::CHANNEL)
+                    .bind(event_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Outcome::Processed
+        }
     };
     sqlx::query("UPDATE provider_events SET status = $2, attempts = attempts + 1, last_error = NULL, processed_at = now() WHERE provider = 'btcpay' AND id = $1")
         .bind(event_id)

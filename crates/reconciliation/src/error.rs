@@ -32,6 +32,9 @@ pub enum ReconciliationError {
     /// Stripe refused or could not be reached.
     #[error("Stripe: {0}")]
     Stripe(#[from] kopilka_stripe::ClientError),
+    /// BTCPay Server refused or could not be reached.
+    #[error("BTCPay: {0}")]
+    Btcpay(#[from] kopilka_btcpay::ClientError),
     /// Readers.
     #[error(transparent)]
     Account(#[from] kopilka_accounts::AccountError),

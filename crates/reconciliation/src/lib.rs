@@ -3,8 +3,9 @@
 //! each event to the owning crate's facts — idempotent, order-proof, and with no Stripe call.
 //! Owns `provider_events`, the inbox every provider's events are stored in (each row names
 //! its provider): Stripe's events ([`inbox::receive`]) and BTCPay Server's deliveries
-//! ([`inbox::receive_btcpay`]). The events applied here are Stripe's; BTCPay's are stored and
-//! recorded as processed without effect until invoices are applied ([`apply_btcpay_event`]).
+//! ([`inbox::receive_btcpay`]). Stripe's events are applied from their objects, with no
+//! Stripe call; a BTCPay delivery about one of Kopilka's invoices is applied by reading the
+//! invoice as it stands from BTCPay (deliveries name no amounts; [`apply_btcpay_event`]).
 
 mod apply;
 pub mod drift;

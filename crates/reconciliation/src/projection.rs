@@ -410,10 +410,11 @@ pub const DELIVERY_VERSION: i16 = 1;
 /// acts on, the invoice, Kopilka's id (`orderId`, kept only when it is one of Kopilka's
 /// ids, a UUID: another order id is a stranger's), the flags that decide how an invoice
 /// ends (`manuallyMarked`, `overPaid`, `afterExpiration`, `partiallyPaid`), the payment
-/// method and the payment (`id`, `value`, `status`, `receivedDate`); `{}` for any other
-/// type. Never `metadata` beyond `orderId` (`buyerEmail`, a store's own keys), never the
-/// payment's destination or fee: [`kopilka_btcpay::Delivery`] reads nothing else, and this
-/// keeps less.
+/// method and the payment (`value`, `status`, `receivedDate`); `{}` for any other type.
+/// Never `metadata` beyond `orderId` (`buyerEmail`, a store's own keys), never the
+/// payment's id (on-chain, its transaction: it would tie a reader to the chain),
+/// destination or fee: [`kopilka_btcpay::Delivery`] reads nothing else, and this keeps
+/// less.
 #[must_use]
 pub fn project_delivery(delivery: &kopilka_btcpay::Delivery) -> Value {
     if matches!(delivery.kind, kopilka_btcpay::EventKind::Other(_)) {
@@ -449,7 +450,6 @@ pub fn project_delivery(delivery: &kopilka_btcpay::Delivery) -> Value {
         "payment",
         delivery.payment.as_ref().map(|payment| {
             let mut kept = Map::new();
-            kept.insert("id".to_owned(), Value::String(payment.id.clone()));
             kept.insert("value".to_owned(), Value::String(payment.value.clone()));
             kept.insert(
                 "status".to_owned(),
@@ -609,7 +609,7 @@ mod tests {
             project_delivery(&delivery),
             json!({"invoiceId": "i1", "orderId": "0190a3c2-7d7e-7000-8000-000000000001",
                    "afterExpiration": true, "paymentMethodId": "BTC-CHAIN",
-                   "payment": {"id": "tx-0", "value": "0.00010000", "status": "Processing",
+                   "payment": {"value": "0.00010000", "status": "Processing",
                                "receivedDate": 1_700_000_000}})
         );
     }

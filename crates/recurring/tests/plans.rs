@@ -70,10 +70,14 @@ async fn paid_checkout(
         currency: currency.into(),
         email: None,
         return_url: None,
+        rail: None,
     };
     let (_, started) = start_checkout(
         &app.pool,
-        app.state.stripe.as_ref(),
+        kopilka_contributions::Providers {
+            stripe: app.state.stripe.as_ref(),
+            btcpay: None,
+        },
         &app.settings,
         &input,
         None,
@@ -923,10 +927,14 @@ async fn an_expired_checkout_is_abandoned_unless_it_was_paid() {
         currency: "usd".into(),
         email: None,
         return_url: None,
+        rail: None,
     };
     let (_, started) = start_checkout(
         &app.pool,
-        app.state.stripe.as_ref(),
+        kopilka_contributions::Providers {
+            stripe: app.state.stripe.as_ref(),
+            btcpay: None,
+        },
         &app.settings,
         &input,
         None,

@@ -15,6 +15,7 @@ mod reader_export;
 mod reader_show;
 mod reconcile;
 mod recurring_list;
+mod report_attention;
 mod report_fraud_warnings;
 mod report_goal;
 mod report_mrr;
@@ -110,6 +111,8 @@ pub enum Report {
     Payouts(report_payouts::Args),
     /// Every early fraud warning Stripe sent, with its contribution and what is left of it.
     FraudWarnings(report_fraud_warnings::Args),
+    /// Payments that ended where a person must decide (crypto paid partly, late, too much…).
+    Attention(report_attention::Args),
 }
 
 /// `admin recurring …`.
@@ -136,6 +139,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Report(Report::Mrr(args)) => report_mrr::run(&args).await,
         Command::Report(Report::Payouts(args)) => report_payouts::run(&args).await,
         Command::Report(Report::FraudWarnings(args)) => report_fraud_warnings::run(&args).await,
+        Command::Report(Report::Attention(args)) => report_attention::run(&args).await,
         Command::Recurring(Recurring::List(args)) => recurring_list::run(&args).await,
         Command::Events(Events::List(args)) => events_list::run(&args).await,
         Command::Events(Events::Replay(args)) => events_replay::run(&args).await,

@@ -39,6 +39,10 @@ pub enum Purpose {
     /// A card's fingerprint, counted by the card-testing shield (Stripe's fingerprint is
     /// never stored).
     CardKey,
+    /// A pass code (stored only as this keyed digest).
+    PassCode,
+    /// A pass holder's token (stored only as this keyed digest).
+    PassHolder,
 }
 
 impl Purpose {
@@ -54,6 +58,8 @@ impl Purpose {
             Self::IpKey => b"kopilka/ip/v1\0",
             Self::CheckoutRequest => b"kopilka/checkout-request/v1\0",
             Self::CardKey => b"kopilka/card/v1\0",
+            Self::PassCode => b"kopilka/pass-code/v1\0",
+            Self::PassHolder => b"kopilka/pass-holder/v1\0",
         }
     }
 }

@@ -40,6 +40,20 @@ impl LoginKeys {
     }
 }
 
+impl LoginKeys {
+    /// Keys for a pass-code attempt from `ip`: the client's own code counter (counted
+    /// against `free_failures_per_account`) and the IP counter password sign-ins count on,
+    /// so guessing codes and guessing passwords spend one budget.
+    #[must_use]
+    pub fn for_code(keys: &Keys, ip: Option<IpAddr>) -> Self {
+        let ip = ip.map(|ip| keys.digest(Purpose::IpKey, canonical(ip).as_bytes()));
+        Self {
+            address: format!("code:{}", ip.as_deref().unwrap_or("unknown")),
+            ip: ip.map(|ip| format!("ip:{ip}")),
+        }
+    }
+}
+
 /// IPv6 clients are throttled per /64 (one host usually owns the whole prefix): see
 /// [`kopilka_domain::client::throttle_key`], the one rule every per-client limit uses.
 #[must_use]

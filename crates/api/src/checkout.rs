@@ -137,6 +137,13 @@ pub struct CheckoutBody {
     /// only).
     #[serde(default)]
     rail: Option<String>,
+    /// Crypto rail: supporter passes of this many months (one of `passes.months`; the
+    /// amount is for all of them).
+    #[serde(default)]
+    pass_months: Option<u8>,
+    /// With `pass_months`: this many passes as codes to give away.
+    #[serde(default)]
+    pass_codes: Option<u8>,
     /// Where the reader returns; must be on the newsroom's sites.
     #[serde(default)]
     return_url: Option<String>,
@@ -153,6 +160,10 @@ pub struct Started {
     pub contribution_id: String,
     /// The provider's hosted page: Stripe Checkout, or BTCPay's invoice.
     pub checkout_url: String,
+    /// Pass codes bought (crypto passes as codes): shown once, in this answer; they work
+    /// once the payment settles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_codes: Option<Vec<String>>,
 }
 
 /// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
@@ -208,6 +219,8 @@ async fn checkout(
         email: body.email,
         return_url: body.return_url,
         rail: body.rail,
+        pass_months: body.pass_months,
+        pass_codes: body.pass_codes,
     };
     let (status, answer) = Box::pin(kopilka_contributions::start_checkout(
         &state.pool,

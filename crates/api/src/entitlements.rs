@@ -153,6 +153,10 @@ pub struct Entitlements {
     /// What it says.
     #[schema(value_type = Object)]
     pub claims: SupporterClaims,
+    /// After a pass code's redemption by an anonymous holder: the token that renews this
+    /// one at `GET /v1/passes/entitlements` (also set as the `__Host-kopilka_pass` cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_token: Option<String>,
 }
 
 /// A fresh supporter token for the signed-in reader (24 h by default), also set as the
@@ -181,16 +185,40 @@ async fn entitlements(
     };
     let banner = kopilka_accounts::banner::load(&mut conn, reader.reader_id).await?;
     drop(conn);
+    signed_answer(
+        &state,
+        reader.reader_id.to_string(),
+        status,
+        banner.hides_asks_until(),
+        None,
+        now,
+    )
+    .await
+}
+
+/// A supporter token for `sub` in `status` (none: not a supporter), hiding asks until
+/// `hides_asks_until` or the end of what was paid, signed and set as the supporter cookie.
+pub(crate) async fn signed_answer(
+    state: &AppState,
+    sub: String,
+    status: Option<kopilka_recurring::SupporterStatus>,
+    hides_asks_until: Option<OffsetDateTime>,
+    holder_token: Option<String>,
+    now: OffsetDateTime,
+) -> Result<Response, AppError> {
     let supporter = status.is_some_and(|s| s.supporter);
-    let tier = status
-        .and_then(|s| s.interval)
-        .filter(|_| supporter)
-        .map(|i| i.to_string());
+    let tier = status.filter(|_| supporter).and_then(|s| {
+        if s.pass {
+            Some("pass".to_owned())
+        } else {
+            s.interval.map(|i| i.to_string())
+        }
+    });
     let paid_through = status
         .and_then(|s| s.paid_through)
         .map(OffsetDateTime::unix_timestamp);
     let hide_asks_until = [
-        banner.hides_asks_until(),
+        hides_asks_until,
         status.and_then(|s| s.paid_through).filter(|_| supporter),
     ]
     .into_iter()
@@ -198,10 +226,10 @@ async fn entitlements(
     .filter(|until| *until > now)
     .max()
     .map(OffsetDateTime::unix_timestamp);
-    let ring = loaded(&state).await?;
+    let ring = loaded(state).await?;
     let exp = now + time::Duration::hours(i64::from(state.settings.paywall.token_hours));
     let claims = SupporterClaims {
-        sub: reader.reader_id.to_string(),
+        sub,
         supporter,
         tier: tier.clone(),
         interval: tier,
@@ -214,7 +242,12 @@ async fn entitlements(
     };
     let token = ring.sign(&claims).map_err(|_| AppError::Unavailable)?;
     let cookie = crate::identity::host_cookie(SUPPORTER_COOKIE, &token, exp);
-    let mut response = ApiJson(Entitlements { token, claims }).into_response();
+    let mut response = ApiJson(Entitlements {
+        token,
+        claims,
+        holder_token,
+    })
+    .into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     response
         .headers_mut()

@@ -20,6 +20,7 @@ mod metrics;
 mod offer;
 mod openapi;
 mod pages;
+mod passes;
 mod reminders;
 mod revocation;
 mod serve;
@@ -233,4 +234,5 @@ fn api_routes_with(webhook_limit: usize) -> OpenApiRouter<AppState> {
         .merge(me::routes())
         .merge(reminders::routes())
         .merge(entitlements::routes())
+        .merge(passes::routes())
 }

@@ -30,6 +30,7 @@ pub(crate) enum Route {
     SignIn,
     Reminder,
     PlanLink,
+    PassCode,
 }
 
 impl Route {
@@ -41,6 +42,7 @@ impl Route {
             Self::SignIn => "sign_in",
             Self::Reminder => "reminder",
             Self::PlanLink => "plan_link",
+            Self::PassCode => "pass_code",
         }
     }
 
@@ -52,6 +54,7 @@ impl Route {
             Self::SignIn => settings.sign_in,
             Self::Reminder => settings.reminder,
             Self::PlanLink => settings.plan_link,
+            Self::PassCode => settings.pass_code,
         }
     }
 }
@@ -220,6 +223,7 @@ fn public_write(method: &axum::http::Method, template: &str) -> Option<Route> {
         "/v1/sessions/magic-link" => Some(Route::SignInLink),
         "/v1/sessions" => Some(Route::SignIn),
         "/v1/reminders" => Some(Route::Reminder),
+        "/v1/passes/redeem" | "/v1/passes/revoke" => Some(Route::PassCode),
         _ => None,
     }
 }

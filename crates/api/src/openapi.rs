@@ -17,7 +17,8 @@ use crate::{ErrorBody, ErrorDetail};
         (name = "accounts", description = "Sign-up and sign-in; answers never reveal whether an address has an account"),
         (name = "self-service", description = "A signed-in reader's profile, history, plans, sessions and data"),
         (name = "reminders", description = "Remind me later, one-click unsubscribe, the banner's state"),
-        (name = "paywall", description = "The supporter token and its public keys")
+        (name = "paywall", description = "The supporter token and its public keys"),
+        (name = "passes", description = "Pass codes: redeem, revoke, an anonymous holder's supporter token")
     )
 )]
 pub(crate) struct ApiDoc;

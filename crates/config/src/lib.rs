@@ -13,6 +13,7 @@ mod limits;
 mod list;
 mod mail;
 mod offer;
+mod passes;
 mod paywall;
 mod retention;
 mod settings;
@@ -32,6 +33,7 @@ pub use mail::{NoticeSettings, PublisherSettings, SmtpSettings};
 pub use offer::{
     CurrencyOffer, GoalSettings, IntervalOffer, OfferSettings, STRIPE_MAXIMUM, stripe_minimum,
 };
+pub use passes::PassesSettings;
 pub use paywall::{LOCAL_PAYWALL_SECRET, PaywallSettings};
 pub use retention::RetentionSettings;
 pub use settings::{

@@ -63,6 +63,19 @@ pub struct LimitsSettings {
     pub reminder: RouteLimit,
     /// The plan-link routes (`/v1/plan-links/{token}`).
     pub plan_link: RouteLimit,
+    /// `POST /v1/passes/redeem` and `POST /v1/passes/revoke` (besides the failure backoff
+    /// they share with password sign-in).
+    #[serde(default = "default_pass_code")]
+    pub pass_code: RouteLimit,
+}
+
+fn default_pass_code() -> RouteLimit {
+    RouteLimit {
+        per_client: 20,
+        per_address: 0,
+        global: 3000,
+        window_secs: 600,
+    }
 }
 
 impl LimitsSettings {
@@ -74,7 +87,7 @@ impl LimitsSettings {
 
     /// Every route's limit with its name (for validation and the README).
     #[must_use]
-    pub fn routes(&self) -> [(&'static str, RouteLimit); 6] {
+    pub fn routes(&self) -> [(&'static str, RouteLimit); 7] {
         [
             ("checkout", self.checkout),
             ("sign_up", self.sign_up),
@@ -82,6 +95,7 @@ impl LimitsSettings {
             ("sign_in", self.sign_in),
             ("reminder", self.reminder),
             ("plan_link", self.plan_link),
+            ("pass_code", self.pass_code),
         ]
     }
 

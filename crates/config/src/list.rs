@@ -60,3 +60,39 @@ pub(crate) fn nets_as_text<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     s.collect_seq(nets.iter().map(ToString::to_string))
 }
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumbersOrList {
+    One(NumberOrText),
+    Many(Vec<NumberOrText>),
+}
+
+/// Deserialises small numbers from an array (`[1, 3, 12]`), one number, or a comma-separated
+/// string (`KOPILKA__PASSES__MONTHS=1,3,12`).
+pub(crate) fn comma_separated_u8<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let items = match NumbersOrList::deserialize(d)? {
+        NumbersOrList::One(one) => vec![one],
+        NumbersOrList::Many(many) => many,
+    };
+    let mut numbers = Vec::new();
+    for item in items {
+        let texts: Vec<String> = match item {
+            NumberOrText::Number(n) => vec![n.to_string()],
+            NumberOrText::Text(text) => text.split(',').map(str::to_owned).collect(),
+        };
+        for text in texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            numbers.push(text.parse().map_err(|_| {
+                serde::de::Error::custom(format!("{text:?} is not a number from 0 to 255"))
+            })?);
+        }
+    }
+    Ok(numbers)
+}

@@ -28,6 +28,9 @@ pub struct Settings {
     /// BTCPay Server, the second rail (off unless its URL, store and API key are set).
     #[serde(default)]
     pub btcpay: crate::BtcpaySettings,
+    /// Supporter passes and pass codes (the crypto rail's months paid ahead).
+    #[serde(default)]
+    pub passes: crate::PassesSettings,
     /// The banner's offer and the funding goal.
     pub offer: crate::OfferSettings,
     /// Background jobs.

@@ -40,6 +40,14 @@ pub struct CheckoutInput {
     /// `card` (the default) or `crypto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rail: Option<String>,
+    /// Crypto rail: buy supporter passes of this many months (one of `passes.months`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_months: Option<u8>,
+    /// With `pass_months`: buy this many passes as codes to give away (1 to
+    /// `passes.max_codes`). Without it the pass is the buyer's, or a code when the buyer
+    /// gives no address and is not signed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_codes: Option<u8>,
 }
 
 /// How the reader pays.
@@ -93,6 +101,8 @@ pub struct ValidCheckout {
     pub return_url: url::Url,
     /// How the reader pays.
     pub rail: Rail,
+    /// The passes it buys, if any (`as_codes` is settled when the buyer is known).
+    pub pass: Option<crate::passes::PassOrder>,
 }
 
 /// The answer: 201 `{contribution_id, checkout_url}`.
@@ -100,8 +110,12 @@ pub struct ValidCheckout {
 pub struct CheckoutStarted {
     /// Kopilka's id for the contribution.
     pub contribution_id: ContributionId,
-    /// Stripe's hosted page.
+    /// The provider's hosted page.
     pub checkout_url: String,
+    /// The pass codes bought, in the clear: shown once, here (stored only as keyed
+    /// digests); they work once the payment settles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_codes: Option<Vec<String>>,
 }
 
 impl CheckoutInput {
@@ -135,24 +149,37 @@ impl CheckoutInput {
                 format!("contributions in {currency} are not offered"),
             )
         })?;
-        let limits = offer.interval(interval);
+        let pass = self.pass_order(settings, rail, interval)?;
+        let (minimum, maximum, what) = match pass {
+            // A pass costs at least its months of the monthly minimum, each.
+            Some(order) => {
+                let times = i64::from(order.months) * i64::from(order.count);
+                (
+                    offer.month.minimum_minor.saturating_mul(times),
+                    offer.month.maximum_minor.saturating_mul(times),
+                    format!("{} × {}-month pass", order.count, order.months),
+                )
+            }
+            None => {
+                let limits = offer.interval(interval);
+                (
+                    limits.minimum_minor,
+                    limits.maximum_minor,
+                    format!("{interval} contribution"),
+                )
+            }
+        };
         let amount = Money::new(self.amount_minor, currency);
-        if self.amount_minor < limits.minimum_minor {
+        if self.amount_minor < minimum {
             return Err(Refusal::new(
                 "amount_below_minimum",
-                format!(
-                    "the minimum {interval} contribution is {}",
-                    Money::new(limits.minimum_minor, currency)
-                ),
+                format!("the minimum {what} is {}", Money::new(minimum, currency)),
             ));
         }
-        if self.amount_minor > limits.maximum_minor {
+        if self.amount_minor > maximum {
             return Err(Refusal::new(
                 "amount_above_maximum",
-                format!(
-                    "the maximum {interval} contribution is {}",
-                    Money::new(limits.maximum_minor, currency)
-                ),
+                format!("the maximum {what} is {}", Money::new(maximum, currency)),
             ));
         }
         // The offer's limits were checked against Stripe's rules at start-up; this catches
@@ -188,7 +215,52 @@ impl CheckoutInput {
             email,
             return_url,
             rail,
+            pass,
         })
+    }
+
+    /// The passes asked for, checked against `[passes]`.
+    fn pass_order(
+        &self,
+        settings: &Settings,
+        rail: Rail,
+        interval: Interval,
+    ) -> Result<Option<crate::passes::PassOrder>, Refusal> {
+        let Some(months) = self.pass_months else {
+            if self.pass_codes.is_some() {
+                return Err(Refusal::new(
+                    "invalid_pass_codes",
+                    "pass_codes needs pass_months",
+                ));
+            }
+            return Ok(None);
+        };
+        if rail != Rail::Crypto || interval != Interval::Once {
+            return Err(Refusal::new(
+                "pass_not_on_rail",
+                "passes are bought once, on the crypto rail (card readers give monthly or annually)",
+            ));
+        }
+        if !settings.passes.months.contains(&months) {
+            return Err(Refusal::new(
+                "invalid_pass_months",
+                format!("a pass lasts one of {:?} months", settings.passes.months),
+            ));
+        }
+        let max = settings.passes.max_codes;
+        if let Some(count) = self.pass_codes
+            && !(1..=max).contains(&count)
+        {
+            return Err(Refusal::new(
+                "invalid_pass_codes",
+                format!("from 1 to {max} pass codes at once"),
+            ));
+        }
+        Ok(Some(crate::passes::PassOrder {
+            months,
+            count: self.pass_codes.unwrap_or(1),
+            as_codes: self.pass_codes.is_some(),
+        }))
     }
 
     /// A stable fingerprint of the request, to recognise a replay of the same body: an
@@ -455,6 +527,7 @@ pub async fn start_checkout(
         });
     }
     let mut contribution = ContributionId::new();
+    let codes: Vec<String>;
     if let Some(key) = idempotency_key {
         let earlier: Option<(String, uuid::Uuid, Option<i16>, Option<serde_json::Value>)> =
             sqlx::query_as(
@@ -466,13 +539,27 @@ pub async fn start_checkout(
             .await?;
         match earlier {
             Some((hash, _, _, _)) if hash != digest => return Err(ContributionError::KeyReused),
-            Some((_, _, Some(status), Some(body))) => {
+            Some((_, id, Some(status), Some(mut body))) => {
+                // Codes are never stored in the clear: a replay before the payment gets new
+                // ones (the first answer may never have arrived), after it none.
+                let codes =
+                    crate::passes::reissue(&mut tx, &keys, ContributionId::from_uuid(id)).await?;
+                tx.commit().await.map_err(kopilka_store::StoreError::from)?;
+                if let Some(codes) = codes {
+                    body["pass_codes"] = serde_json::json!(codes);
+                }
                 return Ok((u16::try_from(status).unwrap_or(201), body));
             }
             // A retry after Stripe was unavailable: same contribution, same Stripe key.
-            Some((_, id, _, _)) => contribution = ContributionId::from_uuid(id),
+            Some((_, id, _, _)) => {
+                contribution = ContributionId::from_uuid(id);
+                codes = crate::passes::reissue(&mut tx, &keys, contribution)
+                    .await?
+                    .unwrap_or_default();
+            }
             None => {
                 insert_contribution(&mut tx, contribution, &valid, reader).await?;
+                codes = create_passes(&mut tx, &keys, contribution, &valid, reader).await?;
                 crate::shield::attribute(
                     &mut tx,
                     contribution,
@@ -496,6 +583,7 @@ pub async fn start_checkout(
         }
     } else {
         insert_contribution(&mut tx, contribution, &valid, reader).await?;
+        codes = create_passes(&mut tx, &keys, contribution, &valid, reader).await?;
         crate::shield::attribute(
             &mut tx,
             contribution,
@@ -579,6 +667,7 @@ pub async fn start_checkout(
     let body = serde_json::to_value(CheckoutStarted {
         contribution_id: contribution,
         checkout_url,
+        pass_codes: None,
     })
     .unwrap_or_default();
 
@@ -597,7 +686,28 @@ pub async fn start_checkout(
     }
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     tracing::info!(contribution_id = %id, interval = %valid.interval, currency = %valid.amount.currency(), rail = valid.rail.as_str(), "checkout started");
+    // The codes go in this answer only, never in the one stored for the key.
+    let mut body = body;
+    if !codes.is_empty() {
+        body["pass_codes"] = serde_json::json!(codes);
+    }
     Ok((201, body))
+}
+
+/// The passes of a checkout that buys some: as codes when asked, or when nobody could hold
+/// the pass (an anonymous buyer who gave no address).
+async fn create_passes(
+    conn: &mut sqlx::PgConnection,
+    keys: &Keys,
+    contribution: ContributionId,
+    valid: &ValidCheckout,
+    reader: Option<ReaderId>,
+) -> Result<Vec<String>, ContributionError> {
+    let Some(mut order) = valid.pass else {
+        return Ok(Vec::new());
+    };
+    order.as_codes |= reader.is_none() && valid.email.is_none();
+    crate::passes::create(conn, keys, contribution, order, reader).await
 }
 
 /// The provider a checkout goes to.
@@ -644,8 +754,8 @@ async fn insert_contribution(
     reader: Option<ReaderId>,
 ) -> Result<(), ContributionError> {
     sqlx::query(
-        "INSERT INTO contributions (id, provider, interval, amount_minor, currency, reader_id)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO contributions (id, provider, interval, amount_minor, currency, reader_id, pass_months)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id.as_uuid())
     .bind(valid.rail.provider().as_str())
@@ -653,6 +763,7 @@ async fn insert_contribution(
     .bind(valid.amount.minor())
     .bind(valid.amount.currency().stripe_code())
     .bind(reader.map(ReaderId::as_uuid))
+    .bind(valid.pass.map(|order| i16::from(order.months)))
     .execute(conn)
     .await?;
     Ok(())

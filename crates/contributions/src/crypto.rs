@@ -13,6 +13,9 @@
 //! | `Invalid`, never settled | failed | — | — |
 //! | `Invalid` after it settled | paid | a `reversal` of the payment | `invalid_after_settlement` |
 //!
+//! A contribution's passes become paid when its invoice settles, and void when it expires,
+//! goes invalid, or is taken back ([`crate::passes`]).
+//!
 //! Beside the fiat payment the contribution keeps what was paid in crypto and the rate;
 //! never a transaction id or an address.
 
@@ -66,6 +69,8 @@ pub struct InvoiceSeen<'a> {
     pub methods: &'a [PaymentMethod],
     /// When the delivery that brought it was created (unix seconds).
     pub occurred_at: i64,
+    /// Days a paid pass code may wait to be redeemed (`passes.redeem_days`).
+    pub redeem_days: u32,
 }
 
 /// Whether `invoice_id` is the invoice Kopilka created for contribution `id` (an invoice
@@ -186,6 +191,13 @@ pub async fn invoice_seen(
             .await?
                 == Applied::Changed;
             note_gift(conn, seen.contribution_id, seen.occurred_at).await?;
+            changed |= crate::passes::paid(
+                conn,
+                seen.contribution_id,
+                at(seen.occurred_at),
+                seen.redeem_days,
+            )
+            .await?;
             let flag = match invoice.additional_status {
                 AdditionalStatus::PaidOver => Some(Attention::Overpayment),
                 AdditionalStatus::Marked if paid_short => Some(Attention::MarkedSettledShort),
@@ -206,6 +218,7 @@ pub async fn invoice_seen(
                 )
                 .await?
                     == Applied::Changed;
+                let moved = crate::passes::void(conn, seen.contribution_id).await? | moved;
                 let flag = match invoice.additional_status {
                     AdditionalStatus::PaidLate => Some(Attention::LatePayment),
                     _ if invoice.paid_amount.is_positive() => Some(Attention::PartialPayment),
@@ -239,8 +252,10 @@ pub async fn invoice_seen(
                 )
                 .await?;
                 let flag = Some(Attention::InvalidAfterSettlement);
-                reversed | flag_for(conn, seen, flag, attention.as_deref()).await?
+                let voided = crate::passes::void(conn, seen.contribution_id).await?;
+                reversed | voided | flag_for(conn, seen, flag, attention.as_deref()).await?
             } else {
+                let voided = crate::passes::void(conn, seen.contribution_id).await?;
                 move_to(
                     conn,
                     seen.contribution_id,
@@ -249,6 +264,7 @@ pub async fn invoice_seen(
                 )
                 .await?
                     == Applied::Changed
+                    || voided
             }
         }
         InvoiceStatus::New | InvoiceStatus::Processing | InvoiceStatus::Unknown => false,

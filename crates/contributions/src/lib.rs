@@ -14,6 +14,7 @@ mod error;
 pub mod facts;
 pub mod history;
 pub mod ledger;
+pub mod passes;
 pub mod privacy;
 pub mod shield;
 

@@ -169,8 +169,13 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
             let event_id = job.payload["event_id"]
                 .as_str()
                 .ok_or("a btcpay_event job without event_id")?;
-            match kopilka_reconciliation::apply_btcpay_event(pool, worker.btcpay.as_ref(), event_id)
-                .await
+            match kopilka_reconciliation::apply_btcpay_event(
+                pool,
+                worker.btcpay.as_ref(),
+                event_id,
+                worker.settings.passes.redeem_days,
+            )
+            .await
             {
                 Ok(_) => Ok(()),
                 Err(ReconciliationError::NotYet(why)) => Err(format!("waiting: {why}")),

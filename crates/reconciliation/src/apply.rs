@@ -169,7 +169,8 @@ pub async fn apply_event(
 /// contribution whose invoice it is) is applied by reading the invoice as it stands now
 /// from BTCPay, and its payment methods once it settled (a delivery names no amounts), so
 /// deliveries late, repeated or out of order all end the same way (see
-/// [`kopilka_contributions::crypto`]); any other delivery is recorded `ignored`.
+/// [`kopilka_contributions::crypto`]); any other delivery is recorded `ignored`. A paid
+/// pass code may be redeemed for `redeem_days`.
 ///
 /// # Errors
 /// [`ReconciliationError::UnknownEvent`] when no such delivery is stored;
@@ -179,6 +180,7 @@ pub async fn apply_btcpay_event(
     pool: &PgPool,
     btcpay: Option<&kopilka_btcpay::BtcpayClient>,
     event_id: &str,
+    redeem_days: u32,
 ) -> Result<Outcome, ReconciliationError> {
     let row: Option<(String, Value, i64)> = sqlx::query_as(
         "SELECT type, payload, created FROM provider_events WHERE provider = 'btcpay' AND id = $1",
@@ -232,6 +234,7 @@ pub async fn apply_btcpay_event(
                     invoice: &invoice,
                     methods: &methods,
                     occurred_at: created,
+                    redeem_days,
                 },
             )
             .await?;

@@ -158,7 +158,7 @@ async fn a_btcpay_delivery_is_stored_and_processed_apart_from_stripes_event_of_t
     );
 
     assert_eq!(
-        kopilka_reconciliation::apply_btcpay_event(&db.pool, None, "Shared1")
+        kopilka_reconciliation::apply_btcpay_event(&db.pool, None, "Shared1", 365)
             .await
             .unwrap(),
         kopilka_reconciliation::Outcome::Ignored
@@ -177,7 +177,7 @@ async fn a_btcpay_delivery_is_stored_and_processed_apart_from_stripes_event_of_t
         ]
     );
     assert!(matches!(
-        kopilka_reconciliation::apply_btcpay_event(&db.pool, None, "Unknown1").await,
+        kopilka_reconciliation::apply_btcpay_event(&db.pool, None, "Unknown1", 365).await,
         Err(kopilka_reconciliation::ReconciliationError::UnknownEvent(_))
     ));
 }

@@ -1,5 +1,5 @@
-//! Who counts as a supporter: a reader with a live plan, or a one-off gift within the
-//! configured number of days. One function, used by the paywall and the reminder logic.
+//! Who counts as a supporter: a reader with a live plan, a running supporter pass, or a
+//! one-off gift within the configured number of days. One function, used by the paywall and the reminder logic.
 
 use kopilka_domain::Interval;
 use kopilka_domain::id::ReaderId;
@@ -17,6 +17,8 @@ pub struct SupporterStatus {
     pub interval: Option<Interval>,
     /// Until when the status holds without another payment.
     pub paid_through: Option<OffsetDateTime>,
+    /// Whether a supporter pass is what makes them one (`interval` is then `once`).
+    pub pass: bool,
 }
 
 /// The status of `reader` at `now`, with one-off gifts counting for `one_off_days`.
@@ -43,6 +45,15 @@ pub async fn supporter_status(
             supporter: true,
             interval: interval.parse().ok(),
             paid_through: end,
+            pass: false,
+        });
+    }
+    if let Some(end) = kopilka_contributions::passes::paid_through(conn, reader, now).await? {
+        return Ok(SupporterStatus {
+            supporter: true,
+            interval: Some(Interval::Once),
+            paid_through: Some(end),
+            pass: true,
         });
     }
     let since = now - Duration::days(i64::from(one_off_days));
@@ -60,11 +71,13 @@ pub async fn supporter_status(
             supporter: true,
             interval: Some(Interval::Once),
             paid_through: Some(at + Duration::days(i64::from(one_off_days))),
+            pass: false,
         },
         None => SupporterStatus {
             supporter: false,
             interval: None,
             paid_through: None,
+            pass: false,
         },
     })
 }

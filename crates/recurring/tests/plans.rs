@@ -71,6 +71,8 @@ async fn paid_checkout(
         email: None,
         return_url: None,
         rail: None,
+        pass_months: None,
+        pass_codes: None,
     };
     let (_, started) = start_checkout(
         &app.pool,
@@ -928,6 +930,8 @@ async fn an_expired_checkout_is_abandoned_unless_it_was_paid() {
         email: None,
         return_url: None,
         rail: None,
+        pass_months: None,
+        pass_codes: None,
     };
     let (_, started) = start_checkout(
         &app.pool,

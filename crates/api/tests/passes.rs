@@ -355,3 +355,39 @@ async fn a_retried_checkout_gets_fresh_codes_until_it_is_paid_and_never_the_same
     assert!(after.get("pass_codes").is_none(), "{after}");
     assert_eq!(after["contribution_id"], first["contribution_id"]);
 }
+
+#[tokio::test]
+async fn a_pass_counts_in_the_goal_and_mrr_an_nth_a_month_and_a_gift_in_full() {
+    let app = TestApp::spawn().await;
+    app.deliver_btcpay_webhooks_here().await;
+    // A year for $24.00 counts $2.00 a month; a one-off $10.00 crypto gift counts in full.
+    let year = buy(
+        &app,
+        json!({"amount_minor": 2_400, "pass_months": 12, "email": "goal@example.org"}),
+    )
+    .await;
+    pay(&app, &year).await;
+    let gift = buy(&app, json!({"amount_minor": 1_000})).await;
+    pay(&app, &gift).await;
+    let now = OffsetDateTime::now_utc();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let figure = kopilka_recurring::goal::compute(&mut conn, &app.settings.offer, now)
+        .await
+        .unwrap();
+    assert_eq!(figure.current_minor, 200 + 1_000, "{figure:?}");
+    let months = kopilka_recurring::mrr::mrr_by_month(
+        &mut conn,
+        &app.settings.offer,
+        now - time::Duration::days(31),
+        now,
+    )
+    .await
+    .unwrap();
+    let this = months.last().unwrap();
+    assert_eq!(
+        (this.mrr_minor, this.plans, this.pass_mrr_minor, this.passes),
+        (0, 0, 200, 1),
+        "{months:?}"
+    );
+    assert_eq!(months[0].passes, 0, "not before it was bought: {months:?}");
+}

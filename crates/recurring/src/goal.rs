@@ -1,5 +1,6 @@
 //! "This costs us $10,000 a month: help us fill the gap." The figure is live monthly
-//! recurring revenue (annual plans count a twelfth) plus one-off gifts this calendar month
+//! recurring revenue (annual plans count a twelfth, a supporter pass of N months an Nth
+//! of its payment during those months) plus one-off gifts this calendar month
 //! (UTC), in the goal's currency; other currencies count only through the configured rates.
 //! It is computed off the request path and kept in a [`GoalCache`] that the offer endpoint
 //! reads without touching Postgres.
@@ -125,7 +126,7 @@ async fn figure(
     let goal = offer.goal.currency;
     // Annualised per currency (monthly × 12 + annual), divided by 12 once at the end, so
     // twelve annual plans of 1 200 make exactly 1 200 a month.
-    let recurring: Vec<(String, i64)> = sqlx::query_as(
+    let mut recurring: Vec<(String, i64)> = sqlx::query_as(
         "SELECT currency, sum(CASE interval WHEN 'month' THEN amount_minor * 12 ELSE amount_minor END)::bigint
          FROM recurring_plans WHERE status IN ('active', 'past_due', 'trialing')
            AND ($1::timestamptz IS NULL OR created_at < $1)
@@ -134,12 +135,28 @@ async fn figure(
     .bind(cutoff)
     .fetch_all(&mut *conn)
     .await?;
+    // Supporter passes count like plans: a pass of N months an Nth of its payment in each
+    // month it covers (annualised here as plans are).
+    let passes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT l.currency, sum(l.amount_minor * 12 / c.pass_months)::bigint
+         FROM ledger_entries l JOIN contributions c ON c.id = l.contribution_id
+         WHERE c.pass_months IS NOT NULL AND l.kind <> 'fee'
+           AND l.occurred_at <= $1
+           AND l.occurred_at + make_interval(months => c.pass_months::int) > $1
+           AND ($2::timestamptz IS NULL OR l.occurred_at < $2)
+         GROUP BY l.currency",
+    )
+    .bind(now)
+    .bind(cutoff)
+    .fetch_all(&mut *conn)
+    .await?;
+    recurring.extend(passes);
     let (start, end) = month_bounds(now);
     let end = cutoff.map_or(end, |cutoff| cutoff.min(end));
     let one_off: Vec<(String, i64)> = sqlx::query_as(
         "SELECT l.currency, sum(l.amount_minor)::bigint
          FROM ledger_entries l JOIN contributions c ON c.id = l.contribution_id
-         WHERE c.interval = 'once' AND l.plan_id IS NULL AND l.kind <> 'fee'
+         WHERE c.interval = 'once' AND c.pass_months IS NULL AND l.plan_id IS NULL AND l.kind <> 'fee'
            AND l.occurred_at >= $1 AND l.occurred_at < $2
          GROUP BY l.currency",
     )

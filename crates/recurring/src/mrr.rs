@@ -5,6 +5,9 @@
 //! keeps its past monthly payments monthly; payments of earlier versions, whose invoice's
 //! interval was not remembered, count for the plan's current interval. A plan counted last month and not this month
 //! churned. In the goal's currency, through the configured rates.
+//!
+//! Supporter passes (the crypto rail's months paid ahead) are their own line: a pass bought
+//! for N months counts an Nth of its payment in each of the N months from its payment.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,6 +32,10 @@ pub struct MonthFigures {
     pub churned: usize,
     /// `churned / plans of the month before`, as an exact decimal with four places.
     pub churn_rate: String,
+    /// Supporter passes' share of the month, in the goal's currency (not in `mrr_minor`).
+    pub pass_mrr_minor: i64,
+    /// Pass purchases counted.
+    pub passes: usize,
 }
 
 type Row = (OffsetDateTime, uuid::Uuid, String, i64);
@@ -66,10 +73,39 @@ pub async fn mrr_by_month(
     )
     .bind(from)
     .bind(to)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    // One row per (month, pass purchase that covers it), annualised the same way.
+    let pass_rows: Vec<Row> = sqlx::query_as(
+        "WITH months AS (
+             SELECT generate_series(date_trunc('month', $1::timestamptz AT TIME ZONE 'UTC'),
+                                    date_trunc('month', $2::timestamptz AT TIME ZONE 'UTC'),
+                                    interval '1 month') AT TIME ZONE 'UTC' AS month)
+         SELECT m.month, c.id, l.currency, (l.amount_minor * 12 / c.pass_months)::bigint
+         FROM months m
+         JOIN ledger_entries l ON l.kind = 'payment'
+          AND l.occurred_at < m.month + interval '1 month'
+         JOIN contributions c ON c.id = l.contribution_id AND c.pass_months IS NOT NULL
+          AND l.occurred_at + make_interval(months => c.pass_months::int) > m.month
+         ORDER BY m.month",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut passes_by_month: BTreeMap<
+        OffsetDateTime,
+        (BTreeMap<Currency, i64>, BTreeSet<uuid::Uuid>),
+    > = BTreeMap::new();
+    for (month, purchase, currency, annualised) in pass_rows {
+        let Ok(currency) = currency.parse::<Currency>() else {
+            continue;
+        };
+        let entry = passes_by_month.entry(month).or_default();
+        *entry.0.entry(currency).or_default() += annualised;
+        entry.1.insert(purchase);
+    }
 
-    let goal = offer.goal.currency;
     let mut by_month: BTreeMap<OffsetDateTime, (BTreeMap<Currency, i64>, BTreeSet<uuid::Uuid>)> =
         BTreeMap::new();
     for (month, plan, currency, annualised) in rows {
@@ -87,22 +123,9 @@ pub async fn mrr_by_month(
     let mut previous: BTreeSet<uuid::Uuid> = BTreeSet::new();
     while month <= last {
         let (sums, plans) = by_month.remove(&month).unwrap_or_default();
-        let mut total = Money::zero(goal);
-        for (currency, annualised) in sums {
-            let amount = Money::new(annualised, currency);
-            let converted = if currency == goal {
-                amount
-            } else if let Some(rate) = offer.rates.get(&currency) {
-                amount
-                    .convert(goal, *rate)
-                    .map_err(|e| RecurringError::Refused(e.to_string()))?
-            } else {
-                continue;
-            };
-            total = total
-                .checked_add(converted)
-                .map_err(|e| RecurringError::Refused(e.to_string()))?;
-        }
+        let total = in_goal_currency(offer, sums)?;
+        let (pass_sums, purchases) = passes_by_month.remove(&month).unwrap_or_default();
+        let pass_total = in_goal_currency(offer, pass_sums)?;
         let churned = previous.difference(&plans).count();
         let rate = if previous.is_empty() {
             0
@@ -111,13 +134,41 @@ pub async fn mrr_by_month(
         };
         figures.push(MonthFigures {
             month: format!("{}-{:02}", month.year(), u8::from(month.month())),
-            mrr_minor: total.minor() / 12,
+            mrr_minor: total / 12,
             plans: plans.len(),
             churned,
             churn_rate: format!("{}.{:04}", rate / 10_000, rate % 10_000),
+            pass_mrr_minor: pass_total / 12,
+            passes: purchases.len(),
         });
         previous = plans;
         month = crate::goal::month_bounds(month).1;
     }
     Ok(figures)
+}
+
+/// The sum of annualised amounts per currency, in the goal's currency (a currency without a
+/// configured rate is left out).
+fn in_goal_currency(
+    offer: &OfferSettings,
+    sums: BTreeMap<Currency, i64>,
+) -> Result<i64, RecurringError> {
+    let goal = offer.goal.currency;
+    let mut total = Money::zero(goal);
+    for (currency, annualised) in sums {
+        let amount = Money::new(annualised, currency);
+        let converted = if currency == goal {
+            amount
+        } else if let Some(rate) = offer.rates.get(&currency) {
+            amount
+                .convert(goal, *rate)
+                .map_err(|e| RecurringError::Refused(e.to_string()))?
+        } else {
+            continue;
+        };
+        total = total
+            .checked_add(converted)
+            .map_err(|e| RecurringError::Refused(e.to_string()))?;
+    }
+    Ok(total.minor())
 }

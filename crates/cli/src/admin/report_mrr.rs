@@ -38,12 +38,22 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 m.plans.to_string(),
                 m.churned.to_string(),
                 m.churn_rate.clone(),
+                m.pass_mrr_minor.to_string(),
+                m.passes.to_string(),
             ]
         })
         .collect();
     output::rows(
         args.format,
-        &["month", "mrr_minor", "plans", "churned", "churn_rate"],
+        &[
+            "month",
+            "mrr_minor",
+            "plans",
+            "churned",
+            "churn_rate",
+            "pass_mrr_minor",
+            "passes",
+        ],
         &rows,
     );
     Ok(())

@@ -391,3 +391,60 @@ async fn a_pass_counts_in_the_goal_and_mrr_an_nth_a_month_and_a_gift_in_full() {
     );
     assert_eq!(months[0].passes, 0, "not before it was bought: {months:?}");
 }
+
+#[tokio::test]
+async fn a_holder_with_an_address_is_told_before_the_pass_ends_once_and_not_after_renewing() {
+    let app = TestApp::spawn().await;
+    app.deliver_btcpay_webhooks_here().await;
+    let email = "ending@example.org";
+    let month = buy(
+        &app,
+        json!({"amount_minor": 200, "pass_months": 1, "email": email}),
+    )
+    .await;
+    pay(&app, &month).await;
+    let ends_at: OffsetDateTime = sqlx::query_scalar("SELECT ends_at FROM passes")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let notices = || {
+        app.emails()
+            .iter()
+            .map(|raw| kopilka_test_support::ReceivedEmail::parse(raw))
+            .filter(|m| m.to == email && m.subject.contains("pass") && m.subject.contains("ends"))
+            .count()
+    };
+    // A worker whose clock is three days before the end sends the notice, once.
+    let worker = kopilka_jobs::Worker::new(app.pool.clone(), &app.settings).unwrap();
+    let three_days_before = ends_at - time::Duration::days(3);
+    kopilka_jobs::run_due(&worker, three_days_before)
+        .await
+        .unwrap();
+    kopilka_jobs::run_due(&worker, three_days_before)
+        .await
+        .unwrap();
+    assert_eq!(notices(), 1);
+    let notice = app
+        .emails()
+        .iter()
+        .map(|raw| kopilka_test_support::ReceivedEmail::parse(raw))
+        .find(|m| m.to == email && m.subject.contains("ends"))
+        .unwrap();
+    assert!(
+        notice.subject.contains(&ends_at.date().to_string()),
+        "{}",
+        notice.subject
+    );
+
+    // Renewed: the next notice waits for the new end.
+    let renewal = buy(
+        &app,
+        json!({"amount_minor": 200, "pass_months": 1, "email": email}),
+    )
+    .await;
+    pay(&app, &renewal).await;
+    kopilka_jobs::run_due(&worker, three_days_before + time::Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(notices(), 1, "nothing new before the renewal's end nears");
+}

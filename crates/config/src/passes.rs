@@ -22,6 +22,13 @@ pub struct PassesSettings {
     /// Days a paid code may wait to be redeemed.
     #[serde(default = "default_redeem_days")]
     pub redeem_days: u32,
+    /// Days before a pass ends that its holder is emailed (when they gave an address).
+    #[serde(default = "default_ending_notice_days")]
+    pub ending_notice_days: u32,
+}
+
+fn default_ending_notice_days() -> u32 {
+    7
 }
 
 fn default_months() -> Vec<u8> {
@@ -42,6 +49,7 @@ impl Default for PassesSettings {
             months: default_months(),
             max_codes: default_max_codes(),
             redeem_days: default_redeem_days(),
+            ending_notice_days: default_ending_notice_days(),
         }
     }
 }

@@ -430,6 +430,81 @@ pub async fn paid_through(
     .await?)
 }
 
+/// The kind of the job that tells a pass's holder it ends soon (payload `pass_id`,
+/// `ends_at`).
+pub const ENDING_NOTICE_JOB: &str = "mail.pass_ending";
+
+/// Queues the notice for every pass held by a reader that ends in `(now, until]` with no
+/// pass behind it (a renewal moves the end, and the notice with it), once per end; each job
+/// is due when the notice period starts. Returns how many were queued.
+///
+/// # Errors
+/// Storage errors.
+pub async fn queue_ending_notices(
+    conn: &mut PgConnection,
+    now: OffsetDateTime,
+    until: OffsetDateTime,
+) -> Result<usize, ContributionError> {
+    let due: Vec<(uuid::Uuid, OffsetDateTime)> = sqlx::query_as(
+        "UPDATE passes SET ending_notice_for = ends_at WHERE id IN (
+             SELECT p.id FROM passes p
+             WHERE p.status = 'active' AND p.reader_id IS NOT NULL
+               AND p.ends_at > $1 AND p.ends_at <= $2
+               AND p.ending_notice_for IS DISTINCT FROM p.ends_at
+               AND NOT EXISTS (SELECT 1 FROM passes later
+                               WHERE later.reader_id = p.reader_id AND later.status = 'active'
+                                 AND later.ends_at > p.ends_at)
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id, ends_at",
+    )
+    .bind(now)
+    .bind(until)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (pass, ends_at) in &due {
+        let job = kopilka_queue::NewJob::new(
+            ENDING_NOTICE_JOB,
+            serde_json::json!({"pass_id": pass, "ends_at": ends_at.unix_timestamp()}),
+        )
+        .attempts(kopilka_queue::PATIENT_ATTEMPTS)
+        .dedup(format!(
+            "mail:pass_ending:{pass}:{}",
+            ends_at.unix_timestamp()
+        ));
+        let job = kopilka_queue::NewJob {
+            run_at: Some(*ends_at - (until - now)),
+            ..job
+        };
+        kopilka_queue::enqueue(&mut *conn, &job).await?;
+    }
+    Ok(due.len())
+}
+
+/// The holder of pass `id` and whether `ends_at` is still where their support ends (no
+/// renewal since, not voided).
+///
+/// # Errors
+/// Storage errors.
+pub async fn ending_holder(
+    conn: &mut PgConnection,
+    id: uuid::Uuid,
+    ends_at: OffsetDateTime,
+) -> Result<Option<(ReaderId, bool)>, ContributionError> {
+    let row: Option<(Option<uuid::Uuid>, bool)> = sqlx::query_as(
+        "SELECT p.reader_id,
+                p.status = 'active' AND p.ends_at = $2
+                AND NOT EXISTS (SELECT 1 FROM passes later
+                                WHERE later.reader_id = p.reader_id AND later.status = 'active'
+                                  AND later.ends_at > p.ends_at)
+         FROM passes p WHERE p.id = $1",
+    )
+    .bind(id)
+    .bind(ends_at)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(|(reader, still)| Some((ReaderId::from_uuid(reader?), still))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,6 +186,9 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
         kopilka_accounts::link::EMAIL_LINK_JOB => account_mail::email_link(worker, job, now).await,
         kopilka_accounts::reminder::REMINDER_JOB => reminders::send(worker, job, now).await,
         kopilka_contributions::ledger::RECEIPT_JOB => notices::receipt(worker, job, now).await,
+        kopilka_contributions::passes::ENDING_NOTICE_JOB => {
+            notices::pass_ending(worker, job, now).await
+        }
         kopilka_contributions::ledger::FEE_JOB => fees::record(worker, job).await,
         kopilka_contributions::ledger::SETTLEMENT_JOB => fees::record_settlement(worker, job).await,
         statements::STATEMENT_JOB => statements::send(worker, job, now).await,
@@ -228,6 +231,9 @@ pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary,
     }
     if let Err(error) = notices::queue_renewal_notices(worker, now).await {
         tracing::warn!(error, "renewal notices not queued");
+    }
+    if let Err(error) = notices::queue_pass_endings(worker, now).await {
+        tracing::warn!(error, "pass ending notices not queued");
     }
     if let Err(error) = retention::queue_daily(worker, now).await {
         tracing::warn!(error, "the retention sweep not queued");

@@ -372,3 +372,81 @@ pub(crate) async fn renewal_notice(
     tracing::info!(reader_id = %reader_id, plan_id = %plan_id, ?delivered, "renewal notice emailed");
     Ok(())
 }
+
+/// Queues the notices of passes that end within `passes.ending_notice_days`.
+pub(crate) async fn queue_pass_endings(
+    worker: &Worker,
+    now: OffsetDateTime,
+) -> Result<usize, String> {
+    let days = i64::from(worker.settings.passes.ending_notice_days);
+    let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
+    let queued = kopilka_contributions::passes::queue_ending_notices(
+        &mut tx,
+        now,
+        now + time::Duration::days(days),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(queued)
+}
+
+/// Tells a pass's holder it ends soon, unless they renewed meanwhile (or have no address).
+pub(crate) async fn pass_ending(
+    worker: &Worker,
+    job: &Job,
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    let pass_id: uuid::Uuid = job.payload["pass_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("a pass_ending job without pass_id")?;
+    let ends_at = job.payload["ends_at"]
+        .as_i64()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .ok_or("a pass_ending job without ends_at")?;
+    let logical_id = format!("pass-ending-{pass_id}-{}", ends_at.unix_timestamp());
+    let mut tx = worker.pool.begin().await.map_err(|e| e.to_string())?;
+    let holder = kopilka_contributions::passes::ending_holder(&mut tx, pass_id, ends_at)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reader = holder.map(|(reader, _)| reader);
+    if !sends::claim(
+        &mut tx,
+        &logical_id,
+        kopilka_contributions::passes::ENDING_NOTICE_JOB,
+        reader,
+    )
+    .await?
+    {
+        return tx.commit().await.map_err(|e| e.to_string());
+    }
+    let recipient = match holder {
+        Some((reader, true)) => sends::recipient(&mut tx, reader).await?,
+        _ => None,
+    };
+    let (Some(reader_id), Some((reader, email))) = (reader, recipient) else {
+        sends::skip(&mut tx, &logical_id, "renewed, voided or no address").await?;
+        return tx.commit().await.map_err(|e| e.to_string());
+    };
+    let context = serde_json::json!({
+        "name": reader.greeting_name(),
+        "ends_on": date(ends_at),
+        "renew_url": worker.settings.publisher.website.as_str(),
+    });
+    let delivered = sends::render_and_deliver(
+        worker,
+        &mut tx,
+        job,
+        "pass_ending",
+        &reader,
+        &email,
+        &logical_id,
+        &context,
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    tracing::info!(reader_id = %reader_id, pass_id = %pass_id, ?delivered, "pass ending notice emailed");
+    Ok(())
+}

@@ -148,6 +148,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/renewal_notice.ru.html"),
     ),
     (
+        "pass_ending.en.txt",
+        include_str!("../templates/pass_ending.en.txt"),
+    ),
+    (
+        "pass_ending.en.html",
+        include_str!("../templates/pass_ending.en.html"),
+    ),
+    (
+        "pass_ending.ru.txt",
+        include_str!("../templates/pass_ending.ru.txt"),
+    ),
+    (
+        "pass_ending.ru.html",
+        include_str!("../templates/pass_ending.ru.html"),
+    ),
+    (
         "statement.en.txt",
         include_str!("../templates/statement.en.txt"),
     ),

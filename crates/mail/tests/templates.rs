@@ -41,6 +41,8 @@ fn context() -> serde_json::Value {
         "totals": [{"amount": "120.00 USD", "payments": 12}, {"amount": "5000 JPY", "payments": 1}],
         "cancel_url": "https://support.example.org/v1/plan-links/TOKEN",
         "pay_url": "https://support.example.org/v1/plan-links/TOKEN",
+        "ends_on": "2027-12-07",
+        "renew_url": "https://news.example.org/support",
     })
 }
 
@@ -54,6 +56,7 @@ const KINDS: &[&str] = &[
     "payment_action_required",
     "payment_last_notice",
     "renewal_notice",
+    "pass_ending",
     "statement",
 ];
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use kopilka_test_support::{TestApp, eventually};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 
 /// Starts a crypto checkout of `amount_minor` USD (with `email`, if any); returns the
 /// contribution and its invoice.
@@ -400,4 +401,53 @@ async fn crypto_is_one_off_and_only_where_a_store_is_configured() {
         )
         .await;
     assert_eq!(card.status.as_u16(), 201);
+}
+
+#[tokio::test]
+async fn reconcile_finds_a_settled_invoice_whose_deliveries_were_lost_and_apply_books_it() {
+    // No webhook registered: BTCPay's deliveries never arrive.
+    let app = TestApp::spawn().await;
+    let (id, invoice) = crypto_checkout(&app, 1_500, None).await;
+    act(&app, &invoice, "pay").await;
+    let (stranger, stranger_invoice) = crypto_checkout(&app, 700, None).await;
+    act(&app, &stranger_invoice, "expire").await;
+    let btcpay = app.state.btcpay.clone().expect("BTCPay configured");
+    let since = OffsetDateTime::now_utc().unix_timestamp() - 3_600;
+    let report = kopilka_reconciliation::btcpay_drift::reconcile_btcpay(
+        &app.pool,
+        &btcpay,
+        since,
+        false,
+        365,
+        &|| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.checked, 2);
+    let found: Vec<(&str, &str, &str)> = report
+        .drift
+        .iter()
+        .map(|d| (d.provider, d.kind, d.object.as_str()))
+        .collect();
+    assert_eq!(found, [("btcpay", "missing_in_ledger", invoice.as_str())]);
+
+    let repaired = kopilka_reconciliation::btcpay_drift::reconcile_btcpay(
+        &app.pool,
+        &btcpay,
+        since,
+        true,
+        365,
+        &|| {},
+    )
+    .await
+    .unwrap();
+    assert!(repaired.drift.is_empty(), "{:?}", repaired.drift);
+    assert_eq!(
+        ledger(&app, &invoice).await,
+        [("payment".into(), invoice.clone(), 1_500, "usd".into())]
+    );
+    let (status, ..) = contribution(&app, &id).await;
+    assert_eq!(status, "paid");
+    let (status, ..) = contribution(&app, &stranger).await;
+    assert_eq!(status, "abandoned");
 }

@@ -16,13 +16,15 @@ use crate::ReconciliationError;
 /// One difference between Stripe and Kopilka.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Drift {
+    /// `stripe` or `btcpay`: whose object it is.
+    pub provider: &'static str,
     /// `missing_in_ledger`, `amount_mismatch`, `status_mismatch`, `unknown_to_stripe`,
     /// `undelivered_event`, `currency_mismatch`, `missing_fee`, `refund_failure_not_booked`,
     /// `dispute_outcome_mismatch`, `interval_mismatch`, `period_mismatch`,
     /// `cancel_mismatch`, `plan_payment_keyed_by_invoice` or `inquiry_booked_as_dispute`
     /// (see the README's table of drift kinds and [`crate::upgrade`]).
     pub kind: &'static str,
-    /// The Stripe id concerned.
+    /// The provider's id concerned (a Stripe object, a BTCPay invoice).
     pub object: String,
     /// What differs.
     pub detail: String,
@@ -168,6 +170,7 @@ pub async fn reconcile(
     }
     let mut drift = |kind, object: &str, detail: String| {
         report.drift.push(Drift {
+            provider: "stripe",
             kind,
             object: object.to_owned(),
             detail,

@@ -8,6 +8,7 @@
 //! invoice as it stands from BTCPay (deliveries name no amounts; [`apply_btcpay_event`]).
 
 mod apply;
+pub mod btcpay_drift;
 pub mod drift;
 mod error;
 pub mod fraud;

@@ -99,6 +99,7 @@ pub async fn findings(
         };
         out.push(Finding {
             drift: Drift {
+                provider: "stripe",
                 kind: "plan_payment_keyed_by_invoice",
                 object: payment.invoice_id,
                 detail,
@@ -116,6 +117,7 @@ pub async fn findings(
         }
         out.push(Finding {
             drift: Drift {
+                provider: "stripe",
                 kind: "inquiry_booked_as_dispute",
                 object: withdrawal.dispute_id.clone(),
                 detail: format!(

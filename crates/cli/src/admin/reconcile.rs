@@ -1,7 +1,9 @@
-//! `kopilka admin reconcile [--since D] [--apply]`: every drift between Stripe and Kopilka.
-//! With `--apply`, events Stripe has and the inbox lacks are stored and applied first (the
+//! `kopilka admin reconcile [--since D] [--apply]`: every drift between the payment
+//! providers (Stripe, and the BTCPay store when one is configured) and Kopilka. With
+//! `--apply`, events Stripe has and the inbox lacks are stored and applied first (the
 //! webhook path), what a Kopilka before #18 booked wrong is repaired (appended; see
-//! `kopilka_reconciliation::upgrade`), then the comparison runs.
+//! `kopilka_reconciliation::upgrade`), each of Kopilka's BTCPay invoices is applied as it
+//! stands, then the comparison runs.
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -25,8 +27,13 @@ pub struct Args {
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     let (settings, pool) = super::connect().await?;
-    let stripe = kopilka_stripe::StripeClient::from_settings(&settings.stripe)?
-        .ok_or_else(|| anyhow::anyhow!("KOPILKA__STRIPE__SECRET_KEY is not set"))?;
+    let stripe = kopilka_stripe::StripeClient::from_settings(&settings.stripe)?;
+    let btcpay = kopilka_btcpay::BtcpayClient::from_settings(&settings.btcpay);
+    if stripe.is_none() && btcpay.is_none() {
+        anyhow::bail!(
+            "neither KOPILKA__STRIPE__SECRET_KEY nor a BTCPay store (KOPILKA__BTCPAY__URL, STORE_ID, API_KEY) is set"
+        );
+    }
     let since = args
         .since
         .unwrap_or_else(|| time::OffsetDateTime::now_utc() - time::Duration::days(30))
@@ -34,27 +41,44 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     // The bar draws on stderr only when it is a terminal; stdout stays one document.
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template(
-        "{spinner} {pos} Stripe objects read · {msg}",
+        "{spinner} {pos} provider objects read · {msg}",
     )?);
     let tick = || bar.inc(1);
     let mut repaired = Vec::new();
-    if args.apply {
-        bar.set_message("fetching missing events");
-        let stored = kopilka_reconciliation::drift::fetch_missing_events(
+    let mut report = kopilka_reconciliation::drift::Report::default();
+    if let Some(stripe) = &stripe {
+        if args.apply {
+            bar.set_message("fetching missing events");
+            let stored = kopilka_reconciliation::drift::fetch_missing_events(
+                &pool,
+                stripe,
+                since,
+                &tick,
+                settings.stripe.refund_on_early_fraud_warning,
+            )
+            .await?;
+            tracing::info!(stored, "missing events stored and applied");
+            bar.set_message("repairing bookings from before #18");
+            repaired = kopilka_reconciliation::upgrade::repair(&pool, stripe, &tick).await?;
+            tracing::info!(repaired = repaired.len(), "legacy bookings repaired");
+        }
+        bar.set_message("comparing with Stripe");
+        report = kopilka_reconciliation::drift::reconcile(&pool, stripe, since, &tick).await?;
+    }
+    if let Some(btcpay) = &btcpay {
+        bar.set_message("comparing with BTCPay Server");
+        let crypto = kopilka_reconciliation::btcpay_drift::reconcile_btcpay(
             &pool,
-            &stripe,
+            btcpay,
             since,
+            args.apply,
+            settings.passes.redeem_days,
             &tick,
-            settings.stripe.refund_on_early_fraud_warning,
         )
         .await?;
-        tracing::info!(stored, "missing events stored and applied");
-        bar.set_message("repairing bookings from before #18");
-        repaired = kopilka_reconciliation::upgrade::repair(&pool, &stripe, &tick).await?;
-        tracing::info!(repaired = repaired.len(), "legacy bookings repaired");
+        report.checked += crypto.checked;
+        report.drift.extend(crypto.drift);
     }
-    bar.set_message("comparing");
-    let report = kopilka_reconciliation::drift::reconcile(&pool, &stripe, since, &tick).await?;
     bar.finish_and_clear();
     super::audit_command(
         &pool,
@@ -69,12 +93,23 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         let rows: Vec<Vec<String>> = report
             .drift
             .iter()
-            .map(|d| vec![d.kind.to_owned(), d.object.clone(), d.detail.clone()])
+            .map(|d| {
+                vec![
+                    d.provider.to_owned(),
+                    d.kind.to_owned(),
+                    d.object.clone(),
+                    d.detail.clone(),
+                ]
+            })
             .collect();
-        output::rows(args.format, &["kind", "object", "detail"], &rows);
+        output::rows(
+            args.format,
+            &["provider", "kind", "object", "detail"],
+            &rows,
+        );
         if args.format == Format::Table {
             output::line(&format!(
-                "{} Stripe objects checked, {} drift",
+                "{} provider objects checked, {} drift",
                 report.checked,
                 report.drift.len()
             ));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use kopilka_config::{IntervalOffer, OfferSettings, Settings};
+use kopilka_config::{IntervalOffer, OfferSettings, PassesSettings, Settings};
 use kopilka_domain::{Currency, Interval};
 use kopilka_paywall::MeterMode;
 use kopilka_recurring::GoalFigure;
@@ -64,6 +64,19 @@ pub struct Intervals {
     pub year: IntervalTerms,
 }
 
+/// One pass length's terms (minor units, for one pass): its months of the monthly terms.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PassTerms {
+    /// How long.
+    pub months: u8,
+    /// Selected first: the monthly default, times the months.
+    pub default_minor: i64,
+    /// The least accepted: the monthly minimum, times the months.
+    pub minimum_minor: i64,
+    /// The most accepted.
+    pub maximum_minor: i64,
+}
+
 /// The goal's progress; `current_minor` is null until first computed.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Goal {
@@ -102,6 +115,9 @@ pub struct Offer {
     pub renew: bool,
     /// The meter (null for supporters).
     pub meter: Option<MeterState>,
+    /// The ways to pay offered to this reader, the one to preselect first: `card`, `crypto`
+    /// (see `[rails]`).
+    pub rails: Vec<String>,
     /// The currency of every amount here but the goal's.
     pub currency: String,
     /// Its decimal places: amounts are `minor / 10^exponent` major units.
@@ -112,6 +128,9 @@ pub struct Offer {
     pub default_interval: String,
     /// Presets and limits per interval.
     pub intervals: Intervals,
+    /// Supporter passes (the crypto rail's months paid ahead), per length; null when no
+    /// BTCPay store is configured.
+    pub passes: Option<Vec<PassTerms>>,
     /// The funding goal.
     pub goal: Goal,
 }
@@ -124,6 +143,7 @@ struct ReaderPart {
     supporter: bool,
     renew: bool,
     meter: Option<MeterState>,
+    rails: &'static [&'static str],
 }
 
 /// What does not depend on the reader: the same for every view in one currency until the
@@ -135,6 +155,7 @@ struct SharedPart {
     meter_mode: &'static str,
     default_interval: String,
     intervals: Intervals,
+    passes: Option<Vec<PassTerms>>,
     goal: Goal,
 }
 
@@ -193,6 +214,7 @@ impl OfferBodies {
     fn with_tail<R>(
         &self,
         settings: &OfferSettings,
+        passes: Option<&PassesSettings>,
         currency: Currency,
         figure: Option<&GoalFigure>,
         write: impl FnOnce(&str) -> R,
@@ -211,7 +233,7 @@ impl OfferBodies {
             MeterMode::Metered => "metered",
             MeterMode::Hard => "hard",
         };
-        let tail = render_tail(settings, mode, currency, figure);
+        let tail = render_tail(settings, passes, mode, currency, figure);
         // Two views may render at once; either result is the same.
         self.rendered.rcu(|current| {
             let mut next = if current.goal == goal {
@@ -238,9 +260,11 @@ pub(crate) fn constant_body(settings: &Settings) -> Vec<u8> {
         supporter: false,
         renew: false,
         meter: None,
+        rails: &["card", "crypto"],
     };
     let tail = render_tail(
         &settings.offer,
+        Some(&settings.passes),
         "asks_only",
         settings.offer.default_currency,
         None,
@@ -260,6 +284,7 @@ fn offer_body(head: &ReaderPart, tail: &str) -> Result<Vec<u8>, serde_json::Erro
 
 fn render_tail(
     settings: &OfferSettings,
+    passes: Option<&PassesSettings>,
     meter_mode: &'static str,
     currency: Currency,
     figure: Option<&GoalFigure>,
@@ -277,6 +302,22 @@ fn render_tail(
                 month: terms(terms_for.interval(Interval::Month)),
                 year: terms(terms_for.interval(Interval::Year)),
             },
+            passes: passes.map(|passes| {
+                let month = terms_for.interval(Interval::Month);
+                passes
+                    .months
+                    .iter()
+                    .map(|&months| {
+                        let times = i64::from(months);
+                        PassTerms {
+                            months,
+                            default_minor: month.default_minor.saturating_mul(times),
+                            minimum_minor: month.minimum_minor.saturating_mul(times),
+                            maximum_minor: month.maximum_minor.saturating_mul(times),
+                        }
+                    })
+                    .collect()
+            }),
             goal: Goal {
                 currency: settings.goal.currency.stripe_code(),
                 exponent: settings.goal.currency.exponent(),
@@ -334,12 +375,22 @@ async fn offer(
             remaining: m.remaining,
             wall: m.wall.to_owned(),
         }),
+        rails: state.settings.rails.for_country(
+            query.country.as_deref(),
+            state.stripe.is_some(),
+            state.btcpay.is_some(),
+        ),
     };
+    let passes = state.btcpay.is_some().then_some(&state.settings.passes);
     let body = state
         .offers
-        .with_tail(settings, currency, state.goal.get().as_ref(), |tail| {
-            offer_body(&head, tail)
-        })
+        .with_tail(
+            settings,
+            passes,
+            currency,
+            state.goal.get().as_ref(),
+            |tail| offer_body(&head, tail),
+        )
         .map_err(AppError::internal)?;
     let mut response = (
         [

@@ -451,3 +451,51 @@ async fn reconcile_finds_a_settled_invoice_whose_deliveries_were_lost_and_apply_
     let (status, ..) = contribution(&app, &stranger).await;
     assert_eq!(status, "abandoned");
 }
+
+#[tokio::test]
+async fn the_offer_names_each_readers_rails_and_the_pass_terms_with_no_query() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.rails.crypto_countries = vec!["RU".into(), "BY".into()];
+        settings.rails.card_off_countries = vec!["RU".into()];
+    })
+    .await;
+    let offer = |query: &'static str| {
+        let app = &app;
+        async move { app.api.get(&format!("/v1/offer?{query}")).await.json() }
+    };
+    let everyone = offer("currency=usd").await;
+    assert_eq!(everyone["rails"], json!(["card", "crypto"]));
+    // A pass of N months: N times the monthly terms ($5 default, $2 minimum, $1000 maximum).
+    assert_eq!(
+        everyone["passes"],
+        json!([
+            {"months": 1, "default_minor": 500, "minimum_minor": 200, "maximum_minor": 100_000},
+            {"months": 3, "default_minor": 1_500, "minimum_minor": 600, "maximum_minor": 300_000},
+            {"months": 12, "default_minor": 6_000, "minimum_minor": 2_400, "maximum_minor": 1_200_000}
+        ])
+    );
+    assert_eq!(
+        offer("currency=usd&country=by").await["rails"],
+        json!(["crypto", "card"])
+    );
+    assert_eq!(
+        offer("currency=usd&country=RU").await["rails"],
+        json!(["crypto"])
+    );
+
+    let card_only = TestApp::spawn_with(|settings| {
+        settings.btcpay.url = None;
+        settings.btcpay.store_id = None;
+        settings.btcpay.api_key = None;
+    })
+    .await;
+    let offer = card_only
+        .api
+        .get("/v1/offer?currency=usd&country=RU")
+        .await
+        .json();
+    assert_eq!(
+        (&offer["rails"], &offer["passes"]),
+        (&json!(["card"]), &Value::Null)
+    );
+}

@@ -15,6 +15,7 @@ mod mail;
 mod offer;
 mod passes;
 mod paywall;
+mod rails;
 mod retention;
 mod settings;
 mod validate;
@@ -35,6 +36,7 @@ pub use offer::{
 };
 pub use passes::PassesSettings;
 pub use paywall::{LOCAL_PAYWALL_SECRET, PaywallSettings};
+pub use rails::{CryptoRail, RailsSettings};
 pub use retention::RetentionSettings;
 pub use settings::{
     ClientIpSource, DatabaseSettings, LogFormat, LogSettings, ServerSettings, Settings,

@@ -31,6 +31,9 @@ pub struct Settings {
     /// Supporter passes and pass codes (the crypto rail's months paid ahead).
     #[serde(default)]
     pub passes: crate::PassesSettings,
+    /// Which ways to pay each reader is offered.
+    #[serde(default)]
+    pub rails: crate::RailsSettings,
     /// The banner's offer and the funding goal.
     pub offer: crate::OfferSettings,
     /// Background jobs.

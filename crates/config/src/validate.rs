@@ -86,6 +86,7 @@ impl Settings {
         check_stripe(&self.stripe, self.env)?;
         self.btcpay.validate(local)?;
         self.passes.validate()?;
+        self.rails.validate()?;
         self.accounts.validate(local)?;
         if self.smtp.url.is_none() && !local {
             return invalid(format!(

@@ -568,3 +568,119 @@ async fn under_attack_the_widget_asks_for_the_challenge_and_the_reader_goes_on()
     let status = dev.terminate(Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}; log:\n{log}");
 }
+
+/// Waits until the browser has left `site` (for a provider's hosted page).
+async fn left(client: &Client, site: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while client
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .starts_with(site)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "still on {site}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reader_buys_a_pass_code_with_crypto_and_another_browser_redeems_it() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mail_dir = folder.path().join("mail");
+    let (dev, site, pool) = dev(folder.path(), &mail_dir, &[]).await;
+    let (_driver, driver_url) = chromedriver().await;
+
+    // Crypto, a 12-month pass, as a gift code: no address anywhere.
+    let client = browser(&driver_url).await;
+    client.goto(&format!("{site}/")).await.unwrap();
+    wait_for_state(&client, &["shown"], Duration::from_secs(20)).await;
+    click(&client, "[data-kopilka='rail-crypto']").await;
+    click(&client, "[data-kopilka='interval-pass']").await;
+    let year = text_of(&client, "[data-kopilka='months-12']").await;
+    assert_eq!(year, "12 months — $60", "the monthly default times twelve");
+    click(&client, "[data-kopilka='months-12']").await;
+    click(&client, ".kopilka-gift input[type=checkbox]").await;
+    let png = client
+        .find(Locator::Css(".kopilka-banner"))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+        .unwrap();
+    std::fs::write(artifact("widget-crypto-pass.png"), &png).unwrap();
+    click(&client, ".kopilka-give button[type=submit]").await;
+
+    // BTCPay's invoice page (the simulator's): pay, then back to the article.
+    left(&client, &site).await;
+    click(&client, "button[data-action=pay]").await;
+    click(&client, "#return").await;
+    wait_for_state(&client, &["thanks", "confirmed"], Duration::from_secs(20)).await;
+    assert_eq!(
+        client.current_url().await.unwrap().as_str(),
+        format!("{site}/"),
+        "a clean URL"
+    );
+    let code = text_of(&client, ".kopilka-codes code").await;
+    assert!(code.starts_with("KP-"), "{code}");
+    // Shown once: a reload shows no code.
+    client.goto(&format!("{site}/")).await.unwrap();
+    wait_for_state(
+        &client,
+        &["shown", "hidden", "thanks"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(client.find(Locator::Css(".kopilka-codes")).await.is_err());
+    client.close().await.unwrap();
+
+    // The webhook settles the invoice; then the code works.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let active: i64 = sqlx::query_scalar("SELECT count(*) FROM passes WHERE status = 'active'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if active == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pass was never paid"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Another browser (another device): "Have a pass code?", the code, a supporter.
+    let client = browser(&driver_url).await;
+    client.goto(&format!("{site}/")).await.unwrap();
+    wait_for_state(&client, &["shown"], Duration::from_secs(20)).await;
+    click(&client, ".kopilka-have-code button").await;
+    type_into(
+        &client,
+        ".kopilka-redeem input[type=text]",
+        &code.to_lowercase(),
+    )
+    .await;
+    click(&client, ".kopilka-redeem button[type=submit]").await;
+    wait_for_state(&client, &["confirmed"], Duration::from_secs(20)).await;
+    let events = client
+        .execute("return window.kopilkaSupporterEvents", vec![])
+        .await
+        .unwrap();
+    assert_eq!(events, json!([{"supporter": true}]), "{events}");
+    client.goto(&format!("{site}/")).await.unwrap();
+    assert_eq!(
+        wait_for_state(&client, &["shown", "hidden"], Duration::from_secs(20)).await,
+        "hidden",
+        "a pass holder sees no asks"
+    );
+    let holder = fetch_json(&client, "/v1/passes/entitlements").await;
+    assert_eq!(holder["claims"]["tier"], json!("pass"), "{holder}");
+    client.close().await.unwrap();
+    pool.close().await;
+    let log = dev.stderr();
+    let status = dev.terminate(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}; log:\n{log}");
+}

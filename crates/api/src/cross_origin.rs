@@ -16,7 +16,8 @@ use crate::layers::route_of;
 
 /// The routes the widget calls from a newsroom's page (see `widget/widget.js`): the offer,
 /// the banner's state (`GET`, `PUT`), the checkout and its outcome, remind me later, the
-/// sign-in link request and the supporter token.
+/// sign-in link request, the supporter token, and a pass code's redemption (with the holder's
+/// token renewal).
 pub(crate) const WIDGET_ROUTES: &[&str] = &[
     "/v1/offer",
     "/v1/banner",
@@ -25,6 +26,8 @@ pub(crate) const WIDGET_ROUTES: &[&str] = &[
     "/v1/reminders",
     "/v1/sessions/magic-link",
     "/v1/entitlements",
+    "/v1/passes/redeem",
+    "/v1/passes/entitlements",
 ];
 
 /// Whether `path` is one of [`WIDGET_ROUTES`].

@@ -118,6 +118,10 @@ pub struct Offer {
     /// The ways to pay offered to this reader, the one to preselect first: `card`, `crypto`
     /// (see `[rails]`).
     pub rails: Vec<String>,
+    /// When the supporter token is a pass's that ends within `passes.ending_notice_days`:
+    /// its end (unix seconds), for "your pass ends in N days". Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_ends_at: Option<i64>,
     /// The currency of every amount here but the goal's.
     pub currency: String,
     /// Its decimal places: amounts are `minor / 10^exponent` major units.
@@ -144,6 +148,8 @@ struct ReaderPart {
     renew: bool,
     meter: Option<MeterState>,
     rails: &'static [&'static str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass_ends_at: Option<i64>,
 }
 
 /// What does not depend on the reader: the same for every view in one currency until the
@@ -261,6 +267,7 @@ pub(crate) fn constant_body(settings: &Settings) -> Vec<u8> {
         renew: false,
         meter: None,
         rails: &["card", "crypto"],
+        pass_ends_at: None,
     };
     let tail = render_tail(
         &settings.offer,
@@ -365,7 +372,8 @@ async fn offer(
         })?;
 
     let now = time::OffsetDateTime::now_utc();
-    let (decision, renew, meter_cookie) = decide_view(&state, headers, query.view == Some(1), now)?;
+    let (decision, renew, meter_cookie, pass_ends_at) =
+        decide_view(&state, headers, query.view == Some(1), now)?;
     let head = ReaderPart {
         show: decision.show,
         reason: decision.reason,
@@ -380,6 +388,7 @@ async fn offer(
             state.stripe.is_some(),
             state.btcpay.is_some(),
         ),
+        pass_ends_at,
     };
     let passes = state.btcpay.is_some().then_some(&state.settings.passes);
     let body = state
@@ -420,7 +429,7 @@ fn supporter_token(headers: &HeaderMap) -> Option<(String, bool)> {
 }
 
 /// Decides this view from the request's token and cookies alone; returns the meter's new
-/// cookie when the view was counted.
+/// cookie when the view was counted, and the end of the reader's pass when it is near.
 ///
 /// # Errors
 /// 401 `invalid_token` when a bearer supporter token fails verification (forged, expired,
@@ -432,7 +441,15 @@ fn decide_view(
     headers: &HeaderMap,
     count: bool,
     now: time::OffsetDateTime,
-) -> Result<(kopilka_paywall::Decision, bool, Option<HeaderValue>), AppError> {
+) -> Result<
+    (
+        kopilka_paywall::Decision,
+        bool,
+        Option<HeaderValue>,
+        Option<i64>,
+    ),
+    AppError,
+> {
     let unix = now.unix_timestamp();
     let claims = match supporter_token(headers) {
         None => None,
@@ -494,5 +511,11 @@ fn decide_view(
             now + time::Duration::days(40),
         )
     });
-    Ok((decision, renew, set_cookie))
+    let notice = i64::from(state.settings.passes.ending_notice_days) * 86_400;
+    let pass_ends_at = claims
+        .as_ref()
+        .filter(|claims| claims.tier.as_deref() == Some("pass"))
+        .and_then(|claims| claims.paid_through)
+        .filter(|end| *end > unix && *end - unix <= notice);
+    Ok((decision, renew, set_cookie, pass_ends_at))
 }

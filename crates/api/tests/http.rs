@@ -141,6 +141,8 @@ async fn credentialed_cors_answers_only_the_widgets_routes_from_the_configured_o
         ("/v1/reminders", "POST"),
         ("/v1/sessions/magic-link", "POST"),
         ("/v1/entitlements", "GET"),
+        ("/v1/passes/redeem", "POST"),
+        ("/v1/passes/entitlements", "GET"),
     ] {
         let allowed = preflight(path, method, site).await;
         assert_eq!(
@@ -176,6 +178,7 @@ async fn credentialed_cors_answers_only_the_widgets_routes_from_the_configured_o
         ("/v1/plan-links/abc", "POST"),
         ("/v1/sessions", "POST"),
         ("/v1/sessions/magic-link/consume", "POST"),
+        ("/v1/passes/revoke", "POST"),
         ("/healthz", "GET"),
     ] {
         let answer = preflight(path, method, site).await;

@@ -7,13 +7,17 @@
  * data-target      CSS selector to render into (default: right after this tag)
  * data-return-url  where the reader comes back after paying (default: this page)
  * data-count-view  "false" on pages that are not articles (the meter counts the rest)
+ * Two rails when the offer names both: card (Stripe) and crypto (the newsroom's BTCPay Server:
+ * one-off, or a supporter pass of 1/3/12 months, for oneself or as gift codes); "Have a pass
+ * code?" redeems a code on this browser. Codes bought here are kept in sessionStorage only
+ * until the reader comes back from paying, shown once, then forgotten.
  * After Stripe's page the reader comes back through Kopilka to this page with a clean URL (no
  * Stripe or contribution id for the page's other scripts to read); the widget asks Kopilka
  * how it went (GET /v1/checkout/outcome, a short-lived cookie of Kopilka's own).
  * It fires "kopilka:supporter" on document (detail: {supporter: true}, no claims) when the
  * reader turns out to be a supporter, and
  * marks the element it renders into with data-kopilka: loading, shown, hidden, thanks,
- * confirmed or reminded (for a site's own CSS).
+ * confirmed, reminded or ending (a pass near its end) (for a site's own CSS).
  * No dependencies, no build step; amounts are integers in minor units throughout. */
 (() => {
   "use strict";
@@ -47,6 +51,19 @@
       human: "Please confirm you are human; your contribution then continues.",
       lowNow: "Right now the least we can accept is higher than usual. Please choose a larger amount.",
       blocked: "Payments from your network are paused for now. Please try again later.",
+      payWith: "Pay with", card: "Card", crypto: "Crypto", pass: "Pass",
+      months: { 1: "1 month", 3: "3 months", 12: "12 months" }, monthsN: "{n} months",
+      passFor: "{m} — {a}", passHint: "A pass makes you a supporter for its months. Crypto payments do not repeat by themselves: nothing more is charged.",
+      gift: "Give as codes (for someone else, or with no email)", howMany: "How many codes",
+      receipt: "Email for a receipt (optional)",
+      cryptoThanks: "Thank you! Your payment is being confirmed on the network; this can take a while.",
+      codesHead: "Your pass codes. Copy them now: they are shown only once, and work once the payment is confirmed.",
+      haveCode: "Have a pass code?", code: "Pass code", useCode: "Use code",
+      codeOk: "Thank you! Your pass is active until {d}.",
+      codeUnknown: "That is not a valid pass code. Check it and try again.",
+      codeUsed: "That code has already been used.", codeWait: "That code's payment is not confirmed yet. Try again later.",
+      codeDead: "That code is no longer valid.", codeSlow: "Too many tries. Please wait a little and try again.",
+      ends: "Your supporter pass ends in {n} days.", renew: "Renew",
     },
     ru: {
       heading: "Поддержите нас", lead: "Помогите сегодня", close: "Закрыть",
@@ -70,6 +87,19 @@
       human: "Подтвердите, что вы человек, — и платёж продолжится.",
       lowNow: "Сейчас минимальная сумма выше обычной. Пожалуйста, выберите сумму побольше.",
       blocked: "Платежи из вашей сети сейчас приостановлены. Попробуйте позже.",
+      payWith: "Способ оплаты", card: "Карта", crypto: "Криптовалюта", pass: "Абонемент",
+      months: { 1: "1 месяц", 3: "3 месяца", 12: "12 месяцев" }, monthsN: "{n} мес.",
+      passFor: "{m} — {a}", passHint: "Абонемент делает вас нашим сторонником на его срок. Платежи в криптовалюте не повторяются сами: больше ничего не спишется.",
+      gift: "Купить коды (в подарок или без почты)", howMany: "Сколько кодов",
+      receipt: "Почта для квитанции (необязательно)",
+      cryptoThanks: "Спасибо! Платёж подтверждается в сети, это может занять время.",
+      codesHead: "Ваши коды абонемента. Скопируйте их сейчас: они показываются один раз и заработают, когда платёж подтвердится.",
+      haveCode: "Есть код абонемента?", code: "Код абонемента", useCode: "Применить код",
+      codeOk: "Спасибо! Ваш абонемент действует до {d}.",
+      codeUnknown: "Такого кода нет. Проверьте его и попробуйте ещё раз.",
+      codeUsed: "Этот код уже использован.", codeWait: "Платёж за этот код ещё не подтверждён. Попробуйте позже.",
+      codeDead: "Этот код больше не действует.", codeSlow: "Слишком много попыток. Подождите немного и попробуйте снова.",
+      ends: "Ваш абонемент закончится через {n} дн.", renew: "Продлить",
     },
   };
   const T = TEXT[lang];
@@ -140,7 +170,7 @@
 .kopilka .kopilka-choice input:checked+span{background:#1d4ed8;color:#fff}
 .kopilka .kopilka-choice input:focus-visible+span,.kopilka button:focus-visible,.kopilka input:focus-visible{outline:3px solid #b45309;outline-offset:2px}
 .kopilka label.kopilka-field{display:block;margin:8px 0}
-.kopilka input[type=text],.kopilka input[type=email],.kopilka input[type=date]{font:inherit;padding:7px 10px;border:2px solid #555;border-radius:6px;color:#111;background:#fff;max-width:100%}
+.kopilka input[type=text],.kopilka input[type=email],.kopilka input[type=date],.kopilka input[type=number]{font:inherit;padding:7px 10px;border:2px solid #555;border-radius:6px;color:#111;background:#fff;max-width:100%}
 .kopilka button{font:inherit;cursor:pointer}
 .kopilka .kopilka-primary{background:#1d4ed8;color:#fff;border:0;border-radius:6px;padding:10px 24px;font-weight:600}
 .kopilka .kopilka-primary[disabled]{background:#555}
@@ -205,11 +235,54 @@
     return [h("p", { class: "kopilka-member" }, T.member + " ", member), signForm];
   };
 
+  // A pass code, redeemed on this browser: the supporter token's cookie, and the holder's.
+  const redeem = (host) => {
+    seq += 1;
+    const status = h("p", { role: "status" });
+    const input = h("input", { type: "text", id: id("code"), autocomplete: "off", spellcheck: "false", required: true });
+    const form = h("form", { class: "kopilka-redeem", hidden: true, novalidate: true, onsubmit: async (event) => {
+      event.preventDefault();
+      if (!input.value.trim()) { status.textContent = T.codeUnknown; input.focus(); return; }
+      const button = form.querySelector("button");
+      if (button.disabled) return;
+      button.disabled = true;
+      const answer = await call("POST", "/v1/passes/redeem", { code: input.value });
+      button.disabled = false;
+      if (answer.ok && answer.body && answer.body.claims) {
+        const until = new Intl.DateTimeFormat(lang, { dateStyle: "long" }).format(new Date(answer.body.claims.paid_through * 1000));
+        host.replaceChildren(h("section", { class: "kopilka kopilka-thanks", lang }, h("p", { role: "status" }, fill(T.codeOk, { d: until }))));
+        host.dataset.kopilka = "confirmed";
+        supporter();
+        return;
+      }
+      const code = answer.body && answer.body.error && answer.body.error.code;
+      status.textContent = code === "unknown_code" ? T.codeUnknown : code === "code_already_redeemed" ? T.codeUsed
+        : code === "code_not_yet_paid" ? T.codeWait : code === "code_revoked" || code === "code_expired" ? T.codeDead
+        : answer.status === 429 ? T.codeSlow : T.failed;
+    } },
+    h("label", { class: "kopilka-field", for: id("code") }, T.code + " ", input),
+    h("button", { type: "submit", class: "kopilka-primary" }, T.useCode), status);
+    const open = h("button", { type: "button", class: "kopilka-link", "aria-expanded": "false", onclick: () => {
+      form.hidden = !form.hidden;
+      open.setAttribute("aria-expanded", String(!form.hidden));
+      if (!form.hidden) input.focus();
+    } }, T.haveCode);
+    return [h("p", { class: "kopilka-have-code" }, open), form];
+  };
+
   // After paying: thank, then (for a signed-in reader) wait for the webhook to make the
   // supporter token say so, and take the banner away.
   const thanks = async (host) => {
-    const note = h("p", { role: "status" }, T.thanks);
-    const section = h("section", { class: "kopilka kopilka-thanks", lang }, note);
+    const stash = (name) => {
+      try { const value = sessionStorage.getItem(name); sessionStorage.removeItem(name); return value; } catch (_) { return null; }
+    };
+    const rail = stash("kopilka-rail");
+    let codes = [];
+    try { codes = JSON.parse(stash("kopilka-codes") || "[]"); } catch (_) { codes = []; }
+    const note = h("p", { role: "status" }, rail === "crypto" ? T.cryptoThanks : T.thanks);
+    const section = h("section", { class: "kopilka kopilka-thanks", lang }, note,
+      codes.length ? h("div", { class: "kopilka-codes" }, h("p", null, T.codesHead),
+        h("ul", null, ...codes.map((code) => h("li", null, h("code", null, code))))) : null);
     host.replaceChildren(section);
     host.dataset.kopilka = "thanks";
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -235,8 +308,17 @@
     seq += 1;
     const exp = offer.exponent;
     const fmt = (minor) => money(minor, offer.currency, exp);
-    let interval = offer.default_interval;
-    let amount = offer.intervals[interval].default_minor;
+    const rails = offer.rails && offer.rails.length ? offer.rails : ["card"];
+    const passes = offer.passes || [];
+    let rail = outcome === "renew" && rails.includes("crypto") ? "crypto" : rails[0];
+    let interval = rail === "crypto" ? (outcome === "renew" && passes.length ? "pass" : "once") : offer.default_interval;
+    let months = passes.length ? passes[passes.length - 1].months : null;
+    let gift = false;
+    // The terms of what is chosen: an interval's, or one pass length's.
+    const current = () => interval === "pass"
+      ? (passes.find((p) => p.months === months) || passes[0])
+      : offer.intervals[interval];
+    let amount = current().default_minor;
     const meter = offer.meter;
     const walled = meter && meter.wall !== "none";
 
@@ -245,28 +327,58 @@
     const amounts = h("fieldset", { class: "kopilka-amounts" });
     const other = h("input", { type: "text", inputmode: "decimal", autocomplete: "off", id: id("other"), "aria-describedby": id("error") });
     const submit = h("button", { type: "submit", class: "kopilka-primary" }, T.go);
+    const intervals = h("fieldset", { class: "kopilka-intervals" });
+    const receipt = h("input", { type: "email", id: id("receipt"), autocomplete: "email" });
+    const receiptField = h("label", { class: "kopilka-field kopilka-receipt", for: id("receipt"), hidden: true }, T.receipt + " ", receipt);
+    const count = h("input", { type: "number", id: id("count"), min: 1, max: 20, value: 1, inputmode: "numeric" });
+    const countField = h("label", { class: "kopilka-field", for: id("count"), hidden: true }, T.howMany + " ", count);
+    const giftBox = h("input", { type: "checkbox", id: id("gift"), onchange: () => { gift = giftBox.checked; countField.hidden = !gift; } });
+    const giftField = h("p", { class: "kopilka-gift", hidden: true }, giftBox, " ", h("label", { for: id("gift") }, T.gift));
 
     const choice = (name, value, label, checked, onchange) => h("label", { class: "kopilka-choice", "data-kopilka": name + "-" + value },
       h("input", { type: "radio", name: id(name), value, checked, onchange }), h("span", null, label));
 
+    const monthsText = (n) => T.months[n] || fill(T.monthsN, { n });
     const drawAmounts = () => {
-      const terms = offer.intervals[interval];
+      const terms = current();
+      const pass = interval === "pass";
+      const per = pass ? "" : T.per[interval];
       amounts.replaceChildren(
-        h("legend", null, T.amount),
-        ...terms.presets.map((preset) => choice("amount", preset, fmt(preset) + T.per[interval], preset === amount && !other.value, () => {
-          amount = preset; other.value = ""; error.textContent = "";
-        })),
-        h("label", { class: "kopilka-field", for: id("other") }, T.other + (T.per[interval] ? " (" + T.per[interval].slice(1) + ")" : "") + " ", other),
+        h("legend", null, pass ? T.pass : T.amount),
+        ...(pass
+          ? passes.map((p) => choice("months", p.months, fill(T.passFor, { m: monthsText(p.months), a: fmt(p.default_minor) }), p.months === months && !other.value, () => {
+            months = p.months; amount = p.default_minor; other.value = ""; error.textContent = ""; drawAmounts();
+          }))
+          : terms.presets.map((preset) => choice("amount", preset, fmt(preset) + per, preset === amount && !other.value, () => {
+            amount = preset; other.value = ""; error.textContent = "";
+          }))),
+        // The input's own id: `seq` has moved on since it was made (the sign-in and code forms).
+        h("label", { class: "kopilka-field", for: other.id }, T.other + (per ? " (" + per.slice(1) + ")" : "") + " ", other),
       );
-      hint.textContent = interval === "once" ? "" : fill(T.from[interval], { a: fmt(terms.minimum_minor) });
+      hint.textContent = pass ? T.passHint : interval === "once" ? "" : fill(T.from[interval], { a: fmt(terms.minimum_minor) });
+      receiptField.hidden = rail !== "crypto";
+      giftField.hidden = !pass;
+      countField.hidden = !pass || !gift;
     };
+    const drawIntervals = () => {
+      const offered = rail === "crypto" ? ["once", ...(passes.length ? ["pass"] : [])] : ["once", "month", "year"];
+      if (!offered.includes(interval)) { interval = offered[0]; amount = current().default_minor; }
+      intervals.replaceChildren(h("legend", null, T.often),
+        ...offered.map((value) => choice("interval", value, T[value], value === interval, () => {
+          interval = value; amount = current().default_minor; other.value = ""; error.textContent = ""; drawAmounts();
+        })));
+    };
+    const railChoice = rails.length > 1 ? h("fieldset", { class: "kopilka-rails" }, h("legend", null, T.payWith),
+      ...rails.map((value) => choice("rail", value, T[value], value === rail, () => {
+        rail = value; other.value = ""; error.textContent = ""; drawIntervals(); drawAmounts();
+      }))) : null;
     other.addEventListener("input", () => {
       for (const radio of amounts.querySelectorAll("input[type=radio]")) radio.checked = false;
       error.textContent = "";
     });
 
     const chosen = () => {
-      const terms = offer.intervals[interval];
+      const terms = current();
       if (!other.value.trim()) return amount;
       const typed = toMinor(other.value, exp);
       if (typed === null) { error.textContent = T.bad; return null; }
@@ -313,15 +425,28 @@
       submit.textContent = T.working;
       const token = challengeToken;
       challengeToken = null;
-      const answer = await call("POST", "/v1/checkout",
-        { interval, amount_minor: minor, currency: offer.currency, return_url: returnUrl(), challenge_token: token || undefined },
-        { "idempotency-key": key() });
-      if (answer.ok && answer.body && answer.body.checkout_url) { location.assign(answer.body.checkout_url); return; }
+      const copies = interval === "pass" && gift ? Math.min(20, Math.max(1, Math.floor(Number(count.value) || 1))) : 1;
+      const body = { interval: interval === "pass" ? "once" : interval, amount_minor: minor * copies, currency: offer.currency,
+        return_url: returnUrl(), challenge_token: token || undefined };
+      if (rail === "crypto") {
+        body.rail = "crypto";
+        if (receipt.value.trim()) body.email = receipt.value.trim();
+        if (interval === "pass") { body.pass_months = months; if (gift) body.pass_codes = copies; }
+      }
+      const answer = await call("POST", "/v1/checkout", body, { "idempotency-key": key() });
+      if (answer.ok && answer.body && answer.body.checkout_url) {
+        try {
+          sessionStorage.setItem("kopilka-rail", rail);
+          if (answer.body.pass_codes) sessionStorage.setItem("kopilka-codes", JSON.stringify(answer.body.pass_codes));
+        } catch (_) { /* no storage: the codes cannot wait for the return */ }
+        location.assign(answer.body.checkout_url);
+        return;
+      }
       submit.disabled = false;
       submit.textContent = T.go;
       const failure = (answer.body && answer.body.error) || {};
       const code = failure.code;
-      const terms = offer.intervals[interval];
+      const terms = current();
       if ((code === "challenge_required" || code === "challenge_failed") && failure.challenge) {
         error.textContent = T.human;
         showChallenge(failure.challenge);
@@ -330,13 +455,11 @@
       error.textContent = code === "amount_below_minimum"
         ? (minor >= terms.minimum_minor ? T.lowNow : fill(T.low, { a: fmt(terms.minimum_minor) }))
         : code === "amount_above_maximum" ? fill(T.high, { a: fmt(terms.maximum_minor) })
+        : code === "invalid_email" ? T.badEmail
         : code === "blocked" ? T.blocked : T.failed;
     } },
-    h("fieldset", { class: "kopilka-intervals" }, h("legend", null, T.often),
-      ...["once", "month", "year"].map((value) => choice("interval", value, T[value], value === interval, () => {
-        interval = value; amount = offer.intervals[value].default_minor; other.value = ""; error.textContent = ""; drawAmounts();
-      }))),
-    amounts, hint, submit, challengeBox, error);
+    railChoice, intervals, amounts, hint, giftField, countField, receiptField, submit, challengeBox, error);
+    drawIntervals();
     drawAmounts();
 
     // Remind me later: an address and a date; the banner then sleeps until that day.
@@ -389,7 +512,7 @@
     h("p", { class: "kopilka-lead" }, T.lead),
     give,
     h("p", { class: "kopilka-later" }, T.later + " ", later), remindForm,
-    ...signIn());
+    ...signIn(), ...(passes.length ? redeem(host) : []));
     host.replaceChildren(banner);
     host.dataset.kopilka = "shown";
     if (walled) banner.querySelector("h2").setAttribute("tabindex", "-1");
@@ -411,6 +534,15 @@
     if (!answer.ok || !answer.body) { host.dataset.kopilka = "hidden"; return; }
     const offer = answer.body;
     if (offer.supporter) supporter();
+    if (!offer.show && offer.pass_ends_at) {
+      // A pass holder near the end of their pass: a word, and a way to renew.
+      const days = Math.max(1, Math.ceil((offer.pass_ends_at * 1000 - Date.now()) / 86400000));
+      host.replaceChildren(h("section", { class: "kopilka kopilka-ending", lang },
+        h("p", { role: "status" }, fill(T.ends, { n: days }), " ",
+          h("button", { type: "button", class: "kopilka-link", onclick: () => render(host, offer, "renew") }, T.renew))));
+      host.dataset.kopilka = "ending";
+      return;
+    }
     if (!offer.show) { host.replaceChildren(); host.dataset.kopilka = "hidden"; return; }
     render(host, offer, outcome);
   };

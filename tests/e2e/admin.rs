@@ -1934,6 +1934,16 @@ async fn crypto_gifts_count_in_totals_and_what_needs_a_person_is_reported() {
         (&json!("usd"), &json!(1_000), &json!(1_000), &json!(1)),
         "{totals}"
     );
+    assert_eq!(
+        usd["stripe_net_minor"], 0,
+        "no crypto in Stripe's balance: {totals}"
+    );
+    let split = admin_json(&app, &url, &["report", "totals", "--by-provider"]).await;
+    assert_eq!(
+        split,
+        json!({"by_provider": [{"provider": "btcpay", "currency": "usd", "gross_minor": 1_000,
+                                "refunded_minor": 0, "net_minor": 1_000, "payments": 1}]})
+    );
     let report = admin_json(&app, &url, &["report", "attention"]).await;
     let listed = report["attention"].as_array().expect("a list");
     assert_eq!(listed.len(), 1, "{report}");

@@ -255,6 +255,25 @@ async fn a_crypto_gift_with_an_address_names_its_reader_and_gets_a_receipt() {
         "the reference: {}",
         receipt.text
     );
+
+    // The year-end statement counts the crypto gift in its fiat amount.
+    let now = OffsetDateTime::now_utc();
+    let queued = kopilka_jobs::queue_statements(
+        &app.pool,
+        now - time::Duration::days(1),
+        now + time::Duration::days(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(queued, 1);
+    let statement = eventually("the statement", Duration::from_secs(20), || async {
+        app.emails()
+            .iter()
+            .map(|raw| kopilka_test_support::ReceivedEmail::parse(raw))
+            .find(|m| m.to == "giver@example.org" && !m.subject.contains("receipt"))
+    })
+    .await;
+    assert!(statement.text.contains("25.00 USD"), "{}", statement.text);
 }
 
 #[tokio::test]

@@ -394,9 +394,9 @@ pub struct CurrencyTotals {
     /// Stripe's fees (card processing and dispute fees, net of fees given back), in the
     /// currency they were taken in (the settlement currency).
     pub fees_minor: i64,
-    /// What Stripe's balance gained in this currency: every movement that settled in it
-    /// (converted movements count in the currency they were converted to), less
-    /// `fees_minor`. Without conversion, `net_minor − fees_minor`.
+    /// What Stripe's balance gained in this currency: every Stripe movement that settled in
+    /// it (converted movements count in the currency they were converted to), less
+    /// `fees_minor`. Without conversion and crypto, `net_minor − fees_minor`.
     pub stripe_net_minor: i64,
 }
 
@@ -434,6 +434,7 @@ pub async fn totals(
          FROM ledger_entries e LEFT JOIN ledger_settlements s
              ON s.provider = e.provider AND s.stripe_id = e.provider_id
          WHERE e.occurred_at >= $1 AND e.occurred_at < $2 AND e.kind <> 'fee'
+           AND e.provider = 'stripe'
          GROUP BY 1",
     )
     .bind(since)
@@ -472,6 +473,62 @@ pub async fn totals(
             .stripe_net_minor += minor;
     }
     Ok(by_currency.into_values().collect())
+}
+
+/// One provider's totals in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderTotals {
+    /// `stripe` or `btcpay`.
+    pub provider: String,
+    /// Lowercase ISO code (a crypto payment counts in its invoice's fiat currency).
+    pub currency: String,
+    /// Succeeded payments.
+    pub gross_minor: i64,
+    /// Refunds, net of refunds that failed (positive number).
+    pub refunded_minor: i64,
+    /// Every movement but fees: payments less refunds, disputes and reversals.
+    pub net_minor: i64,
+    /// How many payments.
+    pub payments: i64,
+}
+
+/// Totals per provider and currency over `[since, until)`.
+///
+/// # Errors
+/// Storage errors.
+pub async fn totals_by_provider(
+    conn: &mut PgConnection,
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+) -> Result<Vec<ProviderTotals>, ContributionError> {
+    let rows: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT provider, currency,
+                coalesce(sum(amount_minor) FILTER (WHERE kind = 'payment'), 0)::bigint,
+                coalesce(-sum(amount_minor) FILTER (WHERE kind IN ('refund', 'refund_reversal')), 0)::bigint,
+                coalesce(sum(amount_minor) FILTER (WHERE kind <> 'fee'), 0)::bigint,
+                count(*) FILTER (WHERE kind = 'payment')
+         FROM ledger_entries WHERE occurred_at >= $1 AND occurred_at < $2
+         GROUP BY provider, currency ORDER BY provider, currency",
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(provider, currency, gross_minor, refunded_minor, net_minor, payments)| {
+                ProviderTotals {
+                    provider,
+                    currency,
+                    gross_minor,
+                    refunded_minor,
+                    net_minor,
+                    payments,
+                }
+            },
+        )
+        .collect())
 }
 
 /// Whether the reader of contribution `contribution` was erased: nothing will ever name a

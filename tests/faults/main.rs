@@ -13,6 +13,7 @@
 
 mod access;
 mod accounts;
+mod btcpay;
 mod erasure;
 mod fuzz;
 mod input;
@@ -89,6 +90,14 @@ fn main() -> std::process::ExitCode {
         row(
             "webhooks::an_upgraded_database_and_another_products_objects_keep_no_personal_data",
             webhooks::an_upgraded_database_and_another_products_objects_keep_no_personal_data,
+        ),
+        row(
+            "btcpay::forged_duplicated_and_racing_deliveries_on_two_servers_book_once",
+            btcpay::forged_duplicated_and_racing_deliveries_on_two_servers_book_once,
+        ),
+        row(
+            "btcpay::btcpay_down_at_checkout_and_in_the_worker_loses_nothing_and_books_once",
+            btcpay::btcpay_down_at_checkout_and_in_the_worker_loses_nothing_and_books_once,
         ),
         row(
             "outages::postgres_restarted_mid_webhook_and_mid_checkout_leaves_no_partial_write",

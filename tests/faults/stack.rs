@@ -17,6 +17,9 @@ pub const SIM_SECRET_KEY: &str = "sk_test_faults_simulator_key";
 pub const ACCOUNTS_SECRET: &str = "faults-accounts-secret-0123456789-abcdefghij";
 pub const SIGNING_SECRET: &str = "faults-signing-secret-0123456789-abcdefghijk";
 pub const SITE: &str = "https://news.example.org";
+pub const BTCPAY_API_KEY: &str = "faults-btcpay-api-key-0123456789";
+pub const BTCPAY_STORE: &str = "FaultsStore111111111111111111111111111111111";
+pub const BTCPAY_WEBHOOK_SECRET: &str = "faults-btcpay-webhook-secret-0123";
 
 /// Logs at debug for Kopilka's own crates and tower-http (the request lines); libraries that
 /// would only add noise stay at warn.
@@ -30,6 +33,7 @@ pub struct Options {
     worker_in_serve: bool,
     env: Vec<(String, String)>,
     database_url: Option<secrecy::SecretString>,
+    btcpay: bool,
 }
 
 impl Options {
@@ -48,6 +52,13 @@ impl Options {
     /// One more setting for every process (`KOPILKA__…`).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// A BTCPay Server too (`kopilka btcpay-sim`), configured as the crypto rail; no store
+    /// webhook until the test registers one.
+    pub fn btcpay(mut self) -> Self {
+        self.btcpay = true;
         self
     }
 
@@ -71,8 +82,11 @@ pub struct Stack {
     /// Their base URLs, e.g. `http://127.0.0.1:41234`.
     pub bases: Vec<String>,
     pub sim_base: String,
+    /// The BTCPay simulator's base URL, when the stack has one.
+    pub btcpay_base: Option<String>,
     db: Option<TestDatabase>,
     sim: Option<Running>,
+    btcpay: Option<Running>,
     servers: Vec<Option<Running>>,
     env: Vec<(String, String)>,
     /// What no log line may contain.
@@ -137,8 +151,35 @@ impl Stack {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        let (btcpay, btcpay_base) = if options.btcpay {
+            let port = free_port();
+            let base = format!("http://127.0.0.1:{port}");
+            let sim = kopilka(&[
+                "btcpay-sim",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--api-key",
+                BTCPAY_API_KEY,
+                "--store-id",
+                BTCPAY_STORE,
+            ]);
+            env.extend(
+                [
+                    ("KOPILKA__BTCPAY__URL", base.as_str()),
+                    ("KOPILKA__BTCPAY__STORE_ID", BTCPAY_STORE),
+                    ("KOPILKA__BTCPAY__API_KEY", BTCPAY_API_KEY),
+                    ("KOPILKA__BTCPAY__WEBHOOK_SECRET", BTCPAY_WEBHOOK_SECRET),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            );
+            (Some(Running::start(sim)), Some(base))
+        } else {
+            (None, None)
+        };
         env.extend(options.env);
         let watched = vec![
+            BTCPAY_API_KEY.to_owned(),
+            BTCPAY_WEBHOOK_SECRET.to_owned(),
             url.expose_secret().to_owned(),
             WEBHOOK_SECRET.to_owned(),
             SIM_SECRET_KEY.to_owned(),
@@ -151,8 +192,10 @@ impl Stack {
             apis: vec![],
             bases: vec![],
             sim_base,
+            btcpay_base,
             db,
             sim: Some(sim),
+            btcpay,
             servers: vec![],
             env,
             watched,
@@ -169,7 +212,25 @@ impl Stack {
             async move { http.get(&clock).send().await.ok().map(|_| ()) }
         })
         .await;
+        if let Some(base) = stack.btcpay_base.clone() {
+            let clock = format!("{base}/_sim/clock");
+            eventually(
+                "the BTCPay simulator to listen",
+                Duration::from_secs(30),
+                || {
+                    let (http, clock) = (http.clone(), clock.clone());
+                    async move { http.get(&clock).send().await.ok().map(|_| ()) }
+                },
+            )
+            .await;
+        }
         stack
+    }
+
+    /// `POST` to a BTCPay simulator control path (`/_sim/…`).
+    pub async fn btcpay_control(&self, path: &str, body: &Value) -> Value {
+        let base = self.btcpay_base.as_deref().expect("a stack with BTCPay");
+        kopilka_test_support::sim_control(base, path, body).await
     }
 
     /// The first server's client.
@@ -372,6 +433,9 @@ impl Stack {
         if let Some(sim) = &self.sim {
             logs.push_str(&sim.stderr());
         }
+        if let Some(sim) = &self.btcpay {
+            logs.push_str(&sim.stderr());
+        }
         logs
     }
 
@@ -383,6 +447,9 @@ impl Stack {
             server.kill().await;
         }
         if let Some(sim) = self.sim.take() {
+            sim.kill().await;
+        }
+        if let Some(sim) = self.btcpay.take() {
             sim.kill().await;
         }
         self.pool.close().await;

@@ -125,7 +125,29 @@ pub fn routes(sim: Simulator) -> Router {
             "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
             post(redeliver),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            inject_faults,
+        ))
         .with_state(sim)
+}
+
+/// Faults armed by `POST /_sim/faults` (the server down, as its reverse proxy answers then):
+/// a bare 5xx with no Greenfield body, and nothing done.
+async fn inject_faults(
+    State(sim): State<Simulator>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match sim.next_fault() {
+        None => next.run(request).await,
+        Some(status) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            [(axum::http::header::CONTENT_TYPE, "text/html")],
+            "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+        )
+            .into_response(),
+    }
 }
 
 fn text_of(value: Option<&Value>) -> Option<String> {

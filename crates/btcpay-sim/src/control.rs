@@ -12,6 +12,9 @@
 //! - `POST /_sim/deliveries/{deliveryId}/redeliver`: redelivers one delivery (as Greenfield's
 //!   redeliver does), answering the new delivery id. `GET /_sim/deliveries` lists every
 //!   delivery `{"id","webhookId","status","httpCode","body"}`, oldest first.
+//! - `POST /_sim/faults {"count":N,"status":503}`: the next N Greenfield requests answer that
+//!   5xx, as BTCPay's proxy does while the server is down (`{"count":0}` disarms); `GET
+//!   /_sim/faults` answers `{"remaining"}`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -32,7 +35,31 @@ pub fn routes(sim: Simulator) -> Router {
         .route("/_sim/webhook", post(webhook))
         .route("/_sim/deliveries", get(deliveries))
         .route("/_sim/deliveries/{delivery_id}/redeliver", post(redeliver))
+        .route("/_sim/faults", post(faults).get(faults_left))
         .with_state(sim)
+}
+
+#[derive(Deserialize)]
+struct Faults {
+    count: u32,
+    #[serde(default = "unavailable")]
+    status: u16,
+}
+
+fn unavailable() -> u16 {
+    503
+}
+
+async fn faults(State(sim): State<Simulator>, Json(body): Json<Faults>) -> Response {
+    if !(500..600).contains(&body.status) {
+        return refused(StatusCode::BAD_REQUEST, "status must be a 5xx");
+    }
+    sim.set_faults(body.count, body.status);
+    Json(json!({"count": body.count})).into_response()
+}
+
+async fn faults_left(State(sim): State<Simulator>) -> Json<Value> {
+    Json(json!({"remaining": sim.faults_remaining()}))
 }
 
 fn refused(status: StatusCode, why: &str) -> Response {

@@ -229,6 +229,9 @@ pub struct Simulator {
 
 struct Inner {
     state: Mutex<State>,
+    /// `POST /_sim/faults`: the next N Greenfield requests answer this 5xx (the server down
+    /// behind its proxy) without doing anything.
+    faults: Mutex<(u32, u16)>,
     options: SimOptions,
     base_url: String,
     outbox: UnboundedSender<delivery::Outgoing>,
@@ -247,6 +250,7 @@ impl Simulator {
         let simulator = Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
+                faults: Mutex::new((0, 503)),
                 options,
                 base_url,
                 outbox,
@@ -299,6 +303,27 @@ impl Simulator {
     #[must_use]
     pub fn now(&self) -> i64 {
         lock(&self.inner.state).now()
+    }
+
+    /// Arms `count` faults: the next `count` Greenfield requests answer `status` (0 disarms).
+    pub fn set_faults(&self, count: u32, status: u16) {
+        *lock(&self.inner.faults) = (count, status);
+    }
+
+    /// Armed faults not met yet.
+    #[must_use]
+    pub fn faults_remaining(&self) -> u32 {
+        lock(&self.inner.faults).0
+    }
+
+    /// Takes one armed fault, if any: its status.
+    fn next_fault(&self) -> Option<u16> {
+        let mut faults = lock(&self.inner.faults);
+        if faults.0 == 0 {
+            return None;
+        }
+        faults.0 -= 1;
+        Some(faults.1)
     }
 
     /// Every route: `/api/v1/…`, the hosted invoice page and `/_sim/…`.

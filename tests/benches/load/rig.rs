@@ -119,6 +119,18 @@ impl Rig {
             ("KOPILKA__STRIPE__SECRET_KEY", SIM_SECRET_KEY.into()),
             ("KOPILKA__STRIPE__API_BASE", sim.clone()),
             ("KOPILKA__STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+            // Both rails configured, with countries to match (issue #20: the offer with both
+            // rails still ≥ 0.9× the bare handler). The offer calls no BTCPay: nothing
+            // listens at this address.
+            ("KOPILKA__BTCPAY__URL", "http://127.0.0.1:9/".into()),
+            ("KOPILKA__BTCPAY__STORE_ID", "BenchStore".into()),
+            ("KOPILKA__BTCPAY__API_KEY", "bench-btcpay-api-key".into()),
+            (
+                "KOPILKA__BTCPAY__WEBHOOK_SECRET",
+                "bench-btcpay-webhook-secret".into(),
+            ),
+            ("KOPILKA__RAILS__CRYPTO_COUNTRIES", "RU,BY,KZ".into()),
+            ("KOPILKA__RAILS__CARD_OFF_COUNTRIES", "RU,BY".into()),
             ("KOPILKA__SMTP__URL", smtp.url()),
             ("KOPILKA__ACCOUNTS__SECRET", ACCOUNTS_SECRET.into()),
             ("KOPILKA__PAYWALL__SIGNING_SECRET", SIGNING_SECRET.into()),

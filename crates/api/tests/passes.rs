@@ -448,3 +448,60 @@ async fn a_holder_with_an_address_is_told_before_the_pass_ends_once_and_not_afte
         .unwrap();
     assert_eq!(notices(), 1, "nothing new before the renewal's end nears");
 }
+
+#[tokio::test]
+async fn a_pass_holders_export_shows_the_pass_and_erasure_unties_it() {
+    let app = TestApp::spawn().await;
+    app.deliver_btcpay_webhooks_here().await;
+    let email = "export-pass@example.org";
+    let bought = buy(
+        &app,
+        json!({"amount_minor": 600, "pass_months": 3, "email": email}),
+    )
+    .await;
+    pay(&app, &bought).await;
+    let n = app.emails_to(email) + 1;
+    app.api
+        .post_json("/v1/sessions/magic-link", &json!({"email": email}))
+        .await;
+    let token = app.link_token(email, n).await;
+    let session = app
+        .api
+        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let export = send(
+        app.api
+            .request(Method::GET, "/v1/me/export")
+            .bearer_auth(&session),
+    )
+    .await
+    .json();
+    let passes = export["passes"].as_array().expect("the passes");
+    assert_eq!(passes.len(), 1, "{export}");
+    assert_eq!(
+        (
+            &passes[0]["months"],
+            &passes[0]["status"],
+            &passes[0]["held"],
+            &passes[0]["code"]
+        ),
+        (&json!(3), &json!("active"), &json!(true), &json!(false))
+    );
+    let erased = send(
+        app.api
+            .request(Method::DELETE, "/v1/me")
+            .bearer_auth(&session),
+    )
+    .await;
+    assert_eq!(erased.status.as_u16(), 200);
+    let holders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM passes WHERE reader_id IS NOT NULL")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(holders, 0, "the pass is tied to no one after erasure");
+}

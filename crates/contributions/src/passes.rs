@@ -430,6 +430,81 @@ pub async fn paid_through(
     .await?)
 }
 
+/// A pass as a reader's export shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PassExport {
+    /// The pass.
+    pub id: uuid::Uuid,
+    /// The contribution that bought it.
+    pub contribution_id: uuid::Uuid,
+    /// Its length.
+    pub months: i16,
+    /// `pending`, `active`, `void` or `revoked`.
+    pub status: String,
+    /// Whether the reader holds it (else they bought it as a code for someone).
+    pub held: bool,
+    /// Whether it is a code.
+    pub code: bool,
+    /// Whether its code was redeemed (by whom is not said).
+    pub redeemed: bool,
+    /// When it runs (only for a pass the reader holds).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub starts_at: Option<OffsetDateTime>,
+    /// When it ends (only for a pass the reader holds).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ends_at: Option<OffsetDateTime>,
+}
+
+/// The passes `reader` holds or bought.
+///
+/// # Errors
+/// Storage errors.
+pub async fn of_reader(
+    conn: &mut PgConnection,
+    reader: ReaderId,
+) -> Result<Vec<PassExport>, ContributionError> {
+    type Row = (
+        uuid::Uuid,
+        uuid::Uuid,
+        i16,
+        String,
+        bool,
+        bool,
+        bool,
+        Option<OffsetDateTime>,
+        Option<OffsetDateTime>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT p.id, p.contribution_id, p.months, p.status, p.reader_id IS NOT DISTINCT FROM $1,
+                p.code_hash IS NOT NULL, p.redeemed_at IS NOT NULL,
+                CASE WHEN p.reader_id = $1 THEN p.starts_at END,
+                CASE WHEN p.reader_id = $1 THEN p.ends_at END
+         FROM passes p JOIN contributions c ON c.id = p.contribution_id
+         WHERE p.reader_id = $1 OR c.reader_id = $1 ORDER BY p.created_at, p.id",
+    )
+    .bind(reader.as_uuid())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, contribution_id, months, status, held, code, redeemed, starts_at, ends_at)| {
+                PassExport {
+                    id,
+                    contribution_id,
+                    months,
+                    status,
+                    held,
+                    code,
+                    redeemed,
+                    starts_at,
+                    ends_at,
+                }
+            },
+        )
+        .collect())
+}
+
 /// The kind of the job that tells a pass's holder it ends soon (payload `pass_id`,
 /// `ends_at`).
 pub const ENDING_NOTICE_JOB: &str = "mail.pass_ending";

@@ -102,6 +102,11 @@ pub async fn unlink_reader(
     .bind(reader.as_uuid())
     .execute(&mut *conn)
     .await?;
+    // The passes they hold run on (prepaid), tied to no one.
+    sqlx::query("UPDATE passes SET reader_id = NULL WHERE reader_id = $1")
+        .bind(reader.as_uuid())
+        .execute(&mut *conn)
+        .await?;
     let unlinked = sqlx::query(
         "UPDATE contributions SET reader_id = NULL, reader_erased_at = $2 WHERE reader_id = $1",
     )

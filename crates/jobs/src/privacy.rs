@@ -287,6 +287,8 @@ pub struct ReaderExport {
     pub stripe_events: Vec<kopilka_reconciliation::privacy::EventExport>,
     /// Every email sent (or to be sent) to them.
     pub email_sends: Vec<SendExport>,
+    /// The supporter passes they hold or bought (a bought code's holder is not said).
+    pub passes: Vec<kopilka_contributions::passes::PassExport>,
 }
 
 /// The export of `reader`: every row linked to them.
@@ -301,10 +303,12 @@ pub async fn export_reader(
     let stripe_ids = kopilka_contributions::privacy::stripe_ids_of(&mut *conn, reader).await?;
     let stripe_events =
         kopilka_reconciliation::privacy::events_of(&mut *conn, reader, &stripe_ids).await?;
+    let passes = kopilka_contributions::passes::of_reader(&mut *conn, reader).await?;
     let email_sends = crate::sends::of_reader(conn, reader).await?;
     Ok(ReaderExport {
         held,
         stripe_events,
         email_sends,
+        passes,
     })
 }

@@ -318,7 +318,7 @@ fn render_tail(
                         let times = i64::from(months);
                         PassTerms {
                             months,
-                            default_minor: month.default_minor.saturating_mul(times),
+                            default_minor: passes.preset(currency, months, month.default_minor),
                             minimum_minor: month.minimum_minor.saturating_mul(times),
                             maximum_minor: month.maximum_minor.saturating_mul(times),
                         }

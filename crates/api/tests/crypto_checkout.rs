@@ -476,6 +476,11 @@ async fn the_offer_names_each_readers_rails_and_the_pass_terms_with_no_query() {
     let app = TestApp::spawn_with(|settings| {
         settings.rails.crypto_countries = vec!["RU".into(), "BY".into()];
         settings.rails.card_off_countries = vec!["RU".into()];
+        // A discount on a year; the other lengths at their monthly default.
+        settings
+            .passes
+            .presets
+            .insert("usd".parse().unwrap(), vec![500, 1_500, 5_000]);
     })
     .await;
     let offer = |query: &'static str| {
@@ -484,13 +489,14 @@ async fn the_offer_names_each_readers_rails_and_the_pass_terms_with_no_query() {
     };
     let everyone = offer("currency=usd").await;
     assert_eq!(everyone["rails"], json!(["card", "crypto"]));
-    // A pass of N months: N times the monthly terms ($5 default, $2 minimum, $1000 maximum).
+    // A pass of N months: N times the monthly terms ($5 default, $2 minimum, $1000 maximum),
+    // but for the year's configured price.
     assert_eq!(
         everyone["passes"],
         json!([
             {"months": 1, "default_minor": 500, "minimum_minor": 200, "maximum_minor": 100_000},
             {"months": 3, "default_minor": 1_500, "minimum_minor": 600, "maximum_minor": 300_000},
-            {"months": 12, "default_minor": 6_000, "minimum_minor": 2_400, "maximum_minor": 1_200_000}
+            {"months": 12, "default_minor": 5_000, "minimum_minor": 2_400, "maximum_minor": 1_200_000}
         ])
     );
     assert_eq!(

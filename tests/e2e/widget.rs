@@ -615,6 +615,13 @@ async fn a_reader_buys_a_pass_code_with_crypto_and_another_browser_redeems_it() 
     // BTCPay's invoice page (the simulator's): pay, then back to the article.
     left(&client, &site).await;
     click(&client, "button[data-action=pay]").await;
+    // The page posts and comes back to itself: wait for the new page, not the old one's link.
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//span[@id='status' and .='Settled']"))
+        .await
+        .expect("the invoice page says Settled");
     click(&client, "#return").await;
     wait_for_state(&client, &["thanks", "confirmed"], Duration::from_secs(20)).await;
     assert_eq!(

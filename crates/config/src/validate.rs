@@ -356,7 +356,9 @@ mod tests {
 
     #[test]
     fn the_shipped_files_are_valid_for_dev_and_test() {
-        Jail::expect_with(|_| {
+        Jail::expect_with(|jail| {
+            // Only the files: a developer's DATABASE_URL or KOPILKA__… must not leak in.
+            jail.clear_env();
             let dev = load(Environment::Dev).expect("dev settings");
             assert_eq!(dev.server.addr.to_string(), "127.0.0.1:8080");
             assert_eq!(dev.log.format, LogFormat::Pretty);
@@ -370,6 +372,7 @@ mod tests {
     #[test]
     fn production_refuses_http_and_a_missing_database() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             let err = load(Environment::Production).unwrap_err().to_string();
             assert!(err.contains("public_url") && err.contains("https"), "{err}");
             assert!(!err.contains('\n'));

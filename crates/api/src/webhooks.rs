@@ -73,7 +73,10 @@ async fn stripe_webhook(
         .webhooks
         .verify_event(signature, &body, now)
         .map_err(|err| {
-            tracing::warn!(error = %err, "webhook refused");
+            // Counted, not logged at warn: a flood of forged deliveries must not become a
+            // flood of log lines (the request line says 400 already).
+            refusal_seen("stripe");
+            tracing::debug!(error = %err, "webhook refused");
             refused(&err)
         })?;
     let counting = kopilka_reconciliation::inbox::FailureCounting {
@@ -91,6 +94,12 @@ async fn stripe_webhook(
         received: true,
         duplicate: !new,
     }))
+}
+
+/// Counts a delivery refused for its signature or shape (`kopilka_webhooks_refused_total`,
+/// by provider): a secret that does not match shows as a rising count on `/metrics`.
+fn refusal_seen(provider: &'static str) {
+    metrics::counter!("kopilka_webhooks_refused_total", "provider" => provider).increment(1);
 }
 
 /// Why an event was not stored: Postgres unreachable is 503 (the provider retries); any
@@ -165,7 +174,8 @@ async fn btcpay_webhook(
         .btcpay_webhooks
         .verify_delivery(signature, &body)
         .map_err(|err| {
-            tracing::warn!(error = %err, "BTCPay webhook refused");
+            refusal_seen("btcpay");
+            tracing::debug!(error = %err, "BTCPay webhook refused");
             btcpay_refused(&err)
         })?;
     // A delivery without a store id (none of BTCPay's store webhooks) names no other store.

@@ -188,7 +188,10 @@ async fn a_duplicate_and_a_redelivery_change_nothing() {
 
 #[tokio::test]
 async fn forged_missing_and_foreign_signatures_are_refused_and_nothing_is_stored() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|settings| {
+        settings.server.metrics_token = Some("btcpay-metrics-token".to_owned().into());
+    })
+    .await;
     let body = payment_delivery(&app, "Del1").to_string();
     let tampered = body.replace("0.00012345", "1.00012345");
     let genuine = kopilka_btcpay::sign(&secret(&app), body.as_bytes());
@@ -216,6 +219,24 @@ async fn forged_missing_and_foreign_signatures_are_refused_and_nothing_is_stored
         .await
         .unwrap();
     assert_eq!(jobs, 0);
+    // Counted for the operator (a secret that does not match shows on /metrics), not logged
+    // line by line. The counter is the process's: other tests in this binary add to it.
+    let metrics = String::from_utf8(
+        send(
+            app.api
+                .request(Method::GET, "/metrics")
+                .bearer_auth("btcpay-metrics-token"),
+        )
+        .await
+        .body,
+    )
+    .unwrap();
+    let refused: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("kopilka_webhooks_refused_total{provider=\"btcpay\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no refusal count: {metrics}"));
+    assert!(refused >= 6.0, "{refused}");
 }
 
 #[tokio::test]

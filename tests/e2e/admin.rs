@@ -1955,4 +1955,48 @@ async fn crypto_gifts_count_in_totals_and_what_needs_a_person_is_reported() {
     assert_eq!(entry["status"], "abandoned");
     assert_eq!(entry["amount_minor"], 2_000);
     assert!(entry["paid_minor"].as_i64().unwrap() < 2_000, "{entry}");
+
+    // A BTCPay delivery replayed reads its invoice again: processed, nothing new booked.
+    let mut command = kopilka(&[
+        "admin",
+        "events",
+        "replay",
+        "--provider",
+        "btcpay",
+        "--type",
+        "InvoiceSettled",
+        "--format",
+        "json",
+    ]);
+    let btcpay = &app.settings.btcpay;
+    command
+        .env("KOPILKA_ENV", "test")
+        .env("DATABASE_URL", &url)
+        .env(
+            "KOPILKA__BTCPAY__URL",
+            btcpay.url.as_ref().unwrap().as_str(),
+        )
+        .env(
+            "KOPILKA__BTCPAY__STORE_ID",
+            btcpay.store_id.as_deref().unwrap(),
+        )
+        .env(
+            "KOPILKA__BTCPAY__API_KEY",
+            btcpay.api_key.as_ref().unwrap().expose_secret(),
+        );
+    let out = run(command).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let replayed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(replayed["failed"], 0, "{replayed}");
+    assert_eq!(
+        replayed["replayed"][0]["outcome"], "processed",
+        "{replayed}"
+    );
+    let payments: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledger_entries WHERE provider = 'btcpay' AND kind = 'payment'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(payments, 1);
 }

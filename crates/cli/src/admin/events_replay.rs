@@ -37,14 +37,10 @@ fn parse_provider(value: &str) -> Result<Provider, String> {
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    // Only Stripe's events have an applier so far; BTCPay's come with its webhooks (#20).
-    anyhow::ensure!(
-        args.provider == Provider::Stripe,
-        "{} events are not applied by this Kopilka yet: only stripe events can be replayed",
-        args.provider
-    );
     let (settings, pool) = super::connect().await?;
     let stripe = kopilka_stripe::StripeClient::from_settings(&settings.stripe)?;
+    // A BTCPay delivery is applied by reading its invoice from the store.
+    let btcpay = kopilka_btcpay::BtcpayClient::from_settings(&settings.btcpay);
     let ids: Vec<String> = match (&args.id, &args.event_type) {
         (Some(id), _) => vec![id.clone()],
         (None, Some(pattern)) => {
@@ -60,14 +56,27 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     for id in &ids {
-        let outcome = match kopilka_reconciliation::apply_event(
-            &pool,
-            stripe.as_ref(),
-            id,
-            settings.stripe.refund_on_early_fraud_warning,
-        )
-        .await
-        {
+        let applied = match args.provider {
+            Provider::Stripe => {
+                kopilka_reconciliation::apply_event(
+                    &pool,
+                    stripe.as_ref(),
+                    id,
+                    settings.stripe.refund_on_early_fraud_warning,
+                )
+                .await
+            }
+            Provider::Btcpay => {
+                kopilka_reconciliation::apply_btcpay_event(
+                    &pool,
+                    btcpay.as_ref(),
+                    id,
+                    settings.passes.redeem_days,
+                )
+                .await
+            }
+        };
+        let outcome = match applied {
             Ok(outcome) => format!("{outcome:?}").to_lowercase(),
             Err(err) => format!("error: {err}"),
         };

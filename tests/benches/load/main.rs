@@ -322,6 +322,7 @@ async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
         .await
         .expect("statistics reset");
     let (mut bare, mut anonymous, mut supporters) = (vec![], vec![], vec![]);
+    let rounds_started = std::time::Instant::now();
     // Each round runs all three back to back, in turn forwards and backwards, so a drift of
     // the machine's speed hits all alike; ratios are taken within a round.
     for round in 0..OFFER_ROUNDS {
@@ -346,6 +347,18 @@ async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
         }
     }
     let (issued, texts) = statements(rig).await;
+    // The background refreshers (the card-testing shield's state, once a second as in
+    // production) run whether or not anyone reads the offer: their statements in as long
+    // again with no load are the baseline, and only statements beyond it are the offer's.
+    let rounds_took = rounds_started.elapsed();
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&rig.pool)
+        .await
+        .expect("statistics reset");
+    tokio::time::sleep(rounds_took).await;
+    let (idle_issued, _) = statements(rig).await;
+    // One refresh tick (two statements) either side is the clocks' jitter.
+    let beyond = issued.saturating_sub(idle_issued);
     let failed: u64 = [&bare, &anonymous, &supporters]
         .iter()
         .flat_map(|runs| runs.iter().map(|r| r.failed))
@@ -372,8 +385,8 @@ async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
     let anon_ratio = within_rounds(&anonymous, |r| r.rps);
     let anon_p99_ratio = within_rounds(&anonymous, |r| r.p99_ms);
     let token_ratio = within_rounds(&supporters, |r| r.rps);
-    let per_10k = issued as f64 * 10_000.0 / offers.max(1) as f64;
-    if issued > 0 {
+    let per_10k = beyond as f64 * 10_000.0 / offers.max(1) as f64;
+    if beyond > 2 {
         eprintln!(
             "bench: statements during the offer runs:\n  {}",
             texts.join("\n  ")
@@ -397,12 +410,12 @@ async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
             meets: token_ratio >= 0.6,
         },
         Row {
-            measure: "SQL statements per 10 000 offer requests",
-            result: format!("{per_10k:.2} ({issued} in {offers} offers)"),
-            baseline: "—".into(),
-            ratio: "—".into(),
-            goal: "0",
-            meets: issued == 0,
+            measure: "SQL statements per 10 000 offer requests (beyond the background refreshes)",
+            result: format!("{per_10k:.2} ({issued} during {offers} offers)"),
+            baseline: format!("idle as long: {idle_issued} (background refreshes)"),
+            ratio: format!("{beyond} beyond"),
+            goal: "0 (± one refresh)",
+            meets: beyond <= 2,
         },
     ]
 }

@@ -145,6 +145,8 @@ impl Rig {
             ),
             // Background refreshes would blur the statement count; none falls in the run.
             ("KOPILKA__OFFER__GOAL__REFRESH_SECS", "3600".into()),
+            // The shield refreshes as in production (test's 100 ms would be ten a second).
+            ("KOPILKA__ABUSE__REFRESH_MS", "1000".into()),
             ("KOPILKA__PAYWALL__KEYS_RELOAD_SECS", "3600".into()),
         ]
         .into_iter()

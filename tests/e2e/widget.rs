@@ -612,6 +612,18 @@ async fn a_reader_buys_a_pass_code_with_crypto_and_another_browser_redeems_it() 
     std::fs::write(artifact("widget-crypto-pass.png"), &png).unwrap();
     click(&client, ".kopilka-give button[type=submit]").await;
 
+    // The code is shown before paying (a buyer who closes BTCPay's tab keeps it).
+    let shown = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(".kopilka-codes code"))
+        .await
+        .expect("the code before paying")
+        .text()
+        .await
+        .unwrap();
+    click(&client, ".kopilka-codes button").await;
+
     // BTCPay's invoice page (the simulator's): pay, then back to the article.
     left(&client, &site).await;
     click(&client, "button[data-action=pay]").await;
@@ -631,6 +643,7 @@ async fn a_reader_buys_a_pass_code_with_crypto_and_another_browser_redeems_it() 
     );
     let code = text_of(&client, ".kopilka-codes code").await;
     assert!(code.starts_with("KP-"), "{code}");
+    assert_eq!(code, shown, "the same code after paying");
     // Shown once: a reload shows no code.
     client.goto(&format!("{site}/")).await.unwrap();
     wait_for_state(

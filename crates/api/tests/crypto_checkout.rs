@@ -177,7 +177,7 @@ async fn an_anonymous_crypto_gift_is_booked_in_fiat_with_the_crypto_beside_and_b
         (
             "paid".into(),
             None,
-            None,
+            Some(1_000),
             Some("BTC".into()),
             Some(16_667),
             Some(8),

@@ -505,3 +505,132 @@ async fn a_pass_holders_export_shows_the_pass_and_erasure_unties_it() {
             .unwrap();
     assert_eq!(holders, 0, "the pass is tied to no one after erasure");
 }
+
+/// Marks the invoice settled in BTCPay, as an operator does.
+async fn mark_settled(app: &TestApp, invoice: &str) {
+    let sim = &app.btcpay.simulator;
+    let marked = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/invoices/{invoice}/status",
+            sim.base_url()
+        ))
+        .header("authorization", format!("token {}", sim.api_key()))
+        .json(&json!({"status": "Settled"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(marked.status().is_success(), "{}", marked.status());
+}
+
+#[tokio::test]
+async fn a_late_payment_the_operator_accepts_brings_its_codes_back() {
+    let app = TestApp::spawn().await;
+    app.deliver_btcpay_webhooks_here().await;
+    let bought = buy(&app, json!({"amount_minor": 200, "pass_months": 1})).await;
+    let code = bought["pass_codes"][0].as_str().unwrap().to_owned();
+    let invoice = invoice_of(&bought);
+    app.btcpay_control(&format!("/_sim/invoices/{invoice}/pay-late"), &json!({}))
+        .await;
+    eventually("the pass voided", Duration::from_secs(20), || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM passes")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        (status == "void").then_some(())
+    })
+    .await;
+    assert_eq!(
+        with_code(&app, "/v1/passes/redeem", &code)
+            .await
+            .error_code(410),
+        "code_revoked"
+    );
+    // The operator accepts the late payment: the code works.
+    mark_settled(&app, &invoice).await;
+    eventually("the pass paid", Duration::from_secs(20), || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM passes")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        (status == "active").then_some(())
+    })
+    .await;
+    let redeemed = with_code(&app, "/v1/passes/redeem", &code).await;
+    assert_eq!(redeemed.status.as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_pass_checkout_btcpay_refuses_leaves_nothing_and_paid_codes_are_never_reissued() {
+    let app = TestApp::spawn().await;
+    app.deliver_btcpay_webhooks_here().await;
+    // BTCPay refuses the invoice: a clear 502, no contribution, no pass.
+    app.btcpay_control("/_sim/faults", &json!({"count": 1, "status": 400}))
+        .await;
+    let refused = app
+        .api
+        .post_json(
+            "/v1/checkout",
+            &json!({"interval": "once", "amount_minor": 400, "currency": "usd",
+                    "rail": "crypto", "pass_months": 1, "pass_codes": 2}),
+        )
+        .await;
+    assert_eq!(refused.error_code(502), "payment_provider_error");
+    for table in ["contributions", "passes"] {
+        let rows: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(rows, 0, "{table}");
+    }
+
+    // Paid (not yet confirmed) before a retry of the same key: the codes stay as they were.
+    let body = json!({"interval": "once", "amount_minor": 200, "currency": "usd",
+                      "rail": "crypto", "pass_months": 1, "pass_codes": 1});
+    let post = || {
+        send(
+            app.api
+                .request(Method::POST, "/v1/checkout")
+                .header("idempotency-key", "paid-before-retry")
+                .json(&body),
+        )
+    };
+    let first = post().await.json();
+    let code = first["pass_codes"][0].as_str().unwrap().to_owned();
+    let invoice = invoice_of(&first);
+    app.btcpay_control(
+        &format!("/_sim/invoices/{invoice}/pay-unconfirmed"),
+        &json!({}),
+    )
+    .await;
+    eventually("the payment seen", Duration::from_secs(20), || async {
+        let paid: Option<i64> = sqlx::query_scalar("SELECT paid_minor FROM contributions")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        paid.map(|_| ())
+    })
+    .await;
+    let retried = post().await.json();
+    assert!(retried.get("pass_codes").is_none(), "{retried}");
+    app.btcpay_control(&format!("/_sim/invoices/{invoice}/confirm"), &json!({}))
+        .await;
+    pay_settled(&app, &first).await;
+    let redeemed = with_code(&app, "/v1/passes/redeem", &code).await;
+    assert_eq!(redeemed.status.as_u16(), 200, "the first code still works");
+}
+
+/// Waits until the answer's contribution is paid and its passes are no longer pending.
+async fn pay_settled(app: &TestApp, answer: &Value) {
+    let id = answer["contribution_id"].as_str().unwrap().to_owned();
+    eventually("settled", Duration::from_secs(20), || async {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1::uuid")
+                .bind(&id)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        (status == "paid").then_some(())
+    })
+    .await;
+}

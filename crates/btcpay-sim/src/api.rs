@@ -132,8 +132,9 @@ pub fn routes(sim: Simulator) -> Router {
         .with_state(sim)
 }
 
-/// Faults armed by `POST /_sim/faults` (the server down, as its reverse proxy answers then):
-/// a bare 5xx with no Greenfield body, and nothing done.
+/// Faults armed by `POST /_sim/faults`: a 5xx as the server's reverse proxy answers while it
+/// is down (an HTML page, no Greenfield body), or a 400 as Greenfield refuses a request
+/// (`ValidationProblemDetails`); nothing done either way.
 async fn inject_faults(
     State(sim): State<Simulator>,
     request: axum::extract::Request,
@@ -141,6 +142,7 @@ async fn inject_faults(
 ) -> Response {
     match sim.next_fault() {
         None => next.run(request).await,
+        Some(400) => invalid("amount", "The amount is not accepted by this store").into_response(),
         Some(status) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             [(axum::http::header::CONTENT_TYPE, "text/html")],

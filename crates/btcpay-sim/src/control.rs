@@ -13,8 +13,9 @@
 //!   redeliver does), answering the new delivery id. `GET /_sim/deliveries` lists every
 //!   delivery `{"id","webhookId","status","httpCode","body"}`, oldest first.
 //! - `POST /_sim/faults {"count":N,"status":503}`: the next N Greenfield requests answer that
-//!   5xx, as BTCPay's proxy does while the server is down (`{"count":0}` disarms); `GET
-//!   /_sim/faults` answers `{"remaining"}`.
+//!   5xx, as BTCPay's proxy does while the server is down, or with `"status":400` a
+//!   validation refusal of `amount` (`{"count":0}` disarms); `GET /_sim/faults` answers
+//!   `{"remaining"}`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -51,8 +52,8 @@ fn unavailable() -> u16 {
 }
 
 async fn faults(State(sim): State<Simulator>, Json(body): Json<Faults>) -> Response {
-    if !(500..600).contains(&body.status) {
-        return refused(StatusCode::BAD_REQUEST, "status must be a 5xx");
+    if body.status != 400 && !(500..600).contains(&body.status) {
+        return refused(StatusCode::BAD_REQUEST, "status must be 400 or a 5xx");
     }
     sim.set_faults(body.count, body.status);
     Json(json!({"count": body.count})).into_response()

@@ -730,6 +730,15 @@ async fn forget_refused(
     idempotency_key: Option<&str>,
 ) -> Result<(), ContributionError> {
     let mut tx = pool.begin().await?;
+    // Its passes go with it (codes never worked: nothing was paid).
+    sqlx::query(
+        "DELETE FROM passes WHERE contribution_id IN (
+             SELECT id FROM contributions
+             WHERE id = $1 AND stripe_checkout_session_id IS NULL AND btcpay_invoice_id IS NULL)",
+    )
+    .bind(contribution.as_uuid())
+    .execute(&mut *tx)
+    .await?;
     if let Some(key) = idempotency_key {
         sqlx::query("DELETE FROM checkout_requests WHERE idempotency_key = $1")
             .bind(key)

@@ -140,6 +140,11 @@ pub async fn invoice_seen(
     let paid_short = invoice.paid_amount.minor() < invoice.amount.minor();
     let changed = match invoice.status {
         InvoiceStatus::Settled => {
+            sqlx::query("UPDATE contributions SET paid_minor = $2 WHERE id = $1")
+                .bind(seen.contribution_id.as_uuid())
+                .bind(invoice.paid_amount.minor())
+                .execute(&mut *conn)
+                .await?;
             let mut changed = ledger::record(
                 conn,
                 &NewEntry {
@@ -266,6 +271,20 @@ pub async fn invoice_seen(
                     == Applied::Changed
                     || voided
             }
+        }
+        // Not settled yet: what was paid so far is remembered (pass codes are then never
+        // reissued to a retried checkout).
+        InvoiceStatus::New | InvoiceStatus::Processing if invoice.paid_amount.is_positive() => {
+            sqlx::query(
+                "UPDATE contributions SET paid_minor = $2 WHERE id = $1
+                     AND paid_minor IS DISTINCT FROM $2",
+            )
+            .bind(seen.contribution_id.as_uuid())
+            .bind(invoice.paid_amount.minor())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                > 0
         }
         InvoiceStatus::New | InvoiceStatus::Processing | InvoiceStatus::Unknown => false,
     };

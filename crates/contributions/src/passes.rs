@@ -118,9 +118,10 @@ pub(crate) async fn create(
     Ok(codes)
 }
 
-/// Fresh codes for the code passes of `contribution` while none is paid (a checkout
-/// retried before its answer reached the buyer: the first codes were never seen). `None`
-/// when it has no code passes or they are paid (codes are never shown twice).
+/// Fresh codes for the code passes of `contribution` while nothing is paid (a checkout
+/// retried before its answer reached the buyer: the first codes may never have been seen).
+/// `None` when it has no such passes, or a payment was seen (codes are never shown twice,
+/// and never replaced once paid for).
 ///
 /// # Errors
 /// Storage errors.
@@ -129,9 +130,14 @@ pub(crate) async fn reissue(
     keys: &Keys,
     contribution: ContributionId,
 ) -> Result<Option<Vec<String>>, ContributionError> {
+    // Only while BTCPay has reported nothing paid (`paid_minor` is set from the first
+    // delivery that shows a payment): codes a buyer may already have paid for are never
+    // replaced. A payment made seconds before the retry, not yet delivered, is the window.
     let pending: Vec<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT id FROM passes WHERE contribution_id = $1 AND code_hash IS NOT NULL
-             AND status = 'pending' ORDER BY id FOR UPDATE",
+        "SELECT p.id FROM passes p JOIN contributions c ON c.id = p.contribution_id
+         WHERE p.contribution_id = $1 AND p.code_hash IS NOT NULL AND p.status = 'pending'
+           AND c.status = 'pending' AND c.paid_minor IS NULL
+         ORDER BY p.id FOR UPDATE OF p",
     )
     .bind(contribution.as_uuid())
     .fetch_all(&mut *conn)
@@ -155,7 +161,10 @@ pub(crate) async fn reissue(
 
 /// The invoice of `contribution` settled at `at`: its passes are paid. A buyer's pass runs
 /// from `at`, or from the end of the holder's running pass; a code may be redeemed for
-/// `redeem_days`. Returns whether anything changed.
+/// `redeem_days`. Passes voided because the invoice expired or went invalid before it
+/// settled come back when the operator marks it settled (a late or partial payment
+/// accepted); never those of a payment taken back (a `reversal`). Returns whether anything
+/// changed.
 ///
 /// # Errors
 /// Storage errors.
@@ -165,7 +174,27 @@ pub(crate) async fn paid(
     at: OffsetDateTime,
     redeem_days: u32,
 ) -> Result<bool, ContributionError> {
-    // The holder of a buyer's pass is the contribution's reader (named by now, if ever).
+    // The holder of a buyer's pass is the contribution's reader (named by now, if ever). Their
+    // row is locked first, so two passes settling at once (two workers) queue one after the
+    // other instead of both starting where the running one ends.
+    let holder: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT reader_id FROM contributions WHERE id = $1")
+            .bind(contribution.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
+    if let Some(holder) = holder {
+        lock_holder(conn, ReaderId::from_uuid(holder)).await?;
+    }
+    let reversed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE contribution_id = $1 AND kind = 'reversal')",
+    )
+    .bind(contribution.as_uuid())
+    .fetch_one(&mut *conn)
+    .await?;
+    if reversed {
+        return Ok(false);
+    }
     let buyers = sqlx::query(
         "WITH holder AS (SELECT reader_id FROM contributions WHERE id = $1),
               running AS (SELECT max(p.ends_at) AS ends_at FROM passes p, holder h
@@ -175,8 +204,8 @@ pub(crate) async fn paid(
              starts_at = greatest($2, coalesce((SELECT ends_at FROM running), $2)),
              ends_at = greatest($2, coalesce((SELECT ends_at FROM running), $2))
                        + make_interval(months => months::int)
-         WHERE contribution_id = $1 AND status = 'pending' AND code_hash IS NULL
-           AND (SELECT reader_id FROM holder) IS NOT NULL",
+         WHERE contribution_id = $1 AND status IN ('pending', 'void') AND code_hash IS NULL
+           AND redeemed_at IS NULL AND (SELECT reader_id FROM holder) IS NOT NULL",
     )
     .bind(contribution.as_uuid())
     .bind(at)
@@ -184,13 +213,24 @@ pub(crate) async fn paid(
     .await?;
     let codes = sqlx::query(
         "UPDATE passes SET status = 'active', redeem_by = $2
-         WHERE contribution_id = $1 AND status = 'pending' AND code_hash IS NOT NULL",
+         WHERE contribution_id = $1 AND status IN ('pending', 'void') AND code_hash IS NOT NULL
+           AND redeemed_at IS NULL",
     )
     .bind(contribution.as_uuid())
     .bind(at + Duration::days(i64::from(redeem_days)))
     .execute(&mut *conn)
     .await?;
     Ok(buyers.rows_affected() + codes.rows_affected() > 0)
+}
+
+/// Locks reader `reader`'s row for the transaction: their passes' chain is computed by one
+/// transaction at a time.
+async fn lock_holder(conn: &mut PgConnection, reader: ReaderId) -> Result<(), ContributionError> {
+    sqlx::query("SELECT 1 FROM readers WHERE id = $1 FOR UPDATE")
+        .bind(reader.as_uuid())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The invoice of `contribution` will never settle (expired, invalid), or was taken back
@@ -326,6 +366,9 @@ pub async fn redeem(
     };
     if let Some(refused) = refusal(&status, redeem_by, redeemed_at.is_some(), now) {
         return Ok(Err(refused));
+    }
+    if let Some(reader) = reader {
+        lock_holder(conn, reader).await?;
     }
     let starts: OffsetDateTime = match reader {
         Some(reader) => {

@@ -81,12 +81,20 @@ pub async fn mrr_by_month(
              SELECT generate_series(date_trunc('month', $1::timestamptz AT TIME ZONE 'UTC'),
                                     date_trunc('month', $2::timestamptz AT TIME ZONE 'UTC'),
                                     interval '1 month') AT TIME ZONE 'UTC' AS month)
-         SELECT m.month, c.id, l.currency, (l.amount_minor * 12 / c.pass_months)::bigint
+         , purchases AS (
+             -- Each pass purchase: when it was paid, and what is left of it (a payment
+             -- taken back by its provider is a `reversal`).
+             SELECT c.id, c.pass_months, l.currency,
+                    min(l.occurred_at) FILTER (WHERE l.kind = 'payment') AS paid_at,
+                    sum(l.amount_minor) FILTER (WHERE l.kind IN ('payment', 'reversal')) AS net
+             FROM ledger_entries l
+             JOIN contributions c ON c.id = l.contribution_id AND c.pass_months IS NOT NULL
+             GROUP BY c.id, c.pass_months, l.currency)
+         SELECT m.month, p.id, p.currency, (p.net * 12 / p.pass_months)::bigint
          FROM months m
-         JOIN ledger_entries l ON l.kind = 'payment'
-          AND l.occurred_at < m.month + interval '1 month'
-         JOIN contributions c ON c.id = l.contribution_id AND c.pass_months IS NOT NULL
-          AND l.occurred_at + make_interval(months => c.pass_months::int) > m.month
+         JOIN purchases p ON p.net > 0
+          AND p.paid_at < m.month + interval '1 month'
+          AND p.paid_at + make_interval(months => p.pass_months::int) > m.month
          ORDER BY m.month",
     )
     .bind(from)

@@ -60,7 +60,13 @@ pub async fn supporter_status(
     let last_gift: Option<OffsetDateTime> = sqlx::query_scalar(
         "SELECT max(l.occurred_at) FROM ledger_entries l JOIN contributions c ON c.id = l.contribution_id
          WHERE c.reader_id = $1 AND c.interval = 'once' AND c.status = 'paid' AND l.kind = 'payment'
-           AND l.occurred_at > $2",
+           AND l.occurred_at > $2
+           -- A payment its provider took back counts for nothing; a pass the buyer holds
+           -- counts for its own months (above), not as a one-off gift.
+           AND NOT EXISTS (SELECT 1 FROM ledger_entries r
+                           WHERE r.contribution_id = c.id AND r.kind = 'reversal')
+           AND NOT EXISTS (SELECT 1 FROM passes p
+                           WHERE p.contribution_id = c.id AND p.code_hash IS NULL)",
     )
     .bind(reader.as_uuid())
     .bind(since)

@@ -58,6 +58,8 @@
       receipt: "Email for a receipt (optional)",
       cryptoThanks: "Thank you! Your payment is being confirmed on the network; this can take a while.",
       codesHead: "Your pass codes. Copy them now: they are shown only once, and work once the payment is confirmed.",
+      codesFirst: "Your pass codes. Copy them now, before you pay: they are shown here and once more after paying, never again. They work once the payment is confirmed.",
+      toPay: "Continue to payment",
       haveCode: "Have a pass code?", code: "Pass code", useCode: "Use code",
       codeOk: "Thank you! Your pass is active until {d}.",
       codeUnknown: "That is not a valid pass code. Check it and try again.",
@@ -94,6 +96,8 @@
       receipt: "Почта для квитанции (необязательно)",
       cryptoThanks: "Спасибо! Платёж подтверждается в сети, это может занять время.",
       codesHead: "Ваши коды абонемента. Скопируйте их сейчас: они показываются один раз и заработают, когда платёж подтвердится.",
+      codesFirst: "Ваши коды абонемента. Скопируйте их сейчас, до оплаты: они показываются здесь и ещё раз после оплаты, больше никогда. Они заработают, когда платёж подтвердится.",
+      toPay: "Перейти к оплате",
       haveCode: "Есть код абонемента?", code: "Код абонемента", useCode: "Применить код",
       codeOk: "Спасибо! Ваш абонемент действует до {d}.",
       codeUnknown: "Такого кода нет. Проверьте его и попробуйте ещё раз.",
@@ -435,11 +439,17 @@
       }
       const answer = await call("POST", "/v1/checkout", body, { "idempotency-key": key() });
       if (answer.ok && answer.body && answer.body.checkout_url) {
+        const codes = answer.body.pass_codes || [];
         try {
           sessionStorage.setItem("kopilka-rail", rail);
-          if (answer.body.pass_codes) sessionStorage.setItem("kopilka-codes", JSON.stringify(answer.body.pass_codes));
-        } catch (_) { /* no storage: the codes cannot wait for the return */ }
-        location.assign(answer.body.checkout_url);
+          if (codes.length) sessionStorage.setItem("kopilka-codes", JSON.stringify(codes));
+        } catch (_) { /* no storage: the codes are shown now, before paying */ }
+        if (!codes.length) { location.assign(answer.body.checkout_url); return; }
+        // Codes first: a buyer who pays and closes BTCPay's tab must still have them.
+        const go = h("button", { type: "button", class: "kopilka-primary", onclick: () => location.assign(answer.body.checkout_url) }, T.toPay);
+        give.replaceWith(h("div", { class: "kopilka-codes", role: "status" }, h("p", null, T.codesFirst),
+          h("ul", null, ...codes.map((c) => h("li", null, h("code", null, c)))), go));
+        go.focus();
         return;
       }
       submit.disabled = false;
@@ -524,6 +534,10 @@
     // How a checkout this browser just came back from ended: Kopilka's cookie, not the URL.
     const back = await call("GET", "/v1/checkout/outcome");
     const outcome = back.ok && back.body ? back.body.outcome : null;
+    if (outcome === "cancelled") {
+      // Nothing was paid: what waited for the return is forgotten.
+      try { sessionStorage.removeItem("kopilka-codes"); sessionStorage.removeItem("kopilka-rail"); } catch (_) { /* none */ }
+    }
     style();
     if (outcome === "success") return thanks(host);
     let answer = await call("GET", offerPath(data.countView !== "false"));

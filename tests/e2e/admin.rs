@@ -2001,3 +2001,79 @@ async fn crypto_gifts_count_in_totals_and_what_needs_a_person_is_reported() {
     .unwrap();
     assert_eq!(payments, 1);
 }
+
+#[tokio::test]
+async fn experiments_are_created_from_a_spec_file_listed_started_and_stopped_audited() {
+    let (db, url, app) = app_on_fresh_database().await;
+    let folder = tempfile::tempdir().unwrap();
+    let spec = folder.path().join("amounts.json");
+    std::fs::write(
+        &spec,
+        json!({"name": "amounts-q1", "method": "bandit", "holdback_percent": 5,
+               "targeting": {"currencies": ["usd"]},
+               "variants": [{"key": "control", "control": true},
+                            {"key": "higher", "presets": {"usd": {"once": [1500, 3000, 6000]}}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let path = spec.display().to_string();
+    let created = admin_json(&app, &url, &["experiments", "create", "--file", &path]).await;
+    assert_eq!(
+        (&created["name"], &created["status"], &created["variants"]),
+        (
+            &json!("amounts-q1"),
+            &json!("draft"),
+            &json!(["control", "higher"])
+        )
+    );
+    // An invalid spec is refused with its code, and nothing is stored.
+    let bad = folder.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        json!({"name": "bad", "variants": [{"key": "control", "control": true},
+               {"key": "b", "presets": {"usd": {"once": [3000, 1500]}}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut command = kopilka(&[
+        "admin",
+        "experiments",
+        "create",
+        "--file",
+        &bad.display().to_string(),
+    ]);
+    command.env("KOPILKA_ENV", "test").env("DATABASE_URL", &url);
+    let refused = run(command).await;
+    assert!(
+        !refused.status.success() && refused.stderr.contains("presets_out_of_order"),
+        "{}",
+        refused.stderr
+    );
+    let started = admin_json(&app, &url, &["experiments", "start", "amounts-q1"]).await;
+    assert_eq!(started["status"], "running");
+    let listed = admin_json(&app, &url, &["experiments", "list"]).await;
+    assert_eq!(
+        listed["experiments"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    assert_eq!(listed["experiments"][0]["status"], "running");
+    let shown = admin_json(&app, &url, &["experiments", "show", "amounts-q1"]).await;
+    assert_eq!(shown["spec"]["variants"][1]["key"], "higher");
+    let stopped = admin_json(&app, &url, &["experiments", "stop", "amounts-q1"]).await;
+    assert_eq!(stopped["status"], "stopped");
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE action LIKE 'experiments.%' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            "experiments.create",
+            "experiments.start",
+            "experiments.stop"
+        ]
+    );
+}

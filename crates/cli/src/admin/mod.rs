@@ -8,6 +8,10 @@ mod abuse_unblock;
 mod config;
 mod events_list;
 mod events_replay;
+mod experiments_create;
+mod experiments_list;
+mod experiments_show;
+mod experiments_status;
 mod keys_rotate;
 mod reader;
 mod reader_erase;
@@ -58,6 +62,27 @@ pub enum Command {
     /// end the under-attack state. Every use is audited.
     #[command(subcommand)]
     Abuse(Abuse),
+    /// Ask experiments: create one from a spec, list, show, start, pause, stop. Changes are
+    /// audited.
+    #[command(subcommand)]
+    Experiments(Experiments),
+}
+
+/// `admin experiments …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Experiments {
+    /// Create a draft from a spec file (checked against the offer; nothing invalid stored).
+    Create(experiments_create::Args),
+    /// Every experiment.
+    List(experiments_list::Args),
+    /// One experiment, its spec included.
+    Show(experiments_show::Args),
+    /// Start (or resume) serving it.
+    Start(experiments_status::Args),
+    /// Stop serving it for now.
+    Pause(experiments_status::Args),
+    /// End it for good.
+    Stop(experiments_status::Args),
 }
 
 /// `admin abuse …`.
@@ -150,6 +175,18 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Reader(Reader::Erase(args)) => reader_erase::run(&args).await,
         Command::Statements(Statements::Send(args)) => statements_send::run(&args).await,
         Command::Abuse(Abuse::Status(args)) => abuse_status::run(&args).await,
+        Command::Experiments(Experiments::Create(args)) => experiments_create::run(&args).await,
+        Command::Experiments(Experiments::List(args)) => experiments_list::run(&args).await,
+        Command::Experiments(Experiments::Show(args)) => experiments_show::run(&args).await,
+        Command::Experiments(Experiments::Start(args)) => {
+            experiments_status::run(&args, kopilka_experiments::Status::Running).await
+        }
+        Command::Experiments(Experiments::Pause(args)) => {
+            experiments_status::run(&args, kopilka_experiments::Status::Paused).await
+        }
+        Command::Experiments(Experiments::Stop(args)) => {
+            experiments_status::run(&args, kopilka_experiments::Status::Stopped).await
+        }
         Command::Abuse(Abuse::Block(args)) => abuse_block::run(&args).await,
         Command::Abuse(Abuse::Unblock(args)) => abuse_unblock::run(&args).await,
     }

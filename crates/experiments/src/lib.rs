@@ -6,10 +6,13 @@
 //!
 //! Assignment, counting and the bandit build on this (see the README's "Ask experiments").
 
+pub mod assign;
 mod error;
+pub mod live;
 pub mod spec;
 pub mod store;
 
+pub use assign::Assignment;
 pub use error::ExperimentError;
 pub use spec::{ExperimentSpec, Method, Refusal};
 pub use store::{CHANNEL, ExperimentRow, Status};

@@ -116,3 +116,55 @@ async fn an_experiment_is_created_valid_and_lives_draft_running_paused_stopped()
         (Status::Stopped, None)
     );
 }
+
+#[tokio::test]
+async fn every_instance_serves_a_started_experiment_within_seconds_and_forgets_a_paused_one() {
+    let db = fresh_database().await;
+    let offer = offer();
+    let live = kopilka_experiments::live::LiveExperiments::default();
+    // A poll far longer than the test: only the notification can bring the change.
+    let _task = live.spawn_reloader(db.pool.clone(), std::time::Duration::from_secs(3_600));
+    store::create(&db.pool, &offer, &spec("amounts-q1"))
+        .await
+        .unwrap();
+    let mut low = spec("low-priority");
+    low.priority = -1;
+    store::create(&db.pool, &offer, &low).await.unwrap();
+    let served = |live: &kopilka_experiments::live::LiveExperiments| {
+        live.get()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect::<Vec<_>>()
+    };
+    // No wait for the reloader: it listens first and loads after, so a change made before
+    // it listens is in its first load and a change after is announced to it.
+    store::transition(&db.pool, &offer, "low-priority", Status::Running)
+        .await
+        .unwrap();
+    store::transition(&db.pool, &offer, "amounts-q1", Status::Running)
+        .await
+        .unwrap();
+    let wait_for = |want: Vec<&'static str>| {
+        let live = live.clone();
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                loop {
+                    if served(&live) == want {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("still serving {:?}", served(&live)));
+        }
+    };
+    // Highest priority first.
+    wait_for(vec!["amounts-q1", "low-priority"]).await;
+    store::transition(&db.pool, &offer, "amounts-q1", Status::Paused)
+        .await
+        .unwrap();
+    wait_for(vec!["low-priority"]).await;
+    let seed = &live.get()[0].seed;
+    assert_eq!(seed.len(), 16);
+}

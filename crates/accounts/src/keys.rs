@@ -43,6 +43,8 @@ pub enum Purpose {
     PassCode,
     /// A pass holder's token (stored only as this keyed digest).
     PassHolder,
+    /// The offer's first-party visitor cookie (a random id, for experiment assignment).
+    Visitor,
 }
 
 impl Purpose {
@@ -60,6 +62,7 @@ impl Purpose {
             Self::CardKey => b"kopilka/card/v1\0",
             Self::PassCode => b"kopilka/pass-code/v1\0",
             Self::PassHolder => b"kopilka/pass-holder/v1\0",
+            Self::Visitor => b"kopilka/visitor/v1\0",
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct Parts {
     pub limits: limits::PublicLimits,
     /// The card-testing shield's state (refreshed from Postgres) and challenge.
     pub shield: Arc<shield::Shield>,
+    /// The running ask experiments, in memory (reloaded on `NOTIFY` and a poll).
+    pub experiments: kopilka_experiments::live::LiveExperiments,
 }
 
 impl AppState {
@@ -115,6 +117,7 @@ impl AppState {
             offers: offer::OfferBodies::new(&settings),
             limits: limits::PublicLimits::new(&settings),
             shield: Arc::new(shield::Shield::new(&settings)),
+            experiments: kopilka_experiments::live::LiveExperiments::default(),
             settings: Arc::new(settings),
             stripe,
             goal: kopilka_recurring::GoalCache::default(),
@@ -136,6 +139,7 @@ impl AppState {
                 .spawn_refresher(self.pool.clone(), self.settings.offer.clone()),
             self.limits.spawn_flusher(self.pool.clone()),
             self.shield.spawn_refresher(self.pool.clone()),
+            self.experiments.spawn_reloader(self.pool.clone(), poll),
         ])
     }
 }

@@ -35,6 +35,27 @@ pub struct OfferQuery {
     /// `1` on an article view: counts it on the meter (the cookie comes back updated).
     #[serde(default)]
     view: Option<u8>,
+    /// The page's path (for experiments that target pages), e.g. `/politics/2027/budget`.
+    #[serde(default)]
+    path: Option<String>,
+    /// The reader's language, `en` or `ru` (for experiments that target languages).
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+/// The first-party visitor cookie: a signed random id, the only thing experiments assign by.
+const VISITOR_COOKIE: &str = "__Host-kopilka_visitor";
+
+/// How long a visitor id lasts.
+const VISITOR_DAYS: i64 = 365;
+
+/// The experiment and variant a view was served.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServedExperiment {
+    /// The experiment's name.
+    pub name: String,
+    /// The variant's key; null in the holdback (no ask).
+    pub variant: Option<String>,
 }
 
 /// The anonymous reader's meter cookie (signed, host-only).
@@ -115,6 +136,9 @@ pub struct Offer {
     pub renew: bool,
     /// The meter (null for supporters).
     pub meter: Option<MeterState>,
+    /// The ask experiment this view belongs to, if any (pass it to checkout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ServedExperiment>,
     /// The ways to pay offered to this reader, the one to preselect first: `card`, `crypto`
     /// (see `[rails]`).
     pub rails: Vec<String>,
@@ -141,15 +165,23 @@ pub struct Offer {
 
 /// What depends on the reader: written per request, in front of the pre-rendered rest.
 #[derive(Serialize)]
-struct ReaderPart {
+struct ReaderPart<'a> {
     show: bool,
     reason: &'static str,
     supporter: bool,
     renew: bool,
     meter: Option<MeterState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    experiment: Option<Served<'a>>,
     rails: &'static [&'static str],
     #[serde(skip_serializing_if = "Option::is_none")]
     pass_ends_at: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Served<'a> {
+    name: &'a str,
+    variant: Option<&'a str>,
 }
 
 /// What does not depend on the reader: the same for every view in one currency until the
@@ -266,6 +298,7 @@ pub(crate) fn constant_body(settings: &Settings) -> Vec<u8> {
         supporter: false,
         renew: false,
         meter: None,
+        experiment: None,
         rails: &["card", "crypto"],
         pass_ends_at: None,
     };
@@ -374,15 +407,64 @@ async fn offer(
     let now = time::OffsetDateTime::now_utc();
     let (decision, renew, meter_cookie, pass_ends_at) =
         decide_view(&state, headers, query.view == Some(1), now)?;
+    // Only an ask can be experimented on; with none running this costs one atomic load.
+    let live = state.experiments.get();
+    let mut visitor_cookie = None;
+    let mut served = None;
+    let mut show = decision.show;
+    let mut reason = decision.reason;
+    if show && !live.is_empty() {
+        let locale = query
+            .lang
+            .as_deref()
+            .and_then(|l| l.parse::<kopilka_domain::Locale>().ok())
+            .unwrap_or_default();
+        let chosen = live.iter().find(|e| {
+            e.in_schedule(now)
+                && e.spec.targeting.matches(
+                    currency,
+                    query.country.as_deref(),
+                    query.path.as_deref(),
+                    locale,
+                )
+        });
+        if let Some(experiment) = chosen {
+            let (visitor, fresh) = visitor_id(&state, headers);
+            if let Some(value) = fresh {
+                visitor_cookie = Some(value);
+            }
+            served = Some(
+                match kopilka_experiments::assign::by_weight(
+                    &experiment.seed,
+                    &visitor,
+                    &experiment.spec,
+                ) {
+                    kopilka_experiments::Assignment::Holdback => {
+                        show = false;
+                        reason = "holdback";
+                        Served {
+                            name: &experiment.name,
+                            variant: None,
+                        }
+                    }
+                    kopilka_experiments::Assignment::Variant(index) => Served {
+                        name: &experiment.name,
+                        variant: experiment.spec.variants.get(index).map(|v| v.key.as_str()),
+                    },
+                },
+            );
+        }
+    }
     let head = ReaderPart {
-        show: decision.show,
-        reason: decision.reason,
+        show,
+        reason,
         supporter: decision.supporter,
         renew,
         meter: decision.meter.map(|m| MeterState {
             remaining: m.remaining,
             wall: m.wall.to_owned(),
         }),
+        experiment: served,
         rails: state.settings.rails.for_country(
             query.country.as_deref(),
             state.stripe.is_some(),
@@ -410,10 +492,34 @@ async fn offer(
         body,
     )
         .into_response();
-    if let Some(value) = meter_cookie {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    for value in [meter_cookie, visitor_cookie].into_iter().flatten() {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
     Ok(response)
+}
+
+/// The reader's first-party visitor id (hex of 16 random bytes) from the signed visitor
+/// cookie, or a new one with the cookie to set. Nothing about the reader goes into it.
+fn visitor_id(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    let keys = &state.accounts.keys;
+    let known = cookie(headers, VISITOR_COOKIE)
+        .and_then(|value| keys.open(kopilka_accounts::keys::Purpose::Visitor, &value))
+        .filter(|bytes| bytes.len() == 16);
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    if let Some(bytes) = known {
+        return (hex(&bytes), None);
+    }
+    let bytes = kopilka_accounts::keys::random_bytes::<16>();
+    let value = keys.sign(kopilka_accounts::keys::Purpose::Visitor, &bytes);
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::days(VISITOR_DAYS);
+    (
+        hex(&bytes),
+        Some(crate::identity::host_cookie(
+            VISITOR_COOKIE,
+            &value,
+            expires,
+        )),
+    )
 }
 
 /// The supporter token a request carries: a JWT as the bearer token (`true`), else the

@@ -408,7 +408,7 @@ async fn offer(
     let (decision, renew, meter_cookie, pass_ends_at) =
         decide_view(&state, headers, query.view == Some(1), now)?;
     // Only an ask can be experimented on; with none running this costs one atomic load.
-    let live = state.experiments.get();
+    let live = state.experiments.load();
     let mut visitor_cookie = None;
     let mut served = None;
     let mut show = decision.show;

@@ -78,6 +78,13 @@ impl LiveExperiments {
         self.0.load_full()
     }
 
+    /// What is served now, borrowed for one request (no reference count touched: the hot
+    /// path's read).
+    #[must_use]
+    pub fn load(&self) -> arc_swap::Guard<Arc<Vec<LiveExperiment>>> {
+        self.0.load()
+    }
+
     /// Loads the running experiments now.
     ///
     /// # Errors

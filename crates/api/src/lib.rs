@@ -132,14 +132,14 @@ impl AppState {
     pub fn start_background(&self) -> Background {
         let poll = std::time::Duration::from_secs(self.settings.paywall.keys_reload_secs.max(1));
         Background(vec![
-            self.revoked.spawn_listener(self.pool.clone(), poll),
+            self.revoked
+                .spawn_listener(self.pool.clone(), poll, self.experiments.clone()),
             self.keyring
                 .spawn_reloader(self.pool.clone(), Arc::clone(&self.settings), poll),
             self.goal
                 .spawn_refresher(self.pool.clone(), self.settings.offer.clone()),
             self.limits.spawn_flusher(self.pool.clone()),
             self.shield.spawn_refresher(self.pool.clone()),
-            self.experiments.spawn_reloader(self.pool.clone(), poll),
         ])
     }
 }

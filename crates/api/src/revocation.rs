@@ -62,14 +62,30 @@ impl RevokedSupporters {
         Ok(())
     }
 
-    /// Loads the set, then keeps it current (see the module docs), forever.
-    pub fn spawn_listener(&self, pool: PgPool, poll: Duration) -> tokio::task::JoinHandle<()> {
+    /// Loads the set, then keeps it current (see the module docs), forever. The same
+    /// connection also hears the ask experiments' changes and reloads `experiments` (one
+    /// LISTEN connection per instance, not one per cache).
+    pub fn spawn_listener(
+        &self,
+        pool: PgPool,
+        poll: Duration,
+        experiments: kopilka_experiments::live::LiveExperiments,
+    ) -> tokio::task::JoinHandle<()> {
         let revoked = self.clone();
         tokio::spawn(async move {
+            let reload_experiments =
+                |pool: PgPool, experiments: kopilka_experiments::live::LiveExperiments| async move {
+                    if let Err(err) = experiments.reload(&pool).await {
+                        tracing::warn!(error = %err, "experiments not reloaded");
+                    }
+                };
             loop {
                 let mut listener = match PgListener::connect_with(&pool).await {
                     Ok(mut listener) => match listener
-                        .listen(kopilka_accounts::privacy::REVOKED_SUPPORTERS_CHANNEL)
+                        .listen_all([
+                            kopilka_accounts::privacy::REVOKED_SUPPORTERS_CHANNEL,
+                            kopilka_experiments::CHANNEL,
+                        ])
                         .await
                     {
                         Ok(()) => Some(listener),
@@ -87,6 +103,7 @@ impl RevokedSupporters {
                 if let Err(err) = revoked.reload(&pool).await {
                     tracing::warn!(error = %err, "revoked supporters not loaded");
                 }
+                reload_experiments(pool.clone(), experiments.clone()).await;
                 loop {
                     let heard = match listener.as_mut() {
                         Some(listener) => tokio::time::timeout(poll, listener.try_recv()).await,
@@ -96,6 +113,13 @@ impl RevokedSupporters {
                         }
                     };
                     match heard {
+                        // An experiment changed: the running set is loaded again.
+                        Ok(Ok(Some(notification)))
+                            if notification.channel() == kopilka_experiments::CHANNEL =>
+                        {
+                            reload_experiments(pool.clone(), experiments.clone()).await;
+                            continue;
+                        }
                         // A notification: one reader, added at once.
                         Ok(Ok(Some(notification))) => {
                             if let Ok(id) = notification.payload().parse::<uuid::Uuid>() {
@@ -112,6 +136,7 @@ impl RevokedSupporters {
                             if let Err(err) = revoked.reload(&pool).await {
                                 tracing::warn!(error = %err, "revoked supporters not reloaded");
                             }
+                            reload_experiments(pool.clone(), experiments.clone()).await;
                         }
                         Ok(Err(err)) => {
                             tracing::warn!(error = %err, "revoked supporters: listener failed");

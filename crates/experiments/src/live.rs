@@ -100,7 +100,7 @@ impl LiveExperiments {
         let live = self.clone();
         tokio::spawn(async move {
             loop {
-                // A listener per round: a lost connection is replaced on the next one.
+                // One listener for as long as it lasts; a lost one is replaced.
                 let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
                     Ok(mut listener) => match listener.listen(crate::CHANNEL).await {
                         Ok(()) => Some(listener),
@@ -111,22 +111,21 @@ impl LiveExperiments {
                 if let Err(err) = live.reload(&pool).await {
                     tracing::warn!(error = %err, "experiments not reloaded");
                 }
-                let deadline = tokio::time::Instant::now() + poll;
+                let Some(listening) = listener.as_mut() else {
+                    // No LISTEN: try again after a poll's wait.
+                    tokio::time::sleep(poll).await;
+                    continue;
+                };
                 loop {
-                    let Some(listening) = listener.as_mut() else {
-                        tokio::time::sleep_until(deadline).await;
-                        break;
+                    let heard = tokio::select! {
+                        () = tokio::time::sleep(poll) => true,
+                        note = listening.recv() => note.is_ok(),
                     };
-                    tokio::select! {
-                        () = tokio::time::sleep_until(deadline) => break,
-                        note = listening.recv() => match note {
-                            Ok(_) => {
-                                if let Err(err) = live.reload(&pool).await {
-                                    tracing::warn!(error = %err, "experiments not reloaded");
-                                }
-                            }
-                            Err(_) => break,
-                        },
+                    if !heard {
+                        break;
+                    }
+                    if let Err(err) = live.reload(&pool).await {
+                        tracing::warn!(error = %err, "experiments not reloaded");
                     }
                 }
             }

@@ -213,7 +213,15 @@ async fn pass_entitlements(
         code: "invalid_pass",
         message: "no running pass is held here".into(),
     };
-    let token = token.ok_or_else(invalid)?;
+    // A holder token is 43 base64url characters (256 random bits): anything else is refused
+    // without a query, so junk costs nothing.
+    let token = token
+        .filter(|t| {
+            t.len() == 43
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .ok_or_else(invalid)?;
     let now = OffsetDateTime::now_utc();
     let mut conn = crate::me::conn(&state).await?;
     let (pass, ends_at) = passes::held(&mut conn, &state.accounts.keys, &token, now)

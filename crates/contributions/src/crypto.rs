@@ -138,13 +138,21 @@ pub async fn invoice_seen(
     };
     let status: Option<ContributionStatus> = status.parse().ok();
     let paid_short = invoice.paid_amount.minor() < invoice.amount.minor();
+    // What was paid so far, once anything was (a retried checkout's pass codes are then
+    // never reissued; the operator's report shows it).
+    let paid_seen = invoice.paid_amount.is_positive()
+        && sqlx::query(
+            "UPDATE contributions SET paid_minor = $2 WHERE id = $1
+                 AND paid_minor IS DISTINCT FROM $2",
+        )
+        .bind(seen.contribution_id.as_uuid())
+        .bind(invoice.paid_amount.minor())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            > 0;
     let changed = match invoice.status {
         InvoiceStatus::Settled => {
-            sqlx::query("UPDATE contributions SET paid_minor = $2 WHERE id = $1")
-                .bind(seen.contribution_id.as_uuid())
-                .bind(invoice.paid_amount.minor())
-                .execute(&mut *conn)
-                .await?;
             let mut changed = ledger::record(
                 conn,
                 &NewEntry {
@@ -272,26 +280,12 @@ pub async fn invoice_seen(
                     || voided
             }
         }
-        // Not settled yet: what was paid so far is remembered (pass codes are then never
-        // reissued to a retried checkout).
-        InvoiceStatus::New | InvoiceStatus::Processing if invoice.paid_amount.is_positive() => {
-            sqlx::query(
-                "UPDATE contributions SET paid_minor = $2 WHERE id = $1
-                     AND paid_minor IS DISTINCT FROM $2",
-            )
-            .bind(seen.contribution_id.as_uuid())
-            .bind(invoice.paid_amount.minor())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-                > 0
-        }
         InvoiceStatus::New | InvoiceStatus::Processing | InvoiceStatus::Unknown => false,
     };
-    Ok(Applied::from_changed(changed))
+    Ok(Applied::from_changed(changed || paid_seen))
 }
 
-/// Records `flag` on the contribution (with what was paid) unless it already says so.
+/// Records `flag` on the contribution unless it already says so.
 async fn flag_for(
     conn: &mut PgConnection,
     seen: &InvoiceSeen<'_>,
@@ -305,14 +299,11 @@ async fn flag_for(
         return Ok(false);
     }
     sqlx::query(
-        "UPDATE contributions SET attention = $2, attention_at = to_timestamp($3),
-             paid_minor = $4
-         WHERE id = $1",
+        "UPDATE contributions SET attention = $2, attention_at = to_timestamp($3) WHERE id = $1",
     )
     .bind(seen.contribution_id.as_uuid())
     .bind(flag.as_str())
     .bind(seen.occurred_at)
-    .bind(seen.invoice.paid_amount.minor())
     .execute(&mut *conn)
     .await?;
     tracing::warn!(contribution_id = %seen.contribution_id, attention = flag.as_str(), "a crypto payment needs the operator");

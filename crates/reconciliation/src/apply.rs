@@ -211,40 +211,31 @@ pub async fn apply_btcpay_event(
         }
         _ => None,
     };
-    let mut tx = pool.begin().await?;
-    let outcome = match ours {
-        None => Outcome::Ignored,
+    // BTCPay is read before the transaction locks anything: it may be slow.
+    let read = match ours {
+        None => None,
         Some((invoice_id, contribution)) => {
             let btcpay = btcpay.ok_or_else(|| {
                 ReconciliationError::NotYet("BTCPay Server is not configured".into())
             })?;
-            // Read before the transaction locks anything: BTCPay may be slow.
-            drop(tx);
-            let invoice = btcpay.invoice(invoice_id).await?;
-            let methods = if invoice.status == kopilka_btcpay::InvoiceStatus::Settled {
-                btcpay.payment_methods(invoice_id).await?
-            } else {
-                Vec::new()
-            };
-            tx = pool.begin().await?;
-            let applied = kopilka_contributions::crypto::invoice_seen(
+            Some((contribution, read_invoice(btcpay, invoice_id).await?))
+        }
+    };
+    let mut tx = pool.begin().await?;
+    let outcome = match &read {
+        None => Outcome::Ignored,
+        Some((contribution, (invoice, methods))) => {
+            apply_invoice(
                 &mut tx,
                 &kopilka_contributions::crypto::InvoiceSeen {
-                    contribution_id: contribution,
-                    invoice: &invoice,
-                    methods: &methods,
+                    contribution_id: *contribution,
+                    invoice,
+                    methods,
                     occurred_at: created,
                     redeem_days,
                 },
             )
             .await?;
-            if applied == Applied::Changed {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(kopilka_recurring::goal::CHANNEL)
-                    .bind(event_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
             Outcome::Processed
         }
     };
@@ -256,6 +247,54 @@ pub async fn apply_btcpay_event(
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     tracing::info!(event_id, event_type = %kind, outcome = outcome.as_str(), "BTCPay delivery processed");
     Ok(outcome)
+}
+
+/// A BTCPay invoice as it stands, and its payment methods once it settled (what a settled
+/// invoice was paid with).
+///
+/// # Errors
+/// BTCPay's refusal or unavailability.
+pub(crate) async fn read_invoice(
+    btcpay: &kopilka_btcpay::BtcpayClient,
+    invoice_id: &str,
+) -> Result<(kopilka_btcpay::Invoice, Vec<kopilka_btcpay::PaymentMethod>), ReconciliationError> {
+    let invoice = btcpay.invoice(invoice_id).await?;
+    let methods = methods_of(btcpay, &invoice).await?;
+    Ok((invoice, methods))
+}
+
+/// The payment methods of `invoice` once it settled (none before: nothing to book yet).
+///
+/// # Errors
+/// BTCPay's refusal or unavailability.
+pub(crate) async fn methods_of(
+    btcpay: &kopilka_btcpay::BtcpayClient,
+    invoice: &kopilka_btcpay::Invoice,
+) -> Result<Vec<kopilka_btcpay::PaymentMethod>, ReconciliationError> {
+    if invoice.status == kopilka_btcpay::InvoiceStatus::Settled {
+        Ok(btcpay.payment_methods(&invoice.id).await?)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// Applies `seen` in the caller's transaction and, when it changed something, announces it
+/// so every goal cache recomputes.
+///
+/// # Errors
+/// Storage errors.
+pub(crate) async fn apply_invoice(
+    conn: &mut sqlx::PgConnection,
+    seen: &kopilka_contributions::crypto::InvoiceSeen<'_>,
+) -> Result<(), ReconciliationError> {
+    if kopilka_contributions::crypto::invoice_seen(conn, seen).await? == Applied::Changed {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(kopilka_recurring::goal::CHANNEL)
+            .bind(&seen.invoice.id)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Whether events of `kind` can change the ledger or a plan (and so the goal).

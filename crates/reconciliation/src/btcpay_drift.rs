@@ -28,7 +28,7 @@ fn settled_at(invoice: &Invoice, methods: &[kopilka_btcpay::PaymentMethod]) -> i
         .unwrap_or(invoice.created_time)
 }
 
-/// Applies `invoice` (of `contribution`) as it stands.
+/// Applies `invoice` (of `contribution`) as it stands, dated by its last payment.
 async fn apply(
     pool: &PgPool,
     btcpay: &BtcpayClient,
@@ -36,13 +36,9 @@ async fn apply(
     invoice: &Invoice,
     redeem_days: u32,
 ) -> Result<(), ReconciliationError> {
-    let methods = if invoice.status == InvoiceStatus::Settled {
-        btcpay.payment_methods(&invoice.id).await?
-    } else {
-        Vec::new()
-    };
+    let methods = crate::apply::methods_of(btcpay, invoice).await?;
     let mut tx = pool.begin().await?;
-    let applied = crypto::invoice_seen(
+    crate::apply::apply_invoice(
         &mut tx,
         &InvoiceSeen {
             contribution_id: contribution,
@@ -53,13 +49,6 @@ async fn apply(
         },
     )
     .await?;
-    if applied == kopilka_contributions::facts::Applied::Changed {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(kopilka_recurring::goal::CHANNEL)
-            .bind(&invoice.id)
-            .execute(&mut *tx)
-            .await?;
-    }
     tx.commit().await.map_err(kopilka_store::StoreError::from)?;
     Ok(())
 }

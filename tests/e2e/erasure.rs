@@ -10,22 +10,6 @@ use kopilka_test_support::{TestApp, eventually, pg_dump, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn signed_in_by_link(app: &TestApp, email: &str) -> String {
-    // Counted before asking: the link may be written before the answer is read.
-    let n = app.emails_to(email) + 1;
-    app.api
-        .post_json("/v1/sessions/magic-link", &json!({"email": email}))
-        .await;
-    let token = app.link_token(email, n).await;
-    app.api
-        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
-        .await
-        .json()["token"]
-        .as_str()
-        .expect("a session token")
-        .to_owned()
-}
-
 async fn count(app: &TestApp, query: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned()))
         .fetch_one(&app.pool)
@@ -101,7 +85,7 @@ async fn erasing_a_monthly_supporter_stops_the_plan_at_stripe_and_forgets_the_ad
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    let session = signed_in_by_link(&app, email).await;
+    let session = app.signed_in_by_link(email).await;
     let supporter = send(
         app.api
             .request(Method::GET, "/v1/entitlements")

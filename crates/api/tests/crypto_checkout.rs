@@ -353,18 +353,7 @@ async fn partial_late_over_and_invalid_payments_each_end_in_a_defined_state() {
     );
 
     // The operator marks the late invoice settled in BTCPay: now it is booked.
-    let sim = &app.btcpay.simulator;
-    let marked = reqwest::Client::new()
-        .post(format!(
-            "{}/api/v1/invoices/{late_invoice}/status",
-            sim.base_url()
-        ))
-        .header("authorization", format!("token {}", sim.api_key()))
-        .json(&json!({"status": "Settled"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(marked.status().is_success(), "{}", marked.status());
+    app.btcpay_mark(&late_invoice, "Settled").await;
     all_applied(&app).await;
     let (status, ..) = contribution(&app, &late).await;
     assert_eq!(status, "paid");

@@ -36,22 +36,6 @@ async fn verify_with_jwks(app: &TestApp, token: &str) -> Result<Value, String> {
         .map_err(|e| e.to_string())
 }
 
-async fn signed_in_by_link(app: &TestApp, email: &str) -> String {
-    // Counted before asking: the link may be written before the answer is read.
-    let n = app.emails_to(email) + 1;
-    app.api
-        .post_json("/v1/sessions/magic-link", &json!({"email": email}))
-        .await;
-    let token = app.link_token(email, n).await;
-    app.api
-        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
-        .await
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 async fn entitlements(app: &TestApp, session: &str) -> Value {
     let answer = send(
         app.api
@@ -79,7 +63,7 @@ async fn a_monthly_supporters_token_verifies_with_the_published_keys_alone() {
     app.deliver_webhooks_here(Some((0, false))).await;
     let email = "monthly-supporter@example.org";
     app.give(email, "month", 500).await;
-    let session = signed_in_by_link(&app, email).await;
+    let session = app.signed_in_by_link(email).await;
     let answer = entitlements(&app, &session).await;
     let claims = verify_with_jwks(&app, answer["token"].as_str().unwrap())
         .await
@@ -121,7 +105,7 @@ async fn a_refund_makes_the_next_token_say_not_a_supporter() {
     app.deliver_webhooks_here(Some((0, false))).await;
     let email = "one-off@example.org";
     app.give(email, "once", 2500).await;
-    let session = signed_in_by_link(&app, email).await;
+    let session = app.signed_in_by_link(email).await;
     let before = entitlements(&app, &session).await;
     assert_eq!(before["claims"]["supporter"], true);
     assert_eq!(before["claims"]["tier"], "once");
@@ -305,7 +289,7 @@ async fn the_offer_hides_the_banner_for_a_supporter_token_and_shows_it_otherwise
 
     let email = "offer-supporter@example.org";
     app.give(email, "year", 5000).await;
-    let session = signed_in_by_link(&app, email).await;
+    let session = app.signed_in_by_link(email).await;
     let token = entitlements(&app, &session).await["token"]
         .as_str()
         .unwrap()

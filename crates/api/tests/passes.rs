@@ -103,19 +103,7 @@ async fn a_pass_makes_its_buyer_a_supporter_until_it_ends_and_a_renewal_adds_on(
     assert!((365..=366).contains(&year.whole_days()), "{year}");
 
     // Signed in on any device, the reader's token says so, until the renewal ends.
-    let n = app.emails_to(email) + 1;
-    app.api
-        .post_json("/v1/sessions/magic-link", &json!({"email": email}))
-        .await;
-    let token = app.link_token(email, n).await;
-    let session = app
-        .api
-        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
-        .await
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let session = app.signed_in_by_link(email).await;
     let entitlements = send(
         app.api
             .request(Method::GET, "/v1/entitlements")
@@ -460,19 +448,7 @@ async fn a_pass_holders_export_shows_the_pass_and_erasure_unties_it() {
     )
     .await;
     pay(&app, &bought).await;
-    let n = app.emails_to(email) + 1;
-    app.api
-        .post_json("/v1/sessions/magic-link", &json!({"email": email}))
-        .await;
-    let token = app.link_token(email, n).await;
-    let session = app
-        .api
-        .post_json("/v1/sessions/magic-link/consume", &json!({"token": token}))
-        .await
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let session = app.signed_in_by_link(email).await;
     let export = send(
         app.api
             .request(Method::GET, "/v1/me/export")
@@ -506,22 +482,6 @@ async fn a_pass_holders_export_shows_the_pass_and_erasure_unties_it() {
     assert_eq!(holders, 0, "the pass is tied to no one after erasure");
 }
 
-/// Marks the invoice settled in BTCPay, as an operator does.
-async fn mark_settled(app: &TestApp, invoice: &str) {
-    let sim = &app.btcpay.simulator;
-    let marked = reqwest::Client::new()
-        .post(format!(
-            "{}/api/v1/invoices/{invoice}/status",
-            sim.base_url()
-        ))
-        .header("authorization", format!("token {}", sim.api_key()))
-        .json(&json!({"status": "Settled"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(marked.status().is_success(), "{}", marked.status());
-}
-
 #[tokio::test]
 async fn a_late_payment_the_operator_accepts_brings_its_codes_back() {
     let app = TestApp::spawn().await;
@@ -546,7 +506,7 @@ async fn a_late_payment_the_operator_accepts_brings_its_codes_back() {
         "code_revoked"
     );
     // The operator accepts the late payment: the code works.
-    mark_settled(&app, &invoice).await;
+    app.btcpay_mark(&invoice, "Settled").await;
     eventually("the pass paid", Duration::from_secs(20), || async {
         let status: String = sqlx::query_scalar("SELECT status FROM passes")
             .fetch_one(&app.pool)

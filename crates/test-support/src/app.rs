@@ -409,6 +409,55 @@ impl TestApp {
         )
         .await
     }
+
+    /// Marks invoice `invoice_id` `status` (`Settled`, `Invalid`) through Greenfield's
+    /// `POST /api/v1/invoices/{id}/status`, as an operator does in BTCPay.
+    ///
+    /// # Panics
+    /// When the simulator refuses.
+    pub async fn btcpay_mark(&self, invoice_id: &str, status: &str) {
+        let sim = &self.btcpay.simulator;
+        let marked = reqwest::Client::new()
+            .post(format!(
+                "{}/api/v1/invoices/{invoice_id}/status",
+                sim.base_url()
+            ))
+            .header("authorization", format!("token {}", sim.api_key()))
+            .json(&serde_json::json!({ "status": status }))
+            .send()
+            .await
+            .expect("the simulator answers");
+        assert!(marked.status().is_success(), "{}", marked.status());
+    }
+}
+
+/// Signing in as a reader would.
+impl TestApp {
+    /// A session token for `email`'s reader, by an emailed sign-in link (the reader must
+    /// exist); counts the link emails before asking, so a fast mailer cannot be missed.
+    ///
+    /// # Panics
+    /// When no link arrives or the link does not sign in.
+    pub async fn signed_in_by_link(&self, email: &str) -> String {
+        let n = self.emails_to(email) + 1;
+        self.api
+            .post_json(
+                "/v1/sessions/magic-link",
+                &serde_json::json!({ "email": email }),
+            )
+            .await;
+        let token = self.link_token(email, n).await;
+        self.api
+            .post_json(
+                "/v1/sessions/magic-link/consume",
+                &serde_json::json!({ "token": token }),
+            )
+            .await
+            .json()["token"]
+            .as_str()
+            .expect("a session token")
+            .to_owned()
+    }
 }
 
 /// Whether `email` is an account link email (its `Message-ID` is `<link-…>`).

@@ -324,6 +324,7 @@ async fn reconcile_apply_makes_no_reader_of_another_products_checkout() {
             cancel_url: None,
             customer_email: Some(&address),
             expires_at: None,
+            experiment: None,
         })
         .await
         .unwrap();

@@ -704,3 +704,203 @@ async fn a_reader_buys_a_pass_code_with_crypto_and_another_browser_redeems_it() 
     let status = dev.terminate(Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}; log:\n{log}");
 }
+
+/// `kopilka admin <args>` against dev's Postgres (its URL from the pool and the password
+/// file dev keeps beside its data); stdout.
+async fn dev_admin(pool: &PgPool, folder: &Path, args: &[&str]) -> String {
+    let options = pool.connect_options();
+    let password = std::fs::read_to_string(folder.join("pgdata").join("kopilka.password")).unwrap();
+    let url = format!(
+        "postgres://{}:{}@{}:{}/{}",
+        options.get_username(),
+        password.trim(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    );
+    let mut command = kopilka(&[&["admin"], args].concat());
+    command.env("KOPILKA_ENV", "dev").env("DATABASE_URL", url);
+    let out = kopilka_tests::run(command).await;
+    assert!(out.status.success(), "admin {args:?}: {}", out.stderr);
+    out.stdout
+}
+
+#[tokio::test]
+async fn an_experiments_variant_reaches_the_widget_and_checkout_and_its_report_opens_in_chromium() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mail_dir = folder.path().join("mail");
+    let (dev, site, pool) = dev(
+        folder.path(),
+        &mail_dir,
+        &[("KOPILKA__EXPERIMENTS__FLUSH_SECS", "1".into())],
+    )
+    .await;
+    let (_driver, driver_url) = chromedriver().await;
+
+    // A variant with its own presets, words and no goal line, served to nearly everyone.
+    let spec = folder.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        json!({
+            "name": "widget-words", "targeting": {"currencies": ["usd"]},
+            "variants": [
+                {"key": "control", "control": true, "weight": 1},
+                {"key": "bold", "weight": 1000, "presets": {"usd": {"once": [1500, 3000, 6000]}},
+                 "default_interval": "once", "goal_line": false,
+                 "copy": {"en": {"headline": "Keep us independent", "body": "Readers fund every story we publish."},
+                          "ru": {"headline": "Сохраните нас независимыми", "body": "Читатели оплачивают каждый наш текст."}}}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let spec = spec.display().to_string();
+    dev_admin(
+        &pool,
+        folder.path(),
+        &["experiments", "create", "--file", &spec],
+    )
+    .await;
+    dev_admin(
+        &pool,
+        folder.path(),
+        &["experiments", "start", "widget-words"],
+    )
+    .await;
+
+    // The reader is assigned (a visitor cookie); the one in a thousand in the control starts
+    // again as a new visitor.
+    let client = browser(&driver_url).await;
+    let mut served = serde_json::Value::Null;
+    for _ in 0..20 {
+        client.goto(&format!("{site}/")).await.unwrap();
+        wait_for_state(&client, &["shown"], Duration::from_secs(20)).await;
+        served = fetch_json(&client, "/v1/offer?currency=usd").await;
+        if served["experiment"]["variant"] == "bold" {
+            break;
+        }
+        client.delete_all_cookies().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(served["experiment"]["variant"], "bold", "{served}");
+    client.goto(&format!("{site}/")).await.unwrap();
+    wait_for_state(&client, &["shown"], Duration::from_secs(20)).await;
+    assert_eq!(
+        text_of(&client, ".kopilka-banner h2").await,
+        "Keep us independent"
+    );
+    assert_eq!(
+        text_of(&client, ".kopilka-lead").await,
+        "Readers fund every story we publish."
+    );
+    assert_eq!(
+        text_of(&client, "[data-kopilka='amount-1500']").await,
+        "$15"
+    );
+    assert_eq!(
+        text_of(&client, "[data-kopilka='amount-6000']").await,
+        "$60"
+    );
+    let goal_shown = client
+        .execute(
+            "return document.querySelectorAll('.kopilka-banner progress').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(goal_shown, json!(0), "the variant hides the goal line");
+    let png = client
+        .find(Locator::Css(".kopilka-banner"))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+        .unwrap();
+    std::fs::write(artifact("experiment-variant-banner.png"), &png).unwrap();
+
+    // Continue with the variant's default ($30): the contribution is attributed to it.
+    click(&client, ".kopilka-give button[type=submit]").await;
+    let mut attributed = None;
+    for _ in 0..100 {
+        attributed = sqlx::query_as::<_, (i64, String)>(
+            "SELECT amount_minor, experiment_variant FROM contributions WHERE experiment_id IS NOT NULL",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if attributed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(attributed, Some((3000, "bold".to_owned())));
+
+    // The report: its views arrive with the next flush; the page shows the JSON's figures.
+    let mut report = serde_json::Value::Null;
+    for _ in 0..50 {
+        let out = dev_admin(
+            &pool,
+            folder.path(),
+            &["experiments", "report", "widget-words", "--format", "json"],
+        )
+        .await;
+        report = serde_json::from_str(out.trim()).unwrap();
+        if report["variants"][1]["views"].as_i64().unwrap_or(0) >= 2
+            && report["variants"][1]["clicks"] == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(report["variants"][1]["key"], "bold");
+    assert_eq!(report["variants"][1]["checkouts"], 1, "{report}");
+    assert_eq!(report["variants"][1]["clicks"], 1, "{report}");
+    let page = folder.path().join("report.html");
+    let page_arg = page.display().to_string();
+    dev_admin(
+        &pool,
+        folder.path(),
+        &[
+            "experiments",
+            "report",
+            "widget-words",
+            "--format",
+            "html",
+            "--out",
+            &page_arg,
+        ],
+    )
+    .await;
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("<script") && !html.contains("http://") && !html.contains("https://"),
+        "self-contained, no scripts"
+    );
+    client
+        .goto(&format!("file://{}", page.display()))
+        .await
+        .unwrap();
+    let seen = client
+        .execute(
+            "const row = (k) => document.querySelector(`#variants tr[data-variant='${k}']`);
+             return {views: row('bold').children[1].textContent, checkouts: row('bold').children[3].textContent,
+                     charts: document.querySelectorAll('svg').length,
+                     resources: performance.getEntriesByType('resource').length,
+                     winner: document.querySelector('[data-winner]').dataset.winner,
+                     title: document.title};",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen["views"], report["variants"][1]["views"].to_string());
+    assert_eq!(seen["checkouts"], "1");
+    assert!(seen["charts"].as_u64().unwrap() >= 4, "{seen}");
+    assert_eq!(seen["resources"], 0, "nothing loaded from anywhere: {seen}");
+    assert_eq!(seen["winner"], "", "one checkout proves nothing");
+    assert_eq!(seen["title"], "Experiment widget-words");
+    let shot = client.screenshot().await.unwrap();
+    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 5_000);
+    std::fs::write(artifact("experiment-report.png"), &shot).unwrap();
+    drop(dev);
+}

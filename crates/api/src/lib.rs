@@ -131,31 +131,49 @@ impl AppState {
     /// for every connection to come back.
     pub fn start_background(&self) -> Background {
         let poll = std::time::Duration::from_secs(self.settings.paywall.keys_reload_secs.max(1));
-        Background(vec![
-            self.revoked
-                .spawn_listener(self.pool.clone(), poll, self.experiments.clone()),
-            self.keyring
-                .spawn_reloader(self.pool.clone(), Arc::clone(&self.settings), poll),
-            self.goal
-                .spawn_refresher(self.pool.clone(), self.settings.offer.clone()),
-            self.limits.spawn_flusher(self.pool.clone()),
-            self.shield.spawn_refresher(self.pool.clone()),
-        ])
+        let flush_every = std::time::Duration::from_secs(self.settings.experiments.flush_secs);
+        Background {
+            tasks: vec![
+                self.revoked
+                    .spawn_listener(self.pool.clone(), poll, self.experiments.clone()),
+                self.keyring
+                    .spawn_reloader(self.pool.clone(), Arc::clone(&self.settings), poll),
+                self.goal
+                    .spawn_refresher(self.pool.clone(), self.settings.offer.clone()),
+                self.limits.spawn_flusher(self.pool.clone()),
+                self.shield.spawn_refresher(self.pool.clone()),
+                self.experiments
+                    .spawn_flusher(self.pool.clone(), flush_every),
+            ],
+            experiments: (self.experiments.clone(), self.pool.clone()),
+        }
     }
 }
 
 /// The tasks [`AppState::start_background`] started.
 #[must_use = "stop the tasks before closing the pool"]
-pub struct Background(Vec<tokio::task::JoinHandle<()>>);
+pub struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Flushed once more on stop: a restart loses none of the counted views.
+    experiments: (kopilka_experiments::live::LiveExperiments, PgPool),
+}
 
 impl Background {
-    /// Stops every task and waits until each has ended (and returned its connection).
+    /// Stops every task and waits until each has ended (and returned its connection), then
+    /// flushes the experiments' last counts.
     pub async fn stop(self) {
-        for task in &self.0 {
+        for task in &self.tasks {
             task.abort();
         }
-        for task in self.0 {
+        for task in self.tasks {
             let _ = task.await;
+        }
+        let (experiments, pool) = self.experiments;
+        if let Err(err) = experiments
+            .flush(&pool, time::OffsetDateTime::now_utc().date())
+            .await
+        {
+            tracing::warn!(error = %err, "the experiments' last counts not flushed");
         }
     }
 }

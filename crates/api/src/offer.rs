@@ -11,7 +11,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use kopilka_config::{IntervalOffer, OfferSettings, PassesSettings, Settings};
-use kopilka_domain::{Currency, Interval};
+use kopilka_domain::{Currency, Interval, Locale};
+use kopilka_experiments::spec::VariantSpec;
 use kopilka_paywall::MeterMode;
 use kopilka_recurring::GoalFigure;
 use serde::{Deserialize, Serialize};
@@ -154,6 +155,14 @@ pub struct Offer {
     pub meter_mode: String,
     /// The interval selected first.
     pub default_interval: String,
+    /// The intervals to show, in order (an experiment's variant may show fewer).
+    pub show_intervals: Vec<String>,
+    /// Whether to show the goal line (an experiment's variant may hide it).
+    pub show_goal: bool,
+    /// An experiment variant's words for the banner in the reader's language (`lang`);
+    /// absent when the widget's own words apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<OfferCopy>,
     /// Presets and limits per interval.
     pub intervals: Intervals,
     /// Supporter passes (the crypto rail's months paid ahead), per length; null when no
@@ -178,32 +187,92 @@ struct ReaderPart<'a> {
     pass_ends_at: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// The experiment a view was served: what the answer says, and (skipped) what picks its tail.
+#[derive(Serialize, Clone, Copy)]
 struct Served<'a> {
     name: &'a str,
     variant: Option<&'a str>,
+    /// The experiment's index among the running ones.
+    #[serde(skip)]
+    index: Option<usize>,
+    /// The variant's index in its spec.
+    #[serde(skip)]
+    variant_index: Option<usize>,
+    #[serde(skip)]
+    spec: Option<&'a VariantSpec>,
+    #[serde(skip)]
+    locale: Locale,
 }
 
 /// What does not depend on the reader: the same for every view in one currency until the
 /// goal's figure changes.
 #[derive(Serialize)]
-struct SharedPart {
+struct SharedPart<'a> {
     currency: String,
     exponent: u32,
     meter_mode: &'static str,
     default_interval: String,
+    show_intervals: Vec<&'static str>,
+    show_goal: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy: Option<&'a kopilka_experiments::spec::Copy>,
     intervals: Intervals,
     passes: Option<Vec<PassTerms>>,
     goal: Goal,
 }
 
-fn terms(offer: &IntervalOffer) -> IntervalTerms {
+/// One interval's terms, with a variant's presets and default over the offer's: a variant
+/// that sets presets but no default keeps the offer's default if it is among them, else its
+/// middle preset.
+fn terms(
+    offer: &IntervalOffer,
+    interval: Interval,
+    currency: Currency,
+    variant: Option<&VariantSpec>,
+) -> IntervalTerms {
+    let presets = variant
+        .and_then(|v| v.presets.get(&currency))
+        .and_then(|p| p.get(interval));
+    let default = variant
+        .and_then(|v| v.default_minor.get(&currency))
+        .and_then(|d| d.get(interval))
+        .copied();
+    let default_minor = match (default, presets) {
+        (Some(default), _) => default,
+        (None, Some(presets)) if !presets.contains(&offer.default_minor) => presets
+            .get(presets.len() / 2)
+            .copied()
+            .unwrap_or(offer.default_minor),
+        _ => offer.default_minor,
+    };
     IntervalTerms {
-        presets: offer.presets.clone(),
-        default_minor: offer.default_minor,
+        presets: presets.unwrap_or(&offer.presets).clone(),
+        default_minor,
         minimum_minor: offer.minimum_minor,
         maximum_minor: offer.maximum_minor,
     }
+}
+
+/// Which tail: a currency's, or a currency's under one experiment variant (by its index
+/// among the running experiments of [`Rendered::generation`] and the reader's language).
+type TailKey = (Currency, u32);
+
+fn tail_key(currency: Currency, variant: Option<(usize, usize, Locale)>) -> TailKey {
+    let code = variant.map_or(0, |(experiment, variant, locale)| {
+        let at = experiment * kopilka_experiments::spec::MAX_VARIANTS + variant;
+        let at = u32::try_from(at).unwrap_or(u32::MAX / 4);
+        1 + at * 2 + u32::from(locale == Locale::Ru)
+    });
+    (currency, code)
+}
+
+/// An experiment variant's banner words.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OfferCopy {
+    /// The heading.
+    pub headline: String,
+    /// The lead under it.
+    pub body: String,
 }
 
 /// The reader-independent halves of the offer's body, serialized once per currency and goal
@@ -221,7 +290,9 @@ pub struct OfferBodies {
 struct Rendered {
     /// The figure's amount and time (two refreshes may fall in one second).
     goal: Option<(i64, i64)>,
-    tails: BTreeMap<Currency, Arc<str>>,
+    /// The running experiments' generation the variant tails were rendered for.
+    generation: u64,
+    tails: BTreeMap<TailKey, Arc<str>>,
 }
 
 impl std::fmt::Debug for OfferBodies {
@@ -247,21 +318,31 @@ impl OfferBodies {
         }
     }
 
-    /// Hands `write` the tail for `currency` under the goal's current `figure` (rendered now
-    /// if the figure changed since), borrowed: no count is touched on the hot path.
+    /// Hands `write` the tail for `currency` (under `variant`, the experiment's variant the
+    /// view was served, with the running experiments' `generation`) under the goal's current
+    /// `figure` (rendered now if the figure or the experiments changed since), borrowed: no
+    /// count is touched on the hot path.
+    #[allow(clippy::too_many_arguments)]
     fn with_tail<R>(
         &self,
         settings: &OfferSettings,
         passes: Option<&PassesSettings>,
         currency: Currency,
         figure: Option<&GoalFigure>,
+        generation: u64,
+        variant: Option<Served<'_>>,
         write: impl FnOnce(&str) -> R,
     ) -> R {
         let goal = figure.map(|f| (f.current_minor, f.computed_at));
+        let key = tail_key(
+            currency,
+            variant.and_then(|v| Some((v.index?, v.variant_index?, v.locale))),
+        );
         {
             let rendered = self.rendered.load();
             if rendered.goal == goal
-                && let Some(tail) = rendered.tails.get(&currency)
+                && rendered.generation == generation
+                && let Some(tail) = rendered.tails.get(&key)
             {
                 return write(tail);
             }
@@ -271,18 +352,26 @@ impl OfferBodies {
             MeterMode::Metered => "metered",
             MeterMode::Hard => "hard",
         };
-        let tail = render_tail(settings, passes, mode, currency, figure);
+        let tail = render_tail(
+            settings,
+            passes,
+            mode,
+            currency,
+            figure,
+            variant.and_then(|v| Some((v.spec?, v.locale))),
+        );
         // Two views may render at once; either result is the same.
         self.rendered.rcu(|current| {
-            let mut next = if current.goal == goal {
+            let mut next = if current.goal == goal && current.generation == generation {
                 Rendered::clone(current)
             } else {
                 Rendered {
                     goal,
+                    generation,
                     tails: BTreeMap::new(),
                 }
             };
-            next.tails.insert(currency, Arc::clone(&tail));
+            next.tails.insert(key, Arc::clone(&tail));
             next
         });
         write(&tail)
@@ -308,6 +397,7 @@ pub(crate) fn constant_body(settings: &Settings) -> Vec<u8> {
         "asks_only",
         settings.offer.default_currency,
         None,
+        None,
     );
     offer_body(&head, &tail).unwrap_or_default()
 }
@@ -328,7 +418,16 @@ fn render_tail(
     meter_mode: &'static str,
     currency: Currency,
     figure: Option<&GoalFigure>,
+    variant: Option<(&VariantSpec, Locale)>,
 ) -> Arc<str> {
+    let spec = variant.map(|(spec, _)| spec);
+    let show: Vec<Interval> = [Interval::Once, Interval::Month, Interval::Year]
+        .into_iter()
+        .filter(|i| {
+            spec.and_then(|v| v.intervals.as_ref())
+                .is_none_or(|shown| shown.contains(i))
+        })
+        .collect();
     let shared = settings
         .currencies
         .get(&currency)
@@ -336,11 +435,40 @@ fn render_tail(
             currency: currency.stripe_code(),
             exponent: currency.exponent(),
             meter_mode,
-            default_interval: terms_for.default_interval.as_str().to_owned(),
+            default_interval: {
+                let wanted = spec
+                    .and_then(|v| v.default_interval)
+                    .unwrap_or(terms_for.default_interval);
+                if show.contains(&wanted) {
+                    wanted
+                } else {
+                    show.first().copied().unwrap_or(wanted)
+                }
+            }
+            .as_str()
+            .to_owned(),
+            show_intervals: show.iter().map(|i| i.as_str()).collect(),
+            show_goal: spec.and_then(|v| v.goal_line).unwrap_or(true),
+            copy: variant.and_then(|(v, locale)| v.copy.get(locale)),
             intervals: Intervals {
-                once: terms(terms_for.interval(Interval::Once)),
-                month: terms(terms_for.interval(Interval::Month)),
-                year: terms(terms_for.interval(Interval::Year)),
+                once: terms(
+                    terms_for.interval(Interval::Once),
+                    Interval::Once,
+                    currency,
+                    spec,
+                ),
+                month: terms(
+                    terms_for.interval(Interval::Month),
+                    Interval::Month,
+                    currency,
+                    spec,
+                ),
+                year: terms(
+                    terms_for.interval(Interval::Year),
+                    Interval::Year,
+                    currency,
+                    spec,
+                ),
             },
             passes: passes.map(|passes| {
                 let month = terms_for.interval(Interval::Month);
@@ -405,21 +533,27 @@ async fn offer(
         })?;
 
     let now = time::OffsetDateTime::now_utc();
-    let (decision, renew, meter_cookie, pass_ends_at) =
-        decide_view(&state, headers, query.view == Some(1), now)?;
-    // Only an ask can be experimented on; with none running this costs one atomic load.
+    let ViewDecision {
+        decision,
+        renew,
+        meter_cookie,
+        pass_ends_at,
+        subject,
+    } = decide_view(&state, headers, query.view == Some(1), now)?;
+    // Only an ask can be experimented on; with none running this costs one atomic load. A
+    // view that asks for `renew` is asked again at once: the second answer is the one served.
     let live = state.experiments.load();
     let mut visitor_cookie = None;
     let mut served = None;
     let mut show = decision.show;
     let mut reason = decision.reason;
-    if show && !live.is_empty() {
+    if show && !renew && !live.is_empty() {
         let locale = query
             .lang
             .as_deref()
-            .and_then(|l| l.parse::<kopilka_domain::Locale>().ok())
+            .and_then(|l| l.parse::<Locale>().ok())
             .unwrap_or_default();
-        let chosen = live.iter().find(|e| {
+        let chosen = live.iter().enumerate().find(|(_, e)| {
             e.in_schedule(now)
                 && e.spec.targeting.matches(
                     currency,
@@ -428,31 +562,40 @@ async fn offer(
                     locale,
                 )
         });
-        if let Some(experiment) = chosen {
-            let (visitor, fresh) = visitor_id(&state, headers);
-            if let Some(value) = fresh {
-                visitor_cookie = Some(value);
+        if let Some((index, experiment)) = chosen {
+            // A signed-in reader is assigned by their token's subject, so every device
+            // agrees; anyone else by the first-party visitor cookie.
+            let visitor = match subject {
+                Some(subject) => subject,
+                None => {
+                    let (visitor, fresh) = visitor_id(&state, headers);
+                    visitor_cookie = fresh;
+                    visitor
+                }
+            };
+            let assignment = experiment.assign(&visitor);
+            experiment.tally.view(assignment);
+            let mut view = Served {
+                name: &experiment.name,
+                variant: None,
+                index: Some(index),
+                variant_index: None,
+                spec: None,
+                locale,
+            };
+            match assignment {
+                kopilka_experiments::Assignment::Holdback => {
+                    show = false;
+                    reason = "holdback";
+                }
+                kopilka_experiments::Assignment::Variant(at) => {
+                    let spec = experiment.spec.variants.get(at);
+                    view.variant = spec.map(|v| v.key.as_str());
+                    view.variant_index = Some(at);
+                    view.spec = spec;
+                }
             }
-            served = Some(
-                match kopilka_experiments::assign::by_weight(
-                    &experiment.seed,
-                    &visitor,
-                    &experiment.spec,
-                ) {
-                    kopilka_experiments::Assignment::Holdback => {
-                        show = false;
-                        reason = "holdback";
-                        Served {
-                            name: &experiment.name,
-                            variant: None,
-                        }
-                    }
-                    kopilka_experiments::Assignment::Variant(index) => Served {
-                        name: &experiment.name,
-                        variant: experiment.spec.variants.get(index).map(|v| v.key.as_str()),
-                    },
-                },
-            );
+            served = Some(view);
         }
     }
     let head = ReaderPart {
@@ -480,6 +623,8 @@ async fn offer(
             passes,
             currency,
             state.goal.get().as_ref(),
+            live.generation,
+            served,
             |tail| offer_body(&head, tail),
         )
         .map_err(AppError::internal)?;
@@ -534,6 +679,19 @@ fn supporter_token(headers: &HeaderMap) -> Option<(String, bool)> {
         .or_else(|| cookie(headers, crate::entitlements::SUPPORTER_COOKIE).map(|t| (t, false)))
 }
 
+/// What [`decide_view`] decided.
+struct ViewDecision {
+    decision: kopilka_paywall::Decision,
+    /// A session without a valid supporter token: ask for one and come back.
+    renew: bool,
+    /// The meter's new cookie when the view was counted.
+    meter_cookie: Option<HeaderValue>,
+    /// The end of the reader's pass when it is near.
+    pass_ends_at: Option<i64>,
+    /// The supporter token's subject (a signed-in reader's stable id), if any.
+    subject: Option<String>,
+}
+
 /// Decides this view from the request's token and cookies alone; returns the meter's new
 /// cookie when the view was counted, and the end of the reader's pass when it is near.
 ///
@@ -547,15 +705,7 @@ fn decide_view(
     headers: &HeaderMap,
     count: bool,
     now: time::OffsetDateTime,
-) -> Result<
-    (
-        kopilka_paywall::Decision,
-        bool,
-        Option<HeaderValue>,
-        Option<i64>,
-    ),
-    AppError,
-> {
+) -> Result<ViewDecision, AppError> {
     let unix = now.unix_timestamp();
     let claims = match supporter_token(headers) {
         None => None,
@@ -623,5 +773,11 @@ fn decide_view(
         .filter(|claims| claims.tier.as_deref() == Some("pass"))
         .and_then(|claims| claims.paid_through)
         .filter(|end| *end > unix && *end - unix <= notice);
-    Ok((decision, renew, set_cookie, pass_ends_at))
+    Ok(ViewDecision {
+        decision,
+        renew,
+        meter_cookie: set_cookie,
+        pass_ends_at,
+        subject: claims.map(|claims| claims.sub),
+    })
 }

@@ -9,6 +9,7 @@ mod abuse;
 mod accounts;
 mod btcpay;
 mod environment;
+mod experiments;
 mod limits;
 mod list;
 mod mail;
@@ -29,6 +30,7 @@ pub use abuse::{AbuseSettings, Challenge, ChallengeProvider, ChallengeSettings};
 pub use accounts::{AccountsSettings, Argon2Settings, LOCAL_ACCOUNTS_SECRET};
 pub use btcpay::BtcpaySettings;
 pub use environment::Environment;
+pub use experiments::ExperimentsSettings;
 pub use limits::{LimitsSettings, RouteLimit};
 pub use mail::{NoticeSettings, PublisherSettings, SmtpSettings};
 pub use offer::{

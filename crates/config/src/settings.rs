@@ -34,6 +34,9 @@ pub struct Settings {
     /// Which ways to pay each reader is offered.
     #[serde(default)]
     pub rails: crate::RailsSettings,
+    /// Ask experiments: counting and the bandit.
+    #[serde(default)]
+    pub experiments: crate::ExperimentsSettings,
     /// The banner's offer and the funding goal.
     pub offer: crate::OfferSettings,
     /// Background jobs.

@@ -86,6 +86,7 @@ impl Settings {
         check_stripe(&self.stripe, self.env)?;
         self.btcpay.validate(local)?;
         self.passes.validate()?;
+        self.experiments.validate()?;
         self.passes.validate_presets(&self.offer)?;
         self.rails.validate()?;
         self.accounts.validate(local)?;

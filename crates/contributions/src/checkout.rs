@@ -48,6 +48,22 @@ pub struct CheckoutInput {
     /// gives no address and is not signed in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_codes: Option<u8>,
+    /// The ask experiment and variant the banner was served (resolved by the caller against
+    /// the running experiments; anything else is not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentTag>,
+}
+
+/// A contribution's attribution to an ask experiment's variant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ExperimentTag {
+    /// The experiment's id (not part of the request's fingerprint: the name is).
+    #[serde(skip)]
+    pub id: uuid::Uuid,
+    /// Its name.
+    pub name: String,
+    /// The variant's key, `""` for the holdback.
+    pub variant: String,
 }
 
 /// How the reader pays.
@@ -103,6 +119,8 @@ pub struct ValidCheckout {
     pub rail: Rail,
     /// The passes it buys, if any (`as_codes` is settled when the buyer is known).
     pub pass: Option<crate::passes::PassOrder>,
+    /// The experiment's variant it came from, if any.
+    pub experiment: Option<ExperimentTag>,
 }
 
 /// The answer: 201 `{contribution_id, checkout_url}`.
@@ -216,6 +234,7 @@ impl CheckoutInput {
             return_url,
             rail,
             pass,
+            experiment: self.experiment.clone(),
         })
     }
 
@@ -625,6 +644,10 @@ pub async fn start_checkout(
                 cancel_url: Some(&cancel_url),
                 customer_email: valid.email.as_ref(),
                 expires_at: None,
+                experiment: valid
+                    .experiment
+                    .as_ref()
+                    .map(|tag| (tag.name.as_str(), tag.variant.as_str())),
             })
             .await
             .map(|session| Started {
@@ -763,8 +786,10 @@ async fn insert_contribution(
     reader: Option<ReaderId>,
 ) -> Result<(), ContributionError> {
     sqlx::query(
-        "INSERT INTO contributions (id, provider, interval, amount_minor, currency, reader_id, pass_months)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO contributions
+             (id, provider, interval, amount_minor, currency, reader_id, pass_months,
+              experiment_id, experiment_variant)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(id.as_uuid())
     .bind(valid.rail.provider().as_str())
@@ -773,6 +798,8 @@ async fn insert_contribution(
     .bind(valid.amount.currency().stripe_code())
     .bind(reader.map(ReaderId::as_uuid))
     .bind(valid.pass.map(|order| i16::from(order.months)))
+    .bind(valid.experiment.as_ref().map(|tag| tag.id))
+    .bind(valid.experiment.as_ref().map(|tag| tag.variant.as_str()))
     .execute(conn)
     .await?;
     Ok(())

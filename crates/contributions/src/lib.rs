@@ -19,8 +19,8 @@ pub mod privacy;
 pub mod shield;
 
 pub use checkout::{
-    CheckoutInput, CheckoutOutcome, CheckoutReturn, CheckoutStarted, Providers, Rail,
-    ValidCheckout, forget_old_requests, open_outcome_cookie, open_return, outcome_cookie,
+    CheckoutInput, CheckoutOutcome, CheckoutReturn, CheckoutStarted, ExperimentTag, Providers,
+    Rail, ValidCheckout, forget_old_requests, open_outcome_cookie, open_return, outcome_cookie,
     start_checkout,
 };
 pub use error::{ContributionError, Refusal};

@@ -52,6 +52,34 @@ pub fn by_weight(seed: &[u8], visitor: &str, spec: &ExperimentSpec) -> Assignmen
     Assignment::Variant(0)
 }
 
+/// Where `visitor` falls: the holdback first (never moved by the bandit), then the bandit's
+/// `shares` (basis points per variant, summing to 10 000) when given, else the weights.
+#[must_use]
+pub fn assign(
+    seed: &[u8],
+    visitor: &str,
+    spec: &ExperimentSpec,
+    shares: Option<&[u32]>,
+) -> Assignment {
+    let Some(shares) = shares.filter(|s| s.len() == spec.variants.len()) else {
+        return by_weight(seed, visitor, spec);
+    };
+    let (holdback, pick) = draws(seed, visitor);
+    if holdback % 10_000 < u64::from(spec.holdback_percent) * 100 {
+        return Assignment::Holdback;
+    }
+    let total: u64 = shares.iter().map(|&s| u64::from(s)).sum();
+    let mut point = pick % total.max(1);
+    for (index, &share) in shares.iter().enumerate() {
+        let share = u64::from(share);
+        if point < share {
+            return Assignment::Variant(index);
+        }
+        point -= share;
+    }
+    Assignment::Variant(0)
+}
+
 impl Targeting {
     /// Whether a view of `currency` from `country` on page `path` in `locale` is targeted
     /// (an empty list, or no path pattern, matches all).

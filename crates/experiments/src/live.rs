@@ -1,25 +1,103 @@
 //! The running experiments every instance serves from memory (never a query per page view):
-//! loaded whole, replaced whole, reloaded when a change is announced on [`crate::CHANNEL`]
-//! and, in case a notification was missed (a lost connection), on a poll.
+//! loaded whole, replaced whole when something changed, reloaded when a change is announced
+//! on [`crate::CHANNEL`] and, in case a notification was missed (a lost connection), on a
+//! poll. Each running experiment carries its [`Tally`]: views and clicks counted in memory
+//! and added to `experiment_counts` in one statement per flush ([`LiveExperiments::flush`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kopilka_store::PgPool;
 use time::OffsetDateTime;
 
 use crate::ExperimentError;
+use crate::assign::Assignment;
 use crate::spec::ExperimentSpec;
+
+/// Views and clicks of one experiment since the last flush: slot 0 is the holdback, slot
+/// `1 + i` the variant at index `i`. Counting is one relaxed atomic add.
+#[derive(Debug)]
+pub struct Tally {
+    keys: Vec<String>,
+    views: Box<[AtomicU64]>,
+    clicks: Box<[AtomicU64]>,
+}
+
+impl Tally {
+    fn new(spec: &ExperimentSpec) -> Self {
+        let keys: Vec<String> = std::iter::once(String::new())
+            .chain(spec.variants.iter().map(|v| v.key.clone()))
+            .collect();
+        let zeros = || keys.iter().map(|_| AtomicU64::new(0)).collect();
+        Self {
+            views: zeros(),
+            clicks: zeros(),
+            keys,
+        }
+    }
+
+    fn slot(assignment: Assignment) -> usize {
+        match assignment {
+            Assignment::Holdback => 0,
+            Assignment::Variant(index) => index + 1,
+        }
+    }
+
+    /// Counts a view served under `assignment`.
+    pub fn view(&self, assignment: Assignment) {
+        if let Some(count) = self.views.get(Self::slot(assignment)) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a click (a checkout asked for) under `assignment`.
+    pub fn click(&self, assignment: Assignment) {
+        if let Some(count) = self.clicks.get(Self::slot(assignment)) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the counts (leaving zeros): `(variant key or '' for the holdback, views, clicks)`
+    /// of every slot that counted something.
+    fn take(&self) -> Vec<(&str, u64, u64)> {
+        self.keys
+            .iter()
+            .zip(self.views.iter().zip(self.clicks.iter()))
+            .filter_map(|(key, (views, clicks))| {
+                let views = views.swap(0, Ordering::Relaxed);
+                let clicks = clicks.swap(0, Ordering::Relaxed);
+                (views + clicks > 0).then_some((key.as_str(), views, clicks))
+            })
+            .collect()
+    }
+
+    /// Gives back counts a failed flush could not write.
+    fn restore(&self, key: &str, views: u64, clicks: u64) {
+        if let Some(slot) = self.keys.iter().position(|k| k == key) {
+            self.views[slot].fetch_add(views, Ordering::Relaxed);
+            self.clicks[slot].fetch_add(clicks, Ordering::Relaxed);
+        }
+    }
+}
 
 /// One running experiment, as served.
 #[derive(Debug, Clone)]
 pub struct LiveExperiment {
+    /// Its id.
+    pub id: uuid::Uuid,
     /// Its name.
     pub name: String,
     /// Its assignment seed.
     pub seed: Vec<u8>,
     /// Its spec.
     pub spec: ExperimentSpec,
+    /// The bandit's shares per variant (basis points of the views not held back), once
+    /// computed; `None` under `split`, or before the first computation.
+    pub shares: Option<Vec<u32>>,
+    /// What this instance counted since its last flush.
+    pub tally: Arc<Tally>,
 }
 
 impl LiveExperiment {
@@ -29,25 +107,81 @@ impl LiveExperiment {
         self.spec.starts_at.is_none_or(|start| start <= now)
             && self.spec.ends_at.is_none_or(|end| now < end)
     }
+
+    /// Where `visitor` falls: the holdback, else by the bandit's shares when it has them,
+    /// else by weight.
+    #[must_use]
+    pub fn assign(&self, visitor: &str) -> Assignment {
+        crate::assign::assign(&self.seed, visitor, &self.spec, self.shares.as_deref())
+    }
+
+    /// The variant named `key` (`None` for the holdback's ''), if it has one.
+    #[must_use]
+    pub fn assignment_of(&self, key: &str) -> Option<Assignment> {
+        if key.is_empty() {
+            return Some(Assignment::Holdback);
+        }
+        self.spec
+            .variants
+            .iter()
+            .position(|v| v.key == key)
+            .map(Assignment::Variant)
+    }
 }
 
-/// The running experiments, highest priority first (then by name).
+/// The running experiments of one load, highest priority first (then by name), and a
+/// number that changes whenever they do (caches keyed on them start afresh).
+#[derive(Debug, Default)]
+pub struct Running {
+    /// Changes with every load that changed something.
+    pub generation: u64,
+    list: Vec<LiveExperiment>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = [LiveExperiment];
+
+    fn deref(&self) -> &Self::Target {
+        &self.list
+    }
+}
+
+type StoredRow = (
+    uuid::Uuid,
+    String,
+    Vec<u8>,
+    serde_json::Value,
+    Option<serde_json::Value>,
+);
+
+/// The running experiments as stored, highest priority first (then by name); their tallies
+/// are fresh.
 ///
 /// # Errors
 /// Storage errors.
 pub async fn running(pool: &PgPool) -> Result<Vec<LiveExperiment>, ExperimentError> {
-    let rows: Vec<(String, Vec<u8>, serde_json::Value)> = sqlx::query_as(
-        "SELECT name, seed, spec FROM experiments WHERE status = 'running' ORDER BY name",
+    let rows: Vec<StoredRow> = sqlx::query_as(
+        "SELECT id, name, seed, spec, shares FROM experiments WHERE status = 'running' ORDER BY name",
     )
     .fetch_all(pool)
     .await?;
     let mut live: Vec<LiveExperiment> = rows
         .into_iter()
-        .filter_map(|(name, seed, spec)| {
-            let spec = serde_json::from_value(spec)
+        .filter_map(|(id, name, seed, spec, shares)| {
+            let spec: ExperimentSpec = serde_json::from_value(spec)
                 .inspect_err(|_| tracing::error!(experiment = %name, "a stored spec does not read"))
                 .ok()?;
-            Some(LiveExperiment { name, seed, spec })
+            let shares = (spec.method == crate::Method::Bandit)
+                .then(|| shares.and_then(|s| crate::bandit::shares_from_json(&spec, &s)))
+                .flatten();
+            Some(LiveExperiment {
+                tally: Arc::new(Tally::new(&spec)),
+                id,
+                name,
+                seed,
+                spec,
+                shares,
+            })
         })
         .collect();
     live.sort_by(|a, b| {
@@ -59,14 +193,19 @@ pub async fn running(pool: &PgPool) -> Result<Vec<LiveExperiment>, ExperimentErr
     Ok(live)
 }
 
-/// The experiments an instance serves, shared by every request; replaced whole on reload.
+/// The experiments an instance serves, shared by every request; replaced whole on a reload
+/// that changed something. Cloning shares them.
 #[derive(Clone, Default)]
-pub struct LiveExperiments(Arc<arc_swap::ArcSwap<Vec<LiveExperiment>>>);
+pub struct LiveExperiments {
+    current: Arc<arc_swap::ArcSwap<Running>>,
+    /// Every tally with counts not yet flushed (a stopped experiment's stay until flushed).
+    tallies: Arc<Mutex<HashMap<uuid::Uuid, Arc<Tally>>>>,
+}
 
 impl std::fmt::Debug for LiveExperiments {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveExperiments")
-            .field("running", &self.0.load().len())
+            .field("running", &self.current.load().len())
             .finish()
     }
 }
@@ -74,24 +213,144 @@ impl std::fmt::Debug for LiveExperiments {
 impl LiveExperiments {
     /// What is served now.
     #[must_use]
-    pub fn get(&self) -> Arc<Vec<LiveExperiment>> {
-        self.0.load_full()
+    pub fn get(&self) -> Arc<Running> {
+        self.current.load_full()
     }
 
     /// What is served now, borrowed for one request (no reference count touched: the hot
     /// path's read).
     #[must_use]
-    pub fn load(&self) -> arc_swap::Guard<Arc<Vec<LiveExperiment>>> {
-        self.0.load()
+    pub fn load(&self) -> arc_swap::Guard<Arc<Running>> {
+        self.current.load()
     }
 
-    /// Loads the running experiments now.
+    /// The running experiment called `name`, if any.
+    #[must_use]
+    pub fn find(&self, name: &str) -> Option<LiveExperiment> {
+        self.current.load().iter().find(|e| e.name == name).cloned()
+    }
+
+    /// Loads the running experiments now; what is served changes only if they did.
     ///
     /// # Errors
     /// Storage errors (what was served stays).
     pub async fn reload(&self, pool: &PgPool) -> Result<(), ExperimentError> {
-        self.0.store(Arc::new(running(pool).await?));
+        let mut fresh = running(pool).await?;
+        let current = self.current.load();
+        let same = current.len() == fresh.len()
+            && current.iter().zip(&fresh).all(|(a, b)| {
+                a.id == b.id && a.spec == b.spec && a.shares == b.shares && a.name == b.name
+            });
+        if same {
+            return Ok(());
+        }
+        {
+            let mut tallies = self
+                .tallies
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for experiment in &mut fresh {
+                let tally = tallies
+                    .entry(experiment.id)
+                    .or_insert_with(|| Arc::clone(&experiment.tally));
+                experiment.tally = Arc::clone(tally);
+            }
+        }
+        self.current.store(Arc::new(Running {
+            generation: current.generation + 1,
+            list: fresh,
+        }));
         Ok(())
+    }
+
+    /// Adds every count since the last flush to `experiment_counts` under `day`, in one
+    /// statement; returns how many rows it touched. On failure the counts are kept for the
+    /// next flush: nothing is lost.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn flush(&self, pool: &PgPool, day: time::Date) -> Result<usize, ExperimentError> {
+        let live: Vec<uuid::Uuid> = self.current.load().iter().map(|e| e.id).collect();
+        let tallies: Vec<(uuid::Uuid, Arc<Tally>)> = {
+            let mut tallies = self
+                .tallies
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let taken = tallies
+                .iter()
+                .map(|(id, tally)| (*id, Arc::clone(tally)))
+                .collect();
+            // A stopped experiment's tally is flushed this once more, then forgotten.
+            tallies.retain(|id, _| live.contains(id));
+            taken
+        };
+        let (mut ids, mut keys, mut views, mut clicks) = (vec![], vec![], vec![], vec![]);
+        for (id, tally) in &tallies {
+            for (key, v, c) in tally.take() {
+                ids.push(*id);
+                keys.push(key.to_owned());
+                views.push(i64::try_from(v).unwrap_or(i64::MAX));
+                clicks.push(i64::try_from(c).unwrap_or(i64::MAX));
+            }
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let written = sqlx::query(
+            "INSERT INTO experiment_counts (experiment_id, variant, day, views, clicks)
+             SELECT id, variant, $3, views, clicks
+               FROM unnest($1::uuid[], $2::text[], $4::bigint[], $5::bigint[])
+                 AS t (id, variant, views, clicks)
+             ON CONFLICT (experiment_id, variant, day) DO UPDATE
+                SET views = experiment_counts.views + EXCLUDED.views,
+                    clicks = experiment_counts.clicks + EXCLUDED.clicks",
+        )
+        .bind(&ids)
+        .bind(&keys)
+        .bind(day)
+        .bind(&views)
+        .bind(&clicks)
+        .execute(pool)
+        .await;
+        match written {
+            Ok(_) => Ok(ids.len()),
+            Err(err) => {
+                let by_id: HashMap<uuid::Uuid, &Arc<Tally>> =
+                    tallies.iter().map(|(id, tally)| (*id, tally)).collect();
+                for (((id, key), v), c) in ids.iter().zip(&keys).zip(&views).zip(&clicks) {
+                    if let Some(tally) = by_id.get(id) {
+                        tally.restore(key, v.unsigned_abs(), c.unsigned_abs());
+                    }
+                }
+                // Kept for the next flush, even if the experiment stopped meanwhile.
+                let mut kept = self
+                    .tallies
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (id, tally) in tallies {
+                    kept.entry(id).or_insert(tally);
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Flushes every `every` (see [`Self::flush`]); the task ends with its runtime. Call
+    /// [`Self::flush`] once more when stopping, so a restart loses nothing counted.
+    #[must_use]
+    pub fn spawn_flusher(&self, pool: PgPool, every: Duration) -> tokio::task::JoinHandle<()> {
+        let live = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(err) = live.flush(&pool, OffsetDateTime::now_utc().date()).await {
+                    tracing::warn!(error = %err, "experiment counts not flushed (kept)");
+                }
+            }
+        })
     }
 
     /// Reloads on every announced change and every `poll`; the task ends with its runtime.

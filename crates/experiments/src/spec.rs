@@ -93,6 +93,16 @@ pub struct PerInterval<T> {
 }
 
 impl<T> PerInterval<T> {
+    /// The value for `interval`, if set.
+    #[must_use]
+    pub fn get(&self, interval: Interval) -> Option<&T> {
+        match interval {
+            Interval::Once => self.once.as_ref(),
+            Interval::Month => self.month.as_ref(),
+            Interval::Year => self.year.as_ref(),
+        }
+    }
+
     fn each(&self) -> impl Iterator<Item = (Interval, &T)> {
         [
             (Interval::Once, self.once.as_ref()),
@@ -127,7 +137,9 @@ pub struct CopyByLocale {
 }
 
 impl CopyByLocale {
-    fn get(&self, locale: Locale) -> Option<&Copy> {
+    /// The copy for `locale`, if written.
+    #[must_use]
+    pub fn get(&self, locale: Locale) -> Option<&Copy> {
         match locale {
             Locale::En => self.en.as_ref(),
             Locale::Ru => self.ru.as_ref(),

@@ -216,8 +216,40 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
             );
             Ok(())
         }
+        kopilka_experiments::bandit::BANDIT_JOB => kopilka_experiments::bandit::update_all(
+            &worker.pool,
+            &worker.settings.offer,
+            &worker.settings.experiments,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
         other => Err(format!("unknown job kind {other:?}")),
     }
+}
+
+/// Queues the recomputation of the bandits' shares once per `experiments.bandit_minutes`
+/// period (whichever worker gets there first).
+async fn queue_bandit(worker: &Worker, now: OffsetDateTime) -> Result<(), String> {
+    let period = i64::from(worker.settings.experiments.bandit_minutes.max(1)) * 60;
+    let slot = now.unix_timestamp().div_euclid(period);
+    let job = kopilka_queue::NewJob::new(
+        kopilka_experiments::bandit::BANDIT_JOB,
+        serde_json::json!({ "slot": slot }),
+    )
+    .dedup(format!(
+        "{}:{slot}",
+        kopilka_experiments::bandit::BANDIT_JOB
+    ));
+    let job = kopilka_queue::NewJob {
+        run_at: Some(now),
+        ..job
+    };
+    let mut conn = worker.pool.acquire().await.map_err(|e| e.to_string())?;
+    kopilka_queue::enqueue(&mut conn, &job)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Claims and runs every job due at `now`, then returns (`worker --once`).
@@ -237,6 +269,9 @@ pub async fn run_due(worker: &Worker, now: OffsetDateTime) -> Result<RunSummary,
     }
     if let Err(error) = retention::queue_daily(worker, now).await {
         tracing::warn!(error, "the retention sweep not queued");
+    }
+    if let Err(error) = queue_bandit(worker, now).await {
+        tracing::warn!(error, "the bandit's recomputation not queued");
     }
     // `worker.concurrency` lanes claim and run jobs side by side until none is due; each
     // job is claimed by one lane only (SKIP LOCKED), as with several workers.

@@ -73,6 +73,7 @@ async fn paid_checkout(
         rail: None,
         pass_months: None,
         pass_codes: None,
+        experiment: None,
     };
     let (_, started) = start_checkout(
         &app.pool,
@@ -932,6 +933,7 @@ async fn an_expired_checkout_is_abandoned_unless_it_was_paid() {
         rail: None,
         pass_months: None,
         pass_codes: None,
+        experiment: None,
     };
     let (_, started) = start_checkout(
         &app.pool,

@@ -157,6 +157,9 @@ pub struct NewCheckout<'a> {
     pub customer_email: Option<&'a Email>,
     /// When the session expires (unix seconds, 30 min to 24 h ahead); Stripe's default 24 h.
     pub expires_at: Option<i64>,
+    /// The ask experiment and variant (`""` for the holdback) the reader came from:
+    /// `metadata[experiment]` and `metadata[experiment_variant]`.
+    pub experiment: Option<(&'a str, &'a str)>,
 }
 
 /// A recurring plan as Kopilka needs it.
@@ -355,8 +358,12 @@ impl StripeClient {
         let mut product = cs::ProductData::new(new.product_name);
         product.metadata = None;
         price.product_data = Some(product);
-        let metadata: HashMap<String, String> =
+        let mut metadata: HashMap<String, String> =
             [("contribution_id".to_owned(), new.contribution_id.to_owned())].into();
+        if let Some((experiment, variant)) = new.experiment {
+            metadata.insert("experiment".to_owned(), experiment.to_owned());
+            metadata.insert("experiment_variant".to_owned(), variant.to_owned());
+        }
         let mode = match new.interval {
             Interval::Once => stripe_shared::CheckoutSessionMode::Payment,
             Interval::Month | Interval::Year => {

@@ -49,6 +49,7 @@ fn checkout<'a>(
         cancel_url: Some("https://news.example.org/support"),
         customer_email: email,
         expires_at: None,
+        experiment: None,
     }
 }
 

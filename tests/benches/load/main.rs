@@ -15,6 +15,7 @@
     reason = "a benchmark: ratios of measured figures, printed; SIGINT to its own wrk"
 )]
 
+mod experiment;
 mod flood;
 mod rig;
 mod wrk;
@@ -77,6 +78,10 @@ async fn main() {
         rows.extend(offer_rows(&rig, &tokens).await);
         loaded_kib = rig::memory_kib(pid).1;
     }
+    if wanted("experiment") {
+        eprintln!("bench: the offer with a three-variant experiment running");
+        rows.extend(experiment::experiment_rows(&rig).await);
+    }
     let due = format!("{DUE_REMINDERS} due reminders against a plain SMTP client");
     for (name, what) in [
         ("tokens", "token verifications on one core"),
@@ -124,7 +129,7 @@ async fn main() {
 }
 
 /// Whether row group `name` runs: all of them, unless `KOPILKA_BENCH_ONLY` lists some
-/// (offer, tokens, webhooks, reminders, reconcile, storm, flood), e.g. while profiling one.
+/// (offer, experiment, tokens, webhooks, reminders, reconcile, storm, flood), e.g. while profiling one.
 fn wanted(name: &str) -> bool {
     std::env::var("KOPILKA_BENCH_ONLY")
         .map_or(true, |only| only.split(',').any(|n| n.trim() == name))

@@ -57,6 +57,23 @@ function request()
 end
 "#;
 
+/// GETs carrying the cookies of the file given as the first argument (one `Cookie` header
+/// value per line), in rotation: returning visitors.
+pub const COOKIES: &str = r#"
+local requests = {}
+local next_one = 0
+function init(args)
+  for line in io.lines(args[1]) do
+    requests[#requests + 1] = wrk.format('GET', nil, {['Cookie'] = line}, nil)
+  end
+  next_one = math.random(#requests)
+end
+function request()
+  next_one = next_one % #requests + 1
+  return requests[next_one]
+end
+"#;
+
 /// POSTs of the signed webhooks in the file given as the first argument (one per line:
 /// `signature<TAB>body`), each sent once, split between the threads (the second argument
 /// says how many). A thread that has sent its share stops.

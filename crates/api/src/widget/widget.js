@@ -211,6 +211,9 @@
     if (data.currency) query.set("currency", data.currency);
     if (data.country) query.set("country", data.country);
     if (count) query.set("view", "1");
+    // For experiments that target pages and languages: the path only, never the query.
+    query.set("path", location.pathname);
+    query.set("lang", lang);
     return "/v1/offer" + (query.toString() ? "?" + query : "");
   };
 
@@ -365,7 +368,8 @@
       countField.hidden = !pass || !gift;
     };
     const drawIntervals = () => {
-      const offered = rail === "crypto" ? ["once", ...(passes.length ? ["pass"] : [])] : ["once", "month", "year"];
+      const offered = rail === "crypto" ? ["once", ...(passes.length ? ["pass"] : [])]
+        : (offer.show_intervals && offer.show_intervals.length ? offer.show_intervals : ["once", "month", "year"]);
       if (!offered.includes(interval)) { interval = offered[0]; amount = current().default_minor; }
       intervals.replaceChildren(h("legend", null, T.often),
         ...offered.map((value) => choice("interval", value, T[value], value === interval, () => {
@@ -432,6 +436,8 @@
       const copies = interval === "pass" && gift ? Math.min(20, Math.max(1, Math.floor(Number(count.value) || 1))) : 1;
       const body = { interval: interval === "pass" ? "once" : interval, amount_minor: minor * copies, currency: offer.currency,
         return_url: returnUrl(), challenge_token: token || undefined };
+      // The experiment's variant this banner showed: the gift is attributed to it.
+      if (offer.experiment) body.experiment = offer.experiment;
       if (rail === "crypto") {
         body.rail = "crypto";
         if (receipt.value.trim()) body.email = receipt.value.trim();
@@ -498,7 +504,7 @@
     const goal = offer.goal;
     const raised = goal.current_minor === null ? ""
       : fill(T.raised, { c: money(goal.current_minor, goal.currency, goal.exponent), t: money(goal.target_minor, goal.currency, goal.exponent) });
-    const goalParts = goal.target_minor > 0 ? [
+    const goalParts = goal.target_minor > 0 && offer.show_goal !== false ? [
       h("p", { id: id("goal") }, fill(T.goal, { t: money(goal.target_minor, goal.currency, goal.exponent) })),
       goal.current_minor === null ? null : h("progress", { max: goal.target_minor, value: Math.min(goal.current_minor, goal.target_minor), "aria-labelledby": id("goal"),
         "aria-valuetext": raised }),
@@ -515,11 +521,11 @@
       host.dataset.kopilka = "hidden";
       await call("PUT", "/v1/banner", { closed: true });
     } }, "×"),
-    h("h2", { id: id("heading") }, T.heading),
+    h("h2", { id: id("heading") }, offer.copy ? offer.copy.headline : T.heading),
     metered ? h("p", { class: "kopilka-meter" }, walled ? T.walled : fill(T.left, { n: meter.remaining })) : null,
     ...goalParts,
     outcome === "cancelled" ? h("p", { role: "status" }, T.cancelled) : null,
-    h("p", { class: "kopilka-lead" }, T.lead),
+    h("p", { class: "kopilka-lead" }, offer.copy ? offer.copy.body : T.lead),
     give,
     h("p", { class: "kopilka-later" }, T.later + " ", later), remindForm,
     ...signIn(), ...(passes.length ? redeem(host) : []));

@@ -10,6 +10,7 @@ mod events_list;
 mod events_replay;
 mod experiments_create;
 mod experiments_list;
+mod experiments_report;
 mod experiments_show;
 mod experiments_status;
 mod keys_rotate;
@@ -62,8 +63,8 @@ pub enum Command {
     /// end the under-attack state. Every use is audited.
     #[command(subcommand)]
     Abuse(Abuse),
-    /// Ask experiments: create one from a spec, list, show, start, pause, stop. Changes are
-    /// audited.
+    /// Ask experiments: create one from a spec, list, show, start, pause, stop, report.
+    /// Changes are audited.
     #[command(subcommand)]
     Experiments(Experiments),
 }
@@ -83,6 +84,10 @@ pub enum Experiments {
     Pause(experiments_status::Args),
     /// End it for good.
     Stop(experiments_status::Args),
+    /// What it measured per variant: views, clicks, checkouts, payments, revenue, first-year
+    /// value per 1 000 views with its credible interval, the probability to beat the
+    /// control, the bandit's shares (`--format html` draws it).
+    Report(experiments_report::Args),
 }
 
 /// `admin abuse …`.
@@ -178,6 +183,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Experiments(Experiments::Create(args)) => experiments_create::run(&args).await,
         Command::Experiments(Experiments::List(args)) => experiments_list::run(&args).await,
         Command::Experiments(Experiments::Show(args)) => experiments_show::run(&args).await,
+        Command::Experiments(Experiments::Report(args)) => experiments_report::run(&args).await,
         Command::Experiments(Experiments::Start(args)) => {
             experiments_status::run(&args, kopilka_experiments::Status::Running).await
         }

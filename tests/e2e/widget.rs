@@ -846,7 +846,7 @@ async fn an_experiments_variant_reaches_the_widget_and_checkout_and_its_report_o
         )
         .await;
         report = serde_json::from_str(out.trim()).unwrap();
-        if report["variants"][1]["views"].as_i64().unwrap_or(0) >= 2
+        if report["variants"][1]["views"].as_i64().unwrap_or(0) >= 1
             && report["variants"][1]["clicks"] == 1
         {
             break;

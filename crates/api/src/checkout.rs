@@ -151,56 +151,34 @@ pub struct CheckoutBody {
     /// 403 `challenge_required`.
     #[serde(default)]
     challenge_token: Option<String>,
-    /// The offer's `experiment` as served (`{name, variant}`, `variant` null in the
-    /// holdback): the contribution is attributed to it while the experiment runs.
-    #[serde(default)]
-    experiment: Option<ServedExperimentBody>,
 }
 
-/// The experiment and variant a banner was served, as the offer named them.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-pub struct ServedExperimentBody {
-    /// The experiment's name.
-    name: String,
-    /// The variant's key; null in the holdback.
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-/// The attribution of a checkout to a running experiment's variant, counting the click;
-/// `None` when it names none that runs (a stopped or paused one: nothing is recorded).
-///
-/// # Errors
-/// 422 `invalid_experiment` for names no experiment could have.
+/// The attribution of a checkout to the experiment variant the reader was last served (the
+/// visitor cookie the offer set: the holdback included), counting a click; `None` when the
+/// cookie names no experiment that runs now.
 fn attribute(
     state: &AppState,
-    served: Option<&ServedExperimentBody>,
-) -> Result<Option<kopilka_contributions::ExperimentTag>, AppError> {
-    let Some(served) = served else {
-        return Ok(None);
-    };
-    let variant = served.variant.as_deref().unwrap_or("");
-    if served.name.len() > 63 || variant.len() > 40 {
-        return Err(AppError::Unprocessable {
-            code: "invalid_experiment",
-            message: "experiment: a name of at most 63 characters and a variant of at most 40"
-                .into(),
-        });
-    }
+    headers: &HeaderMap,
+) -> Option<kopilka_contributions::ExperimentTag> {
+    let (experiment_id, slot) = crate::visitor::Visitor::from_request(state, headers)?.served?;
     let running = state.experiments.load();
-    let Some((experiment, assignment)) = running.iter().find_map(|experiment| {
-        (experiment.name == served.name)
-            .then(|| experiment.assignment_of(variant).map(|a| (experiment, a)))
-            .flatten()
-    }) else {
-        return Ok(None);
-    };
+    let now = time::OffsetDateTime::now_utc();
+    let experiment = running
+        .iter()
+        .find(|e| e.id == experiment_id && e.in_schedule(now))?;
+    let assignment = crate::visitor::assignment_of(experiment, slot)?;
     experiment.tally.click(assignment);
-    Ok(Some(kopilka_contributions::ExperimentTag {
+    let variant = match assignment {
+        kopilka_experiments::Assignment::Holdback => String::new(),
+        kopilka_experiments::Assignment::Variant(index) => {
+            experiment.spec.variants[index].key.clone()
+        }
+    };
+    Some(kopilka_contributions::ExperimentTag {
         id: experiment.id,
         name: experiment.name.clone(),
-        variant: variant.to_owned(),
-    }))
+        variant,
+    })
 }
 
 /// The answer: where to send the reader.
@@ -262,7 +240,7 @@ async fn checkout(
     // Stripe client's among it), and every layer copies the handler's future into a box of
     // its own on every request, refused or not (measured: 13 % of a refused write's CPU).
     let attribution = Box::pin(state.shield.admit(ip, body.challenge_token.as_deref())).await?;
-    let experiment = attribute(&state, body.experiment.as_ref())?;
+    let experiment = attribute(&state, &headers);
     let input = CheckoutInput {
         interval: body.interval,
         amount_minor: body.amount_minor,

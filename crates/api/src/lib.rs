@@ -25,6 +25,7 @@ mod reminders;
 mod revocation;
 mod serve;
 mod shield;
+mod visitor;
 mod webhooks;
 mod widget;
 
@@ -132,6 +133,7 @@ impl AppState {
     pub fn start_background(&self) -> Background {
         let poll = std::time::Duration::from_secs(self.settings.paywall.keys_reload_secs.max(1));
         let flush_every = std::time::Duration::from_secs(self.settings.experiments.flush_secs);
+        let (stop_flushing, stop) = tokio::sync::watch::channel(false);
         Background {
             tasks: vec![
                 self.revoked
@@ -142,10 +144,11 @@ impl AppState {
                     .spawn_refresher(self.pool.clone(), self.settings.offer.clone()),
                 self.limits.spawn_flusher(self.pool.clone()),
                 self.shield.spawn_refresher(self.pool.clone()),
-                self.experiments
-                    .spawn_flusher(self.pool.clone(), flush_every),
             ],
-            experiments: (self.experiments.clone(), self.pool.clone()),
+            flusher: self
+                .experiments
+                .spawn_flusher(self.pool.clone(), flush_every, stop),
+            stop_flushing,
         }
     }
 }
@@ -154,8 +157,10 @@ impl AppState {
 #[must_use = "stop the tasks before closing the pool"]
 pub struct Background {
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Flushed once more on stop: a restart loses none of the counted views.
-    experiments: (kopilka_experiments::live::LiveExperiments, PgPool),
+    /// The experiments' counts: told to stop, it flushes once more and ends (never aborted
+    /// mid-flush), so a restart loses none of the counted views.
+    flusher: tokio::task::JoinHandle<()>,
+    stop_flushing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Background {
@@ -168,13 +173,8 @@ impl Background {
         for task in self.tasks {
             let _ = task.await;
         }
-        let (experiments, pool) = self.experiments;
-        if let Err(err) = experiments
-            .flush(&pool, time::OffsetDateTime::now_utc().date())
-            .await
-        {
-            tracing::warn!(error = %err, "the experiments' last counts not flushed");
-        }
+        let _ = self.stop_flushing.send(true);
+        let _ = self.flusher.await;
     }
 }
 

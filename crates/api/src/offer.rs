@@ -44,12 +44,6 @@ pub struct OfferQuery {
     lang: Option<String>,
 }
 
-/// The first-party visitor cookie: a signed random id, the only thing experiments assign by.
-const VISITOR_COOKIE: &str = "__Host-kopilka_visitor";
-
-/// How long a visitor id lasts.
-const VISITOR_DAYS: i64 = 365;
-
 /// The experiment and variant a view was served.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServedExperiment {
@@ -563,18 +557,36 @@ async fn offer(
                 )
         });
         if let Some((index, experiment)) = chosen {
-            // A signed-in reader is assigned by their token's subject, so every device
-            // agrees; anyone else by the first-party visitor cookie.
-            let visitor = match subject {
-                Some(subject) => subject,
-                None => {
-                    let (visitor, fresh) = visitor_id(&state, headers);
-                    visitor_cookie = fresh;
-                    visitor
-                }
+            let known = crate::visitor::Visitor::from_request(&state, headers);
+            let mut visitor = known.unwrap_or_else(crate::visitor::Visitor::new);
+            // Sticky: a visitor keeps the variant they were served while the bandit's shares
+            // move. Otherwise a signed-in reader is assigned by their token's subject (every
+            // device agrees), anyone else by the cookie's random id.
+            let assignment = visitor
+                .served
+                .filter(|(id, _)| *id == experiment.id)
+                .and_then(|(_, slot)| crate::visitor::assignment_of(experiment, slot))
+                .unwrap_or_else(|| {
+                    experiment.assign(&subject.clone().unwrap_or_else(|| visitor.key()))
+                });
+            let served_now = Some((experiment.id, crate::visitor::slot_of(assignment)));
+            let today = crate::visitor::day_of(now);
+            // One view per visitor and day (and per change of experiment): a replayed request
+            // does not count again. A signed-in reader without the cookie is counted from the
+            // next view, once the cookie is back: a request without cookies cannot pile
+            // views onto a variant it chose.
+            let count = match known {
+                Some(known) => known.counted_day != today || known.served != served_now,
+                None => subject.is_none(),
             };
-            let assignment = experiment.assign(&visitor);
-            experiment.tally.view(assignment);
+            if count {
+                experiment.tally.view(assignment);
+                visitor.counted_day = today;
+            }
+            visitor.served = served_now;
+            if known != Some(visitor) {
+                visitor_cookie = Some(visitor.cookie(&state, now));
+            }
             let mut view = Served {
                 name: &experiment.name,
                 variant: None,
@@ -641,30 +653,6 @@ async fn offer(
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     Ok(response)
-}
-
-/// The reader's first-party visitor id (hex of 16 random bytes) from the signed visitor
-/// cookie, or a new one with the cookie to set. Nothing about the reader goes into it.
-fn visitor_id(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
-    let keys = &state.accounts.keys;
-    let known = cookie(headers, VISITOR_COOKIE)
-        .and_then(|value| keys.open(kopilka_accounts::keys::Purpose::Visitor, &value))
-        .filter(|bytes| bytes.len() == 16);
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    if let Some(bytes) = known {
-        return (hex(&bytes), None);
-    }
-    let bytes = kopilka_accounts::keys::random_bytes::<16>();
-    let value = keys.sign(kopilka_accounts::keys::Purpose::Visitor, &bytes);
-    let expires = time::OffsetDateTime::now_utc() + time::Duration::days(VISITOR_DAYS);
-    (
-        hex(&bytes),
-        Some(crate::identity::host_cookie(
-            VISITOR_COOKIE,
-            &value,
-            expires,
-        )),
-    )
 }
 
 /// The supporter token a request carries: a JWT as the bearer token (`true`), else the

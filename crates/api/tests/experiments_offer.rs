@@ -133,15 +133,56 @@ async fn run_experiment(app: &TestApp, spec: Value) {
     .await;
 }
 
-/// A visitor (cookie) assigned to `variant` of the running experiment, and the offer it got.
-async fn visitor_in(app: &TestApp, query: &str, variant: &str) -> (String, Value) {
-    for _ in 0..200 {
+/// A visitor (cookie) assigned to `variant` (null: the holdback) of the running experiment,
+/// and the offer it got.
+async fn visitor_in(app: &TestApp, query: &str, variant: &Value) -> (String, Value) {
+    for _ in 0..300 {
         let (body, cookie) = offer(app, query, None).await;
-        if body["experiment"]["variant"] == variant {
+        if body["experiment"]["variant"] == *variant {
             return (cookie.expect("a visitor cookie"), body);
         }
     }
-    panic!("no visitor in {variant} after 200 tries");
+    panic!("no visitor in {variant} after 300 tries");
+}
+
+/// `POST /v1/checkout` of `amount` (`interval`) in USD as the browser holding `cookie`.
+async fn checkout_as(
+    app: &TestApp,
+    cookie: Option<&str>,
+    interval: &str,
+    amount: i64,
+) -> kopilka_test_support::ApiResponse {
+    let mut request = app
+        .api
+        .request(Method::POST, "/v1/checkout")
+        .json(&json!({"interval": interval, "amount_minor": amount, "currency": "usd"}));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    send(request).await
+}
+
+/// The experiment name and variant a contribution is attributed to, if any.
+async fn attribution(app: &TestApp, contribution: &str) -> Option<(String, String)> {
+    sqlx::query_as(
+        "SELECT e.name, c.experiment_variant FROM contributions c
+         JOIN experiments e ON e.id = c.experiment_id WHERE c.id = $1::uuid",
+    )
+    .bind(contribution)
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Views counted for `variant` so far.
+async fn views_of(app: &TestApp, variant: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(views), 0)::bigint FROM experiment_counts WHERE variant = $1",
+    )
+    .bind(variant)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -150,7 +191,7 @@ async fn a_variant_changes_the_ask_and_the_gift_is_attributed_to_it_in_the_ledge
     run_experiment(
         &app,
         json!({
-            "name": "words-and-amounts",
+            "name": "words-and-amounts", "holdback_percent": 20,
             "targeting": {"currencies": ["usd"]},
             "variants": [
                 {"key": "control", "control": true},
@@ -165,7 +206,7 @@ async fn a_variant_changes_the_ask_and_the_gift_is_attributed_to_it_in_the_ledge
     let base = app.settings.offer.currencies[&"usd".parse().unwrap()].clone();
 
     // The control: the offer as configured.
-    let (control_cookie, control) = visitor_in(&app, "currency=usd", "control").await;
+    let (control_cookie, control) = visitor_in(&app, "currency=usd", &json!("control")).await;
     assert_eq!(
         control["intervals"]["once"]["presets"],
         json!(base.once.presets)
@@ -176,7 +217,7 @@ async fn a_variant_changes_the_ask_and_the_gift_is_attributed_to_it_in_the_ledge
 
     // The variant: its presets (the default, not among them, is their middle one), its
     // intervals, its default interval, no goal line, its words in the reader's language.
-    let (bold_cookie, bold) = visitor_in(&app, "currency=usd&lang=ru", "bold").await;
+    let (bold_cookie, bold) = visitor_in(&app, "currency=usd&lang=ru", &json!("bold")).await;
     assert_eq!(
         bold["intervals"]["once"]["presets"],
         json!([1500, 3000, 6000])
@@ -194,12 +235,24 @@ async fn a_variant_changes_the_ask_and_the_gift_is_attributed_to_it_in_the_ledge
     assert_eq!(bold["default_interval"], "month");
     assert_eq!(bold["show_goal"], false);
     assert_eq!(bold["copy"]["headline"], "Сохраните нас независимыми");
-    let (english, _) = offer(&app, "currency=usd&lang=en", Some(&bold_cookie)).await;
+    let (english, again) = offer(&app, "currency=usd&lang=en", Some(&bold_cookie)).await;
     assert_eq!(english["copy"]["headline"], "Keep us independent");
     assert_eq!(english["experiment"]["variant"], "bold");
+    assert!(
+        again.is_none(),
+        "counted today, same variant: no new cookie"
+    );
+    let (held_cookie, held) = visitor_in(&app, "currency=usd", &Value::Null).await;
+    assert_eq!(
+        (&held["show"], &held["reason"]),
+        (&json!(false), &json!("holdback"))
+    );
 
-    // Another instance on the same database assigns the same visitor the same variant.
-    let other = TestApp::spawn_on(app.db.as_ref().unwrap().url.clone(), |_| {}).await;
+    // Another instance on the same database serves the same visitor the same variant.
+    let other = TestApp::spawn_on(app.db.as_ref().unwrap().url.clone(), |s| {
+        s.experiments.flush_secs = 3_600;
+    })
+    .await;
     eventually(
         "the other instance serves it",
         Duration::from_secs(10),
@@ -214,16 +267,9 @@ async fn a_variant_changes_the_ask_and_the_gift_is_attributed_to_it_in_the_ledge
         assert_eq!(body["experiment"]["variant"], "control");
     }
 
-    // The widget passes the served experiment to checkout: recorded on the contribution and
-    // in Stripe's metadata.
-    let started = app
-        .api
-        .post_json(
-            "/v1/checkout",
-            &json!({"interval": "once", "amount_minor": 3000, "currency": "usd",
-                    "experiment": bold["experiment"]}),
-        )
-        .await;
+    // Checkout attributes the gift to what this browser was served (its visitor cookie):
+    // on the contribution and in Stripe's metadata.
+    let started = checkout_as(&app, Some(&bold_cookie), "once", 3000).await;
     assert_eq!(
         started.status,
         201,
@@ -234,17 +280,9 @@ async fn a_variant_changes_the_ask_and_the_gift_is_attributed_to_it_in_the_ledge
         .as_str()
         .unwrap()
         .to_owned();
-    let (experiment, variant): (String, String) = sqlx::query_as(
-        "SELECT e.name, c.experiment_variant FROM contributions c
-         JOIN experiments e ON e.id = c.experiment_id WHERE c.id = $1::uuid",
-    )
-    .bind(&contribution)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
     assert_eq!(
-        (experiment.as_str(), variant.as_str()),
-        ("words-and-amounts", "bold")
+        attribution(&app, &contribution).await,
+        Some(("words-and-amounts".into(), "bold".into()))
     );
     let url = started.json()["checkout_url"].as_str().unwrap().to_owned();
     let session = app
@@ -259,81 +297,100 @@ async fn a_variant_changes_the_ask_and_the_gift_is_attributed_to_it_in_the_ledge
         session["metadata"]["contribution_id"],
         contribution.as_str()
     );
-
-    // Not running (or never was): nothing recorded, and the gift still goes through. A name
-    // no experiment could have is refused.
-    for (served, expected) in [
-        (json!({"name": "no-such", "variant": "bold"}), 201),
-        (json!({"name": "words-and-amounts", "variant": "nope"}), 201),
-        (json!({"name": "x".repeat(64), "variant": "bold"}), 422),
-    ] {
-        let answer = app
-            .api
-            .post_json(
-                "/v1/checkout",
-                &json!({"interval": "once", "amount_minor": 3000, "currency": "usd", "experiment": served}),
-            )
-            .await;
-        assert_eq!(answer.status.as_u16(), expected, "{served}");
-        if expected == 201 {
-            let tagged: Option<uuid::Uuid> =
-                sqlx::query_scalar("SELECT experiment_id FROM contributions WHERE id = $1::uuid")
-                    .bind(answer.json()["contribution_id"].as_str().unwrap())
-                    .fetch_one(&app.pool)
-                    .await
-                    .unwrap();
-            assert!(tagged.is_none(), "{served}");
-        } else {
-            assert_eq!(answer.error_code(422), "invalid_experiment");
-        }
+    // A held-back reader who gives anyway (another page, a link): the holdback's gift.
+    let given = checkout_as(&app, Some(&held_cookie), "once", 1000).await;
+    assert_eq!(
+        attribution(&app, given.json()["contribution_id"].as_str().unwrap()).await,
+        Some(("words-and-amounts".into(), String::new()))
+    );
+    // No cookie, or a forged one: nothing attributed, and the gift goes through.
+    for cookie in [None, Some("__Host-kopilka_visitor=forged")] {
+        let answer = checkout_as(&app, cookie, "once", 3000).await;
+        assert_eq!(answer.status, 201);
+        let id = answer.json()["contribution_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(attribution(&app, &id).await, None, "{cookie:?}");
     }
 
-    // Views and clicks were counted in memory: one statement adds them up.
-    let views_before: i64 =
-        sqlx::query_scalar("SELECT coalesce(sum(views), 0)::bigint FROM experiment_counts")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(views_before, 0, "nothing flushed before the flush");
+    // Views and clicks were counted in memory, one view per visitor and day: one statement
+    // adds them up.
+    assert_eq!(
+        views_of(&app, "bold").await,
+        0,
+        "nothing flushed before the flush"
+    );
     let today = time::OffsetDateTime::now_utc().date();
     let rows = app.state.experiments.flush(&app.pool, today).await.unwrap();
-    assert!(rows >= 2, "{rows}");
-    let counted: Vec<(String, i64, i64)> =
-        sqlx::query_as("SELECT variant, views, clicks FROM experiment_counts ORDER BY variant")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    let bold_row = counted.iter().find(|r| r.0 == "bold").unwrap();
-    assert!(bold_row.1 >= 2, "{counted:?}");
-    assert_eq!(bold_row.2, 1, "one click attributed to bold: {counted:?}");
-    assert!(counted.iter().find(|r| r.0 == "control").unwrap().1 >= 1);
-    // A second flush with nothing new writes nothing; the other instance's counts add up.
+    assert!(rows >= 3, "{rows}");
+    let clicks: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT variant, clicks FROM experiment_counts WHERE clicks > 0 ORDER BY variant",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(clicks, vec![(String::new(), 1), ("bold".to_owned(), 1)]);
+    let bold_views = views_of(&app, "bold").await;
+    assert!(bold_views >= 1, "{bold_views}");
+    // The same visitor again and again the same day: counted once. Nothing new: no write.
+    for _ in 0..5 {
+        offer(&app, "currency=usd", Some(&bold_cookie)).await;
+    }
     assert_eq!(
         app.state.experiments.flush(&app.pool, today).await.unwrap(),
         0
     );
-    let other_views: u64 = 5;
+    assert_eq!(views_of(&app, "bold").await, bold_views);
+    // The other instance's counts add up: the control visitor's first view there was
+    // already counted here today, the bold visitor's too.
+    let control_before = views_of(&app, "control").await;
     other
         .state
         .experiments
         .flush(&other.pool, today)
         .await
         .unwrap();
-    let control_views: i64 =
-        sqlx::query_scalar("SELECT views FROM experiment_counts WHERE variant = 'control'")
-            .fetch_one(&app.pool)
+    assert_eq!(views_of(&app, "control").await, control_before);
+    let (_, fresh) = offer(&other, "currency=usd", None).await;
+    assert!(fresh.is_some());
+    assert_eq!(
+        other
+            .state
+            .experiments
+            .flush(&other.pool, today)
             .await
-            .unwrap();
-    assert!(
-        control_views > i64::try_from(other_views).unwrap(),
-        "{control_views}"
+            .unwrap(),
+        1
+    );
+
+    // Paused: a checkout from a page served before is no longer attributed.
+    store::transition(
+        &app.pool,
+        &app.settings.offer,
+        "words-and-amounts",
+        Status::Paused,
+    )
+    .await
+    .unwrap();
+    eventually("paused everywhere", Duration::from_secs(10), || async {
+        let (body, _) = offer(&app, "currency=usd", Some(&bold_cookie)).await;
+        body.get("experiment").is_none().then_some(())
+    })
+    .await;
+    let late = checkout_as(&app, Some(&bold_cookie), "once", 3000).await;
+    assert_eq!(
+        attribution(&app, late.json()["contribution_id"].as_str().unwrap()).await,
+        None
     );
 }
 
 /// A simulated run of `days` days of `views` views each: every view a new visitor; a view of
 /// variant `v` converts on every `every[v]`-th view of that variant (the simulator's checkout
-/// then pays; every third conversion of a variant is a monthly plan). Counts are flushed per simulated day
-/// and the bandit recomputed after each. Returns the final report.
+/// then pays; every third conversion of a variant is a monthly plan), and every 10th
+/// held-back visitor gives anyway. Counts are flushed per simulated day and the bandit
+/// recomputed after each. Returns the final report; the first visitor of each variant comes
+/// back at the end and must see the same variant.
 async fn simulate(
     app: &TestApp,
     name: &str,
@@ -342,17 +399,26 @@ async fn simulate(
     every: &[(&str, usize)],
 ) -> kopilka_experiments::report::Report {
     let mut seen: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut first: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     let start = time::OffsetDateTime::now_utc().date() - time::Duration::days(days);
     for day in 0..days {
         let mut paying = Vec::new();
         for _ in 0..views {
-            let (body, _) = offer(app, "currency=usd", None).await;
-            let Some(variant) = body["experiment"]["variant"].as_str() else {
-                continue;
-            };
-            let count = seen.entry(variant.to_owned()).or_default();
+            let (body, cookie) = offer(app, "currency=usd", None).await;
+            let cookie = cookie.expect("a new visitor's cookie");
+            let variant = body["experiment"]["variant"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            first
+                .entry(variant.clone())
+                .or_insert_with(|| cookie.clone());
+            let count = seen.entry(variant.clone()).or_default();
             *count += 1;
-            let rate = every.iter().find(|(v, _)| *v == variant).unwrap().1;
+            let rate = every
+                .iter()
+                .find(|(v, _)| *v == variant)
+                .map_or(10, |(_, rate)| *rate);
             if !(*count).is_multiple_of(rate) {
                 continue;
             }
@@ -362,14 +428,7 @@ async fn simulate(
             } else {
                 "once"
             };
-            let started = app
-                .api
-                .post_json(
-                    "/v1/checkout",
-                    &json!({"interval": interval, "amount_minor": 1000, "currency": "usd",
-                            "experiment": body["experiment"]}),
-                )
-                .await;
+            let started = checkout_as(app, Some(&cookie), interval, 1000).await;
             assert_eq!(
                 started.status,
                 201,
@@ -424,6 +483,15 @@ async fn simulate(
         .unwrap();
         app.state.experiments.reload(&app.pool).await.unwrap();
     }
+    // Sticky: whatever the shares became, a returning visitor keeps their variant.
+    for (variant, cookie) in &first {
+        let (body, _) = offer(app, "currency=usd", Some(cookie)).await;
+        assert_eq!(
+            body["experiment"]["variant"].as_str().unwrap_or(""),
+            variant,
+            "a returning visitor keeps their variant"
+        );
+    }
     kopilka_experiments::report::report(
         &app.pool,
         &app.settings.offer,
@@ -456,7 +524,6 @@ async fn over_a_simulated_month_the_bandit_favours_the_variant_that_truly_raises
         }),
     )
     .await;
-    // Before the minimum sample: the weights (half each).
     let report = simulate(
         &app,
         "bandit-month",
@@ -488,17 +555,23 @@ async fn over_a_simulated_month_the_bandit_favours_the_variant_that_truly_raises
     assert_eq!(report.winner.as_deref(), Some("better"));
     assert!(better.value_per_1000_low_minor < better.value_per_1000_minor);
     assert!(better.value_per_1000_minor < better.value_per_1000_high_minor);
-    // Monthly plans are worth more than their first payment; the holdback saw no ask.
+    // Monthly plans are worth more than their first payment.
     assert!(
         better.first_year_value_minor > better.revenue_minor,
         "{report:#?}"
     );
+    // The holdback kept its share (about 5 %) and its own gifts are measured.
     let holdback = report.holdback.as_ref().unwrap();
+    let all = holdback.views + control.views + better.views;
     assert!(
-        holdback.views > 0 && holdback.checkouts == 0,
+        holdback.views * 100 >= all * 2 && holdback.views * 100 <= all * 9,
+        "{holdback:?} of {all}"
+    );
+    assert!(
+        holdback.payments >= 1 && holdback.value_per_1000_minor > 0,
         "{holdback:?}"
     );
-    // The views were counted per simulated day: one row per day and variant at most.
+    // The views were counted per simulated day.
     let days: i64 = sqlx::query_scalar("SELECT count(DISTINCT day) FROM experiment_counts")
         .fetch_one(&app.pool)
         .await

@@ -48,17 +48,17 @@ pub struct CheckoutInput {
     /// gives no address and is not signed in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_codes: Option<u8>,
-    /// The ask experiment and variant the banner was served (resolved by the caller against
-    /// the running experiments; anything else is not recorded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The ask experiment and variant the reader was served (resolved by the caller from its
+    /// visitor cookie): recorded on a new contribution. Not part of the request's
+    /// fingerprint, so a retry after the experiment stopped is still the same request.
+    #[serde(skip)]
     pub experiment: Option<ExperimentTag>,
 }
 
 /// A contribution's attribution to an ask experiment's variant.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExperimentTag {
-    /// The experiment's id (not part of the request's fingerprint: the name is).
-    #[serde(skip)]
+    /// The experiment's id.
     pub id: uuid::Uuid,
     /// Its name.
     pub name: String,

@@ -54,6 +54,19 @@ pub async fn seed_and_shares(
     Ok((seed, shares))
 }
 
+/// Whether any bandit runs (the worker queues [`BANDIT_JOB`] only then).
+///
+/// # Errors
+/// Storage errors.
+pub async fn any_running(pool: &PgPool) -> Result<bool, ExperimentError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM experiments
+                        WHERE status = 'running' AND spec->>'method' = 'bandit')",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// What one recomputation decided for one experiment.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Update {

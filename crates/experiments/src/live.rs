@@ -4,7 +4,7 @@
 //! poll. Each running experiment carries its [`Tally`]: views and clicks counted in memory
 //! and added to `experiment_counts` in one statement per flush ([`LiveExperiments::flush`]).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -199,7 +199,10 @@ pub async fn running(pool: &PgPool) -> Result<Vec<LiveExperiment>, ExperimentErr
 pub struct LiveExperiments {
     current: Arc<arc_swap::ArcSwap<Running>>,
     /// Every tally with counts not yet flushed (a stopped experiment's stay until flushed).
-    tallies: Arc<Mutex<HashMap<uuid::Uuid, Arc<Tally>>>>,
+    /// `current` is replaced only under this lock, so a flush sees a consistent pair.
+    tallies: Arc<Mutex<BTreeMap<uuid::Uuid, Arc<Tally>>>>,
+    /// One reload at a time (each one's generation follows the last's).
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for LiveExperiments {
@@ -235,8 +238,9 @@ impl LiveExperiments {
     /// # Errors
     /// Storage errors (what was served stays).
     pub async fn reload(&self, pool: &PgPool) -> Result<(), ExperimentError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let mut fresh = running(pool).await?;
-        let current = self.current.load();
+        let current = self.current.load_full();
         let same = current.len() == fresh.len()
             && current.iter().zip(&fresh).all(|(a, b)| {
                 a.id == b.id && a.spec == b.spec && a.shares == b.shares && a.name == b.name
@@ -244,17 +248,15 @@ impl LiveExperiments {
         if same {
             return Ok(());
         }
-        {
-            let mut tallies = self
-                .tallies
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for experiment in &mut fresh {
-                let tally = tallies
-                    .entry(experiment.id)
-                    .or_insert_with(|| Arc::clone(&experiment.tally));
-                experiment.tally = Arc::clone(tally);
-            }
+        let mut tallies = self
+            .tallies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for experiment in &mut fresh {
+            let tally = tallies
+                .entry(experiment.id)
+                .or_insert_with(|| Arc::clone(&experiment.tally));
+            experiment.tally = Arc::clone(tally);
         }
         self.current.store(Arc::new(Running {
             generation: current.generation + 1,
@@ -270,12 +272,13 @@ impl LiveExperiments {
     /// # Errors
     /// Storage errors.
     pub async fn flush(&self, pool: &PgPool, day: time::Date) -> Result<usize, ExperimentError> {
-        let live: Vec<uuid::Uuid> = self.current.load().iter().map(|e| e.id).collect();
         let tallies: Vec<(uuid::Uuid, Arc<Tally>)> = {
             let mut tallies = self
                 .tallies
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Under the lock: a reload cannot publish a tally between these two reads.
+            let live: Vec<uuid::Uuid> = self.current.load().iter().map(|e| e.id).collect();
             let taken = tallies
                 .iter()
                 .map(|(id, tally)| (*id, Arc::clone(tally)))
@@ -284,14 +287,24 @@ impl LiveExperiments {
             tallies.retain(|id, _| live.contains(id));
             taken
         };
+        // In (experiment, variant) order on every instance: two instances' flushes of the
+        // same rows lock them in the same order, never into a deadlock.
+        let mut rows: Vec<(uuid::Uuid, String, u64, u64)> = tallies
+            .iter()
+            .flat_map(|(id, tally)| {
+                tally
+                    .take()
+                    .into_iter()
+                    .map(|(key, v, c)| (*id, key.to_owned(), v, c))
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let (mut ids, mut keys, mut views, mut clicks) = (vec![], vec![], vec![], vec![]);
-        for (id, tally) in &tallies {
-            for (key, v, c) in tally.take() {
-                ids.push(*id);
-                keys.push(key.to_owned());
-                views.push(i64::try_from(v).unwrap_or(i64::MAX));
-                clicks.push(i64::try_from(c).unwrap_or(i64::MAX));
-            }
+        for (id, key, v, c) in rows {
+            ids.push(id);
+            keys.push(key);
+            views.push(i64::try_from(v).unwrap_or(i64::MAX));
+            clicks.push(i64::try_from(c).unwrap_or(i64::MAX));
         }
         if ids.is_empty() {
             return Ok(0);
@@ -315,14 +328,8 @@ impl LiveExperiments {
         match written {
             Ok(_) => Ok(ids.len()),
             Err(err) => {
-                let by_id: HashMap<uuid::Uuid, &Arc<Tally>> =
-                    tallies.iter().map(|(id, tally)| (*id, tally)).collect();
-                for (((id, key), v), c) in ids.iter().zip(&keys).zip(&views).zip(&clicks) {
-                    if let Some(tally) = by_id.get(id) {
-                        tally.restore(key, v.unsigned_abs(), c.unsigned_abs());
-                    }
-                }
-                // Kept for the next flush, even if the experiment stopped meanwhile.
+                // Kept for the next flush, in the tally the map holds now (a reload may have
+                // put a new one there meanwhile), even if the experiment stopped.
                 let mut kept = self
                     .tallies
                     .lock()
@@ -330,24 +337,45 @@ impl LiveExperiments {
                 for (id, tally) in tallies {
                     kept.entry(id).or_insert(tally);
                 }
+                for (((id, key), v), c) in ids.iter().zip(&keys).zip(&views).zip(&clicks) {
+                    if let Some(tally) = kept.get(id) {
+                        tally.restore(key, v.unsigned_abs(), c.unsigned_abs());
+                    }
+                }
                 Err(err.into())
             }
         }
     }
 
-    /// Flushes every `every` (see [`Self::flush`]); the task ends with its runtime. Call
-    /// [`Self::flush`] once more when stopping, so a restart loses nothing counted.
+    /// Flushes every `every` (see [`Self::flush`]) until `stop` says so, then once more and
+    /// ends: never aborted half-way, so a graceful restart loses nothing counted.
     #[must_use]
-    pub fn spawn_flusher(&self, pool: PgPool, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_flusher(
+        &self,
+        pool: PgPool,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         let live = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
+            // A dropped sender (its owner gone without a stop) leaves it flushing for good.
+            let mut watching = true;
             loop {
-                ticks.tick().await;
+                let stopping = tokio::select! {
+                    _ = ticks.tick() => false,
+                    told = stop.changed(), if watching => {
+                        watching = told.is_ok();
+                        told.is_ok()
+                    }
+                };
                 if let Err(err) = live.flush(&pool, OffsetDateTime::now_utc().date()).await {
                     tracing::warn!(error = %err, "experiment counts not flushed (kept)");
+                }
+                if stopping || *stop.borrow() {
+                    break;
                 }
             }
         })

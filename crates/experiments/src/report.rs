@@ -19,16 +19,17 @@ use crate::store::ExperimentRow;
 /// How many simulations the report's figures rest on.
 pub const REPORT_DRAWS: usize = 4_000;
 
-/// One plan interval's measured retention.
+/// One plan interval's measured retention, over the plans that paid at least once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Retention {
-    /// Plans of this interval ever started.
+    /// Plans of this interval that paid at least once.
     pub plans: i64,
     /// Their paid periods (each a chance to end before the next).
     pub paid_periods: i64,
     /// Plans cancelled.
     pub cancelled: i64,
-    /// Plans ended or stuck by failed payments (`past_due`, `unpaid`).
+    /// Plans ended by payments that failed and were never recovered (`unpaid`); a plan
+    /// `past_due` may still recover and counts as neither.
     pub failed: i64,
     /// The loss per period used, with the prior: `(cancelled + failed + prior) / (paid
     /// periods + prior weight)`, four decimals.
@@ -43,15 +44,20 @@ pub struct Valuation {
     /// Annual plans (one payment in a first year, whatever their retention).
     pub annual: Retention,
     /// The payments a new monthly plan is expected to make in its first year,
-    /// `Σ_{m<12} (1 − loss)^m`, in basis points (e.g. 7 830 for 0.783… × 10).
+    /// `Σ_{m<12} (1 − loss)^m`, in basis points (e.g. 78 300 for 7.83).
     pub monthly_first_year_payments_bp: i64,
+    /// The further payments a live monthly plan that has paid `k` times is expected to make
+    /// in its first year, `Σ_{1 ≤ j ≤ 12 − k} (1 − loss)^j`, in basis points, for `k` = 0 to 12.
+    #[serde(skip)]
+    pub monthly_remaining_bp: Vec<i64>,
     /// The rule, in words.
     pub rule: &'static str,
 }
 
-const RULE: &str = "a one-off gift or pass: its net payment; a monthly plan: its amount times \
-                    the payments expected in a first year; an annual plan: its amount; each net \
-                    of refunds, reversals and lost disputes";
+const RULE: &str = "a one-off gift or pass: its net payment; a live monthly plan: what it paid \
+                    plus its amount times the further payments expected in its first year; an \
+                    annual plan, or a plan that has ended: what it paid; each net of refunds, \
+                    reversals and lost disputes";
 
 /// A per-period loss rate with its prior, as a fraction.
 #[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
@@ -86,11 +92,11 @@ pub async fn valuation(
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT p.interval, count(*),
                 coalesce(sum(paid.n), 0)::bigint,
-                count(*) FILTER (WHERE p.status IN ('canceled', 'incomplete_expired')),
-                count(*) FILTER (WHERE p.status IN ('past_due', 'unpaid'))
+                count(*) FILTER (WHERE p.status = 'canceled'),
+                count(*) FILTER (WHERE p.status = 'unpaid')
          FROM recurring_plans p
-         LEFT JOIN LATERAL (SELECT count(*) AS n FROM ledger_entries l
-                            WHERE l.plan_id = p.id AND l.kind = 'payment') paid ON true
+         JOIN LATERAL (SELECT count(*) AS n FROM ledger_entries l
+                       WHERE l.plan_id = p.id AND l.kind = 'payment') paid ON paid.n > 0
          GROUP BY p.interval",
     )
     .fetch_all(pool)
@@ -121,11 +127,19 @@ pub async fn valuation(
     };
     let (monthly, monthly_loss) = measured("month", monthly_prior);
     let (annual, _) = measured("year", annual_prior);
-    let expected: f64 = (0..12).map(|m| (1.0 - monthly_loss).powi(m)).sum();
+    let keep = 1.0 - monthly_loss;
+    let expected: f64 = (0..12).map(|m| keep.powi(m)).sum();
+    let remaining = (0..=12)
+        .map(|paid: i32| {
+            let further: f64 = (1..=12 - paid).map(|j| keep.powi(j)).sum();
+            (further * 10_000.0).round() as i64
+        })
+        .collect();
     Ok(Valuation {
         monthly,
         annual,
         monthly_first_year_payments_bp: (expected * 10_000.0).round() as i64,
+        monthly_remaining_bp: remaining,
         rule: RULE,
     })
 }
@@ -149,7 +163,7 @@ pub struct Evidence {
     pub unconverted: i64,
 }
 
-type ContributionRow = (String, String, String, i64, i64, i64, i64);
+type ContributionRow = (String, String, String, i64, i64, i64, Option<String>);
 
 fn in_goal(offer: &OfferSettings, currency: Currency, minor: i64) -> Option<i64> {
     let goal = offer.goal.currency;
@@ -191,32 +205,42 @@ pub async fn evidence(
         "SELECT c.experiment_variant, c.interval, c.currency, c.amount_minor,
                 count(l.id) FILTER (WHERE l.kind = 'payment'),
                 coalesce(sum(l.amount_minor) FILTER (WHERE l.kind <> 'fee'), 0)::bigint,
-                coalesce(sum(l.amount_minor) FILTER (WHERE l.kind NOT IN ('fee', 'payment')), 0)::bigint
+                p.status
          FROM contributions c
          LEFT JOIN recurring_plans p ON p.contribution_id = c.id
          LEFT JOIN ledger_entries l
            ON l.contribution_id = c.id OR (p.id IS NOT NULL AND l.plan_id = p.id)
          WHERE c.experiment_id = $1
-         GROUP BY c.id",
+         GROUP BY c.id, p.status",
     )
     .bind(experiment)
     .fetch_all(pool)
     .await?;
-    let expected = i128::from(valuation.monthly_first_year_payments_bp);
-    for (key, interval, currency, amount, payments, net, adjustments) in rows {
+    for (key, interval, currency, amount, payments, net, plan_status) in rows {
         let entry = by_key.entry(key).or_default();
         entry.checkouts += 1;
         if payments == 0 {
             continue;
         }
         entry.payments += 1;
-        let value = match interval.as_str() {
-            "month" => {
-                let year = i128::from(amount) * expected / 10_000;
-                i64::try_from(year).unwrap_or(i64::MAX) + adjustments
-            }
-            "year" => amount + adjustments,
-            _ => net,
+        // A live monthly plan: what it paid, and what it is expected to pay within its
+        // first year; anything else (a gift, a pass, an annual plan, an ended plan): what it
+        // paid, net.
+        let live = matches!(
+            plan_status.as_deref(),
+            Some("active" | "trialing" | "past_due")
+        );
+        let value = if interval == "month" && live {
+            let paid = usize::try_from(payments).unwrap_or(usize::MAX).min(12);
+            let further = valuation
+                .monthly_remaining_bp
+                .get(paid)
+                .copied()
+                .unwrap_or(0);
+            let expected = i128::from(amount) * i128::from(further) / 10_000;
+            net.saturating_add(i64::try_from(expected).unwrap_or(i64::MAX))
+        } else {
+            net
         };
         let Ok(currency) = currency.parse::<Currency>() else {
             entry.unconverted += 1;

@@ -229,8 +229,14 @@ async fn run(worker: &Worker, job: &Job, now: OffsetDateTime) -> Result<(), Stri
 }
 
 /// Queues the recomputation of the bandits' shares once per `experiments.bandit_minutes`
-/// period (whichever worker gets there first).
+/// period (whichever worker gets there first), while a bandit runs.
 async fn queue_bandit(worker: &Worker, now: OffsetDateTime) -> Result<(), String> {
+    let running = kopilka_experiments::bandit::any_running(&worker.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !running {
+        return Ok(());
+    }
     let period = i64::from(worker.settings.experiments.bandit_minutes.max(1)) * 60;
     let slot = now.unix_timestamp().div_euclid(period);
     let job = kopilka_queue::NewJob::new(

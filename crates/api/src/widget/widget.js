@@ -436,8 +436,6 @@
       const copies = interval === "pass" && gift ? Math.min(20, Math.max(1, Math.floor(Number(count.value) || 1))) : 1;
       const body = { interval: interval === "pass" ? "once" : interval, amount_minor: minor * copies, currency: offer.currency,
         return_url: returnUrl(), challenge_token: token || undefined };
-      // The experiment's variant this banner showed: the gift is attributed to it.
-      if (offer.experiment) body.experiment = offer.experiment;
       if (rail === "crypto") {
         body.rail = "crypto";
         if (receipt.value.trim()) body.email = receipt.value.trim();

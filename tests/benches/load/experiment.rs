@@ -152,6 +152,9 @@ pub async fn experiment_rows(rig: &Rig) -> Vec<Row> {
         .sum();
     assert_eq!(failed, 0, "every request answered 2xx");
     let offers: u64 = fresh.iter().chain(&returning).map(|r| r.requests).sum();
+    // A view is a visitor's first of the day: every new visitor's request is one (the
+    // returning visitors were counted when their cookies were gathered).
+    let first_views: u64 = fresh.iter().map(|r| r.requests).sum();
     let ratio = |runs: &[wrk::Run], figure: fn(&wrk::Run) -> f64| {
         median(
             runs.iter()
@@ -186,12 +189,12 @@ pub async fn experiment_rows(rig: &Rig) -> Vec<Row> {
         Row {
             measure: "SQL statements per 10 000 offers with the experiment, beyond its batched flushes and the background",
             result: format!(
-                "{per_10k:.2} ({issued} in all, {flushes} flushes, {counted} views counted)"
+                "{per_10k:.2} ({issued} in all, {flushes} flushes; {counted} views counted, {first_views} first views sent)"
             ),
             baseline: format!("idle as long: {idle}"),
             ratio: format!("{beyond} beyond"),
-            goal: "0 (± one refresh); every view counted",
-            meets: beyond <= 2 && u64::try_from(counted).unwrap_or(0) >= offers,
+            goal: "0 (± one refresh); every first view counted",
+            meets: beyond <= 2 && u64::try_from(counted).unwrap_or(0) >= first_views,
         },
     ]
 }

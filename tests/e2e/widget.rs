@@ -175,6 +175,24 @@ fn artifact(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// A screenshot of the banner, kept as the artifact `name` (and checked to be a picture).
+async fn save_banner(client: &Client, name: &str) {
+    let png = client
+        .find(Locator::Css(".kopilka-banner"))
+        .await
+        .expect("the banner")
+        .screenshot()
+        .await
+        .expect("a screenshot of the banner");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "a real picture"
+    );
+    let shot = artifact(name);
+    std::fs::write(&shot, &png).unwrap();
+    eprintln!("widget screenshot: {}", shot.display());
+}
+
 /// `kopilka dev` on a free port of `localhost` (a secure context: `__Host-` cookies work
 /// over plain HTTP there), its mail in `mail_dir`; returns it with its address and a pool
 /// on its private Postgres.
@@ -221,18 +239,7 @@ async fn a_reader_gives_monthly_through_the_widget_and_stops_seeing_asks() {
         wait_for_state(&client, &["shown", "hidden"], Duration::from_secs(20)).await,
         "shown"
     );
-    let banner = client.find(Locator::Css(".kopilka-banner")).await.unwrap();
-    let png = banner
-        .screenshot()
-        .await
-        .expect("a screenshot of the banner");
-    let shot = artifact("widget-banner.png");
-    std::fs::write(&shot, &png).unwrap();
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 5_000,
-        "a real picture"
-    );
-    eprintln!("widget screenshot: {}", shot.display());
+    save_banner(&client, "widget-banner.png").await;
 
     // Accessible: every field has a label, every button a name, the intervals are a group.
     let unlabeled = client
@@ -602,14 +609,7 @@ async fn a_reader_buys_a_pass_code_with_crypto_and_another_browser_redeems_it() 
     assert_eq!(year, "12 months — $60", "the monthly default times twelve");
     click(&client, "[data-kopilka='months-12']").await;
     click(&client, ".kopilka-gift input[type=checkbox]").await;
-    let png = client
-        .find(Locator::Css(".kopilka-banner"))
-        .await
-        .unwrap()
-        .screenshot()
-        .await
-        .unwrap();
-    std::fs::write(artifact("widget-crypto-pass.png"), &png).unwrap();
+    save_banner(&client, "widget-crypto-pass.png").await;
     click(&client, ".kopilka-give button[type=submit]").await;
 
     // The code is shown before paying (a buyer who closes BTCPay's tab keeps it).
@@ -810,14 +810,7 @@ async fn an_experiments_variant_reaches_the_widget_and_checkout_and_its_report_o
         .await
         .unwrap();
     assert_eq!(goal_shown, json!(0), "the variant hides the goal line");
-    let png = client
-        .find(Locator::Css(".kopilka-banner"))
-        .await
-        .unwrap()
-        .screenshot()
-        .await
-        .unwrap();
-    std::fs::write(artifact("experiment-variant-banner.png"), &png).unwrap();
+    save_banner(&client, "experiment-variant-banner.png").await;
 
     // Continue with the variant's default ($30): the contribution is attributed to it.
     click(&client, ".kopilka-give button[type=submit]").await;

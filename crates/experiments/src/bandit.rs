@@ -103,12 +103,7 @@ pub async fn update_all(
             .iter()
             .all(|arm| arm.views >= u64::from(settings.min_views_per_variant));
         let shares = ready.then(|| {
-            let control = experiment
-                .spec
-                .variants
-                .iter()
-                .position(|v| v.control)
-                .unwrap_or(0);
+            let control = experiment.spec.control_index();
             let seed = crate::report::seed_of(&experiment, &seed);
             let post = crate::stats::posterior(&arms, control, SHARE_DRAWS, seed);
             let best: Vec<f64> = post.iter().map(|p| p.best).collect();

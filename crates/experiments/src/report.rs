@@ -410,12 +410,7 @@ pub async fn report(
     let valuation = valuation(pool, settings).await?;
     let evidence = evidence(pool, offer, experiment.id, &valuation).await?;
     let arms = arms(&experiment, &evidence);
-    let control = experiment
-        .spec
-        .variants
-        .iter()
-        .position(|v| v.control)
-        .unwrap_or(0);
+    let control = experiment.spec.control_index();
     let posterior = posterior(&arms, control, REPORT_DRAWS, seed_of(&experiment, &seed));
     let total_weight: u32 = experiment.spec.variants.iter().map(|v| v.weight).sum();
     let variants: Vec<VariantFigures> = experiment

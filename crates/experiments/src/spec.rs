@@ -285,6 +285,12 @@ impl ExperimentSpec {
         Ok(())
     }
 
+    /// The index of the control among the variants (the first one, should none be marked).
+    #[must_use]
+    pub fn control_index(&self) -> usize {
+        self.variants.iter().position(|v| v.control).unwrap_or(0)
+    }
+
     /// The currencies the experiment serves: its targeted ones, else every offered one.
     fn currencies<'a>(&'a self, offer: &'a OfferSettings) -> Vec<Currency> {
         if self.targeting.currencies.is_empty() {

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use crate::rig::Rig;
-use crate::wrk::{self, Load};
-use crate::{Row, median, statements};
+use crate::wrk;
+use crate::{Row, median, offer_rounds, statements};
 
 const RUN: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 4;
@@ -85,42 +85,13 @@ pub async fn experiment_rows(rig: &Rig) -> Vec<Row> {
         }
     }
     let cookies = wrk::data_file("visitors.txt", cookies);
-    let cookie_args = vec![cookies.display().to_string()];
-    let load = |path: &str, script, args: Vec<String>, duration| Load {
-        url: format!("{}{path}", rig.base),
-        script,
-        args,
-        threads: 1,
-        connections: CONNECTIONS,
-        duration,
-    };
-    for (path, script, args) in [
-        ("/_baseline", wrk::GET, vec![]),
-        (offer, wrk::GET, vec![]),
-        (offer, wrk::COOKIES, cookie_args.clone()),
-    ] {
-        wrk::run(&load(path, script, args, Duration::from_secs(2))).await;
-    }
-    sqlx::query("SELECT pg_stat_statements_reset()")
-        .execute(&rig.pool)
-        .await
-        .expect("statistics reset");
-    let (mut bare, mut fresh, mut returning) = (vec![], vec![], vec![]);
-    let started = std::time::Instant::now();
-    for round in 0..ROUNDS {
-        for which in if round.is_multiple_of(2) {
-            [0, 1, 2]
-        } else {
-            [2, 1, 0]
-        } {
-            match which {
-                0 => bare.push(wrk::run(&load("/_baseline", wrk::GET, vec![], RUN)).await),
-                1 => fresh.push(wrk::run(&load(offer, wrk::GET, vec![], RUN)).await),
-                _ => returning
-                    .push(wrk::run(&load(offer, wrk::COOKIES, cookie_args.clone(), RUN)).await),
-            }
-        }
-    }
+    let cookie_args = vec![
+        cookies.display().to_string(),
+        "Cookie".into(),
+        String::new(),
+    ];
+    let ([bare, fresh, returning], started) =
+        offer_rounds(rig, offer, cookie_args, ROUNDS, RUN, CONNECTIONS).await;
     // Let the last counts reach Postgres (one flush), then read what was issued.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let took = started.elapsed();

@@ -299,58 +299,82 @@ async fn top_statements(rig: &Rig, during: &str) {
         .expect("statistics reset");
 }
 
-/// Rows 1–3: the offer (anonymous, and with supporter tokens in rotation) against the bare
-/// handler, in rounds; each ratio is the median of the rounds' own ratios (raw figures: the
-/// medians of the runs). Then the statements they issued.
-async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
+/// Runs each of `loads` once a round for `rounds` rounds, all back to back, in turn forwards
+/// and backwards, so a drift of the machine's speed hits all alike (ratios are then taken
+/// within a round); the runs of each load, in order.
+async fn alternating<const N: usize>(rounds: usize, loads: [Load<'_>; N]) -> [Vec<wrk::Run>; N] {
+    let mut runs: [Vec<wrk::Run>; N] = std::array::from_fn(|_| Vec::new());
+    for round in 0..rounds {
+        let order: Vec<usize> = if round.is_multiple_of(2) {
+            (0..N).collect()
+        } else {
+            (0..N).rev().collect()
+        };
+        for which in order {
+            runs[which].push(wrk::run(&loads[which]).await);
+        }
+    }
+    runs
+}
+
+/// The bare handler, `path`, and `path` with a header from a file (`header_args`, see
+/// [`wrk::HEADER_FROM_FILE`]): each warmed up for 2 s (connections, caches, tokens
+/// remembered), the statement statistics reset, then `rounds` alternating runs of `run`.
+/// Returns the runs of each, and when the rounds began.
+async fn offer_rounds(
+    rig: &Rig,
+    path: &str,
+    header_args: Vec<String>,
+    rounds: usize,
+    run: Duration,
+    connections: u32,
+) -> ([Vec<wrk::Run>; 3], Instant) {
     let load = |path: &str, script, args: Vec<String>, duration| Load {
         url: format!("{}{path}", rig.base),
         script,
         args,
         threads: 1,
-        connections: OFFER_CONNECTIONS,
+        connections,
         duration,
     };
-    // A reader's country, as the site passes it: the rails are chosen per request.
-    let offer = "/v1/offer?currency=usd&country=DE";
-    let token_args = vec![tokens.display().to_string()];
-    // Warm-up: connections, caches, the tokens remembered.
-    for (path, script, args) in [
-        ("/_baseline", wrk::GET, vec![]),
-        (offer, wrk::GET, vec![]),
-        (offer, wrk::BEARER_TOKENS, token_args.clone()),
-    ] {
-        wrk::run(&load(path, script, args, Duration::from_secs(2))).await;
+    let loads = |duration| {
+        [
+            load("/_baseline", wrk::GET, vec![], duration),
+            load(path, wrk::GET, vec![], duration),
+            load(path, wrk::HEADER_FROM_FILE, header_args.clone(), duration),
+        ]
+    };
+    for warm_up in loads(Duration::from_secs(2)) {
+        wrk::run(&warm_up).await;
     }
     sqlx::query("SELECT pg_stat_statements_reset()")
         .execute(&rig.pool)
         .await
         .expect("statistics reset");
-    let (mut bare, mut anonymous, mut supporters) = (vec![], vec![], vec![]);
-    let rounds_started = std::time::Instant::now();
-    // Each round runs all three back to back, in turn forwards and backwards, so a drift of
-    // the machine's speed hits all alike; ratios are taken within a round.
-    for round in 0..OFFER_ROUNDS {
-        for which in if round.is_multiple_of(2) {
-            [0, 1, 2]
-        } else {
-            [2, 1, 0]
-        } {
-            match which {
-                0 => bare.push(wrk::run(&load("/_baseline", wrk::GET, vec![], OFFER_RUN)).await),
-                1 => anonymous.push(wrk::run(&load(offer, wrk::GET, vec![], OFFER_RUN)).await),
-                _ => supporters.push(
-                    wrk::run(&load(
-                        offer,
-                        wrk::BEARER_TOKENS,
-                        token_args.clone(),
-                        OFFER_RUN,
-                    ))
-                    .await,
-                ),
-            }
-        }
-    }
+    let started = Instant::now();
+    (alternating(rounds, loads(run)).await, started)
+}
+
+/// Rows 1–3: the offer (anonymous, and with supporter tokens in rotation) against the bare
+/// handler, in rounds; each ratio is the median of the rounds' own ratios (raw figures: the
+/// medians of the runs). Then the statements they issued.
+async fn offer_rows(rig: &Rig, tokens: &std::path::Path) -> Vec<Row> {
+    // A reader's country, as the site passes it: the rails are chosen per request.
+    let offer = "/v1/offer?currency=usd&country=DE";
+    let token_args = vec![
+        tokens.display().to_string(),
+        "Authorization".into(),
+        "Bearer ".into(),
+    ];
+    let ([bare, anonymous, supporters], rounds_started) = offer_rounds(
+        rig,
+        offer,
+        token_args,
+        OFFER_ROUNDS,
+        OFFER_RUN,
+        OFFER_CONNECTIONS,
+    )
+    .await;
     let (issued, texts) = statements(rig).await;
     // The background refreshers (the card-testing shield's state, once a second as in
     // production) run whether or not anyone reads the offer: their statements in as long

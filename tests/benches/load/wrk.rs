@@ -40,31 +40,16 @@ end
 /// A plain GET.
 pub const GET: &str = "wrk.method = 'GET'\n";
 
-/// GETs carrying the bearer tokens of the file given as the first argument, in rotation
-/// (each thread starting at its own place).
-pub const BEARER_TOKENS: &str = r#"
+/// GETs carrying one header whose values are the lines of a file, in rotation (each thread
+/// starting at its own place): arguments the file, the header's name and a prefix for each
+/// value, e.g. `tokens.txt Authorization "Bearer "` or `visitors.txt Cookie ""`.
+pub const HEADER_FROM_FILE: &str = r#"
 local requests = {}
 local next_one = 0
 function init(args)
+  local prefix = args[3] or ''
   for line in io.lines(args[1]) do
-    requests[#requests + 1] = wrk.format('GET', nil, {['Authorization'] = 'Bearer ' .. line}, nil)
-  end
-  next_one = math.random(#requests)
-end
-function request()
-  next_one = next_one % #requests + 1
-  return requests[next_one]
-end
-"#;
-
-/// GETs carrying the cookies of the file given as the first argument (one `Cookie` header
-/// value per line), in rotation: returning visitors.
-pub const COOKIES: &str = r#"
-local requests = {}
-local next_one = 0
-function init(args)
-  for line in io.lines(args[1]) do
-    requests[#requests + 1] = wrk.format('GET', nil, {['Cookie'] = line}, nil)
+    requests[#requests + 1] = wrk.format('GET', nil, {[args[2]] = prefix .. line}, nil)
   end
   next_one = math.random(#requests)
 end

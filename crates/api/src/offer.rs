@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::identity::cookie;
+use crate::identity::Jar;
 use crate::{AppError, AppState, ErrorBody};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -54,7 +54,7 @@ pub struct ServedExperiment {
 }
 
 /// The anonymous reader's meter cookie (signed, host-only).
-const METER_COOKIE: &str = "__Host-kopilka_meter";
+pub(crate) const METER_COOKIE: &str = "__Host-kopilka_meter";
 
 /// Presets and limits for one interval (minor units).
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -527,13 +527,15 @@ async fn offer(
         })?;
 
     let now = time::OffsetDateTime::now_utc();
+    // Every cookie the view reads, parsed once.
+    let jar = Jar::parse(headers);
     let ViewDecision {
         decision,
         renew,
         meter_cookie,
         pass_ends_at,
         subject,
-    } = decide_view(&state, headers, query.view == Some(1), now)?;
+    } = decide_view(&state, headers, &jar, query.view == Some(1), now)?;
     // Only an ask can be experimented on; with none running this costs one atomic load. A
     // view that asks for `renew` is asked again at once: the second answer is the one served.
     let live = state.experiments.load();
@@ -557,7 +559,7 @@ async fn offer(
                 )
         });
         if let Some((index, experiment)) = chosen {
-            let known = crate::visitor::Visitor::from_request(&state, headers);
+            let known = crate::visitor::Visitor::from_jar(&state, &jar);
             let mut visitor = known.unwrap_or_else(crate::visitor::Visitor::new);
             // Sticky: a visitor keeps the variant they were served while the bandit's shares
             // move. Otherwise a signed-in reader is assigned by their token's subject (every
@@ -585,7 +587,7 @@ async fn offer(
             }
             visitor.served = served_now;
             if known != Some(visitor) {
-                visitor_cookie = Some(visitor.cookie(&state, now));
+                visitor_cookie = Some(visitor.cookie(&state));
             }
             let mut view = Served {
                 name: &experiment.name,
@@ -657,14 +659,14 @@ async fn offer(
 
 /// The supporter token a request carries: a JWT as the bearer token (`true`), else the
 /// cookie (`false`).
-fn supporter_token(headers: &HeaderMap) -> Option<(String, bool)> {
+fn supporter_token<'a>(headers: &'a HeaderMap, jar: &Jar<'a>) -> Option<(&'a str, bool)> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .filter(|t| t.matches('.').count() == 2)
-        .map(|t| (t.to_owned(), true))
-        .or_else(|| cookie(headers, crate::entitlements::SUPPORTER_COOKIE).map(|t| (t, false)))
+        .map(|t| (t, true))
+        .or_else(|| jar.supporter.map(|t| (t, false)))
 }
 
 /// What [`decide_view`] decided.
@@ -691,13 +693,14 @@ struct ViewDecision {
 fn decide_view(
     state: &AppState,
     headers: &HeaderMap,
+    jar: &Jar<'_>,
     count: bool,
     now: time::OffsetDateTime,
 ) -> Result<ViewDecision, AppError> {
     let unix = now.unix_timestamp();
-    let claims = match supporter_token(headers) {
+    let claims = match supporter_token(headers, jar) {
         None => None,
-        Some((token, bearer)) => match state.keyring.get().verify(&token, unix) {
+        Some((token, bearer)) => match state.keyring.get().verify(token, unix) {
             // An erased reader's token, refused like a forged one.
             Ok(claims) if state.revoked.contains(&claims.sub) => {
                 if bearer {
@@ -727,12 +730,13 @@ fn decide_view(
         },
     };
     // Only the session cookie's presence: checking it would take a query.
-    let renew = claims.is_none() && cookie(headers, crate::identity::SESSION_COOKIE).is_some();
+    let renew = claims.is_none() && jar.session.is_some();
     let hide_until = match &claims {
         Some(claims) => claims.hide_asks_until,
-        None => cookie(headers, crate::reminders::BANNER_COOKIE)
+        None => jar
+            .banner
             .and_then(|c| {
-                kopilka_accounts::banner::BannerState::from_cookie(&state.accounts.keys, &c)
+                kopilka_accounts::banner::BannerState::from_cookie(&state.accounts.keys, c)
             })
             .and_then(|banner| banner.hides_asks_until())
             .map(time::OffsetDateTime::unix_timestamp),
@@ -740,8 +744,7 @@ fn decide_view(
     let paywall = &state.settings.paywall;
     let secret = paywall.secret_bytes();
     let mode = state.offers.mode;
-    let meter =
-        kopilka_paywall::Meter::from_cookie(secret, cookie(headers, METER_COOKIE).as_deref(), now);
+    let meter = kopilka_paywall::Meter::from_cookie(secret, jar.meter, now);
     let (counted, view) = if count {
         meter.view(mode, paywall.free_articles)
     } else {

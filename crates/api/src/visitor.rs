@@ -10,7 +10,7 @@ use kopilka_accounts::keys::Purpose;
 use time::OffsetDateTime;
 
 use crate::AppState;
-use crate::identity::cookie;
+use crate::identity::Jar;
 
 /// The cookie's name.
 pub(crate) const VISITOR_COOKIE: &str = "__Host-kopilka_visitor";
@@ -39,10 +39,11 @@ pub(crate) fn day_of(now: OffsetDateTime) -> u32 {
 }
 
 impl Visitor {
-    /// A new visitor: a fresh random id, never counted, never served.
+    /// A new visitor: a fresh random id (from the thread's CSPRNG, not a system call per
+    /// view), never counted, never served.
     pub fn new() -> Self {
         Self {
-            id: kopilka_accounts::keys::random_bytes::<16>(),
+            id: rand::random::<[u8; 16]>(),
             counted_day: 0,
             served: None,
         }
@@ -50,8 +51,12 @@ impl Visitor {
 
     /// The cookie the request carries, if valid (a forged or unreadable one is none).
     pub fn from_request(state: &AppState, headers: &HeaderMap) -> Option<Self> {
-        let value = cookie(headers, VISITOR_COOKIE)?;
-        let bytes = state.accounts.keys.open(Purpose::Visitor, &value)?;
+        Self::from_jar(state, &Jar::parse(headers))
+    }
+
+    /// The cookie among a request's parsed cookies, if valid.
+    pub fn from_jar(state: &AppState, jar: &Jar<'_>) -> Option<Self> {
+        let bytes = state.accounts.keys.open(Purpose::Visitor, jar.visitor?)?;
         let mut id = [0_u8; 16];
         id.copy_from_slice(bytes.get(..16)?);
         let (counted_day, served) = match bytes.len() {
@@ -77,7 +82,7 @@ impl Visitor {
     }
 
     /// The `Set-Cookie` for this state.
-    pub fn cookie(&self, state: &AppState, now: OffsetDateTime) -> HeaderValue {
+    pub fn cookie(&self, state: &AppState) -> HeaderValue {
         let mut bytes = Vec::with_capacity(FULL_LEN);
         bytes.extend_from_slice(&self.id);
         bytes.extend_from_slice(&self.counted_day.to_be_bytes());
@@ -86,11 +91,12 @@ impl Visitor {
             bytes.push(slot);
         }
         let value = state.accounts.keys.sign(Purpose::Visitor, &bytes);
-        crate::identity::host_cookie(
-            VISITOR_COOKIE,
-            &value,
-            now + time::Duration::days(VISITOR_DAYS),
-        )
+        // Max-Age, not Expires: no date to format on every new visitor's view.
+        HeaderValue::try_from(format!(
+            "{VISITOR_COOKIE}={value}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
+            VISITOR_DAYS * 86_400
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 

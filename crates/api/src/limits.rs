@@ -46,6 +46,22 @@ impl Route {
         }
     }
 
+    /// Every public write, in a fixed order (see [`Route::index`]).
+    const ALL: [Self; 7] = [
+        Self::Checkout,
+        Self::SignUp,
+        Self::SignInLink,
+        Self::SignIn,
+        Self::Reminder,
+        Self::PlanLink,
+        Self::PassCode,
+    ];
+
+    /// Its place in [`Route::ALL`].
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
     fn limit(self, settings: &LimitsSettings) -> RouteLimit {
         match self {
             Self::Checkout => settings.checkout,
@@ -62,6 +78,9 @@ impl Route {
 /// The budgets of every public write, and the bound on work left running.
 pub struct PublicLimits {
     limiter: Arc<Limiter>,
+    /// Each route's global budgets (its window's and, with a burst factor, its second's)
+    /// under their keys, made once: a flood's refusals build no key.
+    globals: [Vec<(String, Budget)>; 7],
     settings: LimitsSettings,
     keys: Keys,
     tasks: Arc<Semaphore>,
@@ -78,6 +97,7 @@ impl PublicLimits {
     #[must_use]
     pub fn new(settings: &Settings) -> Self {
         Self {
+            globals: Route::ALL.map(|route| global_hits(route, &settings.limits)),
             limiter: Limiter::new(settings.limits.max_keys),
             settings: settings.limits,
             keys: Keys::from_settings(&settings.accounts),
@@ -131,20 +151,53 @@ impl PublicLimits {
     /// already spent, counting nothing: the check [`refuse_spent`] makes before a body is
     /// read. The handler's [`Self::admit`] still counts (and checks the address's budget).
     fn refuse_spent(&self, route: Route, ip: Option<IpAddr>) -> Result<(), AppError> {
-        let owned = self.hits(route, ip, None);
-        let hits: Vec<(&str, Budget)> = owned.iter().map(|(k, b)| (k.as_str(), *b)).collect();
+        let refused = |refusal| {
+            let (Refusal::Over { retry_after } | Refusal::Full { retry_after }) = refusal;
+            metrics::counter!("kopilka_rate_limited_total", "route" => route.name()).increment(1);
+            AppError::TooManyRequests {
+                code: "rate_limited",
+                message: "too many requests; try again later".into(),
+                retry_after_secs: retry_after.as_secs(),
+            }
+        };
+        let now = kopilka_store::limits::unix_now();
+        // The route's own budgets first, from keys made once: in a flood they are spent
+        // first, and the refusal then costs no client key (no HMAC, no allocation).
+        let globals = &self.globals[route.index()];
+        let mut hits = [(
+            "",
+            Budget {
+                limit: 0,
+                window_secs: 1,
+            },
+        ); 2];
+        for (slot, (key, budget)) in hits.iter_mut().zip(globals) {
+            *slot = (key.as_str(), *budget);
+        }
         self.limiter
-            .peek(&hits, kopilka_store::limits::unix_now())
-            .map_err(|refusal| {
-                let (Refusal::Over { retry_after } | Refusal::Full { retry_after }) = refusal;
-                metrics::counter!("kopilka_rate_limited_total", "route" => route.name())
-                    .increment(1);
-                AppError::TooManyRequests {
-                    code: "rate_limited",
-                    message: "too many requests; try again later".into(),
-                    retry_after_secs: retry_after.as_secs(),
-                }
-            })
+            .peek(&hits[..globals.len()], now)
+            .map_err(refused)?;
+        let Some(ip) = ip else {
+            return Ok(());
+        };
+        let limit = route.limit(&self.settings);
+        let client = format!(
+            "{}:client:{}",
+            route.name(),
+            kopilka_contributions::shield::client_key(&self.keys, ip)
+        );
+        self.limiter
+            .peek(
+                &[(
+                    client.as_str(),
+                    Budget {
+                        limit: limit.per_client,
+                        window_secs: limit.window_secs,
+                    },
+                )],
+                now,
+            )
+            .map_err(refused)
     }
 
     /// The budgets a request of `route` from `ip` naming `email` counts against: the
@@ -161,18 +214,7 @@ impl PublicLimits {
             window_secs: limit.window_secs,
         };
         let name = route.name();
-        let mut hits = vec![(format!("{name}:global"), budget(limit.global))];
-        if self.settings.burst_factor > 0 {
-            let per_second = u64::from(limit.global) * u64::from(self.settings.burst_factor)
-                / u64::from(limit.window_secs.max(1));
-            hits.push((
-                format!("{name}:global:second"),
-                Budget {
-                    limit: u32::try_from(per_second.max(1)).unwrap_or(u32::MAX),
-                    window_secs: 1,
-                },
-            ));
-        }
+        let mut hits = self.globals[route.index()].clone();
         if let Some(ip) = ip {
             hits.push((
                 format!(
@@ -210,6 +252,32 @@ impl PublicLimits {
     pub(crate) fn spawn_flusher(&self, pool: PgPool) -> tokio::task::JoinHandle<()> {
         self.limiter.spawn_flusher(pool, self.settings.flush())
     }
+}
+
+/// A route's global budgets under their keys: its window's, and (with a burst factor) its
+/// second's.
+fn global_hits(route: Route, settings: &LimitsSettings) -> Vec<(String, Budget)> {
+    let limit = route.limit(settings);
+    let name = route.name();
+    let mut hits = vec![(
+        format!("{name}:global"),
+        Budget {
+            limit: limit.global,
+            window_secs: limit.window_secs,
+        },
+    )];
+    if settings.burst_factor > 0 {
+        let per_second = u64::from(limit.global) * u64::from(settings.burst_factor)
+            / u64::from(limit.window_secs.max(1));
+        hits.push((
+            format!("{name}:global:second"),
+            Budget {
+                limit: u32::try_from(per_second.max(1)).unwrap_or(u32::MAX),
+                window_secs: 1,
+            },
+        ));
+    }
+    hits
 }
 
 /// A public write's route, by its method and matched template; `None` for every other.

@@ -78,7 +78,13 @@ impl Visitor {
 
     /// The id as the assignment hashes it (hex).
     pub fn key(&self) -> String {
-        self.id.iter().map(|b| format!("{b:02x}")).collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = String::with_capacity(32);
+        for b in self.id {
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        hex
     }
 
     /// The `Set-Cookie` for this state.

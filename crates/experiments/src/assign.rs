@@ -18,10 +18,35 @@ pub enum Assignment {
     Variant(usize),
 }
 
+/// An experiment's keyed hash, made once from its seed (and its label): each view then
+/// costs the hash of its visitor id only.
+#[derive(Clone)]
+pub struct Keyed(Hmac<Sha256>);
+
+impl std::fmt::Debug for Keyed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keyed(..)")
+    }
+}
+
+impl Keyed {
+    /// The keyed hash of `seed`.
+    #[must_use]
+    pub fn new(seed: &[u8]) -> Self {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(seed).expect("HMAC takes any key");
+        mac.update(b"kopilka/experiment-assignment/v1\0");
+        Self(mac)
+    }
+}
+
 /// The two independent draws for `visitor` under `seed`: the holdback's and the variant's.
 fn draws(seed: &[u8], visitor: &str) -> (u64, u64) {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(seed).expect("HMAC takes any key");
-    mac.update(b"kopilka/experiment-assignment/v1\0");
+    draws_keyed(&Keyed::new(seed), visitor)
+}
+
+/// [`draws`] with the experiment's keyed hash made beforehand.
+fn draws_keyed(keyed: &Keyed, visitor: &str) -> (u64, u64) {
+    let mut mac = keyed.0.clone();
     mac.update(visitor.as_bytes());
     let digest = mac.finalize().into_bytes();
     let word = |at: usize| {
@@ -37,6 +62,11 @@ fn draws(seed: &[u8], visitor: &str) -> (u64, u64) {
 #[must_use]
 pub fn by_weight(seed: &[u8], visitor: &str, spec: &ExperimentSpec) -> Assignment {
     let (holdback, pick) = draws(seed, visitor);
+    weighted(holdback, pick, spec)
+}
+
+/// The fixed split of two draws.
+fn weighted(holdback: u64, pick: u64, spec: &ExperimentSpec) -> Assignment {
     if holdback % 10_000 < u64::from(spec.holdback_percent) * 100 {
         return Assignment::Holdback;
     }
@@ -61,10 +91,21 @@ pub fn assign(
     spec: &ExperimentSpec,
     shares: Option<&[u32]>,
 ) -> Assignment {
+    assign_keyed(&Keyed::new(seed), visitor, spec, shares)
+}
+
+/// [`assign`] with the experiment's keyed hash made beforehand (what the offer uses).
+#[must_use]
+pub fn assign_keyed(
+    keyed: &Keyed,
+    visitor: &str,
+    spec: &ExperimentSpec,
+    shares: Option<&[u32]>,
+) -> Assignment {
+    let (holdback, pick) = draws_keyed(keyed, visitor);
     let Some(shares) = shares.filter(|s| s.len() == spec.variants.len()) else {
-        return by_weight(seed, visitor, spec);
+        return weighted(holdback, pick, spec);
     };
-    let (holdback, pick) = draws(seed, visitor);
     if holdback % 10_000 < u64::from(spec.holdback_percent) * 100 {
         return Assignment::Holdback;
     }
@@ -158,6 +199,21 @@ mod tests {
         assert!((share(counts[3]) - 0.05).abs() < 0.01, "{counts:?}");
         assert!((share(counts[0]) - 0.95 / 4.0).abs() < 0.02, "{counts:?}");
         assert!((share(counts[2]) - 0.95 / 2.0).abs() < 0.02, "{counts:?}");
+        // The offer's path (a keyed hash made once) assigns exactly as the seed does, and a
+        // bandit's shares move only the variants, never the holdback.
+        let keyed = Keyed::new(&seed);
+        for n in 0..2_000 {
+            let visitor = format!("visitor-{n}");
+            let plain = by_weight(&seed, &visitor, &spec);
+            assert_eq!(assign_keyed(&keyed, &visitor, &spec, None), plain);
+            assert_eq!(assign(&seed, &visitor, &spec, None), plain);
+            let shared = assign_keyed(&keyed, &visitor, &spec, Some(&[0, 10_000, 0]));
+            if plain == Assignment::Holdback {
+                assert_eq!(shared, Assignment::Holdback);
+            } else {
+                assert_eq!(shared, Assignment::Variant(1));
+            }
+        }
         // Another experiment's seed assigns independently.
         let other = [8_u8; 16];
         let moved = (0..1_000)

@@ -91,6 +91,8 @@ pub struct LiveExperiment {
     pub name: String,
     /// Its assignment seed.
     pub seed: Vec<u8>,
+    /// Its keyed hash, made once from the seed.
+    pub keyed: crate::assign::Keyed,
     /// Its spec.
     pub spec: ExperimentSpec,
     /// The bandit's shares per variant (basis points of the views not held back), once
@@ -112,7 +114,7 @@ impl LiveExperiment {
     /// else by weight.
     #[must_use]
     pub fn assign(&self, visitor: &str) -> Assignment {
-        crate::assign::assign(&self.seed, visitor, &self.spec, self.shares.as_deref())
+        crate::assign::assign_keyed(&self.keyed, visitor, &self.spec, self.shares.as_deref())
     }
 
     /// The variant named `key` (`None` for the holdback's ''), if it has one.
@@ -176,6 +178,7 @@ pub async fn running(pool: &PgPool) -> Result<Vec<LiveExperiment>, ExperimentErr
                 .flatten();
             Some(LiveExperiment {
                 tally: Arc::new(Tally::new(&spec)),
+                keyed: crate::assign::Keyed::new(&seed),
                 id,
                 name,
                 seed,

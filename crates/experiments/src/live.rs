@@ -116,19 +116,6 @@ impl LiveExperiment {
     pub fn assign(&self, visitor: &str) -> Assignment {
         crate::assign::assign_keyed(&self.keyed, visitor, &self.spec, self.shares.as_deref())
     }
-
-    /// The variant named `key` (`None` for the holdback's ''), if it has one.
-    #[must_use]
-    pub fn assignment_of(&self, key: &str) -> Option<Assignment> {
-        if key.is_empty() {
-            return Some(Assignment::Holdback);
-        }
-        self.spec
-            .variants
-            .iter()
-            .position(|v| v.key == key)
-            .map(Assignment::Variant)
-    }
 }
 
 /// The running experiments of one load, highest priority first (then by name), and a
@@ -228,12 +215,6 @@ impl LiveExperiments {
     #[must_use]
     pub fn load(&self) -> arc_swap::Guard<Arc<Running>> {
         self.current.load()
-    }
-
-    /// The running experiment called `name`, if any.
-    #[must_use]
-    pub fn find(&self, name: &str) -> Option<LiveExperiment> {
-        self.current.load().iter().find(|e| e.name == name).cloned()
     }
 
     /// Loads the running experiments now; what is served changes only if they did.
